@@ -1,0 +1,6 @@
+//! PLACEHOLDER: replaced by the real applet before anything lands.
+use std::ffi::OsString;
+
+pub fn main(_args: Vec<OsString>) -> i32 {
+    crate::applets::fail("cowrepair", "PLACEHOLDER")
+}

@@ -1,0 +1,208 @@
+//! The applet table and the multicall dispatcher.
+//!
+//! The applet is chosen from the basename of argv[0] (a leading `@`, which
+//! systemd uses to mark root-storage daemons, is ignored), or from the first
+//! argument when we are called as `cloopbox`. Each applet is one file in this
+//! directory that parses its flags and calls library code.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::Path;
+
+mod cloopinfo;
+mod cowlist;
+mod cowmerge;
+mod cowpack;
+mod cowrepair;
+mod create_compressed_fs;
+mod extract_compressed_fs;
+
+/// An applet's entry point. `args[0]` is the applet name as invoked; the
+/// return value is the process exit status.
+pub type AppletMain = fn(Vec<OsString>) -> i32;
+
+pub struct Applet {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub main: AppletMain,
+}
+
+/// Sorted by name.
+pub static APPLETS: &[Applet] = &[
+    Applet {
+        name: "cloopinfo",
+        summary: "describe and verify a cloop image",
+        main: cloopinfo::main,
+    },
+    Applet {
+        name: "cowlist",
+        summary: "show the header of a cowloop cowfile",
+        main: cowlist::main,
+    },
+    Applet {
+        name: "cowmerge",
+        summary: "write a cowfile's changes into its read-only file",
+        main: cowmerge::main,
+    },
+    Applet {
+        name: "cowpack",
+        summary: "pack or unpack a cowfile into a savefile",
+        main: cowpack::main,
+    },
+    Applet {
+        name: "cowrepair",
+        summary: "rebuild the bitmap of a dirty cowfile",
+        main: cowrepair::main,
+    },
+    Applet {
+        name: "create_compressed_fs",
+        summary: "compress a filesystem image into a cloop image",
+        main: create_compressed_fs::main,
+    },
+    Applet {
+        name: "extract_compressed_fs",
+        summary: "decompress a cloop image of any version",
+        main: extract_compressed_fs::main,
+    },
+];
+
+const MULTICALL_NAME: &str = "cloopbox";
+
+pub fn find(name: &str) -> Option<&'static Applet> {
+    APPLETS.iter().find(|a| a.name == name)
+}
+
+/// Applet name from an argv[0]: basename, without systemd's `@` marker.
+pub fn applet_name(argv0: &std::ffi::OsStr) -> String {
+    let base = Path::new(argv0)
+        .file_name()
+        .unwrap_or(argv0)
+        .to_string_lossy();
+    base.strip_prefix('@').unwrap_or(&base).to_string()
+}
+
+pub fn dispatch(mut args: Vec<OsString>) -> i32 {
+    let argv0 = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| MULTICALL_NAME.into());
+    let name = applet_name(&argv0);
+    if let Some(applet) = find(&name) {
+        return (applet.main)(args);
+    }
+    if name != MULTICALL_NAME && !name.starts_with(MULTICALL_NAME) {
+        eprintln!("cloopbox: unknown applet '{name}'");
+        print_list(&mut std::io::stderr());
+        return 1;
+    }
+    args.remove(0);
+    let Some(first) = args.first().map(|a| a.to_string_lossy().into_owned()) else {
+        usage(&mut std::io::stderr());
+        return 1;
+    };
+    match first.as_str() {
+        "--list" | "-l" => {
+            for a in APPLETS {
+                println!("{}", a.name);
+            }
+            0
+        }
+        "--help" | "-h" | "help" => {
+            usage(&mut std::io::stdout());
+            0
+        }
+        "--version" | "-V" => {
+            println!("cloopbox {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        "--install" => match args.get(1) {
+            Some(dir) => install_links(Path::new(dir)),
+            None => {
+                eprintln!("cloopbox: --install needs a directory");
+                1
+            }
+        },
+        _ => match find(&first) {
+            Some(applet) => (applet.main)(args),
+            None => {
+                eprintln!("cloopbox: unknown applet '{first}'");
+                print_list(&mut std::io::stderr());
+                1
+            }
+        },
+    }
+}
+
+fn usage(out: &mut dyn Write) {
+    let _ = writeln!(
+        out,
+        "cloopbox {}: cloop and cowloop in one static binary\n\n\
+         Usage: cloopbox APPLET [ARGS...]     run an applet\n       \
+         APPLET [ARGS...]              through a link named after it\n       \
+         cloopbox --list               list the applets\n       \
+         cloopbox --install DIR        make one symlink per applet in DIR\n       \
+         cloopbox APPLET --help        help for one applet\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    print_list(out);
+}
+
+fn print_list(out: &mut dyn Write) {
+    let _ = writeln!(out, "Applets:");
+    for a in APPLETS {
+        let _ = writeln!(out, "  {:<24}{}", a.name, a.summary);
+    }
+}
+
+fn install_links(dir: &Path) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cloopbox: --install: cannot find our own executable: {e}");
+            return 1;
+        }
+    };
+    let mut status = 0;
+    for a in APPLETS {
+        let link = dir.join(a.name);
+        if let Err(e) = std::os::unix::fs::symlink(&exe, &link) {
+            eprintln!("cloopbox: --install: {}: {e}", link.display());
+            status = 1;
+        }
+    }
+    status
+}
+
+/// Prints `applet: message` on stderr and returns the exit status 1; used
+/// by applets for their final error.
+pub fn fail(applet: &str, err: impl std::fmt::Display) -> i32 {
+    eprintln!("{applet}: {err}");
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        for pair in APPLETS.windows(2) {
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} !< {}",
+                pair[0].name,
+                pair[1].name
+            );
+        }
+    }
+
+    #[test]
+    fn applet_name_strips_path_and_at() {
+        assert_eq!(applet_name("/usr/sbin/@cloopd".as_ref()), "cloopd");
+        assert_eq!(
+            applet_name("create_compressed_fs".as_ref()),
+            "create_compressed_fs"
+        );
+        assert_eq!(applet_name("./x/cloopbox".as_ref()), "cloopbox");
+    }
+}

@@ -1,0 +1,15 @@
+//! cloopbox: cloop and cowloop in userspace.
+//!
+//! The library holds all logic; `src/main.rs` only dispatches to the applet
+//! front-ends in [`applets`], which parse flags and call into the modules
+//! below. Tests call the modules directly.
+
+#![deny(unsafe_code)]
+
+pub mod applets;
+pub mod blockdev;
+pub mod cloop;
+pub mod cow;
+pub mod getopt;
+pub mod progress;
+pub mod units;
