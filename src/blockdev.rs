@@ -100,24 +100,16 @@ pub struct MemDev {
 
 impl MemDev {
     pub fn new(data: Vec<u8>) -> Self {
-        Self {
-            data: std::sync::RwLock::new(data),
-        }
+        Self { data: std::sync::RwLock::new(data) }
     }
     pub fn snapshot(&self) -> Vec<u8> {
-        self.data
-            .read()
-            .expect("MemDev lock is never poisoned")
-            .clone()
+        self.data.read().expect("MemDev lock is never poisoned").clone()
     }
 }
 
 impl ReadAt for MemDev {
     fn size(&self) -> u64 {
-        self.data
-            .read()
-            .expect("MemDev lock is never poisoned")
-            .len() as u64
+        self.data.read().expect("MemDev lock is never poisoned").len() as u64
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let data = self.data.read().expect("MemDev lock is never poisoned");
@@ -130,14 +122,7 @@ impl ReadAt for MemDev {
 
 impl BlockDev for MemDev {
     fn caps(&self) -> Caps {
-        Caps {
-            write: true,
-            flush: true,
-            fua: true,
-            trim: true,
-            write_zeroes: true,
-            multi_conn: true,
-        }
+        Caps { write: true, flush: true, fua: true, trim: true, write_zeroes: true, multi_conn: true }
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut data = self.data.write().expect("MemDev lock is never poisoned");

@@ -51,55 +51,34 @@ pub fn parse(args: &[OsString], short: &str, long: &[&str]) -> Result<Parsed, St
                 (true, Some(v)) => Some(v),
                 (true, None) => Some(next_value(&mut iter, &format!("--{name}"))?),
             };
-            parsed.opts.push(Opt {
-                name: name.to_string(),
-                value,
-            });
+            parsed.opts.push(Opt { name: name.to_string(), value });
             continue;
         }
         if text.len() < 2 || !text.starts_with('-') {
             parsed.operands.push(arg.clone());
             continue;
         }
-        let mut chars = text[1..].char_indices();
-        while let Some((i, c)) = chars.next() {
+        for (i, c) in text[1..].char_indices() {
             let pos = short.find(c).filter(|_| c != ':');
             let Some(pos) = pos else {
                 return Err(format!("unknown option '-{c}'"));
             };
             if short[pos + c.len_utf8()..].starts_with(':') {
                 let rest = &text[1 + i + c.len_utf8()..];
-                let value = if rest.is_empty() {
-                    next_value(&mut iter, &format!("-{c}"))?
-                } else {
-                    rest.to_string()
-                };
-                parsed.opts.push(Opt {
-                    name: c.to_string(),
-                    value: Some(value),
-                });
+                let value =
+                    if rest.is_empty() { next_value(&mut iter, &format!("-{c}"))? } else { rest.to_string() };
+                parsed.opts.push(Opt { name: c.to_string(), value: Some(value) });
                 break;
             }
-            parsed.opts.push(Opt {
-                name: c.to_string(),
-                value: None,
-            });
+            parsed.opts.push(Opt { name: c.to_string(), value: None });
         }
     }
     Ok(parsed)
 }
 
-fn next_value<'a>(
-    iter: &mut impl Iterator<Item = &'a OsString>,
-    name: &str,
-) -> Result<String, String> {
-    let value = iter
-        .next()
-        .ok_or_else(|| format!("option '{name}' needs a value"))?;
-    value
-        .to_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("the value of '{name}' is not valid UTF-8"))
+fn next_value<'a>(iter: &mut impl Iterator<Item = &'a OsString>, name: &str) -> Result<String, String> {
+    let value = iter.next().ok_or_else(|| format!("option '{name}' needs a value"))?;
+    value.to_str().map(str::to_string).ok_or_else(|| format!("the value of '{name}' is not valid UTF-8"))
 }
 
 #[cfg(test)]
@@ -111,20 +90,12 @@ mod tests {
     }
 
     fn names(p: &Parsed) -> Vec<(String, Option<String>)> {
-        p.opts
-            .iter()
-            .map(|o| (o.name.clone(), o.value.clone()))
-            .collect()
+        p.opts.iter().map(|o| (o.name.clone(), o.value.clone())).collect()
     }
 
     #[test]
     fn clusters_attached_values_and_negative_values() {
-        let p = parse(
-            &args(&["-qv", "-B4096", "-L", "-1", "in", "-", "-t", "2"]),
-            "B:L:qvt:",
-            &[],
-        )
-        .unwrap();
+        let p = parse(&args(&["-qv", "-B4096", "-L", "-1", "in", "-", "-t", "2"]), "B:L:qvt:", &[]).unwrap();
         assert_eq!(
             names(&p),
             vec![
@@ -140,12 +111,9 @@ mod tests {
 
     #[test]
     fn long_options_and_double_dash() {
-        let p = parse(
-            &args(&["--codec=xz", "--json", "--codec", "lz4", "--", "-q"]),
-            "q",
-            &["codec=", "json"],
-        )
-        .unwrap();
+        let p =
+            parse(&args(&["--codec=xz", "--json", "--codec", "lz4", "--", "-q"]), "q", &["codec=", "json"])
+                .unwrap();
         assert_eq!(
             names(&p),
             vec![
@@ -161,9 +129,7 @@ mod tests {
     fn errors_name_the_option() {
         assert!(parse(&args(&["-x"]), "q", &[]).unwrap_err().contains("-x"));
         assert!(parse(&args(&["-B"]), "B:", &[]).unwrap_err().contains("-B"));
-        assert!(parse(&args(&["--nope"]), "", &["json"])
-            .unwrap_err()
-            .contains("--nope"));
+        assert!(parse(&args(&["--nope"]), "", &["json"]).unwrap_err().contains("--nope"));
         assert!(parse(&args(&["--json=1"]), "", &["json"]).is_err());
         assert!(parse(&args(&["-:"]), "a:", &[]).is_err());
     }

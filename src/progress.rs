@@ -34,14 +34,7 @@ impl Progress {
         } else {
             Mode::Log
         };
-        Self {
-            label: label.into(),
-            total,
-            mode,
-            start: Instant::now(),
-            last_draw: None,
-            drawn: false,
-        }
+        Self { label: label.into(), total, mode, start: Instant::now(), last_draw: None, drawn: false }
     }
 
     /// Reports `done` input bytes processed and, for compressors,
@@ -53,10 +46,7 @@ impl Progress {
             Mode::Log => Duration::from_secs(10),
         };
         let now = Instant::now();
-        if self
-            .last_draw
-            .is_some_and(|t| now.duration_since(t) < interval)
-        {
+        if self.last_draw.is_some_and(|t| now.duration_since(t) < interval) {
             return;
         }
         if self.mode == Mode::Log && self.last_draw.is_none() {
@@ -80,14 +70,7 @@ impl Progress {
     }
 
     fn draw(&mut self, done: u64, output: Option<u64>, last: bool) {
-        let line = format_line(
-            &self.label,
-            done,
-            self.total,
-            output,
-            self.start.elapsed(),
-            last,
-        );
+        let line = format_line(&self.label, done, self.total, output, self.start.elapsed(), last);
         let mut err = std::io::stderr().lock();
         let _ = match self.mode {
             Mode::Terminal if last => writeln!(err, "\r{line}\x1b[K"),
@@ -113,11 +96,7 @@ fn format_line(
     match total {
         Some(total) if total > 0 => {
             let pct = (done as f64 * 100.0 / total as f64).min(100.0);
-            line += &format!(
-                "{pct:5.1}% {} of {}",
-                crate::units::Bytes(done),
-                crate::units::Bytes(total)
-            );
+            line += &format!("{pct:5.1}% {} of {}", crate::units::Bytes(done), crate::units::Bytes(total));
         }
         _ => line += &crate::units::Bytes(done).to_string(),
     }
@@ -154,18 +133,9 @@ mod tests {
 
     #[test]
     fn line_shows_percent_rate_ratio_and_eta() {
-        let line = format_line(
-            "compress",
-            50 << 20,
-            Some(100 << 20),
-            Some(25 << 20),
-            Duration::from_secs(1),
-            false,
-        );
-        assert!(
-            line.starts_with("compress:  50.0% 50.0 MiB of 100.0 MiB"),
-            "{line}"
-        );
+        let line =
+            format_line("compress", 50 << 20, Some(100 << 20), Some(25 << 20), Duration::from_secs(1), false);
+        assert!(line.starts_with("compress:  50.0% 50.0 MiB of 100.0 MiB"), "{line}");
         assert!(line.contains("52.4 MB/s"), "{line}");
         assert!(line.contains("ratio 50.0%"), "{line}");
         assert!(line.contains("ETA 1s"), "{line}");

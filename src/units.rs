@@ -7,16 +7,12 @@ use std::fmt;
 /// bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, suffix) = text.split_at(split);
     if digits.is_empty() {
         return Err(format!("'{text}' is not a size"));
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is too large"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("'{text}' is too large"))?;
     let factor: u64 = match suffix {
         "" => 1,
         "k" => 1000,
@@ -26,14 +22,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" => 1_000_000_000,
         "G" => 1 << 30,
         "i" => 2048,
-        other => {
-            return Err(format!(
-                "unknown factor '{other}' in '{text}' (use k K m M g G i)"
-            ))
-        }
+        other => return Err(format!("unknown factor '{other}' in '{text}' (use k K m M g G i)")),
     };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("'{text}' is too large"))
+    n.checked_mul(factor).ok_or_else(|| format!("'{text}' is too large"))
 }
 
 /// Bytes in binary units, e.g. `1.5 MiB`.

@@ -29,31 +29,15 @@ pub struct Applet {
 
 /// Sorted by name.
 pub static APPLETS: &[Applet] = &[
-    Applet {
-        name: "cloopinfo",
-        summary: "describe and verify a cloop image",
-        main: cloopinfo::main,
-    },
-    Applet {
-        name: "cowlist",
-        summary: "show the header of a cowloop cowfile",
-        main: cowlist::main,
-    },
+    Applet { name: "cloopinfo", summary: "describe and verify a cloop image", main: cloopinfo::main },
+    Applet { name: "cowlist", summary: "show the header of a cowloop cowfile", main: cowlist::main },
     Applet {
         name: "cowmerge",
         summary: "write a cowfile's changes into its read-only file",
         main: cowmerge::main,
     },
-    Applet {
-        name: "cowpack",
-        summary: "pack or unpack a cowfile into a savefile",
-        main: cowpack::main,
-    },
-    Applet {
-        name: "cowrepair",
-        summary: "rebuild the bitmap of a dirty cowfile",
-        main: cowrepair::main,
-    },
+    Applet { name: "cowpack", summary: "pack or unpack a cowfile into a savefile", main: cowpack::main },
+    Applet { name: "cowrepair", summary: "rebuild the bitmap of a dirty cowfile", main: cowrepair::main },
     Applet {
         name: "create_compressed_fs",
         summary: "compress a filesystem image into a cloop image",
@@ -74,18 +58,12 @@ pub fn find(name: &str) -> Option<&'static Applet> {
 
 /// Applet name from an argv[0]: basename, without systemd's `@` marker.
 pub fn applet_name(argv0: &std::ffi::OsStr) -> String {
-    let base = Path::new(argv0)
-        .file_name()
-        .unwrap_or(argv0)
-        .to_string_lossy();
+    let base = Path::new(argv0).file_name().unwrap_or(argv0).to_string_lossy();
     base.strip_prefix('@').unwrap_or(&base).to_string()
 }
 
 pub fn dispatch(mut args: Vec<OsString>) -> i32 {
-    let argv0 = args
-        .first()
-        .cloned()
-        .unwrap_or_else(|| MULTICALL_NAME.into());
+    let argv0 = args.first().cloned().unwrap_or_else(|| MULTICALL_NAME.into());
     let name = applet_name(&argv0);
     if let Some(applet) = find(&name) {
         return (applet.main)(args);
@@ -187,22 +165,14 @@ mod tests {
     #[test]
     fn table_is_sorted_and_unique() {
         for pair in APPLETS.windows(2) {
-            assert!(
-                pair[0].name < pair[1].name,
-                "{} !< {}",
-                pair[0].name,
-                pair[1].name
-            );
+            assert!(pair[0].name < pair[1].name, "{} !< {}", pair[0].name, pair[1].name);
         }
     }
 
     #[test]
     fn applet_name_strips_path_and_at() {
         assert_eq!(applet_name("/usr/sbin/@cloopd".as_ref()), "cloopd");
-        assert_eq!(
-            applet_name("create_compressed_fs".as_ref()),
-            "create_compressed_fs"
-        );
+        assert_eq!(applet_name("create_compressed_fs".as_ref()), "create_compressed_fs");
         assert_eq!(applet_name("./x/cloopbox".as_ref()), "cloopbox");
     }
 }

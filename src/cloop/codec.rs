@@ -97,11 +97,7 @@ pub enum CodecError {
     /// The stream is not valid for its codec.
     Corrupt { codec: Codec, detail: String },
     /// The block decoded to fewer bytes than expected.
-    Short {
-        codec: Codec,
-        expected: usize,
-        got: usize,
-    },
+    Short { codec: Codec, expected: usize, got: usize },
     /// The block decodes to more bytes than expected.
     Long { codec: Codec, expected: usize },
     /// The codec exists but this build cannot write it.
@@ -112,21 +108,11 @@ impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CodecError::Corrupt { codec, detail } => write!(f, "corrupt {codec} data: {detail}"),
-            CodecError::Short {
-                codec,
-                expected,
-                got,
-            } => {
-                write!(
-                    f,
-                    "{codec} data decodes to {got} bytes, expected {expected}"
-                )
+            CodecError::Short { codec, expected, got } => {
+                write!(f, "{codec} data decodes to {got} bytes, expected {expected}")
             }
             CodecError::Long { codec, expected } => {
-                write!(
-                    f,
-                    "{codec} data decodes to more than the expected {expected} bytes"
-                )
+                write!(f, "{codec} data decodes to more than the expected {expected} bytes")
             }
             CodecError::EncodeUnsupported { codec } => {
                 write!(f, "writing {codec} blocks is not supported")
@@ -150,9 +136,7 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new() -> Self {
-        Self {
-            zlib: flate2::Decompress::new(true),
-        }
+        Self { zlib: flate2::Decompress::new(true) }
     }
 
     /// Decodes `src` into exactly `dst.len()` bytes.
@@ -163,11 +147,7 @@ impl Decoder {
                 if src.len() != dst.len() {
                     let expected = dst.len();
                     return Err(if src.len() < expected {
-                        CodecError::Short {
-                            codec,
-                            expected,
-                            got: src.len(),
-                        }
+                        CodecError::Short { codec, expected, got: src.len() }
                     } else {
                         CodecError::Long { codec, expected }
                     });
@@ -177,41 +157,26 @@ impl Decoder {
             }
             Codec::Xz => read_exact_stream(codec, lzma_rust2::XzReader::new(src, false), dst),
             Codec::Zstd => {
-                let reader = ruzstd::decoding::StreamingDecoder::new(src).map_err(|e| {
-                    CodecError::Corrupt {
-                        codec,
-                        detail: e.to_string(),
-                    }
-                })?;
+                let reader = ruzstd::decoding::StreamingDecoder::new(src)
+                    .map_err(|e| CodecError::Corrupt { codec, detail: e.to_string() })?;
                 read_exact_stream(codec, reader, dst)
             }
             Codec::Lz4 => match lz4_flex::block::decompress_into(src, dst) {
                 Ok(n) if n == dst.len() => Ok(()),
-                Ok(n) => Err(CodecError::Short {
-                    codec,
-                    expected: dst.len(),
-                    got: n,
-                }),
+                Ok(n) => Err(CodecError::Short { codec, expected: dst.len(), got: n }),
                 Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) => {
-                    Err(CodecError::Long {
-                        codec,
-                        expected: dst.len(),
-                    })
+                    Err(CodecError::Long { codec, expected: dst.len() })
                 }
-                Err(e) => Err(CodecError::Corrupt {
-                    codec,
-                    detail: e.to_string(),
-                }),
+                Err(e) => Err(CodecError::Corrupt { codec, detail: e.to_string() }),
             },
             Codec::Lzo => lzo1x::decompress(src, dst).map_err(|e| match e {
                 lzo1x::DecompressError::OutputLength => CodecError::Corrupt {
                     codec,
                     detail: format!("does not decode to exactly {} bytes", dst.len()),
                 },
-                lzo1x::DecompressError::InvalidInput => CodecError::Corrupt {
-                    codec,
-                    detail: "invalid input".into(),
-                },
+                lzo1x::DecompressError::InvalidInput => {
+                    CodecError::Corrupt { codec, detail: "invalid input".into() }
+                }
             }),
         }
     }
@@ -223,18 +188,11 @@ impl Decoder {
         let status = self
             .zlib
             .decompress(src, dst, FlushDecompress::Finish)
-            .map_err(|e| CodecError::Corrupt {
-                codec,
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| CodecError::Corrupt { codec, detail: e.to_string() })?;
         let got = self.zlib.total_out() as usize;
         match status {
             Status::StreamEnd if got == dst.len() => Ok(()),
-            Status::StreamEnd => Err(CodecError::Short {
-                codec,
-                expected: dst.len(),
-                got,
-            }),
+            Status::StreamEnd => Err(CodecError::Short { codec, expected: dst.len(), got }),
             _ if got == dst.len() => {
                 // The output is full but the stream has not ended: either
                 // more data follows, or only the checksum is missing.
@@ -246,18 +204,11 @@ impl Decoder {
                     FlushDecompress::Finish,
                 ) {
                     Ok(Status::StreamEnd) if self.zlib.total_out() as usize == got => Ok(()),
-                    Ok(_) if self.zlib.total_out() as usize > got => Err(CodecError::Long {
-                        codec,
-                        expected: dst.len(),
-                    }),
-                    Ok(_) => Err(CodecError::Corrupt {
-                        codec,
-                        detail: "stream is truncated".into(),
-                    }),
-                    Err(e) => Err(CodecError::Corrupt {
-                        codec,
-                        detail: e.to_string(),
-                    }),
+                    Ok(_) if self.zlib.total_out() as usize > got => {
+                        Err(CodecError::Long { codec, expected: dst.len() })
+                    }
+                    Ok(_) => Err(CodecError::Corrupt { codec, detail: "stream is truncated".into() }),
+                    Err(e) => Err(CodecError::Corrupt { codec, detail: e.to_string() }),
                 }
             }
             _ => Err(CodecError::Corrupt {
@@ -269,25 +220,12 @@ impl Decoder {
 }
 
 /// Reads a decoder stream into exactly `dst`, then checks that it ends there.
-fn read_exact_stream(
-    codec: Codec,
-    mut reader: impl Read,
-    dst: &mut [u8],
-) -> Result<(), CodecError> {
-    let corrupt = |e: std::io::Error| CodecError::Corrupt {
-        codec,
-        detail: e.to_string(),
-    };
+fn read_exact_stream(codec: Codec, mut reader: impl Read, dst: &mut [u8]) -> Result<(), CodecError> {
+    let corrupt = |e: std::io::Error| CodecError::Corrupt { codec, detail: e.to_string() };
     let mut filled = 0;
     while filled < dst.len() {
         match reader.read(&mut dst[filled..]) {
-            Ok(0) => {
-                return Err(CodecError::Short {
-                    codec,
-                    expected: dst.len(),
-                    got: filled,
-                })
-            }
+            Ok(0) => return Err(CodecError::Short { codec, expected: dst.len(), got: filled }),
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(corrupt(e)),
@@ -297,12 +235,7 @@ fn read_exact_stream(
     loop {
         match reader.read(&mut probe) {
             Ok(0) => return Ok(()),
-            Ok(_) => {
-                return Err(CodecError::Long {
-                    codec,
-                    expected: dst.len(),
-                })
-            }
+            Ok(_) => return Err(CodecError::Long { codec, expected: dst.len() }),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(corrupt(e)),
         }
@@ -331,10 +264,7 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self {
-            zlib: ZlibEffort::Level(9),
-            xz_preset: 6,
-        }
+        Self { zlib: ZlibEffort::Level(9), xz_preset: 6 }
     }
 }
 
@@ -360,19 +290,13 @@ pub fn encode(codec: Codec, opts: &EncodeOptions, src: &[u8]) -> Result<Vec<u8>,
             // The kernel's embedded xz decoder always has CRC32; CRC64 is
             // a config option. SliTaz writes CRC32 too.
             options.set_check_sum_type(lzma_rust2::CheckType::Crc32);
-            let err = |e: std::io::Error| CodecError::Corrupt {
-                codec,
-                detail: e.to_string(),
-            };
-            let mut w = lzma_rust2::XzWriter::new(Vec::with_capacity(src.len() / 2), options)
-                .map_err(err)?;
+            let err = |e: std::io::Error| CodecError::Corrupt { codec, detail: e.to_string() };
+            let mut w = lzma_rust2::XzWriter::new(Vec::with_capacity(src.len() / 2), options).map_err(err)?;
             w.write_all(src).map_err(err)?;
             w.finish().map_err(err)?
         }
         Codec::Lz4 => lz4_flex::block::compress(src),
-        Codec::Zstd => {
-            ruzstd::encoding::compress_to_vec(src, ruzstd::encoding::CompressionLevel::Fastest)
-        }
+        Codec::Zstd => ruzstd::encoding::compress_to_vec(src, ruzstd::encoding::CompressionLevel::Fastest),
         Codec::Lzo => return Err(CodecError::EncodeUnsupported { codec }),
     })
 }
@@ -388,13 +312,11 @@ fn deflate_zlib(src: &[u8], level: u32) -> Vec<u8> {
 
 fn zopfli_zlib(src: &[u8], iterations: u32) -> Vec<u8> {
     let options = zopfli::Options {
-        iteration_count: std::num::NonZeroU64::new(iterations.max(1) as u64)
-            .expect("max(1) is non-zero"),
+        iteration_count: std::num::NonZeroU64::new(iterations.max(1) as u64).expect("max(1) is non-zero"),
         ..Default::default()
     };
     let mut out = Vec::with_capacity(src.len() / 2 + 64);
-    zopfli::compress(options, zopfli::Format::Zlib, src, &mut out)
-        .expect("writing to a Vec cannot fail");
+    zopfli::compress(options, zopfli::Format::Zlib, src, &mut out).expect("writing to a Vec cannot fail");
     out
 }
 
@@ -411,17 +333,10 @@ mod tests {
         let data = sample(65536);
         let opts = EncodeOptions::default();
         let mut dec = Decoder::new();
-        for codec in [
-            Codec::Zlib,
-            Codec::Stored,
-            Codec::Xz,
-            Codec::Lz4,
-            Codec::Zstd,
-        ] {
+        for codec in [Codec::Zlib, Codec::Stored, Codec::Xz, Codec::Lz4, Codec::Zstd] {
             let packed = encode(codec, &opts, &data).unwrap();
             let mut out = vec![0u8; data.len()];
-            dec.decode(codec, &packed, &mut out)
-                .unwrap_or_else(|e| panic!("{codec}: {e}"));
+            dec.decode(codec, &packed, &mut out).unwrap_or_else(|e| panic!("{codec}: {e}"));
             assert_eq!(out, data, "{codec}");
         }
     }
@@ -431,10 +346,7 @@ mod tests {
         let data = sample(16384);
         let mut dec = Decoder::new();
         let l9 = encode(Codec::Zlib, &EncodeOptions::default(), &data).unwrap();
-        for zlib in [
-            ZlibEffort::Zopfli { iterations: 5 },
-            ZlibEffort::Best { iterations: 5 },
-        ] {
+        for zlib in [ZlibEffort::Zopfli { iterations: 5 }, ZlibEffort::Best { iterations: 5 }] {
             let packed = encode(Codec::Zlib, &EncodeOptions { zlib, xz_preset: 6 }, &data).unwrap();
             let mut out = vec![0u8; data.len()];
             dec.decode(Codec::Zlib, &packed, &mut out).unwrap();
@@ -450,24 +362,12 @@ mod tests {
         let data = sample(4096);
         let opts = EncodeOptions::default();
         let mut dec = Decoder::new();
-        for codec in [
-            Codec::Zlib,
-            Codec::Stored,
-            Codec::Xz,
-            Codec::Lz4,
-            Codec::Zstd,
-        ] {
+        for codec in [Codec::Zlib, Codec::Stored, Codec::Xz, Codec::Lz4, Codec::Zstd] {
             let packed = encode(codec, &opts, &data).unwrap();
             let mut small = vec![0u8; 4095];
-            assert!(
-                dec.decode(codec, &packed, &mut small).is_err(),
-                "{codec} long"
-            );
+            assert!(dec.decode(codec, &packed, &mut small).is_err(), "{codec} long");
             let mut big = vec![0u8; 4097];
-            assert!(
-                dec.decode(codec, &packed, &mut big).is_err(),
-                "{codec} short"
-            );
+            assert!(dec.decode(codec, &packed, &mut big).is_err(), "{codec} short");
         }
     }
 
@@ -478,19 +378,12 @@ mod tests {
         let mut dec = Decoder::new();
         for codec in [Codec::Zlib, Codec::Xz, Codec::Lz4, Codec::Zstd, Codec::Lzo] {
             let mut out = vec![0u8; data.len()];
-            assert!(
-                dec.decode(codec, &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3], &mut out)
-                    .is_err(),
-                "{codec}"
-            );
+            assert!(dec.decode(codec, &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3], &mut out).is_err(), "{codec}");
             assert!(dec.decode(codec, &[], &mut out).is_err(), "{codec} empty");
             if codec != Codec::Lzo {
                 let packed = encode(codec, &opts, &data).unwrap();
                 let cut = &packed[..packed.len() / 2];
-                assert!(
-                    dec.decode(codec, cut, &mut out).is_err(),
-                    "{codec} truncated"
-                );
+                assert!(dec.decode(codec, cut, &mut out).is_err(), "{codec} truncated");
             }
         }
     }
@@ -501,9 +394,7 @@ mod tests {
         let packed = encode(Codec::Zlib, &EncodeOptions::default(), &data).unwrap();
         let mut out = vec![0u8; data.len()];
         let mut dec = Decoder::new();
-        assert!(dec
-            .decode(Codec::Zlib, &packed[..packed.len() - 4], &mut out)
-            .is_err());
+        assert!(dec.decode(Codec::Zlib, &packed[..packed.len() - 4], &mut out).is_err());
         dec.decode(Codec::Zlib, &packed, &mut out).unwrap();
     }
 
