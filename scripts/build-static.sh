@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds the fully static release binary and prints its path on stdout.
+# musl when rustup has the target; otherwise glibc with +crt-static, which
+# is still fully static. Everything that needs the shipped binary (tests,
+# demo, boot images, benchmarks) gets it from here, so they all agree.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    target=x86_64-unknown-linux-musl
+    flags="${RUSTFLAGS:-}"
+else
+    echo "build-static: musl target missing, falling back to glibc +crt-static" >&2
+    target=x86_64-unknown-linux-gnu
+    flags="${RUSTFLAGS:-} -C target-feature=+crt-static"
+fi
+RUSTFLAGS="$flags" cargo build --quiet --release --locked --target "$target" \
+    --manifest-path "$root/Cargo.toml" --bin cloopbox >&2
+echo "$root/target/$target/release/cloopbox"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, the unit/integration/interop suites
+# (which drive the real peers: cloop-utils, qemu-img, ...), and the QEMU
+# boot scenarios. Installs what it needs first. Exit status 0 only if all
+# of it passed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "setup"
+scripts/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+
+LOG=$(mktemp -d)/test.log
+step "cargo test"
+cargo test --locked --all-targets 2>&1 | tee "$LOG"
+
+step "qemu-test.sh"
+./qemu-test.sh 2>&1 | tee -a "$LOG"
+
+# One closing line that counts every test run above (cargo's per-binary
+# "test result" lines plus the QEMU scenarios).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^qemu-test: [0-9]+ passed/ { p += $2; f += $4 }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"
