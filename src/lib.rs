@@ -12,4 +12,5 @@ pub mod cloop;
 pub mod cow;
 pub mod getopt;
 pub mod progress;
+pub mod sys;
 pub mod units;
