@@ -8,6 +8,7 @@
 
 pub mod applets;
 pub mod blockdev;
+pub mod boot;
 pub mod cloop;
 pub mod cow;
 pub mod getopt;

@@ -1,0 +1,3 @@
+//! Live boot: what `init` needs before and after it finds the medium.
+
+pub mod cmdline;
