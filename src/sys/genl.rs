@@ -145,7 +145,10 @@ pub fn parse_attrs(mut data: &[u8]) -> Result<Vec<Attr<'_>>, String> {
 /// attributes), or the kernel's verdict on our request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply<'a> {
-    Data { cmd: u8, attrs: Vec<Attr<'a>> },
+    Data {
+        cmd: u8,
+        attrs: Vec<Attr<'a>>,
+    },
     /// NLMSG_ERROR with error 0.
     Ack,
     /// NLMSG_ERROR with a negative errno.
@@ -193,7 +196,12 @@ pub struct Socket {
 impl Socket {
     pub fn open() -> io::Result<Self> {
         use rustix::net::{netlink, socket_with, AddressFamily, SocketFlags, SocketType};
-        let fd = socket_with(AddressFamily::NETLINK, SocketType::RAW, SocketFlags::CLOEXEC, Some(netlink::GENERIC))?;
+        let fd = socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            Some(netlink::GENERIC),
+        )?;
         rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 0))?;
         Ok(Self { fd, seq: 1 })
     }
