@@ -1,3 +1,4 @@
 //! Live boot: what `init` needs before and after it finds the medium.
 
 pub mod cmdline;
+pub mod kmod;
