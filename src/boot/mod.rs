@@ -2,3 +2,4 @@
 
 pub mod cmdline;
 pub mod kmod;
+pub mod probe;

@@ -1,0 +1,244 @@
+//! Which filesystem is on a device, by its on-disk magic.
+//!
+//! Used twice during boot: on each candidate medium (to pick the `mount -t`
+//! type and to recognise a filesystem already tried through another device
+//! node, as with a hybrid ISO whose first partition is the whole disk), and
+//! on the image itself (a writable filesystem gets the block-level cowfile,
+//! a read-only one gets an overlayfs). Works on any [`ReadAt`], so a cloop
+//! image is probed without the kernel.
+
+use crate::blockdev::ReadAt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FsType {
+    Iso9660,
+    Udf,
+    Vfat,
+    Exfat,
+    Ntfs,
+    Ext,
+    Btrfs,
+    Xfs,
+    Squashfs,
+    Erofs,
+}
+
+impl FsType {
+    /// The name `mount -t` wants. For ntfs the in-kernel driver is ntfs3.
+    pub fn mount_type(self) -> &'static str {
+        match self {
+            FsType::Iso9660 => "iso9660",
+            FsType::Udf => "udf",
+            FsType::Vfat => "vfat",
+            FsType::Exfat => "exfat",
+            FsType::Ntfs => "ntfs3",
+            FsType::Ext => "ext4",
+            FsType::Btrfs => "btrfs",
+            FsType::Xfs => "xfs",
+            FsType::Squashfs => "squashfs",
+            FsType::Erofs => "erofs",
+        }
+    }
+
+    /// Read-only by design: writes need an overlay on top, not a block cow.
+    pub fn is_read_only(self) -> bool {
+        matches!(self, FsType::Iso9660 | FsType::Udf | FsType::Squashfs | FsType::Erofs)
+    }
+}
+
+/// What the probe found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsInfo {
+    pub fs: FsType,
+    /// An identity that is the same whichever device node shows this
+    /// filesystem (UUID, serial, or volume id plus creation time).
+    pub id: String,
+    pub label: String,
+}
+
+fn read(dev: &dyn ReadAt, offset: u64, len: usize) -> Option<Vec<u8>> {
+    if offset.checked_add(len as u64)? > dev.size() {
+        return None;
+    }
+    let mut buf = vec![0u8; len];
+    dev.read_at(&mut buf, offset).ok()?;
+    Some(buf)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim_end_matches(['\0', ' ']).to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Probes a device; `None` if no known filesystem is there (or it is too
+/// small or unreadable, which for a candidate medium means the same).
+pub fn probe(dev: &dyn ReadAt) -> Option<FsInfo> {
+    probe_iso_udf(dev)
+        .or_else(|| probe_ext(dev))
+        .or_else(|| probe_boot_sector(dev))
+        .or_else(|| probe_simple(dev))
+}
+
+fn probe_iso_udf(dev: &dyn ReadAt) -> Option<FsInfo> {
+    // The volume recognition sequence starts at sector 16 (2048 bytes each).
+    let vrs = read(dev, 32768, 2048 * 8)?;
+    let ids: Vec<&[u8]> = vrs.chunks(2048).map(|d| &d[1..6]).collect();
+    if ids[0] == b"CD001" {
+        let pvd = &vrs[..2048];
+        let label = text(&pvd[40..72]);
+        let created = text(&pvd[813..830]);
+        return Some(FsInfo { fs: FsType::Iso9660, id: format!("iso:{label}:{created}"), label });
+    }
+    if ids.iter().any(|i| *i == b"BEA01") && ids.iter().any(|i| *i == b"NSR02" || *i == b"NSR03") {
+        return Some(FsInfo {
+            fs: FsType::Udf,
+            id: format!("udf:{}", hex(&vrs[..32])),
+            label: String::new(),
+        });
+    }
+    None
+}
+
+fn probe_ext(dev: &dyn ReadAt) -> Option<FsInfo> {
+    let sb = read(dev, 1024, 256)?;
+    if sb[56..58] != [0x53, 0xef] {
+        return None;
+    }
+    Some(FsInfo { fs: FsType::Ext, id: format!("ext:{}", hex(&sb[104..120])), label: text(&sb[120..136]) })
+}
+
+fn probe_boot_sector(dev: &dyn ReadAt) -> Option<FsInfo> {
+    let bs = read(dev, 0, 512)?;
+    match &bs[3..11] {
+        b"EXFAT   " => {
+            return Some(FsInfo {
+                fs: FsType::Exfat,
+                id: format!("exfat:{}", hex(&bs[100..104])),
+                label: String::new(),
+            })
+        }
+        b"NTFS    " => {
+            return Some(FsInfo {
+                fs: FsType::Ntfs,
+                id: format!("ntfs:{}", hex(&bs[72..80])),
+                label: String::new(),
+            })
+        }
+        _ => {}
+    }
+    if bs[510..512] != [0x55, 0xaa] {
+        return None;
+    }
+    let (serial, label) = if &bs[82..87] == b"FAT32" {
+        (&bs[67..71], &bs[71..82])
+    } else if &bs[54..59] == b"FAT12" || &bs[54..59] == b"FAT16" {
+        (&bs[39..43], &bs[43..54])
+    } else {
+        return None;
+    };
+    Some(FsInfo { fs: FsType::Vfat, id: format!("vfat:{}", hex(serial)), label: text(label) })
+}
+
+fn probe_simple(dev: &dyn ReadAt) -> Option<FsInfo> {
+    let head = read(dev, 0, 4096)?;
+    if &head[..4] == b"hsqs" {
+        // No UUID in squashfs: the creation time and size identify it.
+        return Some(FsInfo {
+            fs: FsType::Squashfs,
+            id: format!("squashfs:{}", hex(&head[8..12])),
+            label: String::new(),
+        });
+    }
+    if &head[..4] == b"XFSB" {
+        return Some(FsInfo {
+            fs: FsType::Xfs,
+            id: format!("xfs:{}", hex(&head[32..48])),
+            label: text(&head[108..120]),
+        });
+    }
+    if head[1024..1028] == [0xe2, 0xe1, 0xf5, 0xe0] {
+        return Some(FsInfo {
+            fs: FsType::Erofs,
+            id: format!("erofs:{}", hex(&head[1024 + 48..1024 + 64])),
+            label: String::new(),
+        });
+    }
+    let btrfs = read(dev, 65536, 4096)?;
+    if &btrfs[64..72] == b"_BHRfS_M" {
+        return Some(FsInfo {
+            fs: FsType::Btrfs,
+            id: format!("btrfs:{}", hex(&btrfs[32..48])),
+            label: text(&btrfs[299..299 + 256]),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blockdev::MemDev;
+
+    fn dev_with(size: usize, patches: &[(usize, &[u8])]) -> MemDev {
+        let mut data = vec![0u8; size];
+        for (off, bytes) in patches {
+            data[*off..*off + bytes.len()].copy_from_slice(bytes);
+        }
+        MemDev::new(data)
+    }
+
+    #[test]
+    fn recognises_each_magic() {
+        let iso = dev_with(
+            65536,
+            &[(32769, b"CD001"), (32768 + 40, b"KNOPPIX_FS"), (32768 + 813, b"2024010112000000")],
+        );
+        let info = probe(&iso).unwrap();
+        assert_eq!((info.fs, info.label.as_str()), (FsType::Iso9660, "KNOPPIX_FS"));
+        assert!(info.fs.is_read_only());
+
+        let ext = dev_with(8192, &[(1024 + 56, &[0x53, 0xef]), (1024 + 120, b"root")]);
+        let info = probe(&ext).unwrap();
+        assert_eq!((info.fs, info.label.as_str(), info.fs.mount_type()), (FsType::Ext, "root", "ext4"));
+        assert!(!info.fs.is_read_only());
+
+        let fat32 = dev_with(
+            4096,
+            &[(82, b"FAT32   "), (71, b"STICK      "), (67, &[1, 2, 3, 4]), (510, &[0x55, 0xaa])],
+        );
+        assert_eq!(
+            probe(&fat32).unwrap(),
+            FsInfo { fs: FsType::Vfat, id: "vfat:01020304".into(), label: "STICK".into() }
+        );
+        let fat16 = dev_with(4096, &[(54, b"FAT16   "), (510, &[0x55, 0xaa])]);
+        assert_eq!(probe(&fat16).unwrap().fs, FsType::Vfat);
+
+        assert_eq!(probe(&dev_with(4096, &[(3, b"EXFAT   ")])).unwrap().fs, FsType::Exfat);
+        assert_eq!(probe(&dev_with(4096, &[(3, b"NTFS    ")])).unwrap().fs.mount_type(), "ntfs3");
+        assert_eq!(probe(&dev_with(70000, &[(0, b"hsqs")])).unwrap().fs, FsType::Squashfs);
+        assert_eq!(probe(&dev_with(70000, &[(1024, &[0xe2, 0xe1, 0xf5, 0xe0])])).unwrap().fs, FsType::Erofs);
+        assert_eq!(probe(&dev_with(70000, &[(0, b"XFSB")])).unwrap().fs, FsType::Xfs);
+        assert_eq!(probe(&dev_with(70000, &[(65536 + 64, b"_BHRfS_M")])).unwrap().fs, FsType::Btrfs);
+        let udf = dev_with(65536, &[(32769, b"BEA01"), (32768 + 2048 + 1, b"NSR02")]);
+        assert_eq!(probe(&udf).unwrap().fs, FsType::Udf);
+    }
+
+    #[test]
+    fn same_filesystem_same_id_whatever_the_device() {
+        let a = dev_with(65536, &[(32769, b"CD001"), (32768 + 40, b"X")]);
+        let b = dev_with(131072, &[(32769, b"CD001"), (32768 + 40, b"X")]);
+        assert_eq!(probe(&a).unwrap().id, probe(&b).unwrap().id);
+    }
+
+    #[test]
+    fn nothing_tiny_or_blank_is_recognised() {
+        assert_eq!(probe(&MemDev::new(vec![])), None);
+        assert_eq!(probe(&MemDev::new(vec![0u8; 100])), None);
+        assert_eq!(probe(&MemDev::new(vec![0u8; 200_000])), None);
+        // A boot signature alone (an MBR) is not a FAT filesystem.
+        assert_eq!(probe(&dev_with(4096, &[(510, &[0x55, 0xaa])])), None);
+    }
+}

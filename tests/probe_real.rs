@@ -1,0 +1,68 @@
+//! The filesystem probe against images made by the real mkfs tools.
+
+use std::path::Path;
+use std::process::Command;
+
+use cloopbox::blockdev::FileDev;
+use cloopbox::boot::probe::{probe, FsType};
+
+fn run(cmd: &mut Command, package: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (install the Debian package {package})"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn blank(path: &Path, size: u64) {
+    std::fs::File::create(path).unwrap().set_len(size).unwrap();
+}
+
+fn probed(path: &Path) -> cloopbox::boot::probe::FsInfo {
+    probe(&FileDev::open(path).unwrap()).unwrap_or_else(|| panic!("{} not recognised", path.display()))
+}
+
+#[test]
+fn real_filesystems_are_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree/KNOPPIX");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("KNOPPIX"), b"not really an image").unwrap();
+
+    let ext = dir.path().join("ext4.img");
+    blank(&ext, 16 << 20);
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "extlabel"]).arg(&ext), "e2fsprogs");
+    let info = probed(&ext);
+    assert_eq!((info.fs, info.label.as_str()), (FsType::Ext, "extlabel"));
+
+    let vfat = dir.path().join("vfat.img");
+    blank(&vfat, 64 << 20);
+    run(Command::new("mkfs.vfat").args(["-F", "32", "-n", "STICK"]).arg(&vfat), "dosfstools");
+    let info = probed(&vfat);
+    assert_eq!((info.fs, info.label.as_str()), (FsType::Vfat, "STICK"));
+
+    let exfat = dir.path().join("exfat.img");
+    blank(&exfat, 16 << 20);
+    run(Command::new("mkfs.exfat").arg(&exfat), "exfatprogs");
+    assert_eq!(probed(&exfat).fs, FsType::Exfat);
+
+    let iso = dir.path().join("cd.iso");
+    run(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-V", "KNOPPIX_CD", "-o"])
+            .arg(&iso)
+            .arg(dir.path().join("tree")),
+        "xorriso",
+    );
+    let info = probed(&iso);
+    assert_eq!((info.fs, info.label.as_str()), (FsType::Iso9660, "KNOPPIX_CD"));
+    assert!(info.fs.is_read_only());
+
+    let sqfs = dir.path().join("root.sqfs");
+    run(
+        Command::new("mksquashfs").arg(dir.path().join("tree")).arg(&sqfs).args(["-quiet", "-noappend"]),
+        "squashfs-tools",
+    );
+    assert_eq!(probed(&sqfs).fs, FsType::Squashfs);
+
+    let erofs = dir.path().join("root.erofs");
+    run(Command::new("mkfs.erofs").arg("-d0").arg(&erofs).arg(dir.path().join("tree")), "erofs-utils");
+    assert_eq!(probed(&erofs).fs, FsType::Erofs);
+}
