@@ -3,3 +3,4 @@
 pub mod cmdline;
 pub mod kmod;
 pub mod probe;
+pub mod scan;
