@@ -47,7 +47,7 @@ fn read_number(path: &Path) -> Option<u64> {
 pub fn candidates(sys_class_block: &Path, dev_dir: &Path, first: Option<&str>) -> Vec<Candidate> {
     let Ok(entries) = std::fs::read_dir(sys_class_block) else { return Vec::new() };
     let mut names: Vec<String> = entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
-    names.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+    names.sort_by_key(|n| natural_key(n));
     let mut out = Vec::new();
     for name in names {
         if SKIP_PREFIXES.iter().any(|p| name.starts_with(p)) {
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn natural_order() {
         let mut v = vec!["sdb10", "sdaa", "sdb2", "sda", "sdb", "nvme0n1p10", "nvme0n1p2"];
-        v.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        v.sort_by_key(|n| natural_key(n));
         // Shorter alphabetic prefixes first, so sdz comes before sdaa.
         assert_eq!(v, vec!["sda", "sdb", "sdb2", "sdb10", "nvme0n1p2", "nvme0n1p10", "sdaa"]);
     }
