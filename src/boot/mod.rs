@@ -4,3 +4,4 @@ pub mod cmdline;
 pub mod kmod;
 pub mod probe;
 pub mod scan;
+pub mod switch_root;
