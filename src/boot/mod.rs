@@ -2,6 +2,7 @@
 
 pub mod cmdline;
 pub mod kmod;
+pub mod options;
 pub mod probe;
 pub mod scan;
 pub mod switch_root;

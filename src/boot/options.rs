@@ -1,0 +1,255 @@
+//! Boot options: the kernel command line turned into what `init` will do.
+//!
+//! Knoppix, live-boot and dracut users each bring their own spellings; all
+//! of them are accepted and mapped onto one set of options (the table is
+//! in docs/boot-options.md). A malformed value never stops the boot: it is
+//! reported and the default applies.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::cmdline::Cmdline;
+
+/// Where `break=` stops, in boot order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// After the early mounts, before modules are loaded.
+    Top,
+    /// After modules, before the medium search.
+    Modules,
+    /// After the medium is mounted, before the image is served.
+    Media,
+    /// After the root is mounted, before switch_root.
+    Bottom,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Top => "top",
+            Stage::Modules => "modules",
+            Stage::Media => "premount",
+            Stage::Bottom => "bottom",
+        }
+    }
+
+    /// Knoppix/initramfs-tools names and dracut's rd.break hook names.
+    fn parse(word: &str) -> Option<Stage> {
+        Some(match word {
+            "top" | "cmdline" => Stage::Top,
+            "modules" | "pre-udev" => Stage::Modules,
+            "premount" | "media" | "pre-trigger" | "initqueue" => Stage::Media,
+            "mount" | "bottom" | "init" | "pre-mount" | "pre-pivot" | "cleanup" => Stage::Bottom,
+            _ => return None,
+        })
+    }
+}
+
+/// How big the tmpfs that holds the cowfile (or overlay upper) may grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CowSize {
+    /// Percent of RAM, as tmpfs `size=N%`.
+    Percent(u8),
+    Bytes(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootOptions {
+    pub knoppix_dir: String,
+    pub knoppix_name: String,
+    /// A device to search first (`bootfrom=`, `live-media=`, `fromhd=`).
+    pub bootfrom: Option<PathBuf>,
+    /// How long to wait for the medium to appear.
+    pub media_timeout: Duration,
+    pub cow_size: CowSize,
+    pub init: PathBuf,
+    pub init_args: Vec<String>,
+    pub debug: bool,
+    pub break_at: Vec<Stage>,
+    /// Problems with the command line, reported once the console is up.
+    pub warnings: Vec<String>,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        Self {
+            knoppix_dir: "KNOPPIX".into(),
+            knoppix_name: "KNOPPIX".into(),
+            bootfrom: None,
+            media_timeout: Duration::from_secs(60),
+            cow_size: CowSize::Percent(50),
+            init: PathBuf::from("/sbin/init"),
+            init_args: Vec::new(),
+            debug: false,
+            break_at: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A relative path on the medium: no empty, `.` or `..` components.
+fn medium_path(value: &str) -> Option<String> {
+    let trimmed = value.trim_matches('/');
+    let ok = !trimmed.is_empty() && trimmed.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+    ok.then(|| trimmed.to_string())
+}
+
+impl BootOptions {
+    pub fn from_cmdline(c: &Cmdline) -> BootOptions {
+        let mut o = BootOptions::default();
+        if let Some(v) = c.value_of_any(&["knoppix_dir", "rd.live.dir", "live-media-path"]) {
+            match medium_path(v) {
+                Some(p) => o.knoppix_dir = p,
+                None => {
+                    o.warnings.push(format!("knoppix_dir={v}: not a relative path; using {}", o.knoppix_dir))
+                }
+            }
+        }
+        if let Some(v) = c.value("knoppix_name") {
+            match medium_path(v).filter(|p| !p.contains('/')) {
+                Some(p) => o.knoppix_name = p,
+                None => {
+                    o.warnings.push(format!("knoppix_name={v}: not a file name; using {}", o.knoppix_name))
+                }
+            }
+        }
+        if let Some(v) = c.value_of_any(&["bootfrom", "live-media", "fromhd"]) {
+            if v.starts_with('/') {
+                o.bootfrom = Some(PathBuf::from(v));
+            } else {
+                o.warnings.push(format!("bootfrom={v}: expected a /dev path; searching every device"));
+            }
+        }
+        if let Some(v) = c.value_of_any(&["live-media-timeout", "rootdelay"]) {
+            match v.parse::<u64>() {
+                Ok(s) if s <= 3600 => o.media_timeout = Duration::from_secs(s),
+                _ => o.warnings.push(format!("rootdelay={v}: expected seconds (0-3600); waiting 60 s")),
+            }
+        }
+        if let Some(v) = c.value_of_any(&["cowsize", "overlay-size", "rd.live.overlay.size"]) {
+            match parse_cow_size(v) {
+                Some(s) => o.cow_size = s,
+                None => o.warnings.push(format!("cowsize={v}: expected N% or a size like 512M; using 50%")),
+            }
+        }
+        if let Some(v) = c.value_of_any(&["init", "rdinit_next"]) {
+            if v.starts_with('/') {
+                o.init = PathBuf::from(v);
+            } else {
+                o.warnings.push(format!("init={v}: not an absolute path; using /sbin/init"));
+            }
+        }
+        o.init_args = c.init_args.clone();
+        // A bare runlevel ("single", "2") on the kernel command line is for init.
+        for p in &c.params {
+            if p.value.is_none()
+                && matches!(
+                    p.name.as_str(),
+                    "single" | "S" | "s" | "1" | "2" | "3" | "4" | "5" | "emergency" | "rescue"
+                )
+            {
+                o.init_args.push(p.name.clone());
+            }
+        }
+        o.debug = c.has("debug") || c.has("rd.debug");
+        for p in c.params.iter().filter(|p| p.name == "break" || p.name == "rd.break") {
+            let value = p.value.as_deref().unwrap_or("premount");
+            for word in value.split(',') {
+                match Stage::parse(word) {
+                    Some(s) if !o.break_at.contains(&s) => o.break_at.push(s),
+                    Some(_) => {}
+                    None => o
+                        .warnings
+                        .push(format!("break={word}: unknown stage (top, modules, premount, bottom)")),
+                }
+            }
+        }
+        o
+    }
+
+    /// `KNOPPIX/KNOPPIX`, relative to the medium's root.
+    pub fn image_path(&self) -> String {
+        format!("{}/{}", self.knoppix_dir, self.knoppix_name)
+    }
+}
+
+/// `50%`, `512M`, `2G`, `1048576`: binary suffixes, as tmpfs reads them.
+pub fn parse_cow_size(v: &str) -> Option<CowSize> {
+    if let Some(p) = v.strip_suffix('%') {
+        return p.parse::<u8>().ok().filter(|p| (1..=100).contains(p)).map(CowSize::Percent);
+    }
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, suffix) = v.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let shift = match suffix {
+        "" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift).filter(|b| *b > 0).map(CowSize::Bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(line: &str) -> BootOptions {
+        BootOptions::from_cmdline(&Cmdline::parse(line))
+    }
+
+    #[test]
+    fn defaults() {
+        let o = opts("quiet");
+        assert_eq!(o.image_path(), "KNOPPIX/KNOPPIX");
+        assert_eq!(o.media_timeout, Duration::from_secs(60));
+        assert_eq!(o.cow_size, CowSize::Percent(50));
+        assert_eq!(o.init, PathBuf::from("/sbin/init"));
+        assert!(o.warnings.is_empty() && o.break_at.is_empty() && !o.debug);
+    }
+
+    #[test]
+    fn knoppix_live_boot_and_dracut_spellings() {
+        let o = opts("knoppix_dir=LIVE knoppix_name=KNX live-media=/dev/sdb1 live-media-timeout=5 cowsize=512M init=/bin/sh debug");
+        assert_eq!(o.image_path(), "LIVE/KNX");
+        assert_eq!(o.bootfrom, Some(PathBuf::from("/dev/sdb1")));
+        assert_eq!(o.media_timeout, Duration::from_secs(5));
+        assert_eq!(o.cow_size, CowSize::Bytes(512 << 20));
+        assert_eq!(o.init, PathBuf::from("/bin/sh"));
+        assert!(o.debug);
+        let d =
+            opts("rd.live.dir=/images/ rootdelay=120 rd.live.overlay.size=25% rd.debug rd.break=pre-pivot");
+        assert_eq!(d.knoppix_dir, "images");
+        assert_eq!(d.media_timeout, Duration::from_secs(120));
+        assert_eq!(d.cow_size, CowSize::Percent(25));
+        assert_eq!(d.break_at, vec![Stage::Bottom]);
+    }
+
+    #[test]
+    fn break_stages() {
+        assert_eq!(opts("break").break_at, vec![Stage::Media]);
+        assert_eq!(opts("break=top,modules,top").break_at, vec![Stage::Top, Stage::Modules]);
+        let o = opts("break=bogus");
+        assert!(o.break_at.is_empty());
+        assert!(o.warnings[0].contains("bogus"));
+    }
+
+    #[test]
+    fn init_arguments() {
+        let o = opts("single -- --log-level=debug");
+        assert_eq!(o.init_args, vec!["--log-level=debug", "single"]);
+    }
+
+    #[test]
+    fn malformed_values_warn_and_keep_defaults() {
+        let o =
+            opts("knoppix_dir=../etc knoppix_name=a/b bootfrom=sda rootdelay=-1 cowsize=lots init=sbin/init");
+        assert_eq!(o, BootOptions { warnings: o.warnings.clone(), ..BootOptions::default() });
+        assert_eq!(o.warnings.len(), 6, "{:?}", o.warnings);
+        assert!(opts("cowsize=0").warnings.len() == 1);
+        assert!(opts("cowsize=101%").warnings.len() == 1);
+        assert!(opts("rootdelay=99999999999999999999").warnings.len() == 1);
+        assert!(opts("cowsize=99999999999G").warnings.len() == 1);
+    }
+}
