@@ -1,6 +1,288 @@
-//! PLACEHOLDER: replaced by the real applet before anything lands.
-use std::ffi::OsString;
+//! `cloopinfo IMAGE [--verify] [--json] [-t N]`: describe a cloop image.
+//!
+//! Prints the version, where the header sits, block size and count, sizes
+//! and ratio, a histogram of block codecs (plus links and zero-length
+//! blocks) and the largest compressed block. `--verify` decodes every block
+//! in parallel and lists each bad one; the exit status is then 1 if any
+//! block is bad. `--json` prints the same as one JSON object.
 
-pub fn main(_args: Vec<OsString>) -> i32 {
-    crate::applets::fail("cloopinfo", "PLACEHOLDER")
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::cloop::extract::{decode_in_order, Flow};
+use crate::cloop::reader::{Image, ImageInfo, Kind, Version};
+
+const APPLET: &str = "cloopinfo";
+
+const USAGE: &str = "\
+Usage: cloopinfo [--verify] [--json] [-t N] IMAGE
+
+Describe a cloop image of any version: format, header position, block size
+and count, sizes, codecs used, links and the largest block.
+
+  --verify           decode every block; list bad ones, exit 1 if any
+  --json             print a JSON object instead of text
+  -t, --threads N    threads for --verify (default: one per CPU)
+  -h, --help         show this help
+";
+
+struct Args {
+    verify: bool,
+    json: bool,
+    threads: usize,
+    image: PathBuf,
+}
+
+fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
+    let parsed = crate::getopt::parse(args, "t:h", &["verify", "json", "threads=", "help"])?;
+    let (mut verify, mut json, mut threads) = (false, false, 0);
+    for opt in &parsed.opts {
+        match opt.name.as_str() {
+            "verify" => verify = true,
+            "json" => json = true,
+            "t" | "threads" => {
+                let value = opt.value.as_deref().unwrap_or_default();
+                threads = value.parse().map_err(|_| format!("bad thread count '{value}'"))?;
+            }
+            _ => return Ok(None),
+        }
+    }
+    let [image] =
+        <[OsString; 1]>::try_from(parsed.operands).map_err(|_| "expected one IMAGE (try --help)")?;
+    if threads == 0 {
+        threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+    Ok(Some(Args { verify, json, threads, image: image.into() }))
+}
+
+pub fn main(args: Vec<OsString>) -> i32 {
+    let args = match parse_args(args.get(1..).unwrap_or_default()) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{USAGE}");
+            return 0;
+        }
+        Err(e) => return crate::applets::fail(APPLET, e),
+    };
+    let image = match Image::open(&args.image) {
+        Ok(image) => image,
+        Err(e) => return crate::applets::fail(APPLET, e),
+    };
+    let stats = Stats::of(&image);
+    let bad = args.verify.then(|| verify(&image, args.threads));
+    let report =
+        if args.json { json(&image, &stats, bad.as_deref()) } else { text(&image, &stats, bad.as_deref()) };
+    print!("{report}");
+    match bad {
+        Some(bad) if !bad.is_empty() => 1,
+        _ => 0,
+    }
+}
+
+/// What the index says, counted over all blocks.
+struct Stats {
+    /// Blocks per codec name (`unknown(ID)` for unknown ids).
+    codecs: BTreeMap<String, u64>,
+    links: u64,
+    zero_length: u64,
+    /// (block, compressed bytes) of the first largest block.
+    largest: Option<(u64, u32)>,
+}
+
+impl Stats {
+    fn of(image: &Image) -> Stats {
+        let mut stats = Stats { codecs: BTreeMap::new(), links: 0, zero_length: 0, largest: None };
+        for block in 0..image.info().num_blocks {
+            let Some(info) = image.block_info(block) else { break };
+            let name = match info.kind {
+                Kind::Link(_) => {
+                    stats.links += 1;
+                    continue;
+                }
+                Kind::Data(codec) => codec.to_string(),
+                Kind::Unknown(id) => format!("unknown({id})"),
+            };
+            *stats.codecs.entry(name).or_default() += 1;
+            if info.compressed_len == 0 {
+                stats.zero_length += 1;
+            }
+            if stats.largest.is_none_or(|(_, len)| info.compressed_len > len) {
+                stats.largest = Some((block, info.compressed_len));
+            }
+        }
+        stats
+    }
+}
+
+/// A block that failed to decode.
+struct Bad {
+    block: u64,
+    offset: u64,
+    error: String,
+}
+
+fn verify(image: &Image, threads: usize) -> Vec<Bad> {
+    let mut bad = Vec::new();
+    decode_in_order(image, threads, |block, data| {
+        if let Err(e) = data {
+            let offset = image.block_info(block).map_or(0, |b| b.offset);
+            bad.push(Bad { block, offset, error: e.to_string() });
+        }
+        Flow::Continue
+    });
+    bad
+}
+
+fn header_position(info: &ImageInfo) -> &'static str {
+    match (info.version, info.header_at_end) {
+        (Version::Dplasa, _) => "none",
+        (_, true) => "last",
+        (_, false) => "first",
+    }
+}
+
+fn version_detail(version: Version) -> String {
+    match version {
+        Version::V3SliTaz { entry_size, compressed_index, truncated } => format!(
+            "{entry_size}-byte entries, {} index{}",
+            if compressed_index { "compressed" } else { "plain" },
+            if truncated { ", truncated by its writer" } else { "" }
+        ),
+        _ => String::new(),
+    }
+}
+
+fn ratio(info: &ImageInfo) -> f64 {
+    if info.size == 0 {
+        0.0
+    } else {
+        info.file_len as f64 / info.size as f64
+    }
+}
+
+fn text(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
+    let info = image.info();
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| {
+        let _ = writeln!(out, "{:<20}{value}", format!("{key}:"));
+    };
+    line("file", image.path().display().to_string());
+    let detail = version_detail(info.version);
+    line(
+        "version",
+        if detail.is_empty() { info.version.to_string() } else { format!("{} ({detail})", info.version) },
+    );
+    line("header", header_position(info).into());
+    line("block size", info.block_size.to_string());
+    line("blocks", info.num_blocks.to_string());
+    line("uncompressed size", format!("{} ({})", info.size, crate::units::Bytes(info.size)));
+    line("compressed size", format!("{} ({})", info.file_len, crate::units::Bytes(info.file_len)));
+    line("ratio", format!("{:.1}%", ratio(info) * 100.0));
+    line("index", format!("{} bytes at offset {}", info.index_len, info.index_offset));
+    let codecs: Vec<String> = stats.codecs.iter().map(|(name, count)| format!("{name} {count}")).collect();
+    line("codecs", if codecs.is_empty() { "-".into() } else { codecs.join(", ") });
+    line("links", stats.links.to_string());
+    line("zero-length blocks", stats.zero_length.to_string());
+    line(
+        "largest block",
+        stats.largest.map_or("-".into(), |(block, len)| format!("{len} bytes (block {block})")),
+    );
+    if let Some(bad) = bad {
+        if bad.is_empty() {
+            line("verify", format!("all {} blocks OK", info.num_blocks));
+        } else {
+            line("verify", format!("{} of {} blocks bad", bad.len(), info.num_blocks));
+            for b in bad {
+                let _ = writeln!(out, "bad block {} at offset {}: {}", b.block, b.offset, b.error);
+            }
+        }
+    }
+    out
+}
+
+fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
+    let info = image.info();
+    let mut fields = vec![
+        ("file", quote(&image.path().display().to_string())),
+        ("version", quote(&info.version.to_string())),
+        ("version_detail", quote(&version_detail(info.version))),
+        ("header", quote(header_position(info))),
+        ("block_size", info.block_size.to_string()),
+        ("blocks", info.num_blocks.to_string()),
+        ("size", info.size.to_string()),
+        ("file_size", info.file_len.to_string()),
+        ("ratio", format!("{:.6}", ratio(info))),
+        ("index_offset", info.index_offset.to_string()),
+        ("index_size", info.index_len.to_string()),
+    ];
+    let codecs: Vec<String> = stats.codecs.iter().map(|(k, v)| format!("{}: {v}", quote(k))).collect();
+    fields.push(("codecs", format!("{{{}}}", codecs.join(", "))));
+    fields.push(("links", stats.links.to_string()));
+    fields.push(("zero_length_blocks", stats.zero_length.to_string()));
+    fields.push((
+        "largest_block",
+        stats
+            .largest
+            .map_or("null".into(), |(block, len)| format!("{{\"block\": {block}, \"size\": {len}}}")),
+    ));
+    if let Some(bad) = bad {
+        let list: Vec<String> = bad
+            .iter()
+            .map(|b| {
+                format!(
+                    "{{\"block\": {}, \"offset\": {}, \"error\": {}}}",
+                    b.block,
+                    b.offset,
+                    quote(&b.error)
+                )
+            })
+            .collect();
+        fields.push(("verified", (bad.is_empty()).to_string()));
+        fields.push(("bad_blocks", format!("[{}]", list.join(", "))));
+    }
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("  \"{k}\": {v}")).collect();
+    format!("{{\n{}\n}}\n", body.join(",\n"))
+}
+
+/// A JSON string literal.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(quote("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+    }
+
+    #[test]
+    fn args_need_exactly_one_image() {
+        let a = |l: &[&str]| parse_args(&l.iter().map(OsString::from).collect::<Vec<_>>());
+        let Ok(Some(args)) = a(&["--verify", "img", "--json", "-t", "2"]) else { panic!() };
+        assert!(args.verify && args.json);
+        assert_eq!(args.threads, 2);
+        assert!(a(&[]).is_err());
+        assert!(a(&["a", "b"]).is_err());
+        assert!(matches!(a(&["-h"]), Ok(None)));
+    }
 }

@@ -190,6 +190,10 @@ pub fn extract(
         Flow::Continue
     });
     if let Some(e) = failure {
+        if let ExtractError::Read(_) = e {
+            // Keep everything before the bad block; the read error is the one to report.
+            let _ = out.flush();
+        }
         return Err(e);
     }
     out.flush().map_err(ExtractError::Write)?;
