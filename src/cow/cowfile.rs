@@ -1,0 +1,182 @@
+//! File-level operations on a cowfile: reading and writing the head block
+//! and the bitmap, positioned data I/O that treats the sparse tail as
+//! zeros, hole punching, walking the allocated extents, and the open /
+//! create sequence the driver performed at activation (B7).
+
+use super::bitmap::Bitmap;
+use super::error::{CowError, FormatError};
+use super::header::{Abi, Geometry, Header, F_COWUSED, HEAD_BLOCK};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Opens a cowfile for the tools: read-only or read-write, never created.
+pub fn open_existing(path: &Path, write: bool) -> Result<File, CowError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map_err(|e| CowError::io(path, "cannot open", None, e))
+}
+
+/// Reads and parses the head block (only the magic is checked).
+pub fn read_header(file: &File, path: &Path) -> Result<Header, CowError> {
+    let mut block = vec![0u8; HEAD_BLOCK as usize];
+    let n = read_some_at(file, &mut block, 0).map_err(|e| CowError::io(path, "read header", Some(0), e))?;
+    block.truncate(n);
+    Header::parse(&block).map_err(|p| CowError::format(path, p))
+}
+
+/// Reads `mapsize` bytes of bitmap at offset 1024; the header's layout must
+/// have been checked (that bounds `mapsize`).
+pub fn read_bitmap(file: &File, path: &Path, header: &Header) -> Result<Vec<u8>, CowError> {
+    let len = file_len(file, path)?;
+    let need = HEAD_BLOCK + header.mapsize;
+    if len < need {
+        return Err(CowError::format(path, FormatError::TooSmall { len, need, what: "bitmap" }));
+    }
+    let mut bytes = vec![0u8; header.mapsize as usize];
+    file.read_exact_at(&mut bytes, HEAD_BLOCK)
+        .map_err(|e| CowError::io(path, "read bitmap", Some(HEAD_BLOCK), e))?;
+    Ok(bytes)
+}
+
+pub fn file_len(file: &File, path: &Path) -> Result<u64, CowError> {
+    file.metadata().map(|m| m.len()).map_err(|e| CowError::io(path, "stat", None, e))
+}
+
+/// Writes the header: the whole 1 KiB head block (as the driver did), or
+/// only `sizeof(struct cowhead)` bytes (as cowrepair and cowpack did).
+pub fn write_header(file: &File, header: &Header, whole_block: bool) -> io::Result<()> {
+    let bytes = if whole_block { header.encode_block() } else { header.encode() };
+    file.write_all_at(&bytes, 0)
+}
+
+/// Reads as much as the file has, up to `buf.len()`; returns the count.
+pub fn read_some_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Fills `buf` from `offset`; whatever lies past the end of the file reads
+/// as zeros, like the holes before it.
+pub fn read_zero_filled(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let n = read_some_at(file, buf, offset)?;
+    buf[n..].fill(0);
+    Ok(())
+}
+
+/// Deallocates `[offset, offset+len)` keeping the file size. Returns false
+/// when the filesystem cannot punch holes (the caller writes zeros).
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    use rustix::fs::FallocateFlags;
+    match rustix::fs::fallocate(file, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, len) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The next allocated extent at or after `from`, as `[start, end)`, found
+/// with SEEK_DATA / SEEK_HOLE so that holes are never read. Filesystems
+/// without them report the rest of the file as one extent.
+pub fn next_data(file: &File, from: u64, len: u64) -> io::Result<Option<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    if from >= len {
+        return Ok(None);
+    }
+    match seek(file, SeekFrom::Data(from)) {
+        Ok(start) if start >= len => Ok(None),
+        Ok(start) => {
+            let end = seek(file, SeekFrom::Hole(start))?;
+            Ok(Some((start, end.min(len))))
+        }
+        Err(rustix::io::Errno::NXIO) => Ok(None),
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(Some((from, len))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes the directory entry of a new file durable.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+/// What the overlay knows about its rdofile when it opens a cowfile.
+#[derive(Clone, Copy, Debug)]
+pub struct BaseId {
+    pub numblocks: u64,
+    /// The C `int` fingerprint; see [`super::header::fingerprint`].
+    pub fingerprint: u32,
+}
+
+/// A cowfile validated against its rdofile, ready for the overlay.
+pub struct Opened {
+    pub file: File,
+    pub header: Header,
+    pub geom: Geometry,
+    pub bitmap: Bitmap,
+    pub created: bool,
+    /// Set when a dirty file was repaired on the way in.
+    pub repaired: Option<super::repair::RepairReport>,
+}
+
+/// Opens (or, when `create` and the file is missing or empty, creates) the
+/// cowfile for `base`, applying every check of the driver plus ours.
+/// A dirty file is repaired when `repair` is set and refused otherwise.
+pub fn open_for_base(path: &Path, base: BaseId, create: bool, repair: bool) -> Result<Opened, CowError> {
+    let geom_for_base = Geometry::for_blocks(base.numblocks).map_err(|p| CowError::format(path, p))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).mode(0o600);
+    if create {
+        opts.create(true);
+    }
+    let file = opts.open(path).map_err(|e| CowError::io(path, "cannot open", None, e))?;
+    if create && file_len(&file, path)? == 0 {
+        let header = Header::new(Abi::X86_64, &geom_for_base, base.fingerprint);
+        initialise(&file, path, &header)?;
+        let bitmap = Bitmap::new(base.numblocks, header.mapsize as usize);
+        return Ok(Opened { file, header, geom: geom_for_base, bitmap, created: true, repaired: None });
+    }
+    let mut header = read_header(&file, path)?;
+    let geom =
+        header.check_for_base(base.numblocks, base.fingerprint).map_err(|p| CowError::format(path, p))?;
+    let mut repaired = None;
+    if header.is_dirty() {
+        if !repair {
+            return Err(CowError::format(path, FormatError::Dirty));
+        }
+        let opts = super::repair::RepairOptions { dry_run: false };
+        repaired = Some(super::repair::repair(&file, path, &mut header, opts, &mut |_| {})?);
+    }
+    let bytes = read_bitmap(&file, path, &header)?;
+    let bitmap = Bitmap::from_disk(bytes, header.rdoblocks).map_err(|p| CowError::format(path, p))?;
+    bitmap
+        .check_count(header.cowused, header.abi.field_offset(F_COWUSED))
+        .map_err(|p| CowError::format(path, p))?;
+    Ok(Opened { file, header, geom, bitmap, created: false, repaired })
+}
+
+/// Writes a fresh head block and an all-zero (allocated) bitmap, and makes
+/// the new file durable, name included.
+fn initialise(file: &File, path: &Path, header: &Header) -> Result<(), CowError> {
+    let mut image = header.encode_block();
+    image.resize((HEAD_BLOCK + header.mapsize) as usize, 0);
+    file.write_all_at(&image, 0)
+        .map_err(|e| CowError::io(path, "write new header and bitmap", Some(0), e))?;
+    file.sync_all().map_err(|e| CowError::io(path, "fsync new cowfile", None, e))?;
+    sync_parent(path).map_err(|e| CowError::io(path, "fsync the directory of the new cowfile", None, e))
+}

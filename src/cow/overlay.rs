@@ -1,0 +1,616 @@
+//! The copy-on-write block device: a read-only base (cloop image, file or
+//! block device) plus a cowloop-compatible cowfile that holds every 1 KiB
+//! unit written since.
+//!
+//! # Unit states
+//!
+//! | bit | cowfile data        | reads as                      |
+//! |-----|---------------------|-------------------------------|
+//! | 0   | anything (ignored)  | the base                      |
+//! | 1   | data                | the cowfile data              |
+//! | 1   | hole / past EOF     | zeros (trimmed or zeroed)     |
+//!
+//! # Ordering and the durability contract
+//!
+//! Data is always written before its bit is set in memory, and the on-disk
+//! bitmap and header are only written by [`Overlay::flush`]:
+//!
+//! 1. pwrite the head block with DIRTY set, fdatasync (this also makes all
+//!    data of acknowledged writes durable);
+//! 2. pwrite the 4 KiB bitmap chunks that changed since the last flush,
+//!    fdatasync;
+//! 3. pwrite the head block with DIRTY clear and `cowused`, fdatasync.
+//!
+//! When only data changed (overwrites of units already in the cowfile), a
+//! flush is one fdatasync; when nothing changed, it makes no system call.
+//!
+//! Between flushes the on-disk metadata is exactly that of the last flush:
+//! a crash there leaves a clean, consistent file in which every flushed
+//! write is present. Units written since then either still have a clear bit
+//! on disk (they read as before) or were overwritten in place, whole. DIRTY
+//! is on disk only while a flush is between steps 1 and 3; a crash there
+//! needs a repair, which finds every flushed unit (its bit is on disk, or
+//! its data is durable and non-zero). Bits are never cleared, so a torn
+//! bitmap is still a superset of the last flushed one.
+//!
+//! Two things keep the repair from resurrecting stale data: opening a
+//! cowfile read-write punches every allocated unit whose bit is clear (left
+//! over from writes that never reached a flush), and a write that fails
+//! punches the units it may have touched.
+//!
+//! # Concurrency
+//!
+//! The bitmap sits behind an `RwLock` held only to look up or set bits,
+//! never across data I/O. Mutations hold a [`RangeLock`] over their units,
+//! which makes partial-unit read–merge–write atomic. Flushes are serialised
+//! and snapshot the changed chunks under the lock, so writes go on while a
+//! flush runs.
+
+use super::bitmap::Bitmap;
+use super::cowfile::{self, BaseId};
+use super::error::CowError;
+use super::header::{self, Header, FLAG_DIRTY, HEAD_BLOCK, MAPUNIT, MAP_CHUNK};
+use super::rangelock::RangeLock;
+use super::repair::RepairReport;
+use super::space::SpaceWatch;
+use crate::blockdev::{check_range, BlockDev, Caps, ReadAt};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+const U: u64 = MAPUNIT;
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Where warnings go (low space, truncated rdofile, failed flush on drop).
+pub type WarnFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct OverlayOptions {
+    /// Create the cowfile when it is missing or empty (the driver did).
+    pub create: bool,
+    /// Repair a dirty cowfile instead of refusing it.
+    pub repair: bool,
+    /// Warn once when the cowfile's filesystem has less free space.
+    pub low_space_bytes: u64,
+    /// Name of the base in messages.
+    pub base_name: String,
+    pub warn: WarnFn,
+}
+
+impl Default for OverlayOptions {
+    fn default() -> Self {
+        Self {
+            create: true,
+            repair: false,
+            low_space_bytes: 64 << 20,
+            base_name: "rdofile".into(),
+            warn: Arc::new(|msg| eprintln!("cloopbox: cow: {msg}")),
+        }
+    }
+}
+
+/// Counters for a `/proc/cow/N`-like status. Reads and writes count I/O
+/// requests to each file after coalescing, not 1 KiB units.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rdoreads: u64,
+    pub cowreads: u64,
+    pub cowwrites: u64,
+    /// Units in the cowfile now (not only at the last flush).
+    pub cowused: u64,
+    pub numblocks: u64,
+    pub mapsize: u64,
+    /// Something changed since the last completed flush.
+    pub unflushed: bool,
+}
+
+struct MapState {
+    bits: Bitmap,
+    /// One flag per 4 KiB bitmap chunk changed since the last flush.
+    changed: Vec<bool>,
+    any_changed: bool,
+    /// Data was written or punched since the last fdatasync.
+    data_dirty: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    rdoreads: AtomicU64,
+    cowreads: AtomicU64,
+    cowwrites: AtomicU64,
+}
+
+pub struct Overlay<B: ReadAt> {
+    base: B,
+    file: File,
+    path: PathBuf,
+    header: Header,
+    size: u64,
+    map: RwLock<MapState>,
+    units: RangeLock,
+    /// Serialises flushes; true while DIRTY may be on disk.
+    flushing: Mutex<bool>,
+    /// A lower bound of the cowfile length (pwrite only ever grows it).
+    file_end: AtomicU64,
+    can_punch: AtomicBool,
+    space: SpaceWatch,
+    counters: Counters,
+    warn: WarnFn,
+    closed: AtomicBool,
+    repaired: Option<RepairReport>,
+    created: bool,
+}
+
+fn read_map<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_map<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<B: ReadAt> Overlay<B> {
+    /// Opens (or creates) the cowfile at `path` over `base`, with every
+    /// check the driver made at activation: magic, version, packed, dirty,
+    /// rdoblocks, fingerprint, cowused; plus ours (layout, bits beyond the
+    /// end, merged).
+    pub fn open(base: B, path: &Path, opts: &OverlayOptions) -> Result<Self, CowError> {
+        let base_len = base.size();
+        let numblocks = base_len >> 10;
+        if base_len % U != 0 {
+            (opts.warn)(&format!("{} truncated to multiple of 1024 bytes", opts.base_name));
+        }
+        let fingerprint = header::fingerprint(&base, numblocks)
+            .map_err(|e| CowError::io(Path::new(&opts.base_name), "read for the fingerprint", None, e))?;
+        let opened =
+            cowfile::open_for_base(path, BaseId { numblocks, fingerprint }, opts.create, opts.repair)?;
+        let file_end = cowfile::file_len(&opened.file, path)?;
+        let chunks = opened.header.mapsize.div_ceil(MAP_CHUNK) as usize;
+        let overlay = Overlay {
+            base,
+            size: numblocks * U,
+            map: RwLock::new(MapState {
+                bits: opened.bitmap,
+                changed: vec![false; chunks],
+                any_changed: false,
+                data_dirty: false,
+            }),
+            units: RangeLock::default(),
+            flushing: Mutex::new(false),
+            file_end: AtomicU64::new(file_end),
+            can_punch: AtomicBool::new(true),
+            space: SpaceWatch::new(opts.low_space_bytes),
+            counters: Counters::default(),
+            warn: opts.warn.clone(),
+            closed: AtomicBool::new(false),
+            repaired: opened.repaired,
+            created: opened.created,
+            header: opened.header,
+            file: opened.file,
+            path: path.to_path_buf(),
+        };
+        overlay.reserve_metadata()?;
+        overlay.scrub(file_end)?;
+        Ok(overlay)
+    }
+
+    pub fn base(&self) -> &B {
+        &self.base
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The header as of the last flush (flags, ABI, fingerprint, geometry).
+    pub fn header(&self) -> Header {
+        self.header
+    }
+
+    /// The repair done on open, if the file was dirty.
+    pub fn repaired(&self) -> Option<RepairReport> {
+        self.repaired
+    }
+
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    pub fn stats(&self) -> Stats {
+        let map = read_map(&self.map);
+        Stats {
+            rdoreads: self.counters.rdoreads.load(Ordering::Relaxed),
+            cowreads: self.counters.cowreads.load(Ordering::Relaxed),
+            cowwrites: self.counters.cowwrites.load(Ordering::Relaxed),
+            cowused: map.bits.count(),
+            numblocks: self.size / U,
+            mapsize: self.header.mapsize,
+            unflushed: map.any_changed || map.data_dirty,
+        }
+    }
+
+    /// "Sync now" (cowsync): writes the bitmap and a clean header; the same
+    /// as [`BlockDev::flush`].
+    pub fn sync(&self) -> io::Result<()> {
+        self.flush_now()
+    }
+
+    /// Flushes and closes; unlike dropping, reports a failed flush.
+    pub fn close(self) -> io::Result<()> {
+        let result = self.flush_now();
+        self.closed.store(true, Ordering::SeqCst);
+        result
+    }
+
+    fn data_offset(&self, dev_offset: u64) -> u64 {
+        self.header.doffset + dev_offset
+    }
+
+    /// The bitmap region is written by every flush: allocate it now, so a
+    /// flush never needs space the filesystem no longer has.
+    fn reserve_metadata(&self) -> Result<(), CowError> {
+        use rustix::fs::{fallocate, FallocateFlags};
+        match fallocate(&self.file, FallocateFlags::KEEP_SIZE, 0, HEAD_BLOCK + self.header.mapsize) {
+            Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => Ok(()),
+            Err(e) => Err(CowError::io(&self.path, "allocate header and bitmap", Some(0), e.into())),
+        }
+    }
+
+    /// Punches every allocated unit whose bit is clear: data of writes that
+    /// never reached a flush, which a later repair must not bring back.
+    fn scrub(&self, len: u64) -> Result<(), CowError> {
+        let doffset = self.header.doffset;
+        let map = read_map(&self.map);
+        let mut pos = doffset;
+        while let Some((start, end)) = cowfile::next_data(&self.file, pos, len)
+            .map_err(|e| CowError::io(&self.path, "seek data", Some(pos), e))?
+        {
+            let (first, last) = ((start - doffset) / U, (end - doffset).div_ceil(U));
+            let mut unit = first;
+            while unit < last {
+                let (set, n) = map.bits.run(unit, last);
+                if !set {
+                    self.punch(unit, unit + n).map_err(|e| {
+                        CowError::io(&self.path, "punch stale data", Some(doffset + unit * U), e)
+                    })?;
+                }
+                unit += n;
+            }
+            pos = doffset + last * U;
+        }
+        Ok(())
+    }
+
+    fn pwrite(&self, data: &[u8], dev_offset: u64) -> io::Result<()> {
+        let at = self.data_offset(dev_offset);
+        self.file
+            .write_all_at(data, at)
+            .map_err(|e| super::error::io_context(&self.path, "write data", at, e))?;
+        self.counters.cowwrites.fetch_add(1, Ordering::Relaxed);
+        self.file_end.fetch_max(at + data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads one unit as the device shows it now. The caller holds the unit.
+    fn read_unit(&self, unit: u64, buf: &mut [u8]) -> io::Result<()> {
+        let in_cow = read_map(&self.map).bits.get(unit);
+        self.read_run(in_cow, buf, unit * U)
+    }
+
+    fn read_run(&self, in_cow: bool, buf: &mut [u8], dev_offset: u64) -> io::Result<()> {
+        if in_cow {
+            self.counters.cowreads.fetch_add(1, Ordering::Relaxed);
+            let at = self.data_offset(dev_offset);
+            cowfile::read_zero_filled(&self.file, buf, at)
+                .map_err(|e| super::error::io_context(&self.path, "read data", at, e))
+        } else {
+            self.counters.rdoreads.fetch_add(1, Ordering::Relaxed);
+            self.base.read_at(buf, dev_offset)
+        }
+    }
+
+    /// Read–merge–write of one unit. The caller holds the unit.
+    fn write_partial(&self, unit: u64, at: usize, piece: &[u8]) -> io::Result<()> {
+        let mut block = [0u8; U as usize];
+        self.read_unit(unit, &mut block)?;
+        block[at..at + piece.len()].copy_from_slice(piece);
+        self.pwrite(&block, unit * U)
+    }
+
+    /// Sets the bits of `[first, end)` after their data is in the cowfile.
+    fn mark(&self, first: u64, end: u64) {
+        let mut map = write_map(&self.map);
+        let MapState { bits, changed, any_changed, data_dirty } = &mut *map;
+        bits.set_range(first, end, |byte| {
+            changed[byte / MAP_CHUNK as usize] = true;
+            *any_changed = true;
+        });
+        *data_dirty = true;
+    }
+
+    /// Makes whole units `[first, end)` of the cowfile read as zeros,
+    /// freeing their space. Past the end of the file, the file is first
+    /// grown (by one byte, then punched) so that a packed copy still finds
+    /// every marked unit inside the file.
+    fn punch(&self, first: u64, end: u64) -> io::Result<()> {
+        let (start, stop) = (self.data_offset(first * U), self.data_offset(end * U));
+        if stop > self.file_end.load(Ordering::Relaxed) {
+            self.file
+                .write_all_at(&[0], stop - 1)
+                .map_err(|e| super::error::io_context(&self.path, "extend", stop - 1, e))?;
+            self.file_end.fetch_max(stop, Ordering::Relaxed);
+        }
+        if self.can_punch.load(Ordering::Relaxed) {
+            match cowfile::punch_hole(&self.file, start, stop - start) {
+                Ok(true) => return Ok(()),
+                Ok(false) => self.can_punch.store(false, Ordering::Relaxed),
+                Err(e) => return Err(super::error::io_context(&self.path, "punch hole", start, e)),
+            }
+        }
+        let mut pos = start;
+        while pos < stop {
+            let n = (stop - pos).min(ZEROS.len() as u64);
+            self.file
+                .write_all_at(&ZEROS[..n as usize], pos)
+                .map_err(|e| super::error::io_context(&self.path, "write zeros", pos, e))?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at `offset` while holding its units.
+    fn write_locked(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let (mut pos, mut rest) = (offset, buf);
+        if pos % U != 0 || (rest.len() as u64) < U {
+            let at = (pos % U) as usize;
+            let n = rest.len().min(U as usize - at);
+            self.write_partial(pos / U, at, &rest[..n])?;
+            pos += n as u64;
+            rest = &rest[n..];
+        }
+        let whole = rest.len() / U as usize * U as usize;
+        if whole > 0 {
+            self.pwrite(&rest[..whole], pos)?;
+            pos += whole as u64;
+            rest = &rest[whole..];
+        }
+        if !rest.is_empty() {
+            self.write_partial(pos / U, 0, rest)?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes `[offset, offset+len)` while holding its units: whole units
+    /// are punched, partial ones merged.
+    fn zero_locked(&self, offset: u64, len: u64) -> io::Result<()> {
+        let end = offset + len;
+        let (whole_first, whole_end) = (offset.div_ceil(U), end / U);
+        if whole_first >= whole_end {
+            // Within one unit, or two partial units with nothing between.
+            let mut pos = offset;
+            while pos < end {
+                let n = (end - pos).min(U - pos % U);
+                self.write_partial(pos / U, (pos % U) as usize, &ZEROS[..n as usize])?;
+                pos += n;
+            }
+            return Ok(());
+        }
+        if offset % U != 0 {
+            let at = offset % U;
+            self.write_partial(offset / U, at as usize, &ZEROS[..(U - at) as usize])?;
+        }
+        self.punch(whole_first, whole_end)?;
+        if end % U != 0 {
+            self.write_partial(end / U, 0, &ZEROS[..(end % U) as usize])?;
+        }
+        Ok(())
+    }
+
+    /// After a failed mutation: units whose bit is still clear may hold
+    /// part of the new data; punch them so no repair can pick it up.
+    fn discard_unmarked(&self, first: u64, end: u64) {
+        let runs: Vec<(u64, u64)> = {
+            let map = read_map(&self.map);
+            let mut runs = Vec::new();
+            let mut unit = first;
+            while unit < end {
+                let (set, n) = map.bits.run(unit, end);
+                if !set {
+                    runs.push((unit, n));
+                }
+                unit += n;
+            }
+            runs
+        };
+        for (unit, n) in runs {
+            let start = self.data_offset(unit * U);
+            let _ = cowfile::punch_hole(&self.file, start, n * U);
+        }
+    }
+
+    /// Runs a mutation of `[offset, offset+len)` under its unit lock, then
+    /// marks the units; on failure nothing is marked.
+    fn mutate(&self, offset: u64, len: u64, op: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        check_range(self.size, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let (first, end) = (offset / U, (offset + len).div_ceil(U));
+        let _held = self.units.lock(first, end);
+        match op() {
+            Ok(()) => {
+                self.mark(first, end);
+                if let Some(free) = self.space.after_write(&self.file) {
+                    self.warn_low_space(free);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.discard_unmarked(first, end);
+                if is_out_of_space(&e) {
+                    if let Some(free) = self.space.check(&self.file) {
+                        self.warn_low_space(free);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn warn_low_space(&self, free: u64) {
+        (self.warn)(&format!("cowfile {} almost full (only {} KiB free)", self.path.display(), free / 1024));
+    }
+
+    fn flush_now(&self) -> io::Result<()> {
+        let mut disk_dirty = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = {
+            let mut map = write_map(&self.map);
+            if !map.any_changed && !map.data_dirty {
+                return Ok(());
+            }
+            Snapshot::take(&mut map)
+        };
+        let result = self.write_snapshot(&snapshot, &mut disk_dirty);
+        if result.is_err() {
+            snapshot.restore(&mut write_map(&self.map));
+        }
+        result
+    }
+
+    fn write_snapshot(&self, snap: &Snapshot, disk_dirty: &mut bool) -> io::Result<()> {
+        let ctx = |op: &'static str, at: u64| move |e| super::error::io_context(&self.path, op, at, e);
+        if snap.chunks.is_empty() && !*disk_dirty {
+            return self.file.sync_data().map_err(ctx("fdatasync", 0));
+        }
+        let mut header = self.header;
+        if !*disk_dirty {
+            header.flags |= FLAG_DIRTY;
+            cowfile::write_header(&self.file, &header, true).map_err(ctx("write header", 0))?;
+            *disk_dirty = true;
+        }
+        self.file.sync_data().map_err(ctx("fdatasync", 0))?;
+        for (index, bytes) in &snap.chunks {
+            let at = HEAD_BLOCK + index * MAP_CHUNK;
+            self.file.write_all_at(bytes, at).map_err(ctx("write bitmap", at))?;
+        }
+        self.file.sync_data().map_err(ctx("fdatasync", 0))?;
+        header.flags &= !FLAG_DIRTY;
+        header.cowused = snap.count;
+        cowfile::write_header(&self.file, &header, true).map_err(ctx("write header", 0))?;
+        self.file.sync_data().map_err(ctx("fdatasync", 0))?;
+        *disk_dirty = false;
+        Ok(())
+    }
+}
+
+fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    )
+}
+
+/// The bitmap chunks changed since the last flush, copied under the lock.
+struct Snapshot {
+    chunks: Vec<(u64, Vec<u8>)>,
+    count: u64,
+    data_dirty: bool,
+}
+
+impl Snapshot {
+    fn take(map: &mut MapState) -> Snapshot {
+        let bytes = map.bits.bytes();
+        let mut chunks = Vec::new();
+        for (i, flag) in map.changed.iter_mut().enumerate() {
+            if std::mem::take(flag) {
+                let start = i * MAP_CHUNK as usize;
+                let stop = (start + MAP_CHUNK as usize).min(bytes.len());
+                chunks.push((i as u64, bytes[start..stop].to_vec()));
+            }
+        }
+        map.any_changed = false;
+        let data_dirty = std::mem::take(&mut map.data_dirty);
+        Snapshot { chunks, count: map.bits.count(), data_dirty }
+    }
+
+    /// A failed flush leaves its work for the next one.
+    fn restore(&self, map: &mut MapState) {
+        for (i, _) in &self.chunks {
+            map.changed[*i as usize] = true;
+        }
+        map.any_changed |= !self.chunks.is_empty();
+        map.data_dirty |= self.data_dirty;
+    }
+}
+
+impl<B: ReadAt> ReadAt for Overlay<B> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(self.size, offset, buf.len() as u64)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let end = offset + buf.len() as u64;
+        let runs: Vec<(bool, u64, u64)> = {
+            let map = read_map(&self.map);
+            let mut runs = Vec::new();
+            let mut unit = offset / U;
+            let last = end.div_ceil(U);
+            while unit < last {
+                let (set, n) = map.bits.run(unit, last);
+                runs.push((set, unit, n));
+                unit += n;
+            }
+            runs
+        };
+        for (in_cow, unit, n) in runs {
+            let from = (unit * U).max(offset);
+            let to = ((unit + n) * U).min(end);
+            let slice = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            self.read_run(in_cow, slice, from)?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: ReadAt> BlockDev for Overlay<B> {
+    fn caps(&self) -> Caps {
+        Caps { write: true, flush: true, fua: false, trim: true, write_zeroes: true, multi_conn: true }
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if buf.iter().all(|&b| b == 0) {
+            return self.write_zeroes(offset, buf.len() as u64);
+        }
+        self.mutate(offset, buf.len() as u64, || self.write_locked(buf, offset))
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.mutate(offset, len, || self.zero_locked(offset, len))
+    }
+
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.write_zeroes(offset, len)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.flush_now()
+    }
+}
+
+impl<B: ReadAt> Drop for Overlay<B> {
+    fn drop(&mut self) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.flush_now() {
+            (self.warn)(&format!("flush on close failed: {e}"));
+        }
+    }
+}
