@@ -12,7 +12,7 @@
 //! which is why the mark is needed at all.
 
 use super::bitmap::Bitmap;
-use super::cowfile::{open_existing, read_bitmap, read_header, read_zero_filled, write_header};
+use super::cowfile::{read_bitmap, read_header, read_zero_filled, write_header};
 use super::error::{CowError, FormatError};
 use super::header::{fingerprint, Header, FLAG_MERGED, F_COWUSED, MAPUNIT};
 use crate::blockdev::{FileDev, ReadAt};
@@ -35,7 +35,10 @@ pub struct Merge {
 impl Merge {
     /// Opens both files read-write and checks everything.
     pub fn prepare(rdo_path: &Path, cow_path: &Path) -> Result<Merge, CowError> {
-        let cow = open_existing(cow_path, true)?;
+        // Read-write from the start: after merging we must mark it.
+        let cow = std::fs::OpenOptions::new().read(true).write(true).open(cow_path).map_err(|e| {
+            CowError::io(cow_path, "cannot open for writing (it is marked as merged afterwards)", None, e)
+        })?;
         let header = read_header(&cow, cow_path)?;
         header.check_layout().map_err(|p| CowError::format(cow_path, p))?;
         let refuse = |p| Err(CowError::format(cow_path, p));
