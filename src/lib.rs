@@ -9,9 +9,11 @@
 pub mod applets;
 pub mod blockdev;
 pub mod boot;
+pub mod cache;
 pub mod cloop;
 pub mod cow;
 pub mod getopt;
+pub mod nbd;
 pub mod progress;
 pub mod sys;
 pub mod units;

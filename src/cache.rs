@@ -1,0 +1,629 @@
+//! A decompressed-block cache, as its own layer over any [`ReadAt`].
+//!
+//! Design (nbd.md §0, §7.4):
+//! * **Granule = the image's block size.** A 4 KiB read of a 64 KiB cloop
+//!   block reads (decompresses) the whole block once; the other fifteen
+//!   4 KiB reads of that block are served from memory.
+//! * **Shared by every connection**, because with multi-conn the kernel
+//!   spreads consecutive requests over connections.
+//! * **Single flight:** concurrent misses on one block wait for a single
+//!   load instead of each decompressing it.
+//! * **Sharded CLOCK:** blocks are spread over up to [`MAX_SHARDS`] shards,
+//!   each a ring with a reference bit per entry and its own lock. The
+//!   capacity is in bytes of decompressed data; 0 keeps nothing (the layer
+//!   then only de-duplicates concurrent loads and learns zero blocks).
+//! * **Zero blocks take no space.** Every loaded block is checked for being
+//!   all zeros; the answer goes into a 2-bit-per-block map (unknown, data,
+//!   zero) and zero blocks are never stored, just filled in. The same map
+//!   answers `base:allocation` queries (see [`Cache::extents`]); an
+//!   optional probe (e.g. "its compressed form is tiny") lets a status
+//!   query decode likely-zero blocks it has not seen yet.
+//!
+//! Invariants:
+//! * A cached block holds exactly what `lower` returned for it, and a
+//!   block in the zero map as "zero" read back as zeros.
+//! * Writes (when `lower` is a [`BlockDev`]) go to `lower` first and then
+//!   invalidate every overlapping block: its entry, its zero-map state and
+//!   any load in progress, which then completes for its waiters but is not
+//!   stored. A read that starts after a write returned never sees the old
+//!   data. There is no default pass-through: each mutating method is
+//!   written out below.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::blockdev::{check_range, BlockDev, Caps, ReadAt};
+
+/// Shards of the cache. More shards means less lock contention; each must
+/// hold at least one block.
+pub const MAX_SHARDS: usize = 16;
+/// Largest granule accepted (cloop's block size is bounded far below).
+pub const MAX_GRANULE: u32 = 64 << 20;
+/// A status query decodes at most this many unknown probe candidates
+/// before it stops and returns the extents found so far.
+pub const PROBE_BUDGET: usize = 256;
+
+/// A "this block may well be all zeros" predicate; it should be cheap.
+pub type ZeroProbe = Box<dyn Fn(u64) -> bool + Send + Sync>;
+
+/// What is known about a block's contents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Known {
+    Unknown,
+    Data,
+    Zero,
+}
+
+/// Counters for observability and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Loads that waited for another thread's load of the same block.
+    pub shared_loads: u64,
+    pub zero_blocks: u64,
+}
+
+/// A block as handed out by the cache.
+enum Block {
+    Zero,
+    Data(Arc<[u8]>),
+}
+
+type LoadResult = Result<Arc<[u8]>, (io::ErrorKind, String)>;
+
+/// A load in progress; waiters block on it.
+#[derive(Default)]
+struct Loading {
+    result: Mutex<Option<LoadResult>>,
+    cv: Condvar,
+}
+
+struct Entry {
+    block: u64,
+    data: Arc<[u8]>,
+    referenced: bool,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Block → index in `ring`.
+    index: HashMap<u64, usize>,
+    ring: Vec<Option<Entry>>,
+    hand: usize,
+    loading: HashMap<u64, Arc<Loading>>,
+}
+
+impl Shard {
+    fn lookup(&mut self, block: u64) -> Option<Arc<[u8]>> {
+        let slot = *self.index.get(&block)?;
+        let e = self.ring[slot].as_mut().expect("indexed slots are occupied");
+        e.referenced = true;
+        Some(e.data.clone())
+    }
+
+    /// Stores a block, evicting by CLOCK when the ring is full.
+    fn insert(&mut self, block: u64, data: Arc<[u8]>, capacity: usize) {
+        if capacity == 0 || self.index.contains_key(&block) {
+            return;
+        }
+        let slot = if self.ring.len() < capacity {
+            self.ring.push(None);
+            self.ring.len() - 1
+        } else {
+            self.victim()
+        };
+        if let Some(old) = self.ring[slot].take() {
+            self.index.remove(&old.block);
+        }
+        self.ring[slot] = Some(Entry { block, data, referenced: false });
+        self.index.insert(block, slot);
+    }
+
+    fn victim(&mut self) -> usize {
+        loop {
+            let slot = self.hand;
+            self.hand = (self.hand + 1) % self.ring.len();
+            match &mut self.ring[slot] {
+                Some(e) if e.referenced => e.referenced = false,
+                _ => return slot,
+            }
+        }
+    }
+
+    fn remove(&mut self, block: u64) {
+        if let Some(slot) = self.index.remove(&block) {
+            self.ring[slot] = None;
+        }
+        self.loading.remove(&block);
+    }
+}
+
+/// 2 bits per block: 0 unknown, 1 data, 2 zero.
+struct ZeroMap(Box<[AtomicU64]>);
+
+impl ZeroMap {
+    fn new(blocks: u64) -> ZeroMap {
+        ZeroMap((0..blocks.div_ceil(32)).map(|_| AtomicU64::new(0)).collect())
+    }
+    fn get(&self, b: u64) -> Known {
+        match (self.0[(b / 32) as usize].load(Ordering::Acquire) >> ((b % 32) * 2)) & 3 {
+            1 => Known::Data,
+            2 => Known::Zero,
+            _ => Known::Unknown,
+        }
+    }
+    fn set(&self, b: u64, k: Known) {
+        let v = match k {
+            Known::Unknown => 0,
+            Known::Data => 1,
+            Known::Zero => 2,
+        };
+        let shift = (b % 32) * 2;
+        let word = &self.0[(b / 32) as usize];
+        let _ = word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| Some((w & !(3 << shift)) | (v << shift)));
+    }
+}
+
+/// The cache layer; see the module documentation.
+pub struct Cache<B> {
+    lower: B,
+    size: u64,
+    granule: u64,
+    blocks: u64,
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    zeros: ZeroMap,
+    probe: Option<ZeroProbe>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    shared_loads: AtomicU64,
+}
+
+fn is_zero(buf: &[u8]) -> bool {
+    let mut words = buf.chunks_exact(16);
+    let tail = words.remainder();
+    tail.iter().all(|&b| b == 0)
+        && words.all(|c| u128::from_ne_bytes(c.try_into().expect("16-byte chunk")) == 0)
+}
+
+impl<B: ReadAt> Cache<B> {
+    /// A cache of at most `capacity` bytes over `lower`, in granules of
+    /// `granule` bytes (the image's block size).
+    pub fn new(lower: B, granule: u32, capacity: u64) -> io::Result<Cache<B>> {
+        if granule == 0 || granule > MAX_GRANULE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cache granule of {granule} bytes is outside 1..={MAX_GRANULE}"),
+            ));
+        }
+        let size = lower.size();
+        let granule = u64::from(granule);
+        let blocks = size.div_ceil(granule);
+        let capacity_blocks = usize::try_from(capacity / granule).unwrap_or(usize::MAX);
+        let nshards = capacity_blocks.clamp(1, MAX_SHARDS);
+        Ok(Cache {
+            lower,
+            size,
+            granule,
+            blocks,
+            shards: (0..nshards).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard: capacity_blocks / nshards,
+            zeros: ZeroMap::new(blocks),
+            probe: None,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            shared_loads: AtomicU64::new(0),
+        })
+    }
+
+    /// Installs a cheap "block may be all zeros" predicate, used by
+    /// [`Cache::extents`] to decide which unseen blocks are worth loading.
+    pub fn with_zero_probe(mut self, probe: ZeroProbe) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    pub fn lower(&self) -> &B {
+        &self.lower
+    }
+
+    pub fn granule(&self) -> u64 {
+        self.granule
+    }
+
+    /// Bytes of decompressed data the cache may hold.
+    pub fn capacity(&self) -> u64 {
+        (self.per_shard * self.shards.len()) as u64 * self.granule
+    }
+
+    pub fn stats(&self) -> Stats {
+        let zero_blocks = (0..self.blocks).filter(|&b| self.zeros.get(b) == Known::Zero).count() as u64;
+        Stats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            shared_loads: self.shared_loads.load(Ordering::Relaxed),
+            zero_blocks,
+        }
+    }
+
+    /// What is known about block `b` without loading it.
+    pub fn known(&self, b: u64) -> Known {
+        if b < self.blocks {
+            self.zeros.get(b)
+        } else {
+            Known::Unknown
+        }
+    }
+
+    fn shard(&self, b: u64) -> MutexGuard<'_, Shard> {
+        // Fibonacci hashing spreads strided access patterns too.
+        let h = b.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        self.shards[(h % self.shards.len() as u64) as usize]
+            .lock()
+            .expect("cache shard lock is never poisoned")
+    }
+
+    fn block_len(&self, b: u64) -> usize {
+        (self.size - b * self.granule).min(self.granule) as usize
+    }
+
+    /// Block `b`, from memory or loaded (once, however many threads ask).
+    fn get(&self, b: u64) -> io::Result<Block> {
+        if self.zeros.get(b) == Known::Zero {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Block::Zero);
+        }
+        let mut shard = self.shard(b);
+        if let Some(data) = shard.lookup(b) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Block::Data(data));
+        }
+        if let Some(loading) = shard.loading.get(&b).cloned() {
+            drop(shard);
+            self.shared_loads.fetch_add(1, Ordering::Relaxed);
+            return wait_for(&loading).map(Block::Data);
+        }
+        let loading = Arc::new(Loading::default());
+        shard.loading.insert(b, loading.clone());
+        drop(shard);
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.load(b, &loading)
+    }
+
+    fn load(&self, b: u64, loading: &Arc<Loading>) -> io::Result<Block> {
+        let mut buf = vec![0u8; self.block_len(b)];
+        let read = self.lower.read_at(&mut buf, b * self.granule);
+        let zero = read.is_ok() && is_zero(&buf);
+        let data: Arc<[u8]> = buf.into();
+        {
+            let mut shard = self.shard(b);
+            // Only a load still registered may publish: a write since it
+            // started has removed it, and its data may be stale.
+            let current = shard.loading.get(&b).is_some_and(|l| Arc::ptr_eq(l, loading));
+            if current {
+                shard.loading.remove(&b);
+                if read.is_ok() {
+                    self.zeros.set(b, if zero { Known::Zero } else { Known::Data });
+                    if !zero {
+                        shard.insert(b, data.clone(), self.per_shard);
+                    }
+                }
+            }
+        }
+        let published = match &read {
+            Ok(()) => Ok(data.clone()),
+            Err(e) => Err((e.kind(), e.to_string())),
+        };
+        *loading.result.lock().expect("load lock is never poisoned") = Some(published);
+        loading.cv.notify_all();
+        read.map(|()| if zero { Block::Zero } else { Block::Data(data) })
+    }
+
+    /// Whether every block of the range is in memory or known to be zero.
+    pub fn is_resident(&self, offset: u64, len: u64) -> bool {
+        if len == 0 || check_range(self.size, offset, len).is_err() {
+            return false;
+        }
+        let (first, last) = (offset / self.granule, (offset + len - 1) / self.granule);
+        (first..=last).all(|b| self.zeros.get(b) == Known::Zero || self.shard(b).index.contains_key(&b))
+    }
+
+    /// Describes `[offset, offset+len)` as (length, is_zero) runs, from the
+    /// zero map. Unknown blocks count as data, except probe candidates,
+    /// which are loaded (at most [`PROBE_BUDGET`] of them; the answer then
+    /// stops short, which the NBD protocol allows).
+    pub fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<(u64, bool)>> {
+        check_range(self.size, offset, len)?;
+        let mut out: Vec<(u64, bool)> = Vec::new();
+        let (mut pos, end) = (offset, offset + len);
+        let mut budget = PROBE_BUDGET;
+        while pos < end {
+            let b = pos / self.granule;
+            let mut known = self.zeros.get(b);
+            if known == Known::Unknown && self.probe.as_ref().is_some_and(|p| p(b)) {
+                if budget == 0 {
+                    break;
+                }
+                budget -= 1;
+                self.get(b)?;
+                known = self.zeros.get(b);
+            }
+            let next = ((b + 1) * self.granule).min(end);
+            let zero = known == Known::Zero;
+            match out.last_mut() {
+                Some(last) if last.1 == zero => last.0 += next - pos,
+                _ => out.push((next - pos, zero)),
+            }
+            pos = next;
+        }
+        Ok(out)
+    }
+
+    /// Forgets every block overlapping the range, including its zero-map
+    /// state and any load in progress.
+    fn invalidate(&self, offset: u64, len: u64) {
+        if len == 0 || offset >= self.size {
+            return;
+        }
+        let first = offset / self.granule;
+        let last = (offset.saturating_add(len) - 1).min(self.size - 1) / self.granule;
+        for b in first..=last {
+            self.shard(b).remove(b);
+            self.zeros.set(b, Known::Unknown);
+        }
+    }
+}
+
+fn wait_for(loading: &Loading) -> io::Result<Arc<[u8]>> {
+    let mut r = loading.result.lock().expect("load lock is never poisoned");
+    loop {
+        match &*r {
+            Some(Ok(d)) => return Ok(d.clone()),
+            Some(Err((kind, msg))) => return Err(io::Error::new(*kind, msg.clone())),
+            None => r = loading.cv.wait(r).expect("load lock is never poisoned"),
+        }
+    }
+}
+
+impl<B: ReadAt> ReadAt for Cache<B> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(self.size, offset, buf.len() as u64)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let b = pos / self.granule;
+            let within = (pos % self.granule) as usize;
+            let take = (self.block_len(b) - within).min(buf.len() - done);
+            let dst = &mut buf[done..done + take];
+            match self.get(b)? {
+                Block::Zero => dst.fill(0),
+                Block::Data(d) => dst.copy_from_slice(&d[within..within + take]),
+            }
+            done += take;
+        }
+        Ok(())
+    }
+}
+
+/// Write-through with invalidation, method by method.
+impl<B: BlockDev> BlockDev for Cache<B> {
+    fn caps(&self) -> Caps {
+        self.lower.caps()
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let r = self.lower.write_at(buf, offset);
+        self.invalidate(offset, buf.len() as u64);
+        r
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        let r = self.lower.write_zeroes(offset, len);
+        self.invalidate(offset, len);
+        r
+    }
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        let r = self.lower.trim(offset, len);
+        self.invalidate(offset, len);
+        r
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.lower.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blockdev::MemDev;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts reads of the layer below.
+    struct Counting<B> {
+        inner: B,
+        reads: AtomicUsize,
+        delay: std::time::Duration,
+    }
+
+    impl<B: ReadAt> ReadAt for Counting<B> {
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(self.delay);
+            self.inner.read_at(buf, offset)
+        }
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+    }
+
+    fn counting(data: Vec<u8>) -> Counting<MemDev> {
+        Counting { inner: MemDev::new(data), reads: AtomicUsize::new(0), delay: Default::default() }
+    }
+
+    #[test]
+    fn small_reads_of_one_block_load_it_once() {
+        let data = pattern(4 * 65536 + 1000);
+        let c = Cache::new(counting(data.clone()), 65536, 1 << 20).unwrap();
+        for i in 0..16 {
+            let mut buf = vec![0u8; 4096];
+            c.read_at(&mut buf, 65536 + i * 4096).unwrap();
+            assert_eq!(buf, data[65536 + i as usize * 4096..][..4096]);
+        }
+        assert_eq!(c.lower().reads.load(Ordering::SeqCst), 1);
+        assert_eq!(c.stats().hits, 15);
+    }
+
+    #[test]
+    fn reads_span_blocks_and_the_short_last_block() {
+        let data = pattern(3 * 4096 + 100);
+        let c = Cache::new(MemDev::new(data.clone()), 4096, 1 << 20).unwrap();
+        for (off, len) in [(0, data.len()), (4000, 5000), (3 * 4096 + 50, 50), (1, 1)] {
+            let mut buf = vec![0u8; len];
+            c.read_at(&mut buf, off as u64).unwrap();
+            assert_eq!(buf, data[off..off + len], "{off}+{len}");
+        }
+        let mut buf = [0u8; 2];
+        assert!(c.read_at(&mut buf, data.len() as u64 - 1).is_err());
+    }
+
+    #[test]
+    fn capacity_is_respected_and_zero_capacity_still_reads() {
+        let data = pattern(64 * 1024);
+        let c = Cache::new(counting(data.clone()), 1024, 8 * 1024).unwrap();
+        assert_eq!(c.capacity(), 8 * 1024);
+        let mut buf = vec![0u8; 1024];
+        for round in 0..2 {
+            for b in 0..64u64 {
+                c.read_at(&mut buf, b * 1024).unwrap();
+                assert_eq!(buf, data[b as usize * 1024..][..1024], "round {round} block {b}");
+            }
+        }
+        let stored: usize = c.shards.iter().map(|s| s.lock().unwrap().index.len()).sum();
+        assert!(stored <= 8, "{stored} blocks stored for a capacity of 8");
+        let none = Cache::new(counting(data.clone()), 1024, 0).unwrap();
+        none.read_at(&mut buf, 0).unwrap();
+        none.read_at(&mut buf, 0).unwrap();
+        assert_eq!(none.lower().reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn concurrent_misses_share_one_load() {
+        let data = pattern(65536);
+        let mut lower = counting(data.clone());
+        lower.delay = std::time::Duration::from_millis(50);
+        let c = Arc::new(Cache::new(lower, 65536, 1 << 20).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 4096];
+                    c.read_at(&mut buf, i * 4096).unwrap();
+                    buf
+                })
+            })
+            .collect();
+        for (i, t) in threads.into_iter().enumerate() {
+            assert_eq!(t.join().unwrap(), data[i * 4096..][..4096]);
+        }
+        assert_eq!(c.lower().reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn zero_blocks_are_learnt_and_reported() {
+        let mut data = pattern(4 * 4096);
+        data[4096..3 * 4096].fill(0);
+        let c = Cache::new(counting(data.clone()), 4096, 1 << 20)
+            .unwrap()
+            .with_zero_probe(Box::new(|b| b == 1 || b == 2));
+        assert_eq!(c.known(1), Known::Unknown);
+        // Blocks 1 and 2 are probed (loaded); 0 and 3 are unknown = data.
+        assert_eq!(c.extents(0, 4 * 4096).unwrap(), vec![(4096, false), (8192, true), (4096, false)]);
+        assert_eq!(c.known(1), Known::Zero);
+        assert_eq!(c.extents(4096 + 5, 10).unwrap(), vec![(10, true)]);
+        let mut buf = vec![1u8; 8192];
+        c.read_at(&mut buf, 4096).unwrap();
+        assert!(buf.iter().all(|&b| b == 0));
+        assert_eq!(c.stats().zero_blocks, 2);
+        assert!(c.is_resident(4096, 8192));
+        assert!(!c.is_resident(0, 10));
+    }
+
+    #[test]
+    fn writes_invalidate_cached_data_and_zero_knowledge() {
+        let mut data = pattern(4 * 4096);
+        data[..4096].fill(0);
+        let c = Cache::new(MemDev::new(data.clone()), 4096, 1 << 20).unwrap();
+        let mut buf = vec![0u8; 4 * 4096];
+        c.read_at(&mut buf, 0).unwrap();
+        assert_eq!(c.known(0), Known::Zero);
+        c.write_at(&[9; 10], 4090).unwrap();
+        c.write_zeroes(3 * 4096, 4096).unwrap();
+        let mut expect = data.clone();
+        expect[4090..4100].fill(9);
+        expect[3 * 4096..].fill(0);
+        c.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, expect);
+        c.trim(2 * 4096, 4096).unwrap();
+        expect[2 * 4096..3 * 4096].fill(0); // MemDev trims to zeros
+        c.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, expect);
+        assert_eq!(c.known(3), Known::Zero);
+        c.flush().unwrap();
+        assert_eq!(c.caps(), MemDev::default().caps());
+    }
+
+    #[test]
+    fn errors_reach_every_waiter_and_are_not_cached() {
+        struct Failing(AtomicUsize);
+        impl ReadAt for Failing {
+            fn size(&self) -> u64 {
+                8192
+            }
+            fn read_at(&self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
+                if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "block 0: bad zlib stream"));
+                }
+                buf.fill(3);
+                Ok(())
+            }
+        }
+        let c = Cache::new(Failing(AtomicUsize::new(0)), 4096, 1 << 20).unwrap();
+        let mut buf = [0u8; 16];
+        let e = c.read_at(&mut buf, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("bad zlib"));
+        c.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [3; 16]);
+    }
+
+    #[test]
+    fn rejects_silly_granules() {
+        assert!(Cache::new(MemDev::new(vec![0; 10]), 0, 100).is_err());
+        assert!(Cache::new(MemDev::new(vec![0; 10]), MAX_GRANULE + 1, 100).is_err());
+    }
+
+    #[test]
+    fn zero_check_sees_every_byte() {
+        for len in [0, 1, 15, 16, 17, 4096, 4097] {
+            let mut v = vec![0u8; len];
+            assert!(is_zero(&v));
+            if len > 0 {
+                v[len - 1] = 1;
+                assert!(!is_zero(&v), "{len}");
+                v[len - 1] = 0;
+                v[0] = 1;
+                assert!(!is_zero(&v), "{len}");
+            }
+        }
+    }
+}

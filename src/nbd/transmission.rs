@@ -1,0 +1,540 @@
+//! The transmission phase: read requests, run them, send replies.
+//!
+//! One thread per connection reads and validates requests (see
+//! [`super::request`]); a WRITE's payload is read completely before the
+//! next header. Accepted requests go to the shared [`Pool`], or are
+//! answered on the connection thread when the stack says the read is cheap
+//! (a cache hit), which saves two thread hand-overs per request. Replies go
+//! out in completion order through [`Replies`], each one whole.
+//!
+//! Bounds: a request is admitted only when the connection has fewer than
+//! `max_requests` in flight and their buffers fit `max_bytes` (one request
+//! larger than that is admitted alone); the connection thread simply stops
+//! reading until there is room.
+//!
+//! Flush ordering: proto.md only requires a FLUSH to cover writes already
+//! replied to, which the stack's global flush does. We also make it wait
+//! for every write, trim and zero this connection received before the
+//! FLUSH (the [`Barrier`]), so a client that pipelines "write; flush"
+//! without waiting gets what it most likely meant.
+//!
+//! This phase needs no handshake state beyond [`Negotiated`], so a socket
+//! handed to the kernel's NBD client (which never negotiates) is served by
+//! calling [`serve`] directly with `Negotiated::default()`.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufReader, Read};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::export::{Export, Extent};
+use super::handshake::{Negotiated, ALLOCATION_CONTEXT_ID};
+use super::pool::Pool;
+use super::proto::*;
+use super::request::{validate, Command, Session, Verdict};
+use super::wire::{Inflight, Replies, Ticket, Wire};
+
+/// Per-connection bounds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Requests admitted but not yet answered. 128 matches the kernel
+    /// client's queue depth, so it never waits on us for a slot.
+    pub max_requests: usize,
+    /// Bytes of request and reply buffers held by those requests.
+    pub max_bytes: usize,
+    /// After the client leaves or misbehaves, how long replies still in
+    /// the queue may take before the socket is shut down under them.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_requests: 128, max_bytes: 64 << 20, drain_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Extents per `BLOCK_STATUS` reply. proto.md allows 2^20; clients ask
+/// again for the rest, and a smaller cap bounds the reply buffer (512 KiB).
+const MAX_EXTENTS: usize = 1 << 16;
+/// CACHE prefetches at most this much per request, in [`CACHE_CHUNK`]
+/// pieces: it is a hint, and a bounded one cannot tie up a worker.
+const CACHE_LIMIT: u64 = MAX_PAYLOAD as u64;
+const CACHE_CHUNK: usize = 1 << 20;
+/// Log lines per connection before further ones are suppressed, so a
+/// hostile client cannot flood the log.
+const LOG_BUDGET: u32 = 64;
+
+/// One line per event on stderr, prefixed with the server's and the
+/// connection's name, rate-limited per connection.
+pub struct ConnLog {
+    prefix: String,
+    budget: AtomicU32,
+}
+
+impl ConnLog {
+    pub fn new(prefix: String) -> ConnLog {
+        ConnLog { prefix, budget: AtomicU32::new(LOG_BUDGET) }
+    }
+
+    pub fn line(&self, msg: std::fmt::Arguments<'_>) {
+        match self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)) {
+            Ok(1) => eprintln!("{}: {msg} (further messages from this client suppressed)", self.prefix),
+            Ok(_) => eprintln!("{}: {msg}", self.prefix),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Maps a layer's error to the NBD error set, in one place (the nbdkit
+/// `nbd_errno` rule): anything unrecognised is EIO.
+pub fn nbd_errno(e: &io::Error) -> u32 {
+    use io::ErrorKind as K;
+    if let Some(code) = e.raw_os_error() {
+        return match rustix::io::Errno::from_raw_os_error(code) {
+            rustix::io::Errno::PERM | rustix::io::Errno::ROFS | rustix::io::Errno::ACCESS => errno::EPERM,
+            rustix::io::Errno::NOMEM => errno::ENOMEM,
+            rustix::io::Errno::INVAL => errno::EINVAL,
+            rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT | rustix::io::Errno::FBIG => errno::ENOSPC,
+            rustix::io::Errno::OVERFLOW => errno::EOVERFLOW,
+            rustix::io::Errno::NOTSUP => errno::ENOTSUP,
+            rustix::io::Errno::SHUTDOWN => errno::ESHUTDOWN,
+            _ => errno::EIO,
+        };
+    }
+    match e.kind() {
+        K::PermissionDenied | K::ReadOnlyFilesystem => errno::EPERM,
+        K::OutOfMemory => errno::ENOMEM,
+        K::InvalidInput => errno::EINVAL,
+        K::StorageFull | K::QuotaExceeded | K::FileTooLarge => errno::ENOSPC,
+        K::Unsupported => errno::ENOTSUP,
+        _ => errno::EIO,
+    }
+}
+
+/// Why a connection's transmission phase ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// `NBD_CMD_DISC`.
+    Disconnect,
+    /// The client closed the connection between requests.
+    Eof,
+    /// We closed it: the message says why.
+    Closed(String),
+}
+
+/// Makes a FLUSH wait for the writes its connection received before it.
+#[derive(Default)]
+struct Barrier {
+    state: Mutex<(u64, BTreeMap<u64, usize>)>,
+    cv: Condvar,
+}
+
+/// A write in progress; leaves the barrier when dropped.
+struct WriteToken<'a> {
+    barrier: &'a Barrier,
+    epoch: u64,
+}
+
+impl Barrier {
+    fn begin_write(&self) -> u64 {
+        let mut s = self.state.lock().expect("barrier lock is never poisoned");
+        let e = s.0;
+        *s.1.entry(e).or_insert(0) += 1;
+        e
+    }
+
+    fn end_write(&self, epoch: u64) {
+        let mut s = self.state.lock().expect("barrier lock is never poisoned");
+        if let Some(n) = s.1.get_mut(&epoch) {
+            *n -= 1;
+            if *n == 0 {
+                s.1.remove(&epoch);
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    /// Opens a new epoch and waits until every write of the older ones is
+    /// done. Writes of later epochs do not hold it up.
+    fn wait_for_earlier_writes(&self) {
+        let mut s = self.state.lock().expect("barrier lock is never poisoned");
+        let e = s.0;
+        s.0 += 1;
+        while s.1.range(..=e).next().is_some() {
+            s = self.cv.wait(s).expect("barrier lock is never poisoned");
+        }
+    }
+}
+
+impl Drop for WriteToken<'_> {
+    fn drop(&mut self) {
+        self.barrier.end_write(self.epoch);
+    }
+}
+
+/// State shared by the connection thread and its jobs.
+struct Conn {
+    export: Arc<Export>,
+    replies: Arc<Replies>,
+    barrier: Barrier,
+    structured: bool,
+    log: Arc<ConnLog>,
+}
+
+/// Serves requests from `reader` until the client disconnects or breaks
+/// the protocol, then waits for its in-flight requests. Replies go to
+/// `wire`.
+pub fn serve<R: Read>(
+    reader: R,
+    wire: Arc<dyn Wire>,
+    export: Arc<Export>,
+    pool: &Pool,
+    neg: Negotiated,
+    limits: &Limits,
+    log: Arc<ConnLog>,
+) -> End {
+    let session = Session {
+        size: export.size(),
+        flags: export.flags() | if neg.structured { FLAG_SEND_DF } else { 0 },
+        structured: neg.structured,
+        allocation_context: neg.allocation_context,
+    };
+    let conn = Arc::new(Conn {
+        export,
+        replies: Replies::new(wire.clone()),
+        barrier: Barrier::default(),
+        structured: neg.structured,
+        log,
+    });
+    let inflight = Inflight::new(limits.max_requests, limits.max_bytes);
+    let mut r = BufReader::with_capacity(256 * 1024, reader);
+    let end = request_loop(&mut r, &conn, &session, &inflight, pool);
+    if let End::Closed(why) = &end {
+        conn.log.line(format_args!("closing the connection: {why}"));
+    }
+    // Give queued replies a chance, then cut the socket so a client that
+    // does not read cannot keep us here; jobs still running finish anyway.
+    if !inflight.wait_idle(Some(limits.drain_timeout)) {
+        conn.log.line(format_args!("replies not read within {:?}; dropping them", limits.drain_timeout));
+    }
+    wire.close();
+    inflight.wait_idle(None);
+    conn.replies.finish();
+    end
+}
+
+/// Reads a request header; `Ok(false)` on a clean EOF before its first byte.
+fn read_header(r: &mut impl Read, hdr: &mut [u8; REQUEST_LEN]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < hdr.len() {
+        match r.read(&mut hdr[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+fn request_loop<R: Read>(
+    r: &mut BufReader<R>,
+    conn: &Arc<Conn>,
+    session: &Session,
+    inflight: &Arc<Inflight>,
+    pool: &Pool,
+) -> End {
+    let mut hdr = [0u8; REQUEST_LEN];
+    loop {
+        if conn.replies.is_dead() {
+            return End::Closed("the client stopped accepting replies".into());
+        }
+        match read_header(r, &mut hdr) {
+            Ok(true) => {}
+            Ok(false) => return End::Eof,
+            Err(e) => return End::Closed(format!("reading a request: {e}")),
+        }
+        let req = match Request::parse(&hdr) {
+            Ok(req) => req,
+            Err(e) => return End::Closed(e.to_string()),
+        };
+        match validate(&req, session) {
+            Verdict::Accept(cmd) => {
+                if let Err(e) = dispatch(r, conn, &req, cmd, inflight, pool) {
+                    return End::Closed(format!("reading the payload of {}: {e}", describe(&req)));
+                }
+            }
+            Verdict::Reject { errno, drain, reason } => {
+                conn.log.line(format_args!("{}: {reason} ({})", describe(&req), errno::name(errno)));
+                let drained = io::copy(&mut r.take(u64::from(drain)), &mut io::sink());
+                if !matches!(drained, Ok(n) if n == u64::from(drain)) {
+                    return End::Closed(format!("the payload of {} ended early", describe(&req)));
+                }
+                let ticket = inflight.acquire(0);
+                conn.reply_error(req.cookie, req.kind, errno, reason, ticket);
+            }
+            Verdict::Disconnect => return End::Disconnect,
+            Verdict::Close(why) => return End::Closed(format!("{}: {why}", describe(&req))),
+        }
+    }
+}
+
+fn describe(req: &Request) -> String {
+    format!("{} offset {} length {}", command_name(req.kind), req.offset, req.length)
+}
+
+/// Admits an accepted request, reads its payload and runs it, inline or on
+/// the pool.
+fn dispatch<R: Read>(
+    r: &mut BufReader<R>,
+    conn: &Arc<Conn>,
+    req: &Request,
+    cmd: Command,
+    inflight: &Arc<Inflight>,
+    pool: &Pool,
+) -> io::Result<()> {
+    let bytes = match cmd {
+        Command::Read { len, .. } | Command::Write { len, .. } => len as usize,
+        Command::Cache { len, .. } => (len as usize).min(CACHE_CHUNK),
+        _ => 0,
+    };
+    let ticket = inflight.acquire(bytes);
+    let mut payload = Vec::new();
+    if let Command::Write { len, .. } = cmd {
+        // Validation capped len at MAX_PAYLOAD and the ticket covers it.
+        payload = vec![0u8; len as usize];
+        r.read_exact(&mut payload)?;
+    }
+    let write = cmd.is_write().then(|| conn.barrier.begin_write());
+    let cookie = req.cookie;
+    let inline = match cmd {
+        Command::Read { offset, len } => {
+            conn.export.hints.as_ref().is_some_and(|h| h.read_is_fast(offset, len))
+        }
+        _ => false,
+    };
+    if inline {
+        conn.execute(cookie, cmd, payload, ticket, write);
+    } else {
+        let conn = conn.clone();
+        pool.spawn(move || conn.execute(cookie, cmd, payload, ticket, write));
+    }
+    Ok(())
+}
+
+impl Conn {
+    fn execute(&self, cookie: u64, cmd: Command, payload: Vec<u8>, ticket: Ticket, write: Option<u64>) {
+        let _token = write.map(|epoch| WriteToken { barrier: &self.barrier, epoch });
+        let dev = &self.export.dev;
+        let result = match cmd {
+            Command::Read { offset, len } => return self.read(cookie, offset, len, ticket),
+            Command::BlockStatus { offset, len, req_one } => {
+                return self.block_status(cookie, offset, len, req_one, ticket)
+            }
+            Command::Write { offset, fua, .. } => {
+                dev.write_at(&payload, offset).and_then(|_| if fua { dev.flush() } else { Ok(()) })
+            }
+            Command::Flush => {
+                self.barrier.wait_for_earlier_writes();
+                dev.flush()
+            }
+            Command::Trim { offset, len, fua } => {
+                dev.trim(offset, len.into()).and_then(|_| if fua { dev.flush() } else { Ok(()) })
+            }
+            Command::WriteZeroes { offset, len, fua, .. } => {
+                dev.write_zeroes(offset, len.into()).and_then(|_| if fua { dev.flush() } else { Ok(()) })
+            }
+            Command::Cache { offset, len } => self.prefetch(offset, len),
+        };
+        drop(payload);
+        match result {
+            Ok(()) => self.replies.send(simple_reply(cookie, 0).to_vec(), ticket),
+            Err(e) => self.fail(cookie, cmd_kind(&cmd), cmd_range(&cmd), &e, ticket),
+        }
+    }
+
+    /// Logs a failed request and replies with its mapped error.
+    fn fail(&self, cookie: u64, kind: u16, (offset, len): (u64, u32), e: &io::Error, ticket: Ticket) {
+        let code = nbd_errno(e);
+        self.log.line(format_args!(
+            "{} offset {offset} length {len}: {e} ({})",
+            command_name(kind),
+            errno::name(code)
+        ));
+        self.reply_error(cookie, kind, code, &e.to_string(), ticket);
+    }
+
+    fn reply_error(&self, cookie: u64, kind: u16, code: u32, msg: &str, ticket: Ticket) {
+        // A READ or BLOCK_STATUS under structured replies must get a
+        // structured answer; everything else may use a simple reply.
+        let buf = if self.structured && matches!(kind, CMD_READ | CMD_BLOCK_STATUS) {
+            structured_error(cookie, code, msg)
+        } else {
+            simple_reply(cookie, code).to_vec()
+        };
+        self.replies.send(buf, ticket);
+    }
+
+    /// The data is read into the reply buffer behind room for the header,
+    /// so the header is written only once the read succeeded (an error
+    /// after a simple-reply header would force a hard disconnect).
+    fn read(&self, cookie: u64, offset: u64, len: u32, ticket: Ticket) {
+        let head = if self.structured { STRUCTURED_REPLY_LEN + 8 } else { SIMPLE_REPLY_LEN };
+        let mut buf = vec![0u8; head + len as usize];
+        if let Err(e) = self.export.dev.read_at(&mut buf[head..], offset) {
+            return self.fail(cookie, CMD_READ, (offset, len), &e, ticket);
+        }
+        if self.structured {
+            write_structured_header(&mut buf, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, cookie, len + 8);
+            buf[STRUCTURED_REPLY_LEN..head].copy_from_slice(&offset.to_be_bytes());
+        } else {
+            write_simple_reply(&mut buf, cookie, 0);
+        }
+        self.replies.send(buf, ticket);
+    }
+
+    fn prefetch(&self, offset: u64, len: u32) -> io::Result<()> {
+        let total = u64::from(len).min(CACHE_LIMIT);
+        let mut scratch = vec![0u8; (total as usize).min(CACHE_CHUNK)];
+        let mut done = 0u64;
+        while done < total {
+            let n = ((total - done) as usize).min(scratch.len());
+            self.export.dev.read_at(&mut scratch[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn block_status(&self, cookie: u64, offset: u64, len: u32, req_one: bool, ticket: Ticket) {
+        let mut raw = Vec::new();
+        let found = match &self.export.hints {
+            Some(h) => h.extents(offset, len.into(), &mut raw),
+            None => Ok(()),
+        };
+        if let Err(e) = found {
+            return self.fail(cookie, CMD_BLOCK_STATUS, (offset, len), &e, ticket);
+        }
+        let limit = if req_one { 1 } else { MAX_EXTENTS };
+        let extents = clip_extents(&raw, len, limit);
+        let payload_len = 4 + 8 * extents.len();
+        let mut buf = vec![0u8; STRUCTURED_REPLY_LEN + payload_len];
+        write_structured_header(
+            &mut buf,
+            REPLY_FLAG_DONE,
+            REPLY_TYPE_BLOCK_STATUS,
+            cookie,
+            payload_len as u32,
+        );
+        buf[20..24].copy_from_slice(&ALLOCATION_CONTEXT_ID.to_be_bytes());
+        for (i, (l, f)) in extents.iter().enumerate() {
+            let at = 24 + 8 * i;
+            buf[at..at + 4].copy_from_slice(&l.to_be_bytes());
+            buf[at + 4..at + 8].copy_from_slice(&f.to_be_bytes());
+        }
+        self.replies.send(buf, ticket);
+    }
+}
+
+/// Merges neighbours with equal flags, drops empty extents, and cuts the
+/// list to the requested length and at most `limit` entries. Always
+/// returns at least one extent: a stack that described nothing gets the
+/// safe answer "data".
+pub fn clip_extents(raw: &[Extent], len: u32, limit: usize) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    let mut left = u64::from(len);
+    for e in raw.iter().filter(|e| e.len > 0) {
+        if left == 0 {
+            break;
+        }
+        let take = e.len.min(left);
+        left -= take;
+        let full = out.len() == limit;
+        match out.last_mut() {
+            Some(last) if last.1 == e.flags => last.0 += take as u32,
+            _ if full => break,
+            _ => out.push((take as u32, e.flags)),
+        }
+    }
+    if out.is_empty() {
+        out.push((len, 0));
+    }
+    out
+}
+
+fn cmd_kind(cmd: &Command) -> u16 {
+    match cmd {
+        Command::Read { .. } => CMD_READ,
+        Command::Write { .. } => CMD_WRITE,
+        Command::Flush => CMD_FLUSH,
+        Command::Trim { .. } => CMD_TRIM,
+        Command::Cache { .. } => CMD_CACHE,
+        Command::WriteZeroes { .. } => CMD_WRITE_ZEROES,
+        Command::BlockStatus { .. } => CMD_BLOCK_STATUS,
+    }
+}
+
+fn cmd_range(cmd: &Command) -> (u64, u32) {
+    match *cmd {
+        Command::Read { offset, len }
+        | Command::Write { offset, len, .. }
+        | Command::Trim { offset, len, .. }
+        | Command::Cache { offset, len }
+        | Command::WriteZeroes { offset, len, .. }
+        | Command::BlockStatus { offset, len, .. } => (offset, len),
+        Command::Flush => (0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_the_wire_set() {
+        let os = |e: rustix::io::Errno| io::Error::from_raw_os_error(e.raw_os_error());
+        assert_eq!(nbd_errno(&os(rustix::io::Errno::ROFS)), errno::EPERM);
+        assert_eq!(nbd_errno(&os(rustix::io::Errno::FBIG)), errno::ENOSPC);
+        assert_eq!(nbd_errno(&os(rustix::io::Errno::DQUOT)), errno::ENOSPC);
+        assert_eq!(nbd_errno(&os(rustix::io::Errno::BADF)), errno::EIO);
+        assert_eq!(nbd_errno(&io::Error::new(io::ErrorKind::InvalidData, "bad block")), errno::EIO);
+        assert_eq!(nbd_errno(&io::Error::new(io::ErrorKind::InvalidInput, "range")), errno::EINVAL);
+        assert_eq!(nbd_errno(&io::Error::new(io::ErrorKind::ReadOnlyFilesystem, "ro")), errno::EPERM);
+        assert_eq!(nbd_errno(&io::Error::new(io::ErrorKind::StorageFull, "full")), errno::ENOSPC);
+    }
+
+    #[test]
+    fn extents_are_merged_clipped_and_never_empty() {
+        let e = |len, flags| Extent { len, flags };
+        let raw = [e(10, 3), e(5, 3), e(0, 0), e(20, 0), e(100, 3)];
+        assert_eq!(clip_extents(&raw, 40, 10), vec![(15, 3), (20, 0), (5, 3)]);
+        assert_eq!(clip_extents(&raw, 40, 1), vec![(15, 3)]);
+        assert_eq!(clip_extents(&raw, 12, 10), vec![(12, 3)]);
+        assert_eq!(clip_extents(&[], 7, 10), vec![(7, 0)]);
+        assert_eq!(clip_extents(&[e(u64::MAX, 2)], u32::MAX, 10), vec![(u32::MAX, 2)]);
+    }
+
+    #[test]
+    fn barrier_waits_only_for_earlier_writes() {
+        let b = Arc::new(Barrier::default());
+        let early = b.begin_write();
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || b2.wait_for_earlier_writes());
+        std::thread::sleep(Duration::from_millis(20));
+        // A write that arrives after the flush must not hold it up...
+        let late = loop {
+            let e = b.begin_write();
+            if e > early {
+                break e;
+            }
+            b.end_write(e);
+            std::thread::yield_now();
+        };
+        assert!(!t.is_finished());
+        // ...but the earlier one does.
+        b.end_write(early);
+        t.join().unwrap();
+        b.end_write(late);
+    }
+}
