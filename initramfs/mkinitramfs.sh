@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Builds a cloopbox initramfs: the static binary as /init with its applet
+# links, the kernel modules a live boot needs (with their dependencies,
+# resolved by depmod), optionally a static busybox for the rescue shell,
+# and nothing else.
+#
+# Usage: initramfs/mkinitramfs.sh -o OUT.cpio.gz [options]
+#   -o FILE        output (required)
+#   -b BINARY      the cloopbox binary (default: scripts/build-static.sh)
+#   -k KVER        kernel version (default: uname -r)
+#   -m DIR         the modules tree that holds lib/modules/KVER (default: /)
+#   -s BUSYBOX     add a static busybox as /bin/sh for the rescue shell
+#                  (default: /bin/busybox if it is static; "none" to leave out)
+#   -a MODULE      add a module (repeatable) to the default set
+#   -z gzip|xz|zstd|none   compression (default gzip: every kernel has it)
+#   -q             quiet
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+OUT="" BIN="" KVER=$(uname -r) MODROOT=/ BUSYBOX=auto COMP=gzip QUIET=0
+EXTRA=()
+while getopts "o:b:k:m:s:a:z:qh" opt; do
+    case $opt in
+        o) OUT=$OPTARG ;;
+        b) BIN=$OPTARG ;;
+        k) KVER=$OPTARG ;;
+        m) MODROOT=$OPTARG ;;
+        s) BUSYBOX=$OPTARG ;;
+        a) EXTRA+=("$OPTARG") ;;
+        z) COMP=$OPTARG ;;
+        q) QUIET=1 ;;
+        h) sed -n '2,18p' "$0"; exit 0 ;;
+        *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+    esac
+done
+[ -n "$OUT" ] || { echo "mkinitramfs: -o OUT is required" >&2; exit 2; }
+say() { [ "$QUIET" = 1 ] || echo "mkinitramfs: $*" >&2; }
+
+[ -n "$BIN" ] || BIN=$("$root/scripts/build-static.sh")
+[ -x "$BIN" ] || { echo "mkinitramfs: $BIN is not an executable" >&2; exit 1; }
+if readelf -lW "$BIN" | grep -q INTERP; then
+    echo "mkinitramfs: $BIN is dynamically linked; /init must be static" >&2
+    exit 1
+fi
+
+# What a live boot from CD, USB or an ISO file on a disk needs. Modules the
+# kernel has built in are skipped by depmod's modules.builtin.
+MODULES=(
+    nbd loop overlay squashfs isofs udf cdrom sr_mod
+    ahci ata_piix libata sd_mod scsi_mod
+    virtio_blk virtio_scsi virtio_pci
+    usb-storage uas xhci_pci xhci_hcd ehci_pci ehci_hcd ohci_pci uhci_hcd usbhid hid_generic
+    vfat fat nls_cp437 nls_iso8859-1 nls_utf8 exfat ntfs3 ext4 erofs
+    mmc_block sdhci_pci nvme
+)
+MODULES+=("${EXTRA[@]}")
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+tree=$work/root
+mkdir -p "$tree"/{bin,dev,proc,sys,run,mnt,tmp,lib/modules}
+cp "$BIN" "$tree/init"
+chmod 0755 "$tree/init"
+for applet in $("$BIN" --list); do
+    ln -s ../init "$tree/bin/$applet"
+done
+
+srcmods=$MODROOT/lib/modules/$KVER
+if [ -d "$srcmods" ]; then
+    # Resolve dependencies with depmod on a scratch copy of the index, so
+    # an unpacked kernel package (which ships no modules.dep) works too.
+    scratch=$work/scratch
+    mkdir -p "$scratch/lib/modules"
+    ln -s "$(cd "$srcmods" && pwd)" "$scratch/lib/modules/$KVER"
+    if [ ! -f "$srcmods/modules.dep" ]; then
+        cp -a "$srcmods" "$work/modcopy"
+        rm "$scratch/lib/modules/$KVER"
+        ln -s "$work/modcopy" "$scratch/lib/modules/$KVER"
+        depmod -b "$scratch" "$KVER"
+    fi
+    dep=$scratch/lib/modules/$KVER/modules.dep
+    declare -A want=()
+    missing=()
+    resolve() {
+        local name=${1//-/_} line path
+        line=$(awk -v n="$name" -F: '{ p=$1; sub(/.*\//, "", p); sub(/\.ko.*/, "", p); gsub(/-/, "_", p); if (p == n) { print; exit } }' "$dep")
+        if [ -z "$line" ]; then
+            grep -q "/${1}.ko\|/${name}.ko" "$srcmods/modules.builtin" 2>/dev/null || missing+=("$1")
+            return
+        fi
+        for path in ${line/:/ }; do want[$path]=1; done
+    }
+    for m in "${MODULES[@]}"; do resolve "$m"; done
+    dst=$tree/lib/modules/$KVER
+    mkdir -p "$dst"
+    for path in "${!want[@]}"; do
+        mkdir -p "$dst/$(dirname "$path")"
+        cp "$scratch/lib/modules/$KVER/$path" "$dst/$path"
+    done
+    for f in modules.builtin modules.builtin.modinfo modules.order; do
+        [ -f "$srcmods/$f" ] && cp "$srcmods/$f" "$dst/"
+    done
+    depmod -b "$tree" "$KVER"
+    say "${#want[@]} module files for $KVER"
+    [ ${#missing[@]} -eq 0 ] || say "not in this kernel (skipped): ${missing[*]}"
+else
+    say "no modules at $srcmods: the initramfs relies on built-in drivers"
+fi
+
+if [ "$BUSYBOX" = auto ]; then
+    BUSYBOX=none
+    if [ -x /bin/busybox ] && ! readelf -lW /bin/busybox | grep -q INTERP; then BUSYBOX=/bin/busybox; fi
+fi
+if [ "$BUSYBOX" != none ]; then
+    cp "$BUSYBOX" "$tree/bin/busybox"
+    for a in sh ash ls cat mount umount dmesg ps kill mkdir rm cp mv ln vi less grep sed awk blkid losetup sync poweroff reboot; do
+        [ -e "$tree/bin/$a" ] || ln -s busybox "$tree/bin/$a"
+    done
+    say "rescue shell: static busybox"
+fi
+
+case $COMP in
+    gzip) compress=(gzip -9 -n) ;;
+    xz) compress=(xz --check=crc32 -9) ;;
+    zstd) compress=(zstd -19 -q) ;;
+    none) compress=(cat) ;;
+    *) echo "mkinitramfs: unknown compression $COMP" >&2; exit 2 ;;
+esac
+# Sorted names, fixed times and --reproducible: the same inputs give the
+# same archive, byte for byte.
+find "$tree" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
+(cd "$tree" && find . -mindepth 1 -printf '%P\0' | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) |
+    "${compress[@]}" > "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+say "wrote $OUT: $(stat -c %s "$OUT") bytes ($COMP), $(find "$tree" -type f | wc -l) files"
