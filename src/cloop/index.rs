@@ -18,16 +18,16 @@
 //! * the number of blocks is at most [`MAX_BLOCKS`], and every table was
 //!   checked against the file length *before* anything was allocated for it.
 
-use super::codec::{Codec, Decoder};
+use super::codec::Codec;
 use super::detect::{Detected, Layout, TableEntry, Version, CLOOP3_INDEX_HEAD_LEN, HEADER_LEN};
 use super::error::Error;
 use super::reader::Source;
 
-/// The most blocks an image may have: 64 Mi blocks, i.e. 4 TiB at the
-/// usual 64 KiB block size (256 GiB at 4 KiB). It bounds the in-memory
-/// index (16 bytes per block, 1 GiB at most) for formats whose table is
+/// The most blocks an image may have: 32 Mi blocks, i.e. 2 TiB at the
+/// usual 64 KiB block size (128 GiB at 4 KiB). It bounds the in-memory
+/// index (16 bytes per block, 512 MiB at most) for formats whose table is
 /// compressed and could otherwise claim billions of blocks in a few bytes.
-pub const MAX_BLOCKS: u64 = 1 << 26;
+pub const MAX_BLOCKS: u64 = 1 << 25;
 
 /// Worst-case deflate expansion (about 1032:1), used to reject a SliTaz
 /// compressed table that claims more entries than it can possibly hold
@@ -91,7 +91,8 @@ impl Entry {
         Entry { pos: offset, len: 0, tag: codec.v4_id().into() }
     }
     fn unknown(id: u32, offset: u64) -> Entry {
-        Entry { pos: offset, len: 0, tag: TAG_UNKNOWN | id.min(TAG_UNKNOWN - 1) }
+        // Clamped so that no unknown id can collide with TAG_LINK.
+        Entry { pos: offset, len: 0, tag: TAG_UNKNOWN | id.min(TAG_UNKNOWN - 2) }
     }
     fn link(target: u64) -> Entry {
         Entry { pos: target, len: 0, tag: TAG_LINK }
@@ -316,7 +317,9 @@ fn fill_lengths(src: &Source, bs: u32, entries: &mut [Entry], last: u64) -> Resu
         } else {
             let len = end - start;
             let max = max_compressed_len(e.codec(), bs.into());
-            if len > max {
+            if end > file_len {
+                first_error = Some(past_eof(src, i as u64, start, end, file_len));
+            } else if len > max {
                 first_error = Some(too_large(src, i as u64, start, len, max, e.codec()));
             }
             e.len = len.min(u32::MAX.into()) as u32;
@@ -418,13 +421,66 @@ const SLITAZ_OLD_TAIL_LEN: u64 = 8;
 /// A table entry meaning "stored, exactly block_size bytes".
 const SLITAZ_STORED: u32 = 0xFFFF_FFFF;
 
-struct SliTazTable<'a> {
-    raw: &'a [u8],
-    entry_size: usize,
+/// Turns SliTaz table entries into [`Entry`]s. Entries are u32 BE (the
+/// first half of an 8-byte entry): top 4 bits flags, low 28 bits size; the
+/// data of non-link blocks follows the header back to back.
+struct SliTazBuilder<'a> {
+    src: &'a Source,
+    bs: u32,
+    n: u64,
     /// The interim format's global compressor (index_size bits 4-6).
     global: u32,
     last_len: u32,
     data_end: u64,
+    pos: u64,
+    entries: Vec<Entry>,
+}
+
+impl<'a> SliTazBuilder<'a> {
+    fn new(src: &'a Source, bs: u32, n: u64, global: u32, last_len: u32, data_end: u64) -> Self {
+        // Grows with what the table really holds, not with what the tail claims.
+        let entries = Vec::with_capacity(n.min(1 << 16) as usize);
+        SliTazBuilder { src, bs, n, global, last_len, data_end, pos: HEADER_LEN, entries }
+    }
+
+    fn push(&mut self, e: u32) -> Result<(), Error> {
+        let (src, i) = (self.src, self.entries.len() as u64);
+        let (flags, size) = if e == SLITAZ_STORED { (1, self.bs) } else { (e >> 28, e & 0x0FFF_FFFF) };
+        if flags >= 8 {
+            let entry = link(src, &self.entries, i, size.into())?;
+            self.entries.push(entry);
+            return Ok(());
+        }
+        let id = if flags == 0 && self.global != 0 { self.global } else { flags };
+        let mut entry = Entry::tagged(Codec::from_v4_id(id as u8), id, self.pos);
+        let out = if i + 1 == self.n { self.last_len } else { self.bs };
+        let max = max_compressed_len(entry.codec(), out.into());
+        if u64::from(size) > max {
+            return Err(too_large(src, i, self.pos, size.into(), max, entry.codec()));
+        }
+        let end = self.pos + u64::from(size);
+        if end > self.data_end {
+            return Err(past_eof(src, i, self.pos, end, self.data_end));
+        }
+        entry.len = size;
+        self.entries.push(entry);
+        self.pos = end;
+        Ok(())
+    }
+
+    fn finish(self, version: Version, at: u64, len: u64) -> Index {
+        let n = self.entries.len() as u64;
+        let bs = u64::from(self.bs);
+        let size = if n == 0 { 0 } else { (n - 1) * bs + u64::from(self.last_len) };
+        Index {
+            version,
+            entries: self.entries,
+            last_len: self.last_len,
+            size,
+            index_offset: at,
+            index_len: len,
+        }
+    }
 }
 
 fn load_slitaz(src: &Source, bs: u32) -> Result<Index, Error> {
@@ -479,37 +535,76 @@ fn load_slitaz_compressed(
             file_len: tail_at,
         })?;
     check_count(src, n)?;
-    let raw_len = n * u64::from(entry_size);
-    if raw_len > table_size * MAX_INFLATE_RATIO + 64 {
+    if n * u64::from(entry_size) > table_size * MAX_INFLATE_RATIO + 64 {
         return Err(bad(format!("a compressed table of {table_size} bytes cannot hold {n} entries")));
     }
-    let mut packed = vec![0u8; table_size as usize];
-    src.read_exact_at(&mut packed, table_at, "SliTaz index")?;
-    let mut raw = vec![0u8; raw_len as usize];
-    Decoder::new().decode(Codec::Zlib, &packed, &mut raw).map_err(|e| Error::BadIndex {
-        path: src.path(),
-        offset: table_at,
-        detail: format!("compressed SliTaz index: {e}"),
-    })?;
     let last_len = match index_size >> 8 {
         0 => bs,
         len if len <= bs => len,
         len => return Err(bad(format!("last block length {len} is larger than the block size {bs}"))),
     };
-    let table = SliTazTable {
-        raw: &raw,
-        entry_size: entry_size as usize,
-        global: (index_size >> 4) & 7,
-        last_len,
-        data_end: table_at,
-    };
-    let entries = slitaz_entries(src, bs, &table)?;
+    let mut packed = vec![0u8; table_size as usize];
+    src.read_exact_at(&mut packed, table_at, "SliTaz index")?;
+    let mut builder = SliTazBuilder::new(src, bs, n, (index_size >> 4) & 7, last_len, table_at);
+    inflate_entries(src, table_at, &packed, entry_size as usize, n, |e| builder.push(e))?;
     let version = Version::V3SliTaz {
         entry_size: entry_size as u8,
         compressed_index: true,
         truncated: index_size & 0x80 != 0,
     };
-    Ok(slitaz_index(version, entries, bs, last_len, table_at, table_size))
+    Ok(builder.finish(version, table_at, table_size))
+}
+
+/// Inflates the zlib table `packed` a bounded chunk at a time and calls `f`
+/// with the first u32 BE of each of its `n` entries; the stream must hold
+/// exactly `n × entry_size` bytes and end with a valid checksum.
+fn inflate_entries(
+    src: &Source,
+    at: u64,
+    packed: &[u8],
+    entry_size: usize,
+    n: u64,
+    mut f: impl FnMut(u32) -> Result<(), Error>,
+) -> Result<(), Error> {
+    use flate2::{FlushDecompress, Status};
+    let want = n * entry_size as u64;
+    let bad = |detail: String| Error::BadIndex {
+        path: src.path(),
+        offset: at,
+        detail: format!("compressed SliTaz index: {detail}"),
+    };
+    let mut z = flate2::Decompress::new(true);
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut have, mut produced) = (0usize, 0u64);
+    loop {
+        let (in_before, out_before) = (z.total_in(), z.total_out());
+        let input = packed.get(in_before as usize..).unwrap_or_default();
+        let status =
+            z.decompress(input, &mut buf[have..], FlushDecompress::Finish).map_err(|e| bad(e.to_string()))?;
+        have += (z.total_out() - out_before) as usize;
+        let complete = have / entry_size * entry_size;
+        for chunk in buf[..complete].chunks_exact(entry_size) {
+            if produced == n {
+                return Err(bad(format!("decodes to more than the {want} bytes of {n} entries")));
+            }
+            f(be32(chunk))?;
+            produced += 1;
+        }
+        buf.copy_within(complete..have, 0);
+        have -= complete;
+        match status {
+            Status::StreamEnd => break,
+            _ if z.total_in() == in_before && z.total_out() == out_before => {
+                return Err(bad(format!("stream is truncated after {} entries", produced)));
+            }
+            _ => {}
+        }
+    }
+    if produced != n || have != 0 {
+        let got = produced * entry_size as u64 + have as u64;
+        return Err(bad(format!("decodes to {got} bytes, expected {want} ({n} entries)")));
+    }
+    Ok(())
 }
 
 /// The 2011 layout: a plain table of n entries right before an 8-byte tail.
@@ -524,58 +619,11 @@ fn load_slitaz_plain(src: &Source, bs: u32, entry_size: u32, n: u64) -> Result<I
             index_len: table_len,
             file_len: tail_at,
         })?;
-    let mut raw = vec![0u8; table_len as usize];
-    src.read_exact_at(&mut raw, table_at, "SliTaz index")?;
-    let table = SliTazTable {
-        raw: &raw,
-        entry_size: entry_size as usize,
-        global: 0,
-        last_len: bs,
-        data_end: table_at,
-    };
-    let entries = slitaz_entries(src, bs, &table)?;
+    let mut builder = SliTazBuilder::new(src, bs, n, 0, bs, table_at);
+    for_each_entry(src, table_at, n, entry_size as usize, "SliTaz index", |_, b| builder.push(be32(b)))?;
     let version =
         Version::V3SliTaz { entry_size: entry_size as u8, compressed_index: false, truncated: false };
-    Ok(slitaz_index(version, entries, bs, bs, table_at, table_len))
-}
-
-fn slitaz_index(version: Version, entries: Vec<Entry>, bs: u32, last_len: u32, at: u64, len: u64) -> Index {
-    let n = entries.len() as u64;
-    let size = if n == 0 { 0 } else { (n - 1) * u64::from(bs) + u64::from(last_len) };
-    Index { version, entries, last_len, size, index_offset: at, index_len: len }
-}
-
-/// Table entries are u32 BE (the first half of an 8-byte entry): top 4 bits
-/// flags, low 28 bits size; data follows the header back to back.
-fn slitaz_entries(src: &Source, bs: u32, t: &SliTazTable) -> Result<Vec<Entry>, Error> {
-    let n = t.raw.len() / t.entry_size;
-    let mut entries: Vec<Entry> = Vec::with_capacity(n);
-    let mut pos = HEADER_LEN;
-    for (i, chunk) in t.raw.chunks_exact(t.entry_size).enumerate() {
-        let i = i as u64;
-        let e = be32(chunk);
-        let (flags, size) = if e == SLITAZ_STORED { (1, bs) } else { (e >> 28, e & 0x0FFF_FFFF) };
-        if flags >= 8 {
-            let entry = link(src, &entries, i, size.into())?;
-            entries.push(entry);
-            continue;
-        }
-        let id = if flags == 0 && t.global != 0 { t.global } else { flags };
-        let mut entry = Entry::tagged(Codec::from_v4_id(id as u8), id, pos);
-        let out = if i + 1 == n as u64 { t.last_len } else { bs };
-        let max = max_compressed_len(entry.codec(), out.into());
-        if u64::from(size) > max {
-            return Err(too_large(src, i, pos, size.into(), max, entry.codec()));
-        }
-        let end = pos + u64::from(size);
-        if end > t.data_end {
-            return Err(past_eof(src, i, pos, end, t.data_end));
-        }
-        entry.len = size;
-        entries.push(entry);
-        pos = end;
-    }
-    Ok(entries)
+    Ok(builder.finish(version, table_at, table_len))
 }
 
 /// dplasa's flag bits (the `#define`s the tool really writes; formats.md A6).

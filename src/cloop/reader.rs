@@ -238,7 +238,11 @@ impl Image {
             Kind::Unknown(id) => {
                 return Err(Error::UnknownCodec { path: self.src.path(), block: index, offset, id })
             }
-            Kind::Link(_) => unreachable!("index collapses link chains to a data block"),
+            // The index collapses link chains, so a root is never a link.
+            Kind::Link(target) => {
+                let detail = format!("block {index} links to block {target}, itself a link");
+                return Err(Error::BadIndex { path: self.src.path(), offset, detail });
+            }
         };
         let len = data.len() as usize;
         if len == 0 {
