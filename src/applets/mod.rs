@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 
+mod cloopd;
 mod cloopinfo;
 mod cowlist;
 mod cowmerge;
@@ -29,6 +30,7 @@ pub struct Applet {
 
 /// Sorted by name.
 pub static APPLETS: &[Applet] = &[
+    Applet { name: "cloopd", summary: "serve a cloop image (with a cowfile) over NBD", main: cloopd::main },
     Applet { name: "cloopinfo", summary: "describe and verify a cloop image", main: cloopinfo::main },
     Applet { name: "cowlist", summary: "show the header of a cowloop cowfile", main: cowlist::main },
     Applet {

@@ -100,7 +100,7 @@ impl Export {
     }
 
     /// A read-only export of `base`.
-    pub fn read_only<R: ReadAt + 'static>(base: Arc<R>) -> Export {
+    pub fn read_only<R: ReadAt + ?Sized + 'static>(base: Arc<R>) -> Export {
         Export::writable(Arc::new(ReadOnly(base)))
     }
 
@@ -126,7 +126,9 @@ impl Export {
         };
         let rw = !self.read_only && caps.write;
         set(!rw, FLAG_READ_ONLY);
-        set(rw && caps.fua, FLAG_SEND_FUA);
+        // FUA without native support is emulated by a flush after the
+        // write (nbdkit's "emulate" mode), so a flush is enough.
+        set(rw && (caps.fua || caps.flush), FLAG_SEND_FUA);
         set(rw && caps.trim, FLAG_SEND_TRIM);
         set(rw && caps.write_zeroes, FLAG_SEND_WRITE_ZEROES);
         set(rw && caps.write_zeroes && self.fast_zero, FLAG_SEND_FAST_ZERO);
