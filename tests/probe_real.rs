@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cloopbox::blockdev::FileDev;
-use cloopbox::boot::probe::{probe, FsType};
+use cloopbox::boot::probe::{min_io_size, probe, FsType};
 
 fn run(cmd: &mut Command, package: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (install the Debian package {package})"));
@@ -31,6 +31,14 @@ fn real_filesystems_are_recognised() {
     run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "extlabel"]).arg(&ext), "e2fsprogs");
     let info = probed(&ext);
     assert_eq!((info.fs, info.label.as_str()), (FsType::Ext, "extlabel"));
+    let ext4k = dir.path().join("ext4-4k.img");
+    blank(&ext4k, 16 << 20);
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-b", "4096"]).arg(&ext4k), "e2fsprogs");
+    assert_eq!(min_io_size(&FileDev::open(&ext4k).unwrap(), &probed(&ext4k)), 4096);
+    let ext1k = dir.path().join("ext4-1k.img");
+    blank(&ext1k, 16 << 20);
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-b", "1024"]).arg(&ext1k), "e2fsprogs");
+    assert_eq!(min_io_size(&FileDev::open(&ext1k).unwrap(), &probed(&ext1k)), 1024);
 
     let vfat = dir.path().join("vfat.img");
     blank(&vfat, 64 << 20);
@@ -53,6 +61,7 @@ fn real_filesystems_are_recognised() {
     );
     let info = probed(&iso);
     assert_eq!((info.fs, info.label.as_str()), (FsType::Iso9660, "KNOPPIX_CD"));
+    assert_eq!(min_io_size(&FileDev::open(&iso).unwrap(), &info), 2048);
     assert!(info.fs.is_read_only());
 
     let sqfs = dir.path().join("root.sqfs");

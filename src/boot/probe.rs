@@ -177,6 +177,28 @@ fn probe_simple(dev: &dyn ReadAt) -> Option<FsInfo> {
     None
 }
 
+/// The smallest I/O unit the filesystem needs from its device. A block
+/// device whose logical block size is larger cannot hold it (an iso9660
+/// filesystem does not mount on 4096-byte sectors; an ext4 with 1 KiB
+/// blocks needs sectors of 1 KiB or less). Unknown or odd values give 512.
+pub fn min_io_size(dev: &dyn ReadAt, info: &FsInfo) -> u32 {
+    let le16 = |off: u64| read(dev, off, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u32);
+    let le32 = |off: u64| read(dev, off, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let size = match info.fs {
+        FsType::Iso9660 | FsType::Udf => Some(2048),
+        FsType::Ext => le32(1024 + 24).filter(|l| *l <= 6).map(|l| 1024 << l),
+        FsType::Vfat | FsType::Ntfs => le16(11),
+        FsType::Exfat => read(dev, 108, 1).map(|b| b[0] as u32).filter(|s| *s <= 12).map(|s| 1 << s),
+        FsType::Btrfs => le32(65536 + 0x90),
+        FsType::Xfs => read(dev, 102, 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as u32),
+        FsType::Squashfs | FsType::Erofs => None,
+    };
+    match size {
+        Some(s) if s.is_power_of_two() && (512..=65536).contains(&s) => s,
+        _ => 512,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +246,20 @@ mod tests {
         assert_eq!(probe(&dev_with(70000, &[(65536 + 64, b"_BHRfS_M")])).unwrap().fs, FsType::Btrfs);
         let udf = dev_with(65536, &[(32769, b"BEA01"), (32768 + 2048 + 1, b"NSR02")]);
         assert_eq!(probe(&udf).unwrap().fs, FsType::Udf);
+    }
+
+    #[test]
+    fn min_io_sizes() {
+        let iso = dev_with(65536, &[(32769, b"CD001")]);
+        assert_eq!(min_io_size(&iso, &probe(&iso).unwrap()), 2048);
+        let ext1k = dev_with(8192, &[(1024 + 56, &[0x53, 0xef]), (1024 + 24, &[0, 0, 0, 0])]);
+        assert_eq!(min_io_size(&ext1k, &probe(&ext1k).unwrap()), 1024);
+        let ext4k = dev_with(8192, &[(1024 + 56, &[0x53, 0xef]), (1024 + 24, &[2, 0, 0, 0])]);
+        assert_eq!(min_io_size(&ext4k, &probe(&ext4k).unwrap()), 4096);
+        let bogus = dev_with(8192, &[(1024 + 56, &[0x53, 0xef]), (1024 + 24, &[0xff, 0, 0, 0])]);
+        assert_eq!(min_io_size(&bogus, &probe(&bogus).unwrap()), 512);
+        let fat = dev_with(4096, &[(82, b"FAT32   "), (11, &[0, 2]), (510, &[0x55, 0xaa])]);
+        assert_eq!(min_io_size(&fat, &probe(&fat).unwrap()), 512);
     }
 
     #[test]
