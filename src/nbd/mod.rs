@@ -14,6 +14,7 @@
 
 pub mod export;
 pub mod handshake;
+pub mod kernel;
 pub mod pool;
 pub mod proto;
 pub mod request;
