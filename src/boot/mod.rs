@@ -2,6 +2,8 @@
 
 pub mod cmdline;
 pub mod kmod;
+pub mod log;
+pub mod media;
 pub mod options;
 pub mod probe;
 pub mod scan;
