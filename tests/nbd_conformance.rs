@@ -1029,3 +1029,86 @@ fn layer_errors_become_eio_and_the_connection_continues() {
     assert_eq!(c.read(2, 0, 10), vec![7; 10]);
     c.finish();
 }
+
+// ---- Hostile byte streams ------------------------------------------------
+
+/// A complete, valid client session: handshake with every option, then
+/// one request of each command.
+fn valid_session() -> Vec<u8> {
+    let mut b = (FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes().to_vec();
+    let mut opt = |o: u32, d: &[u8]| {
+        b.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        b.extend_from_slice(&o.to_be_bytes());
+        b.extend_from_slice(&(d.len() as u32).to_be_bytes());
+        b.extend_from_slice(d);
+    };
+    opt(OPT_LIST, &[]);
+    opt(OPT_STRUCTURED_REPLY, &[]);
+    opt(OPT_LIST_META_CONTEXT, &meta_data(b"", &[b"base:"]));
+    opt(OPT_SET_META_CONTEXT, &meta_data(b"", &[b"base:allocation"]));
+    opt(OPT_INFO, &info_data(b"", &[INFO_BLOCK_SIZE, INFO_NAME]));
+    opt(99, b"xyz");
+    opt(OPT_GO, &info_data(b"disk", &[INFO_DESCRIPTION]));
+    let reqs: &[(u16, u16, u64, u32)] = &[
+        (CMD_READ, CMD_FLAG_DF, 0, 4096),
+        (CMD_WRITE, CMD_FLAG_FUA, 4096, 512),
+        (CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE, 0, 65536),
+        (CMD_TRIM, 0, 8192, 4096),
+        (CMD_WRITE_ZEROES, CMD_FLAG_NO_HOLE, 16384, 4096),
+        (CMD_CACHE, 0, 0, 65536),
+        (CMD_FLUSH, 0, 0, 0),
+        (CMD_READ, 0, SIZE as u64 - 100, 100),
+        (CMD_DISC, 0, 0, 0),
+    ];
+    for (i, &(kind, flags, offset, length)) in reqs.iter().enumerate() {
+        b.extend_from_slice(&Request { flags, kind, cookie: i as u64, offset, length }.encode());
+        if kind == CMD_WRITE {
+            b.extend(std::iter::repeat_n(0xee, length as usize));
+        }
+    }
+    b
+}
+
+#[test]
+fn mutated_client_streams_never_panic_or_hang() {
+    let dev = Arc::new(MemDev::new(pattern(SIZE)));
+    let mut export = Export::writable(dev);
+    export.name = "disk".into();
+    let cfg = Config { threads: 0, log_budget: 0, ..config(0) };
+    let server = Server::new(export, cfg).unwrap();
+    let base = valid_session();
+    // The unmutated session runs to the end (DISC).
+    assert_eq!(
+        server.serve_io(io::Cursor::new(base.clone()), io::sink()),
+        Some(cloopbox::nbd::End::Disconnect)
+    );
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let t = Instant::now();
+    for _ in 0..3000 {
+        let mut m = base.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % m.len() as u64) as usize;
+            match next() % 4 {
+                0 => m[at] ^= 1 << (next() % 8),
+                1 => m[at] = next() as u8,
+                2 => m.truncate(at),
+                _ => {
+                    // Plant a large length field somewhere.
+                    let end = (at + 4).min(m.len());
+                    m[at..end].fill(0xff);
+                }
+            }
+            if m.is_empty() {
+                break;
+            }
+        }
+        let _ = server.serve_io(io::Cursor::new(m), io::sink());
+    }
+    assert!(t.elapsed() < Duration::from_secs(120), "mutation run took {:?}", t.elapsed());
+}

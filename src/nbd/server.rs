@@ -46,6 +46,8 @@ pub struct Config {
     /// The whole handshake must finish within this time.
     pub handshake_timeout: Duration,
     pub limits: Limits,
+    /// Log lines per connection before the rest are suppressed (0: none).
+    pub log_budget: u32,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             max_connections: 64,
             handshake_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            log_budget: 64,
         }
     }
 }
@@ -157,7 +160,7 @@ impl Server {
     }
 
     fn log(&self, what: &str) -> Arc<ConnLog> {
-        Arc::new(ConnLog::new(format!("{}: {what}", self.cfg.name)))
+        Arc::new(ConnLog::new(format!("{}: {what}", self.cfg.name), self.cfg.log_budget))
     }
 
     /// Runs the handshake and then the transmission phase on `sock`;

@@ -61,20 +61,19 @@ const MAX_EXTENTS: usize = 1 << 16;
 /// pieces: it is a hint, and a bounded one cannot tie up a worker.
 const CACHE_LIMIT: u64 = MAX_PAYLOAD as u64;
 const CACHE_CHUNK: usize = 1 << 20;
-/// Log lines per connection before further ones are suppressed, so a
-/// hostile client cannot flood the log.
-const LOG_BUDGET: u32 = 64;
 
 /// One line per event on stderr, prefixed with the server's and the
-/// connection's name, rate-limited per connection.
+/// connection's name, and limited per connection so that a hostile client
+/// cannot flood the log.
 pub struct ConnLog {
     prefix: String,
     budget: AtomicU32,
 }
 
 impl ConnLog {
-    pub fn new(prefix: String) -> ConnLog {
-        ConnLog { prefix, budget: AtomicU32::new(LOG_BUDGET) }
+    /// At most `budget` lines; 0 silences the connection.
+    pub fn new(prefix: String, budget: u32) -> ConnLog {
+        ConnLog { prefix, budget: AtomicU32::new(budget) }
     }
 
     pub fn line(&self, msg: std::fmt::Arguments<'_>) {
