@@ -1,6 +1,465 @@
-//! PLACEHOLDER: replaced by the real applet before anything lands.
-use std::ffi::OsString;
+//! `create_compressed_fs [options] INFILE OUTFILE`: compress a filesystem
+//! image into a cloop image, command-line compatible with Debian
+//! cloop-utils 3.14 (formats.md A11.1).
+//!
+//! Parsing ([`parse_args`]) only turns flags into [`Args`] (what the user
+//! typed, with cloop-utils' clamping messages); [`request`] turns that into
+//! a [`writer::Request`]; the writer does the rest. Deliberate differences
+//! from cloop-utils are listed in the help text and the man page.
 
-pub fn main(_args: Vec<OsString>) -> i32 {
-    crate::applets::fail("create_compressed_fs", "PLACEHOLDER")
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::cloop::codec::{Codec, EncodeOptions, ZlibEffort};
+use crate::cloop::writer::{self, BlockDone, Observer, Plan, Start, Strategy, ZOPFLI_ITERATIONS};
+use crate::progress::Progress;
+use crate::units::{parse_size, Bytes};
+
+const APPLET: &str = "create_compressed_fs";
+
+const USAGE: &str = "\
+Usage: create_compressed_fs [options] INFILE OUTFILE
+
+Compress INFILE (a filesystem image or block device; '-' = stdin) into the
+cloop image OUTFILE ('-' = stdout). zlib images are cloop V2.0, byte for byte
+in Debian cloop-utils' layout (readable by every cloop driver, QEMU and
+FreeBSD); --codec other than zlib writes V4.0 (cloop driver 4.x/5.x).
+
+Options (as Debian cloop-utils 3.14):
+  -B N      block size (default 65536; suffixes k K m M g G i). Clamped to
+            512..1048576 and rounded down to a multiple of 512.
+  -L N      compression level, -2..9 (default 9):
+              0..9  zlib level (0 = stored deflate blocks, still zlib)
+              -1    zopfli: the smallest deflate stream we can make
+                    (15 iterations; replaces cloop-utils' 7-Zip deflate)
+              -2    per block the smaller of zlib 9 and zopfli
+            With --codec xz, 0..9 is the xz preset (default 6); ignored for
+            lz4, zstd and none.
+  -b        same as -L -2
+  -t N      compressor threads (default: one per online CPU)
+  -a N      blocks in flight (default 2*threads+2); memory is about
+            N * 2 * block size
+  -s SIZE   expected input size (suffixes as -B): more input is ignored
+            (warning, exit status 1, the image of SIZE bytes is written);
+            less input is an error
+  -m        keep the compressed data in memory until the end
+  -f FILE   keep the compressed data in FILE until the end, then remove it
+  -r        reuse the output file as temporary storage (this is what we do
+            anyway when the input size is unknown; accepted for
+            compatibility)
+  -S FILE   write header and index to FILE, the data to OUTFILE; the image
+            is `cat FILE OUTFILE`. Not with -m, -f or -r.
+  -q        quiet: nothing on stderr except warnings and errors
+  -v        one line per block instead of the progress line
+  -j N      accepted and ignored (cloop-utils ignores it too)
+  -p PORT   accepted and ignored (only used with -l or HOSTS)
+  -l, HOSTS remote compression (server mode, host list) is NOT supported:
+            it is an unauthenticated network service. Compression is local.
+Our additions:
+  --codec NAME  zlib (default, V2), xz, lz4, zstd or none (V4.0 images). In
+                V4 a block that does not get smaller is stored raw.
+  -h, --help    this help
+
+Old syntax: a pure number as INFILE or OUTFILE (create_compressed_fs image
+65536 > out) means -m -B NUMBER and reads stdin, writes stdout, exactly as
+cloop-utils does: the file name given is ignored.
+
+Deliberate differences from cloop-utils:
+  * inputs under 8000 bytes (even 0 bytes) are accepted;
+  * stdin without -s and stdout without -m/-f/-S need no strategy: we use the
+    output file (size unknown) or an unlinked spool file in $TMPDIR (stdout);
+    -r with stdin works;
+  * the output is written as .OUTFILE.tmp.PID and renamed at the end, so an
+    interrupted or failed run never leaves a truncated OUTFILE; an output that
+    is the input file is refused;
+  * -q silences the progress line too; -h exits 0; no \"cores detected\" line.
+
+Exit status: 0 on success, 1 on any error and on input longer than -s.
+";
+
+/// What the user typed.
+#[derive(Debug, Default, PartialEq)]
+struct Args {
+    block_size: Option<u32>,
+    /// -L; `None` is 9 for zlib, preset 6 for xz.
+    level: Option<i32>,
+    /// `None` is zlib.
+    codec: Option<Codec>,
+    threads: Option<usize>,
+    in_flight: Option<usize>,
+    expected_size: Option<u64>,
+    strategy: Strategy,
+    header_file: Option<PathBuf>,
+    quiet: bool,
+    verbose: bool,
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    /// cloop-utils' notices about adjusted values, printed unless quiet.
+    notices: Vec<String>,
+    /// Operand ignored by the old syntax, worth a warning even when quiet.
+    ignored: Option<String>,
+}
+
+enum Parsed {
+    Run(Box<Args>),
+    Help,
+}
+
+pub fn main(args: Vec<OsString>) -> i32 {
+    let args = match parse_args(args.get(1..).unwrap_or_default()) {
+        Ok(Parsed::Run(a)) => a,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("{APPLET}: {e}\nTry '{APPLET} --help'.");
+            return 1;
+        }
+    };
+    if !args.quiet {
+        for n in &args.notices {
+            eprintln!("{n}");
+        }
+    }
+    if let Some(name) = &args.ignored {
+        eprintln!(
+            "{APPLET}: warning: old syntax: '{name}' is ignored, the image is read from standard input"
+        );
+    }
+    if args.output.is_none() && rustix::termios::isatty(rustix::stdio::stdout()) {
+        return crate::applets::fail(APPLET, "refusing to write a binary image to a terminal");
+    }
+    let quiet = args.quiet;
+    let mut report = Report::new(args.verbose, quiet);
+    match writer::create(request(*args), &mut report) {
+        Ok(summary) => {
+            report.done(&summary);
+            if summary.excess_input {
+                eprintln!(
+                    "WARNING: got more data than expected. Trailing data is ignored, your image may be incomplete."
+                );
+                return 1;
+            }
+            0
+        }
+        Err(e) => {
+            report.abort();
+            crate::applets::fail(APPLET, e)
+        }
+    }
+}
+
+fn request(args: Args) -> writer::Request {
+    let threads = args.threads.unwrap_or_else(writer::default_threads);
+    let codec = args.codec.unwrap_or(Codec::Zlib);
+    let zlib = match args.level.unwrap_or(9) {
+        -1 => ZlibEffort::Zopfli { iterations: ZOPFLI_ITERATIONS },
+        -2 => ZlibEffort::Best { iterations: ZOPFLI_ITERATIONS },
+        level => ZlibEffort::Level(level.clamp(0, 9) as u32),
+    };
+    let xz_preset = match (codec, args.level) {
+        (Codec::Xz, Some(level)) => level.clamp(0, 9) as u32,
+        _ => 6,
+    };
+    writer::Request {
+        input: args.input.map_or(writer::Input::Stdin, writer::Input::Path),
+        output: args.output,
+        expected_size: args.expected_size,
+        strategy: args.strategy,
+        header_file: args.header_file,
+        options: writer::Options {
+            block_size: args.block_size.unwrap_or(writer::DEFAULT_BLOCK_SIZE),
+            codec,
+            encode: EncodeOptions { zlib, xz_preset },
+            threads,
+            in_flight: args.in_flight,
+        },
+    }
+}
+
+/// `-B` with cloop-utils' clamping and its messages.
+fn block_size(text: &str, notices: &mut Vec<String>) -> Result<u32, String> {
+    let mut bs = parse_size(text).map_err(|e| format!("invalid block size: {e}"))?;
+    if bs > 1 << 20 {
+        bs = 1 << 20;
+        notices.push("Block size is too big. Adjusting to 1048576".into());
+    } else if bs < 512 {
+        bs = 512;
+        notices.push("Block size is too small. Adjusting to 512".into());
+    } else if bs % 512 != 0 {
+        bs -= bs % 512;
+        notices.push(format!("Block size not multiple of 512. Adjusting to {bs}"));
+    }
+    Ok(bs as u32)
+}
+
+fn number<T: std::str::FromStr>(opt: &str, text: &str) -> Result<T, String> {
+    text.trim().parse().map_err(|_| format!("invalid number '{text}' for -{opt}"))
+}
+
+fn parse_args(argv: &[OsString]) -> Result<Parsed, String> {
+    let parsed = crate::getopt::parse(argv, "B:L:bmf:rs:S:t:a:j:p:lqvh", &["codec=", "help"])?;
+    let mut a = Args::default();
+    for opt in &parsed.opts {
+        let v = opt.value.as_deref().unwrap_or("");
+        match opt.name.as_str() {
+            "h" | "help" => return Ok(Parsed::Help),
+            "B" => a.block_size = Some(block_size(v, &mut a.notices)?),
+            "L" => {
+                let level = v.trim().parse().ok().filter(|l| (-2..=9).contains(l));
+                a.level =
+                    Some(level.ok_or("ERROR: Invalid compression method. Exiting... (-L takes -2..9)")?);
+            }
+            "b" => a.level = Some(-2),
+            "t" => {
+                let t: usize = number("t", v)?;
+                if t == 0 {
+                    a.notices
+                        .push(format!("Bad thread count, using default ({})", writer::default_threads()));
+                }
+                a.threads = (t > 0).then_some(t);
+            }
+            "a" => a.in_flight = Some(number::<usize>("a", v)?.max(1)),
+            "s" => a.expected_size = Some(parse_size(v).map_err(|e| format!("invalid size for -s: {e}"))?),
+            "m" => a.strategy = Strategy::Memory,
+            "f" => a.strategy = Strategy::SpoolFile(v.into()),
+            "r" => a.strategy = Strategy::Reuse,
+            "S" => a.header_file = Some(v.into()),
+            "q" => a.quiet = true,
+            "v" => a.verbose = true,
+            "j" => {}
+            "p" => {
+                if number::<u32>("p", v)? > 65535 {
+                    return Err("Invalid port".into());
+                }
+            }
+            "l" => return Err(NO_REMOTE.into()),
+            "codec" => {
+                let codec = Codec::from_name(v).ok_or_else(|| format!("unknown codec '{v}'"))?;
+                if codec == Codec::Lzo {
+                    return Err("writing lzo blocks is not supported".into());
+                }
+                a.codec = Some(codec);
+            }
+            other => return Err(format!("unhandled option -{other}")),
+        }
+    }
+    if a.header_file.is_some() && a.strategy != Strategy::Auto {
+        return Err("ERROR: Separate header file only with pure file output supported.".into());
+    }
+    if let (Some(codec), Some(level @ ..=-1)) = (a.codec.filter(|&c| c != Codec::Zlib), a.level) {
+        return Err(format!("-L {level} and -b are zlib modes; they do not apply to --codec {codec}"));
+    }
+    operands(&mut a, &parsed.operands)?;
+    Ok(Parsed::Run(Box::new(a)))
+}
+
+const NO_REMOTE: &str = "remote compression (-l, HOSTS) is not supported: it is an \
+unauthenticated network service; compression runs locally with -t threads";
+
+fn operands(a: &mut Args, ops: &[OsString]) -> Result<(), String> {
+    let is_number =
+        |s: &OsString| s.to_str().is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    if let Some(pos) = ops.iter().take(2).position(is_number) {
+        // cloop-utils' "old syntax": NUMBER is the block size, and input
+        // and output become stdin and stdout whatever else was given.
+        let n = ops[pos].to_string_lossy().into_owned();
+        a.notices.push(format!(
+            "Warning, number as file string found. Assuming old command syntax and\n\
+             choosing compatible parameters (-m -B {n}). See the usage info (-h)\n\
+             for better/correct parameters."
+        ));
+        a.block_size = Some(block_size(&n, &mut a.notices)?);
+        a.strategy = Strategy::Memory;
+        a.ignored = ops
+            .iter()
+            .take(2)
+            .find(|o| !is_number(o) && o.as_os_str() != "-")
+            .map(|o| o.to_string_lossy().into_owned());
+        if ops.len() > 2 {
+            return Err(NO_REMOTE.into());
+        }
+        return Ok(());
+    }
+    match ops {
+        [input, output] => {
+            a.input = (input.as_os_str() != "-").then(|| input.into());
+            a.output = (output.as_os_str() != "-").then(|| output.into());
+            Ok(())
+        }
+        [_, _, host, ..] => Err(format!("{NO_REMOTE} (got host '{}')", host.to_string_lossy())),
+        _ => Err("need INFILE and OUTFILE".into()),
+    }
+}
+
+/// Progress and messages on stderr.
+struct Report {
+    progress: Option<Progress>,
+    verbose: bool,
+    quiet: bool,
+    /// Input and output bytes at the last block, for the final progress line.
+    last: (u64, u64),
+}
+
+impl Report {
+    fn new(verbose: bool, quiet: bool) -> Self {
+        Self { progress: None, verbose, quiet, last: (0, 0) }
+    }
+
+    fn end_progress(&mut self) {
+        if let Some(mut p) = self.progress.take() {
+            p.finish(self.last.0, Some(self.last.1));
+        }
+    }
+
+    fn done(&mut self, s: &writer::Summary) {
+        self.end_progress();
+        if self.quiet {
+            return;
+        }
+        let pct = if s.input_bytes > 0 { s.image_bytes as f64 * 100.0 / s.input_bytes as f64 } else { 0.0 };
+        let raw = if s.raw_blocks > 0 { format!(", {} stored raw", s.raw_blocks) } else { String::new() };
+        eprintln!(
+            "{} blocks of {} bytes{raw}: {} in, {} image ({pct:.1}%), cloop {:?}",
+            s.blocks,
+            s.block_size,
+            Bytes(s.input_bytes),
+            Bytes(s.image_bytes),
+            s.format
+        );
+    }
+
+    fn abort(&mut self) {
+        // Leave the progress line as it is; the error follows on a new line.
+        if self.progress.take().is_some() && !self.quiet {
+            eprintln!();
+        }
+    }
+}
+
+impl Observer for Report {
+    fn start(&mut self, s: &Start) {
+        if self.quiet {
+            return;
+        }
+        match s.expected_blocks {
+            Some(n) => eprintln!("Block size {}, expected number of blocks: {n}", s.block_size),
+            None => eprintln!("Block size {}, input size unknown", s.block_size),
+        }
+        let how = match &s.plan {
+            Plan::Direct | Plan::Reuse => String::new(),
+            Plan::Memory => ", data kept in memory".into(),
+            Plan::Spool(Some(p)) => format!(", data kept in {}", p.display()),
+            Plan::Spool(None) => ", data spooled to $TMPDIR".into(),
+            Plan::Split(p) => format!(", header to {}", p.display()),
+        };
+        eprintln!("Writing cloop {:?} with {} thread(s){how}", s.format, s.threads);
+        if !self.verbose {
+            self.progress = Some(Progress::new(APPLET, s.expected_bytes, false));
+        }
+    }
+
+    fn block(&mut self, b: &BlockDone) {
+        self.last = (b.input_done, b.output_done);
+        if let Some(p) = &mut self.progress {
+            p.update(b.input_done, Some(b.output_done));
+        } else if self.verbose && !self.quiet {
+            eprintln!("Blk# {:5}: {} -> {} bytes ({})", b.index, b.input_len, b.compressed_len, b.codec);
+        }
+    }
+
+    fn step(&mut self, what: &str) {
+        if self.quiet {
+            return;
+        }
+        self.end_progress();
+        let mut chars = what.chars();
+        let first = chars.next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
+        eprintln!("{first}{}...", chars.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(list: &[&str]) -> Result<Args, String> {
+        let argv: Vec<OsString> = list.iter().map(OsString::from).collect();
+        match parse_args(&argv)? {
+            Parsed::Run(a) => Ok(*a),
+            Parsed::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn block_size_is_clamped_like_cloop_utils() {
+        assert_eq!(run(&["-B", "2M", "a", "b"]).unwrap().block_size, Some(1 << 20));
+        assert_eq!(run(&["-B", "100", "a", "b"]).unwrap().block_size, Some(512));
+        let a = run(&["-B", "4k", "a", "b"]).unwrap();
+        assert_eq!(a.block_size, Some(3584));
+        assert_eq!(a.notices, vec!["Block size not multiple of 512. Adjusting to 3584".to_string()]);
+        assert_eq!(run(&["-B", "64K", "a", "b"]).unwrap().block_size, Some(65536));
+        assert_eq!(run(&["-B", "2i", "a", "b"]).unwrap().block_size, Some(4096));
+        assert!(run(&["-B", "12x", "a", "b"]).is_err());
+    }
+
+    #[test]
+    fn levels_and_their_range() {
+        assert_eq!(run(&["a", "b"]).unwrap().level, None);
+        assert_eq!(run(&["-L", "-1", "a", "b"]).unwrap().level, Some(-1));
+        assert_eq!(run(&["-b", "a", "b"]).unwrap().level, Some(-2));
+        assert_eq!(run(&["-L", "0", "a", "b"]).unwrap().level, Some(0));
+        for bad in ["10", "-3", "x"] {
+            assert!(run(&["-L", bad, "a", "b"]).unwrap_err().contains("Invalid compression method"));
+        }
+        assert!(run(&["--codec", "xz", "-b", "a", "b"]).is_err());
+    }
+
+    #[test]
+    fn old_number_syntax_reads_stdin_into_memory() {
+        let a = run(&["image", "65536"]).unwrap();
+        assert_eq!((a.input, a.output), (None, None));
+        assert_eq!(a.block_size, Some(65536));
+        assert_eq!(a.strategy, Strategy::Memory);
+        assert_eq!(a.ignored.as_deref(), Some("image"));
+        assert!(run(&["-", "4096"]).unwrap().ignored.is_none());
+    }
+
+    #[test]
+    fn dashes_are_stdin_and_stdout() {
+        let a = run(&["-m", "-", "-"]).unwrap();
+        assert_eq!((a.input, a.output, a.strategy), (None, None, Strategy::Memory));
+        let a = run(&["in", "out"]).unwrap();
+        assert_eq!(a.input, Some("in".into()));
+    }
+
+    #[test]
+    fn remote_mode_and_hosts_are_refused() {
+        assert!(run(&["-l", "a", "b"]).unwrap_err().contains("not supported"));
+        assert!(run(&["a", "b", "host:3103"]).unwrap_err().contains("host:3103"));
+        assert!(run(&["-p", "70000", "a", "b"]).is_err());
+        assert!(run(&["-p", "3103", "-j", "4", "a", "b"]).is_ok());
+    }
+
+    #[test]
+    fn header_file_excludes_other_strategies() {
+        assert!(run(&["-S", "h", "-m", "a", "b"]).is_err());
+        assert_eq!(run(&["-S", "h", "a", "-"]).unwrap().header_file, Some("h".into()));
+    }
+
+    #[test]
+    fn thread_count_zero_means_default_with_a_notice() {
+        let a = run(&["-t", "0", "a", "b"]).unwrap();
+        assert_eq!(a.threads, None);
+        assert!(a.notices[0].starts_with("Bad thread count"));
+        assert_eq!(run(&["-t", "3", "a", "b"]).unwrap().threads, Some(3));
+    }
+
+    #[test]
+    fn help_and_missing_operands() {
+        assert_eq!(run(&["-h"]).unwrap_err(), "help");
+        assert_eq!(run(&["--help"]).unwrap_err(), "help");
+        assert!(run(&["a"]).is_err());
+    }
 }

@@ -4,6 +4,7 @@
 //! * [`detect`]: version detection and header parsing; [`index`]: the index tables of
 //!   every version; [`reader`]: [`reader::Image`], the reader as a `ReadAt` device;
 //!   [`extract`]: parallel in-order decoding of a whole image; [`error`]: its errors.
+//! * [`writer`]: [`writer::create`], V2 (and V4 for other codecs) images as cloop-utils writes them.
 
 pub mod codec;
 pub mod detect;
@@ -11,3 +12,4 @@ pub mod error;
 pub mod extract;
 pub mod index;
 pub mod reader;
+pub mod writer;
