@@ -139,17 +139,29 @@ pub struct Opened {
 /// A dirty file is repaired when `repair` is set and refused otherwise.
 pub fn open_for_base(path: &Path, base: BaseId, create: bool, repair: bool) -> Result<Opened, CowError> {
     let geom_for_base = Geometry::for_blocks(base.numblocks).map_err(|p| CowError::format(path, p))?;
+    let fresh = |file| {
+        let header = Header::new(Abi::X86_64, &geom_for_base, base.fingerprint);
+        let bitmap = Bitmap::new(base.numblocks, header.mapsize as usize);
+        Ok(Opened { file, header, geom: geom_for_base, bitmap, created: true, repaired: None })
+    };
     let mut opts = std::fs::OpenOptions::new();
-    opts.read(true).write(true).mode(0o600);
-    if create {
-        opts.create(true);
-    }
-    let file = opts.open(path).map_err(|e| CowError::io(path, "cannot open", None, e))?;
+    opts.read(true).write(true);
+    let file = match opts.open(path) {
+        Ok(file) => file,
+        Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+            match create_new(path, base, &geom_for_base)? {
+                Some(file) => return fresh(file),
+                // Someone else created it meanwhile: open theirs.
+                None => opts.open(path).map_err(|e| CowError::io(path, "cannot open", None, e))?,
+            }
+        }
+        Err(e) => return Err(CowError::io(path, "cannot open", None, e)),
+    };
     if create && file_len(&file, path)? == 0 {
+        // An empty file given to us (the driver accepted one too).
         let header = Header::new(Abi::X86_64, &geom_for_base, base.fingerprint);
         initialise(&file, path, &header)?;
-        let bitmap = Bitmap::new(base.numblocks, header.mapsize as usize);
-        return Ok(Opened { file, header, geom: geom_for_base, bitmap, created: true, repaired: None });
+        return fresh(file);
     }
     let mut header = read_header(&file, path)?;
     let geom =
@@ -170,13 +182,60 @@ pub fn open_for_base(path: &Path, base: BaseId, create: bool, repair: bool) -> R
     Ok(Opened { file, header, geom, bitmap, created: false, repaired })
 }
 
-/// Writes a fresh head block and an all-zero (allocated) bitmap, and makes
-/// the new file durable, name included.
+/// Creates a new cowfile atomically: written and synced under a temporary
+/// name, then renamed into place without replacing anything, so a crash
+/// never leaves a half-made cowfile behind. `None` if `path` appeared
+/// meanwhile.
+fn create_new(path: &Path, base: BaseId, geom: &Geometry) -> Result<Option<File>, CowError> {
+    let name = path.file_name().unwrap_or(path.as_os_str()).to_string_lossy();
+    let temp = path.with_file_name(format!(".{name}.new-{}", std::process::id()));
+    let create =
+        || std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&temp);
+    let file = match create() {
+        // Our pid in the name: left by a crashed process that had it before.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&temp);
+            create()
+        }
+        other => other,
+    }
+    .map_err(|e| CowError::io(&temp, "cannot create", None, e))?;
+    let header = Header::new(Abi::X86_64, geom, base.fingerprint);
+    let placed = initialise(&file, &temp, &header).and_then(|()| {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, &temp, CWD, path, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::EXIST) => Ok(false),
+            Err(e) => Err(CowError::io(path, "rename the new cowfile into place", None, e.into())),
+        }
+    });
+    match placed {
+        Ok(true) => {
+            sync_parent(path)
+                .map_err(|e| CowError::io(path, "fsync the directory of the new cowfile", None, e))?;
+            Ok(Some(file))
+        }
+        Ok(false) => {
+            let _ = std::fs::remove_file(&temp);
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// Writes an all-zero (allocated) bitmap, then the fresh head block, and
+/// makes both durable. The header goes last: an interrupted initialisation
+/// of an empty file leaves no valid magic behind, never a valid header over
+/// a short bitmap.
 fn initialise(file: &File, path: &Path, header: &Header) -> Result<(), CowError> {
-    let mut image = header.encode_block();
-    image.resize((HEAD_BLOCK + header.mapsize) as usize, 0);
-    file.write_all_at(&image, 0)
-        .map_err(|e| CowError::io(path, "write new header and bitmap", Some(0), e))?;
-    file.sync_all().map_err(|e| CowError::io(path, "fsync new cowfile", None, e))?;
-    sync_parent(path).map_err(|e| CowError::io(path, "fsync the directory of the new cowfile", None, e))
+    let bitmap = vec![0u8; header.mapsize as usize];
+    file.write_all_at(&bitmap, HEAD_BLOCK)
+        .map_err(|e| CowError::io(path, "write new bitmap", Some(HEAD_BLOCK), e))?;
+    file.sync_data().map_err(|e| CowError::io(path, "fdatasync new bitmap", None, e))?;
+    file.write_all_at(&header.encode_block(), 0)
+        .map_err(|e| CowError::io(path, "write new header", Some(0), e))?;
+    file.sync_all().map_err(|e| CowError::io(path, "fsync new cowfile", None, e))
 }
