@@ -4,5 +4,6 @@
 //! the crate denies `unsafe`, so an interface that cannot be reached safely
 //! gets its own file with an audited, documented exception.
 
+pub mod daemon;
 pub mod genl;
 pub mod nbd_netlink;

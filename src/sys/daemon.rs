@@ -1,0 +1,64 @@
+//! What a root-storage daemon does to itself so that the root filesystem
+//! it serves cannot deadlock or kill it (boot.md 3.5):
+//!
+//! * `mlockall(MCL_CURRENT | MCL_FUTURE)`: none of our pages can be swapped
+//!   out, so serving never waits for I/O on the device being served;
+//! * `oom_score_adj = -1000`: a full tmpfs cowfile must not get the daemon
+//!   chosen by the OOM killer;
+//! * `PR_SET_IO_FLUSHER`: our allocations do not recurse into reclaim that
+//!   waits for writeback to our own device, and we are not throttled as an
+//!   ordinary dirtier.
+//!
+//! Each step can fail on its own (no CAP_IPC_LOCK, an old kernel); the
+//! daemon runs anyway and says which protection it lacks.
+
+use std::io::Write;
+
+/// What the hardening achieved: one line per failed step.
+pub fn harden() -> Vec<String> {
+    let mut missing = Vec::new();
+    use rustix::mm::{mlockall, MlockAllFlags};
+    if let Err(e) = mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE) {
+        missing.push(format!("mlockall: {e} (pages may be swapped out)"));
+    }
+    if let Err(e) = set_oom_score_adj(-1000) {
+        missing.push(format!("oom_score_adj: {e} (the OOM killer may pick us)"));
+    }
+    if let Err(e) = rustix::process::configure_io_flusher_behavior(true) {
+        missing.push(format!("PR_SET_IO_FLUSHER: {e} (memory reclaim may deadlock on our own device)"));
+    }
+    missing
+}
+
+pub fn set_oom_score_adj(value: i32) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open("/proc/self/oom_score_adj")?;
+    f.write_all(value.to_string().as_bytes())
+}
+
+pub fn oom_score_adj() -> std::io::Result<i32> {
+    std::fs::read_to_string("/proc/self/oom_score_adj")?
+        .trim()
+        .parse()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "unparsable oom_score_adj"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_score_adj_round_trips() {
+        // Lowering needs CAP_SYS_RESOURCE, which the suite has as root;
+        // raising is always allowed.
+        set_oom_score_adj(-1000).expect("the test suite runs as root");
+        assert_eq!(oom_score_adj().unwrap(), -1000);
+        set_oom_score_adj(0).unwrap();
+        assert_eq!(oom_score_adj().unwrap(), 0);
+    }
+
+    #[test]
+    fn io_flusher_can_be_set_as_root() {
+        rustix::process::configure_io_flusher_behavior(true).expect("PR_SET_IO_FLUSHER as root");
+        assert!(rustix::process::is_io_flusher().unwrap(), "PR_GET_IO_FLUSHER reads back");
+    }
+}
