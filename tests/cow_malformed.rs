@@ -51,10 +51,13 @@ fn truncated_headers_and_bitmaps() {
     assert!(p.to_string().contains("too small for the bitmap: 1500 bytes, need at least 2048"));
 }
 
+/// Bytes, the error they must give, and a phrase of its message.
+type Case = (Vec<u8>, fn(&FormatError) -> bool, &'static str);
+
 #[test]
 fn each_broken_rule_has_its_error() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(Vec<u8>, fn(&FormatError) -> bool, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (with(|b| b[0] = 0x7e), |p| matches!(p, FormatError::BadMagic { .. }), "wrong magic"),
         (with(|b| b[4] = 2), |p| matches!(p, FormatError::NewerVersion { version: 2 }), "newer than"),
         (with(|b| b[6] = 2), |p| *p == FormatError::Packed, "cowpack -u"),
