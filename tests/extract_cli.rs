@@ -90,6 +90,17 @@ fn existing_longer_output_is_truncated() {
 }
 
 #[test]
+fn output_onto_the_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.cloop");
+    std::fs::copy(vectors().join(L9), &image).unwrap();
+    let out = run("extract_compressed_fs", &[&image, &image]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is the input image"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&image).unwrap(), std::fs::read(vectors().join(L9)).unwrap());
+}
+
+#[test]
 fn corrupt_block_exits_1_with_one_line_and_keeps_earlier_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let image = corrupt_copy(dir.path());

@@ -114,6 +114,12 @@ fn run(args: &Args) -> Result<(), Failure> {
     let image = open_image(&args.input)?;
     let (out, name) = match &args.output {
         Some(path) => {
+            if same_file(&args.input, path) {
+                return Err(Failure::Other(format!(
+                    "{}: is the input image; refusing to overwrite it",
+                    path.display()
+                )));
+            }
             let file = File::create(path).map_err(|e| Failure::Other(format!("{}: {e}", path.display())))?;
             (file, path.display().to_string())
         }
@@ -129,6 +135,15 @@ fn run(args: &Args) -> Result<(), Failure> {
             Err(Failure::Other(format!("{name}: write error: {e}")))
         }
         Err(e) => Err(Failure::Extract(e)),
+    }
+}
+
+/// Both paths name one existing file (creating the output would truncate the image).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
