@@ -140,6 +140,9 @@ pub(crate) struct Detected {
     pub header_at_end: bool,
     pub block_size: u32,
     pub layout: Layout,
+    /// Where the block size and the block count were read (for messages).
+    pub block_size_at: u64,
+    pub num_blocks_at: u64,
 }
 
 /// Every plausible reading of the file, most authoritative first: the
@@ -152,7 +155,7 @@ pub(crate) fn detect(src: &Source) -> Vec<Result<Detected, Error>> {
     let mut found = Vec::new();
     let file_len = src.len();
     let mut push = |r: Result<Option<Detected>, Error>| match r {
-        Ok(Some(d)) => found.push(check_block_size(src, d.block_size).map(|()| d)),
+        Ok(Some(d)) => found.push(check_block_size(src, &d).map(|()| d)),
         Ok(None) => {}
         Err(e) => found.push(Err(e)),
     };
@@ -180,6 +183,21 @@ fn be64(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8-byte slice"))
 }
 
+/// A detection from a 136-byte header at `at`.
+fn from_header(version: Version, at: u64, block_size: u32, layout: Layout) -> Detected {
+    let field = at + BLOCK_SIZE_OFFSET as u64;
+    Detected {
+        version,
+        header_at_end: at > 0,
+        block_size,
+        layout,
+        block_size_at: field,
+        num_blocks_at: field + 4,
+    }
+}
+
+const SLITAZ: Version = Version::V3SliTaz { entry_size: 4, compressed_index: true, truncated: false };
+
 fn sizes(head: &[u8]) -> (u32, u32) {
     (be32(head, BLOCK_SIZE_OFFSET), be32(head, BLOCK_SIZE_OFFSET + 4))
 }
@@ -187,20 +205,13 @@ fn sizes(head: &[u8]) -> (u32, u32) {
 fn from_header_first(src: &Source, head: &[u8]) -> Result<Option<Detected>, Error> {
     let (block_size, n) = sizes(head);
     let shebang = head.starts_with(SHEBANG);
-    let table = |version, entry, codec, dedup| Detected {
-        version,
-        header_at_end: false,
-        block_size,
-        layout: Layout::Table { index_offset: HEADER_LEN, num_blocks: n.into(), entry, codec, dedup },
+    let table = |version, entry, codec, dedup| {
+        let layout = Layout::Table { index_offset: HEADER_LEN, num_blocks: n.into(), entry, codec, dedup };
+        from_header(version, 0, block_size, layout)
     };
     let uzip = |codec, dedup| table(Version::Uzip { codec, dedup }, TableEntry::U64Be, codec, dedup);
     Ok(Some(match (head[SIGNATURE_OFFSET], head[SIGNATURE_OFFSET + 1]) {
-        (b'V', _) if n == SLITAZ_NUM_BLOCKS => Detected {
-            version: Version::V3SliTaz { entry_size: 4, compressed_index: true, truncated: false },
-            header_at_end: false,
-            block_size,
-            layout: Layout::SliTazTail,
-        },
+        (b'V', _) if n == SLITAZ_NUM_BLOCKS => from_header(SLITAZ, 0, block_size, Layout::SliTazTail),
         (b'V', b'4') => table(Version::V4, TableEntry::U64BeFlags, Codec::Zlib, false),
         (b'V', b'2' | b'3') => table(Version::V2, TableEntry::U64Be, Codec::Zlib, false),
         (b'v', _) if shebang => uzip(Codec::Zlib, true),
@@ -209,12 +220,7 @@ fn from_header_first(src: &Source, head: &[u8]) -> Result<Option<Detected>, Erro
         (b'Z', _) if shebang => uzip(Codec::Zstd, false),
         (b'z', _) if shebang => uzip(Codec::Zstd, true),
         (b'V', b'0' | b'1') => return legacy(src, block_size, n).map(Some),
-        _ if shebang && n == SLITAZ_NUM_BLOCKS => Detected {
-            version: Version::V3SliTaz { entry_size: 4, compressed_index: true, truncated: false },
-            header_at_end: false,
-            block_size,
-            layout: Layout::SliTazTail,
-        },
+        _ if shebang && n == SLITAZ_NUM_BLOCKS => from_header(SLITAZ, 0, block_size, Layout::SliTazTail),
         _ if shebang => return legacy(src, block_size, n).map(Some),
         _ => return Ok(None),
     }))
@@ -228,25 +234,14 @@ fn legacy(src: &Source, block_size: u32, n: u32) -> Result<Detected, Error> {
     src.read_exact_at(&mut words[..avail], HEADER_LEN, "index")?;
     let w = |i: usize| be32(&words, i * 4);
     let num_blocks = u64::from(n);
-    let table = |version, entry| Detected {
-        version,
-        header_at_end: false,
-        block_size,
-        layout: Layout::Table {
-            index_offset: HEADER_LEN,
-            num_blocks,
-            entry,
-            codec: Codec::Zlib,
-            dedup: false,
-        },
+    let table = |version, entry| {
+        let codec = Codec::Zlib;
+        let layout = Layout::Table { index_offset: HEADER_LEN, num_blocks, entry, codec, dedup: false };
+        from_header(version, 0, block_size, layout)
     };
     Ok(if w(0) == 0 && w(2) != 0 && n > 0 {
-        Detected {
-            version: Version::AcceleratedKnoppix,
-            header_at_end: false,
-            block_size,
-            layout: Layout::Records { index_offset: HEADER_LEN, num_blocks },
-        }
+        let layout = Layout::Records { index_offset: HEADER_LEN, num_blocks };
+        from_header(Version::AcceleratedKnoppix, 0, block_size, layout)
     } else if w(0) == 0 {
         table(Version::V2, TableEntry::U64Be)
     } else if w(1) == 0 {
@@ -282,12 +277,9 @@ fn from_header_last(src: &Source, head: &[u8]) -> Result<Option<Detected>, Error
         len: HEADER_LEN + index_len,
         file_len,
     })?;
-    Ok(Some(Detected {
-        version,
-        header_at_end: true,
-        block_size,
-        layout: Layout::Table { index_offset, num_blocks: n.into(), entry, codec: Codec::Zlib, dedup: false },
-    }))
+    let layout =
+        Layout::Table { index_offset, num_blocks: n.into(), entry, codec: Codec::Zlib, dedup: false };
+    Ok(Some(from_header(version, file_len - HEADER_LEN, block_size, layout)))
 }
 
 fn from_cloop3_trailer(src: &Source) -> Result<Option<Detected>, Error> {
@@ -338,10 +330,13 @@ fn from_cloop3_trailer(src: &Source) -> Result<Option<Detected>, Error> {
             num_blocks: be32(&head, 0).into(),
             original_size: be64(&head, 8),
         },
+        block_size_at: index_offset + 4,
+        num_blocks_at: index_offset,
     }))
 }
 
-fn check_block_size(src: &Source, block_size: u32) -> Result<(), Error> {
+fn check_block_size(src: &Source, d: &Detected) -> Result<(), Error> {
+    let block_size = d.block_size;
     let problem = if block_size == 0 {
         "zero"
     } else if block_size % 512 != 0 {
@@ -351,5 +346,10 @@ fn check_block_size(src: &Source, block_size: u32) -> Result<(), Error> {
     } else {
         return Ok(());
     };
-    Err(Error::BlockSize { path: src.path(), block_size: block_size.into(), problem })
+    Err(Error::BlockSize {
+        path: src.path(),
+        offset: d.block_size_at,
+        block_size: block_size.into(),
+        problem,
+    })
 }

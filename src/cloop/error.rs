@@ -28,9 +28,9 @@ pub enum Error {
     /// A structure needs bytes beyond the end of the file.
     Truncated { path: ImagePath, what: &'static str, offset: u64, len: u64, file_len: u64 },
     /// The block size is zero, not a multiple of 512, or above [`super::detect::MAX_BLOCK_SIZE`].
-    BlockSize { path: ImagePath, block_size: u64, problem: &'static str },
+    BlockSize { path: ImagePath, offset: u64, block_size: u64, problem: &'static str },
     /// More blocks than [`super::index::MAX_BLOCKS`].
-    TooManyBlocks { path: ImagePath, num_blocks: u64, max: u64 },
+    TooManyBlocks { path: ImagePath, offset: u64, num_blocks: u64, max: u64 },
     /// The index does not fit between its start and the end of the file.
     IndexPastEof { path: ImagePath, index_offset: u64, index_len: u64, file_len: u64 },
     /// The offset of the block after `block` is smaller than that of `block`.
@@ -105,11 +105,11 @@ impl fmt::Display for Error {
                 f,
                 "truncated: the {what} at offset {offset} needs {len} bytes, but the file ends at {file_len}"
             ),
-            Error::BlockSize { block_size, problem, .. } => {
-                write!(f, "header at offset 0x80: block size {block_size} is {problem}")
+            Error::BlockSize { offset, block_size, problem, .. } => {
+                write!(f, "block size {block_size} at offset {offset} is {problem}")
             }
-            Error::TooManyBlocks { num_blocks, max, .. } => {
-                write!(f, "header: {num_blocks} blocks, more than the supported {max}")
+            Error::TooManyBlocks { offset, num_blocks, max, .. } => {
+                write!(f, "block count {num_blocks} at offset {offset} is more than the supported {max}")
             }
             Error::IndexPastEof { index_offset, index_len, file_len, .. } => write!(
                 f,

@@ -150,11 +150,13 @@ pub(crate) fn load(src: &Source, det: &Detected) -> Result<Index, Error> {
     let bs = det.block_size;
     match det.layout {
         Layout::Table { index_offset, num_blocks, entry, codec, dedup } => {
-            let table = TableSpec { index_offset, num_blocks, entry, codec, dedup };
+            let table =
+                TableSpec { index_offset, num_blocks, entry, codec, dedup, count_at: det.num_blocks_at };
             let index = load_table(src, bs, &table)?;
             Ok(full_blocks(det.version, index, num_blocks, bs, index_offset, (num_blocks + 1) * entry.size()))
         }
         Layout::Records { index_offset, num_blocks } => {
+            check_count(src, num_blocks, det.num_blocks_at)?;
             let entries = load_records(src, bs, index_offset, num_blocks)?;
             Ok(full_blocks(det.version, entries, num_blocks, bs, index_offset, num_blocks * 16))
         }
@@ -169,9 +171,10 @@ fn full_blocks(version: Version, entries: Vec<Entry>, n: u64, bs: u32, offset: u
     Index { version, entries, last_len: bs, size: n * u64::from(bs), index_offset: offset, index_len: len }
 }
 
-fn check_count(src: &Source, num_blocks: u64) -> Result<(), Error> {
+/// `at`: where the count was read, for the message.
+fn check_count(src: &Source, num_blocks: u64, at: u64) -> Result<(), Error> {
     if num_blocks > MAX_BLOCKS {
-        return Err(Error::TooManyBlocks { path: src.path(), num_blocks, max: MAX_BLOCKS });
+        return Err(Error::TooManyBlocks { path: src.path(), offset: at, num_blocks, max: MAX_BLOCKS });
     }
     Ok(())
 }
@@ -233,6 +236,7 @@ struct TableSpec {
     entry: TableEntry,
     codec: Codec,
     dedup: bool,
+    count_at: u64,
 }
 
 /// 0.68, 1.0, 2.0, 4.0 and uzip: (n+1) offsets, block i ends where the
@@ -241,7 +245,7 @@ fn load_table(src: &Source, bs: u32, t: &TableSpec) -> Result<Vec<Entry>, Error>
     let n = t.num_blocks;
     let width = t.entry.size();
     check_fits(src, t.index_offset, (n + 1) * width, src.len())?;
-    check_count(src, n)?;
+    check_count(src, n, t.count_at)?;
     let mut entries = Vec::with_capacity(n as usize);
     let mut last = 0;
     for_each_entry(src, t.index_offset, n + 1, width as usize, "index", |i, b| {
@@ -396,7 +400,6 @@ fn resolve_dedup(src: &Source, bs: u32, entries: &mut [Entry], last: u64) -> Res
 fn load_records(src: &Source, bs: u32, index_offset: u64, n: u64) -> Result<Vec<Entry>, Error> {
     let file_len = src.len();
     check_fits(src, index_offset, n * 16, file_len)?;
-    check_count(src, n)?;
     let mut entries = Vec::with_capacity(n as usize);
     let max = max_compressed_len(Some(Codec::Zlib), bs.into());
     for_each_entry(src, index_offset, n, 16, "index", |i, b| {
@@ -534,7 +537,7 @@ fn load_slitaz_compressed(
             index_len: table_size,
             file_len: tail_at,
         })?;
-    check_count(src, n)?;
+    check_count(src, n, file_len - 4)?;
     if n * u64::from(entry_size) > table_size * MAX_INFLATE_RATIO + 64 {
         return Err(bad(format!("a compressed table of {table_size} bytes cannot hold {n} entries")));
     }
@@ -610,7 +613,7 @@ fn inflate_entries(
 /// The 2011 layout: a plain table of n entries right before an 8-byte tail.
 fn load_slitaz_plain(src: &Source, bs: u32, entry_size: u32, n: u64) -> Result<Index, Error> {
     let tail_at = src.len() - SLITAZ_OLD_TAIL_LEN;
-    check_count(src, n)?;
+    check_count(src, n, src.len() - 4)?;
     let table_len = n * u64::from(entry_size);
     let table_at =
         tail_at.checked_sub(table_len).filter(|&at| at >= HEADER_LEN).ok_or(Error::IndexPastEof {
@@ -646,7 +649,7 @@ fn load_dplasa(src: &Source, bs: u32, at: u64, n: u64, original_size: u64) -> Re
     let flags_at = offsets_at + (n + 1) * 8;
     let index_len = CLOOP3_INDEX_HEAD_LEN + (n + 1) * 8 + n * 4;
     check_fits(src, at, index_len, limit)?;
-    check_count(src, n)?;
+    check_count(src, n, at)?;
     let bs64 = u64::from(bs);
     let fits =
         if n == 0 { original_size == 0 } else { original_size > (n - 1) * bs64 && original_size <= n * bs64 };
