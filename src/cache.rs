@@ -335,7 +335,8 @@ impl<B: ReadAt> Cache<B> {
     /// Describes `[offset, offset+len)` as (length, is_zero) runs, from the
     /// zero map. Unknown blocks count as data, except probe candidates,
     /// which are loaded (at most [`PROBE_BUDGET`] of them; the answer then
-    /// stops short, which the NBD protocol allows).
+    /// stops short, which the NBD protocol allows). Fails only for a range
+    /// outside the device.
     pub fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<(u64, bool)>> {
         check_range(self.size, offset, len)?;
         let mut out: Vec<(u64, bool)> = Vec::new();
@@ -349,7 +350,9 @@ impl<B: ReadAt> Cache<B> {
                     break;
                 }
                 budget -= 1;
-                self.get(b)?;
+                // A block that fails to load is reported as data; the read
+                // of it will report the error.
+                let _ = self.get(b);
                 known = self.zeros.get(b);
             }
             let next = ((b + 1) * self.granule).min(end);

@@ -753,8 +753,11 @@ fn replies_come_out_of_order() {
     let (_, server) = slow_server(2);
     let mut c = Client::connect(&server);
     c.go(false, false);
-    c.send(0, CMD_READ, 1, 0, 512, &[]);
-    c.send(0, CMD_READ, 2, 4096, 512, &[]);
+    // One write, so that the server finds both requests in its buffer (a
+    // request that is alone may be answered by the connection thread).
+    let mut both = Request { flags: 0, kind: CMD_READ, cookie: 1, offset: 0, length: 512 }.encode().to_vec();
+    both.extend_from_slice(&Request { flags: 0, kind: CMD_READ, cookie: 2, offset: 4096, length: 512 }.encode());
+    c.s.write_all(&both).unwrap();
     let (e, first, d) = c.simple(512);
     assert_eq!((e, first), (0, 2), "the fast read must overtake the slow one");
     assert_eq!(d, pattern(4096 + 512)[4096..]);
@@ -767,8 +770,10 @@ fn flush_waits_for_earlier_writes_of_its_connection() {
     let (dev, server) = slow_server(2);
     let mut c = Client::connect(&server);
     c.go(false, false);
-    c.send(0, CMD_WRITE, 1, 0, 4, b"slow");
-    c.send(0, CMD_FLUSH, 2, 0, 0, &[]);
+    let mut both = Request { flags: 0, kind: CMD_WRITE, cookie: 1, offset: 0, length: 4 }.encode().to_vec();
+    both.extend_from_slice(b"slow");
+    both.extend_from_slice(&Request { flags: 0, kind: CMD_FLUSH, cookie: 2, offset: 0, length: 0 }.encode());
+    c.s.write_all(&both).unwrap();
     let order: Vec<u64> = (0..2).map(|_| c.simple(0).1).collect();
     assert_eq!(order, vec![1, 2], "FLUSH replied before the write it follows");
     assert_eq!(dev.flushes.load(Ordering::SeqCst), 1);

@@ -177,16 +177,22 @@ impl Server {
         };
         let wire = SocketWire(sock);
         let deadline = Instant::now() + self.cfg.handshake_timeout;
-        // SO_RCVTIMEO belongs to the socket, so it covers the reader's fd.
+        // Socket timeouts belong to the socket, so they cover the reader's
+        // fd too. The send timeout matters as well: a client that never
+        // reads option replies must not hold us in a blocking send.
         let fd = wire.0.as_fd();
+        let set_timeouts = |t: Option<Duration>| -> io::Result<()> {
+            set_socket_timeout(fd, Timeout::Recv, t)?;
+            Ok(set_socket_timeout(fd, Timeout::Send, t)?)
+        };
         let mut arm = || match deadline.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(set_socket_timeout(fd, Timeout::Recv, Some(left))?),
+            Some(left) if !left.is_zero() => set_timeouts(Some(left)),
             _ => Err(io::Error::new(io::ErrorKind::TimedOut, "handshake took too long")),
         };
         let outcome = negotiate(&mut reader, &mut WireWriter(&wire), &self.export, &mut arm);
         match outcome {
             Ok(Outcome::Transmission(neg)) => {
-                if let Err(e) = set_socket_timeout(&wire.0, Timeout::Recv, None) {
+                if let Err(e) = set_timeouts(None) {
                     return log.line(format_args!("cannot clear the handshake timeout: {e}"));
                 }
                 self.transmission(reader, Arc::new(wire), neg, log);

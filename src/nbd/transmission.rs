@@ -5,7 +5,9 @@
 //! next header. Accepted requests go to the shared [`Pool`], or are
 //! answered on the connection thread when the stack says the read is cheap
 //! (a cache hit), which saves two thread hand-overs per request. Replies go
-//! out in completion order through [`Replies`], each one whole.
+//! out in completion order through [`Replies`], each one whole. A request
+//! that is alone (nothing else in flight or buffered) also runs inline: at
+//! queue depth 1 the hand-over would cost more than it could overlap.
 //!
 //! Bounds: a request is admitted only when the connection has fewer than
 //! `max_requests` in flight and their buffers fit `max_bytes` (one request
@@ -308,12 +310,18 @@ fn dispatch<R: Read>(
     }
     let write = cmd.is_write().then(|| conn.barrier.begin_write());
     let cookie = req.cookie;
-    let inline = match cmd {
-        Command::Read { offset, len } => {
-            conn.export.hints.as_ref().is_some_and(|h| h.read_is_fast(offset, len))
-        }
-        _ => false,
-    };
+    // Inline when it is cheap, or when this is the only request in flight
+    // and no other is waiting in the buffer: the thread would only block
+    // in read() otherwise, and a hand-over costs two context switches at
+    // queue depth 1.
+    let alone = inflight.count() == 1 && r.buffer().is_empty();
+    let inline = alone
+        || match cmd {
+            Command::Read { offset, len } => {
+                conn.export.hints.as_ref().is_some_and(|h| h.read_is_fast(offset, len))
+            }
+            _ => false,
+        };
     if inline {
         conn.execute(cookie, cmd, payload, ticket, write);
     } else {

@@ -133,6 +133,11 @@ impl Inflight {
         Ticket { owner: self.clone(), bytes }
     }
 
+    /// Requests admitted and not yet answered.
+    pub fn count(&self) -> usize {
+        self.lock().0
+    }
+
     /// Waits until nothing is in flight, or until `timeout` has passed
     /// (`None`: forever). Returns whether it is idle.
     pub fn wait_idle(&self, timeout: Option<Duration>) -> bool {
