@@ -252,4 +252,29 @@ mod tests {
         assert!(opts("rootdelay=99999999999999999999").warnings.len() == 1);
         assert!(opts("cowsize=99999999999G").warnings.len() == 1);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_command_lines_keep_sane_options(line in "(\\PC|[ =\"/.,%-]){0,200}") {
+            let o = opts(&line);
+            proptest::prop_assert!(o.init.is_absolute());
+            proptest::prop_assert!(!o.knoppix_dir.is_empty());
+            proptest::prop_assert!(!o.knoppix_dir.split('/').any(|c| c == ".." || c.is_empty()));
+            proptest::prop_assert!(!o.knoppix_name.contains('/'));
+            proptest::prop_assert!(o.media_timeout.as_secs() <= 3600);
+        }
+
+        #[test]
+        fn arbitrary_values_of_known_options_keep_sane_options(
+            name in proptest::sample::select(vec!["knoppix_dir", "knoppix_name", "bootfrom", "rootdelay",
+                "cowsize", "init", "break", "live-media-path", "rd.live.overlay.size"]),
+            value in "(\\PC|[/.%]){0,40}",
+        ) {
+            let o = opts(&format!("{name}={value}"));
+            proptest::prop_assert!(o.init.is_absolute());
+            proptest::prop_assert!(!o.knoppix_dir.split('/').any(|c| c == ".." || c.is_empty()));
+            proptest::prop_assert!(!o.knoppix_name.contains('/') && !o.knoppix_name.is_empty());
+            proptest::prop_assert!(o.bootfrom.as_ref().is_none_or(|p| p.is_absolute()));
+        }
+    }
 }
