@@ -216,3 +216,31 @@ fn writing_through_an_i386_cowfile_keeps_its_layout() {
     ov.read_at(&mut buf, 7 * 1024).unwrap();
     assert_eq!(buf, vec![0x5a; 2048]);
 }
+
+#[test]
+fn the_overlay_works_over_a_cloop_image_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = vectors().join("v2-cloop-utils/ext2_b65536_L9.cloop");
+    let image = || cloopbox::cloop::reader::Image::open(&path).unwrap();
+    // V2 pads the last block: the device is 320 KiB, so the cowfiles made
+    // for the 300 KiB rdofile do not belong to it and are refused.
+    assert_eq!(image().size(), 320 * 1024);
+    let cow = copy_vector("clean_64.cow", dir.path());
+    let opts = OverlayOptions { create: false, ..Default::default() };
+    let err = Overlay::open(image(), &cow, &opts).err().expect("cowfile for another size accepted");
+    assert!(matches!(err.problem(), Some(FormatError::NotRelated { rdoblocks: 300, numblocks: 320, .. })));
+    // A cowfile of its own: writes land, survive a reopen, the image is untouched.
+    let mut want = raw_image();
+    want.resize(320 * 1024, 0);
+    let cow = dir.path().join("over_cloop.cow");
+    let ov = Overlay::open(image(), &cow, &OverlayOptions::default()).unwrap();
+    assert_eq!(read_all(&ov), want);
+    ov.write_at(&[0x42; 3000], 200_000).unwrap();
+    ov.trim(4096, 8192).unwrap();
+    drop(ov);
+    want[200_000..203_000].fill(0x42);
+    want[4096..12288].fill(0);
+    let ov = Overlay::open(image(), &cow, &opts).unwrap();
+    assert_eq!(read_all(&ov), want);
+    assert_eq!(read_all(&image())[..307_200], raw_image()[..]);
+}

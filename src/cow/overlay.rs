@@ -205,7 +205,8 @@ impl<B: ReadAt> Overlay<B> {
         &self.path
     }
 
-    /// The header as of the last flush (flags, ABI, fingerprint, geometry).
+    /// The header as opened (ABI, geometry, fingerprint); `cowused` and
+    /// the flags on disk change with every flush, see [`Overlay::stats`].
     pub fn header(&self) -> Header {
         self.header
     }
