@@ -64,31 +64,30 @@ enum Op {
     Flush,
 }
 
-fn workload(seed: u64) -> Vec<Op> {
-    let mut rng = Rng(seed);
-    (0..OPS)
-        .map(|_| {
-            // Mostly a hot region in chunk 0, some in chunk 1, some across.
-            let unit = match rng.below(10) {
-                0..=5 => rng.below(2048),
-                6..=8 => CHUNK1 + rng.below(UNITS - CHUNK1 - 16),
-                _ => CHUNK1 - 8 + rng.below(12),
-            };
-            let (off, len) = if rng.below(2) == 0 {
-                (unit * UNIT, (1 + rng.below(8)) * UNIT)
-            } else {
-                (unit * UNIT + rng.below(UNIT), 1 + rng.below(5000))
-            };
-            let len = len.min(SIZE - off);
-            match rng.below(20) {
-                0..=10 => Op::Write { off, len, seed: rng.next() },
-                11 => Op::Zeros { off, len },
-                12 | 13 => Op::Trim { off, len },
-                14 => Op::WriteZeroes { off, len },
-                _ => Op::Flush,
-            }
-        })
-        .collect()
+/// Operation `i` of the workload `seed`; each op has its own generator, so
+/// a workload can run for as long as the child lives and the parent can
+/// still recompute any prefix of it.
+fn op_at(seed: u64, i: u64) -> Op {
+    let mut rng = Rng(seed ^ (i + 1).wrapping_mul(0xd134_2543_de82_ef95));
+    // Mostly a hot region in chunk 0, some in chunk 1, some across.
+    let unit = match rng.below(10) {
+        0..=5 => rng.below(2048),
+        6..=8 => CHUNK1 + rng.below(UNITS - CHUNK1 - 16),
+        _ => CHUNK1 - 8 + rng.below(12),
+    };
+    let (off, len) = if rng.below(2) == 0 {
+        (unit * UNIT, (1 + rng.below(8)) * UNIT)
+    } else {
+        (unit * UNIT + rng.below(UNIT), 1 + rng.below(5000))
+    };
+    let len = len.min(SIZE - off);
+    match rng.below(20) {
+        0..=10 => Op::Write { off, len, seed: rng.next() },
+        11 => Op::Zeros { off, len },
+        12 | 13 => Op::Trim { off, len },
+        14 => Op::WriteZeroes { off, len },
+        _ => Op::Flush,
+    }
 }
 
 fn payload(len: u64, seed: u64) -> Vec<u8> {
@@ -128,17 +127,20 @@ fn options(repair: bool) -> OverlayOptions {
 }
 
 /// The child half. Not a test on its own: it does nothing unless the
-/// parent started this binary with `COW_CRASH_CHILD` set.
+/// parent started this binary with `COW_CRASH_CHILD` set. With
+/// `COW_CRASH_OPS` it runs that many ops and closes; without, it runs until
+/// it is killed.
 #[test]
 fn crash_child() {
     let Ok(dir) = std::env::var("COW_CRASH_CHILD") else { return };
     let seed: u64 = std::env::var("COW_CRASH_SEED").unwrap().parse().unwrap();
+    let limit: Option<u64> = std::env::var("COW_CRASH_OPS").ok().map(|n| n.parse().unwrap());
     let dir = PathBuf::from(dir);
     let base = FileDev::open(&dir.join("base.img")).unwrap();
     let ov = Overlay::open(base, &dir.join("crash.cow"), &options(false)).unwrap();
     println!("READY");
-    for (i, op) in workload(seed).iter().enumerate() {
-        match *op {
+    for i in 0..limit.unwrap_or(u64::MAX) {
+        match op_at(seed, i) {
             Op::Write { off, len, seed } => ov.write_at(&payload(len, seed), off).unwrap(),
             Op::Zeros { off, len } => ov.write_at(&vec![0; len as usize], off).unwrap(),
             Op::Trim { off, len } => ov.trim(off, len).unwrap(),
@@ -156,12 +158,16 @@ fn crash_child() {
 struct Round {
     killed: bool,
     /// Index of the last op covered by a completed flush, if any.
-    flushed: Option<usize>,
+    flushed: Option<u64>,
     closed: bool,
 }
 
 fn run_child(dir: &Path, seed: u64, kill_after: Option<Duration>) -> Round {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if kill_after.is_none() {
+        command.env("COW_CRASH_OPS", OPS.to_string());
+    }
+    let mut child = command
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env("COW_CRASH_CHILD", dir)
         .env("COW_CRASH_SEED", seed.to_string())
@@ -192,18 +198,21 @@ fn run_child(dir: &Path, seed: u64, kill_after: Option<Duration>) -> Round {
     Round { killed: killed && !closed, flushed, closed }
 }
 
-/// Checks `actual` against the workload after a crash, starting from
+/// Checks `actual` against workload `seed` after a crash, starting from
 /// `model` (the state the round began with). Returns the number of units
 /// that were checked against later states.
-fn verify(mut model: Vec<u8>, actual: &[u8], ops: &[Op], round: &Round, seed: u64) -> usize {
-    // Ops before `durable` must all be there; ops before `upto` may be.
+fn verify(mut model: Vec<u8>, actual: &[u8], round: &Round, seed: u64) -> usize {
+    // Ops before `durable` must all be there; ops before `upto` may be:
+    // the child cannot have got past the flush that followed.
     let (durable, upto) = if round.closed {
-        (ops.len(), ops.len())
+        (OPS, OPS)
     } else {
         let durable = round.flushed.map_or(0, |f| f + 1);
-        let next_flush = ops[durable..].iter().position(|o| matches!(o, Op::Flush)).map(|p| durable + p + 1);
-        (durable, next_flush.unwrap_or(ops.len()))
+        let next_flush = (durable..).find(|&i| matches!(op_at(seed, i), Op::Flush)).expect("a flush comes");
+        (durable, next_flush + 1)
     };
+    let ops: Vec<Op> = (0..upto).map(|i| op_at(seed, i)).collect();
+    let (durable, upto) = (durable as usize, upto as usize);
     for op in &ops[..durable] {
         apply_to_model(&mut model, op);
     }
@@ -258,7 +267,7 @@ fn sigkill_never_loses_a_flushed_write() {
         (0, 0, 0, 0, 0, 0);
     for round in 0..ROUNDS {
         let seed = rng.next();
-        let kill_after = (round % 20 != 19).then(|| Duration::from_micros(rng.below(30_000)));
+        let kill_after = (round % 20 != 19).then(|| Duration::from_micros(rng.below(25_000)));
         let result = run_child(dir.path(), seed, kill_after);
         kills += u64::from(result.killed);
         closes += u64::from(result.closed);
@@ -277,7 +286,7 @@ fn sigkill_never_loses_a_flushed_write() {
         let mut actual = vec![0u8; SIZE as usize];
         ov.read_at(&mut actual, 0).unwrap();
         drop(ov);
-        alternatives += verify(state, &actual, &workload(seed), &result, seed);
+        alternatives += verify(state, &actual, &result, seed);
         state = actual;
     }
     assert!(

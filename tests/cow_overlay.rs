@@ -225,7 +225,7 @@ fn a_crash_between_flushes_leaves_a_clean_file_with_every_flushed_write() {
     ov.flush().unwrap();
     ov.write_at(&[0x22; 2048], 10 * 1024).unwrap(); // new units, never flushed
     ov.write_at(&[0x33; 10], 200).unwrap(); // overwrite in place, never flushed
-    std::mem::forget(ov); // no flush, no drop: the process "dies"
+    ov.abandon(); // no flush: the process "dies"
     let header = cloopbox::cow::Header::parse(&std::fs::read(&cow).unwrap()).unwrap();
     assert!(!header.is_dirty(), "a crash between flushes left the file dirty");
     let ov = open(&cow);
@@ -260,4 +260,22 @@ fn flush_without_changes_is_free_and_stats_count_io() {
     assert!(!ov.stats().unflushed);
     ov.flush().unwrap();
     assert!(!ov.stats().unflushed);
+}
+
+#[test]
+fn a_cowfile_in_use_is_refused_until_it_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cow = dir.path().join("busy.cow");
+    let ov = open(&cow);
+    let err = Overlay::open(MemDev::new(base_bytes()), &cow, &quiet()).err().expect("opened twice");
+    assert!(err.to_string().contains("busy.cow: in use by another process"), "{err}");
+    assert_eq!(err.kind(), std::io::ErrorKind::ResourceBusy);
+    let bin = env!("CARGO_BIN_EXE_cloopbox");
+    let out = std::process::Command::new(bin).args(["cowrepair", "-f"]).arg(&cow).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    drop(ov);
+    let out = std::process::Command::new(bin).args(["cowrepair", "-f"]).arg(&cow).output().unwrap();
+    assert!(out.status.success());
+    drop(open(&cow));
 }

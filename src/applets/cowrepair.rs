@@ -6,7 +6,7 @@
 //! SEEK_DATA/SEEK_HOLE; bits beyond the rdofile end are cleared and counted;
 //! `-n` opens the file read-only.
 
-use crate::cow::cowfile::{open_existing, read_header};
+use crate::cow::cowfile::{lock, open_existing, read_header};
 use crate::cow::repair::{repair, Correction, RepairOptions};
 use crate::cow::FormatError;
 use std::ffi::OsString;
@@ -51,6 +51,7 @@ fn usage_error(msg: &str) -> i32 {
 
 fn run(path: &Path, flags: &Flags) -> Result<i32, crate::cow::CowError> {
     let file = open_existing(path, !flags.dry_run)?;
+    lock(&file, path, !flags.dry_run)?;
     let mut header = read_header(&file, path)?;
     header.check_layout().map_err(|p| crate::cow::CowError::format(path, p))?;
     if header.is_packed() {

@@ -20,6 +20,29 @@ pub fn open_existing(path: &Path, write: bool) -> Result<File, CowError> {
         .map_err(|e| CowError::io(path, "cannot open", None, e))
 }
 
+/// Takes an advisory lock on the cowfile for as long as `file` is open:
+/// exclusive for anything that writes it, shared for readers. Like the
+/// driver's EBUSY for a cowfile already in use, this keeps two processes
+/// from applying (or repairing, or merging) one cowfile at once.
+pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), CowError> {
+    use rustix::fs::{flock, FlockOperation};
+    let op = if exclusive {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
+    match flock(file, op) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(CowError::io(
+            path,
+            "in use by another process (locked)",
+            None,
+            io::Error::from(io::ErrorKind::ResourceBusy),
+        )),
+        Err(e) => Err(CowError::io(path, "lock", None, e.into())),
+    }
+}
+
 /// Reads and parses the head block (only the magic is checked).
 pub fn read_header(file: &File, path: &Path) -> Result<Header, CowError> {
     let mut block = vec![0u8; HEAD_BLOCK as usize];
@@ -157,6 +180,7 @@ pub fn open_for_base(path: &Path, base: BaseId, create: bool, repair: bool) -> R
         }
         Err(e) => return Err(CowError::io(path, "cannot open", None, e)),
     };
+    lock(&file, path, true)?;
     if create && file_len(&file, path)? == 0 {
         // An empty file given to us (the driver accepted one too).
         let header = Header::new(Abi::X86_64, &geom_for_base, base.fingerprint);
@@ -201,7 +225,8 @@ fn create_new(path: &Path, base: BaseId, geom: &Geometry) -> Result<Option<File>
     }
     .map_err(|e| CowError::io(&temp, "cannot create", None, e))?;
     let header = Header::new(Abi::X86_64, geom, base.fingerprint);
-    let placed = initialise(&file, &temp, &header).and_then(|()| {
+    // Locked before it gets its name, so no one can open it unlocked.
+    let placed = lock(&file, &temp, true).and_then(|()| initialise(&file, &temp, &header)).and_then(|()| {
         use rustix::fs::{renameat_with, RenameFlags, CWD};
         match renameat_with(CWD, &temp, CWD, path, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(true),

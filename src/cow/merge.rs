@@ -12,7 +12,7 @@
 //! which is why the mark is needed at all.
 
 use super::bitmap::Bitmap;
-use super::cowfile::{read_bitmap, read_header, read_zero_filled, write_header};
+use super::cowfile::{lock, read_bitmap, read_header, read_zero_filled, write_header};
 use super::error::{CowError, FormatError};
 use super::header::{fingerprint, Header, FLAG_MERGED, F_COWUSED, MAPUNIT};
 use crate::blockdev::{FileDev, ReadAt};
@@ -39,6 +39,7 @@ impl Merge {
         let cow = std::fs::OpenOptions::new().read(true).write(true).open(cow_path).map_err(|e| {
             CowError::io(cow_path, "cannot open for writing (it is marked as merged afterwards)", None, e)
         })?;
+        lock(&cow, cow_path, true)?;
         let header = read_header(&cow, cow_path)?;
         header.check_layout().map_err(|p| CowError::format(cow_path, p))?;
         let refuse = |p| Err(CowError::format(cow_path, p));

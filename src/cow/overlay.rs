@@ -246,6 +246,13 @@ impl<B: ReadAt> Overlay<B> {
         result
     }
 
+    /// Closes without flushing, leaving the cowfile exactly as a crash at
+    /// this moment would (for tests, and for callers that must not touch
+    /// the disk again).
+    pub fn abandon(self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
     fn data_offset(&self, dev_offset: u64) -> u64 {
         self.header.doffset + dev_offset
     }

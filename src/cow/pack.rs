@@ -12,7 +12,7 @@
 //! once. Unpacking rebuilds the sparse cowfile byte for byte.
 
 use super::bitmap::Bitmap;
-use super::cowfile::{open_existing, read_bitmap, read_header, read_zero_filled};
+use super::cowfile::{lock, open_existing, read_bitmap, read_header, read_zero_filled};
 use super::error::{CowError, FormatError};
 use super::header::{Abi, Header, FLAG_PACKED, F_COWUSED, HEAD_BLOCK, MAPUNIT};
 use flate2::read::MultiGzDecoder;
@@ -149,6 +149,7 @@ fn check_bitmap(bytes: Vec<u8>, header: &Header, path: &Path) -> Result<Bitmap, 
 /// `cowpack -p [-z]`: cowfile → savefile.
 pub fn pack(cow_path: &Path, save_path: &Path, format: SaveFormat) -> Result<PackReport, CowError> {
     let cow = open_existing(cow_path, false)?;
+    lock(&cow, cow_path, false)?;
     let header = read_header(&cow, cow_path)?;
     check_header(&header, cow_path, false)?;
     let map = check_bitmap(read_bitmap(&cow, cow_path, &header)?, &header, cow_path)?;
