@@ -244,3 +244,32 @@ fn the_overlay_works_over_a_cloop_image_base() {
     assert_eq!(read_all(&ov), want);
     assert_eq!(read_all(&image())[..307_200], raw_image()[..]);
 }
+
+#[test]
+fn repair_of_a_32_gib_sparse_cowfile_reads_only_its_data() {
+    use cloopbox::cow::header::FLAG_DIRTY;
+    use cloopbox::cow::Geometry;
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.cow");
+    let geom = Geometry::for_blocks(32 << 20).unwrap(); // 32 GiB rdofile
+    let mut header = Header::new(Abi::X86_64, &geom, 0x0102_0304);
+    header.flags |= FLAG_DIRTY;
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    file.write_all_at(&header.encode_block(), 0).unwrap();
+    file.write_all_at(&[0xab; 1024], geom.doffset + 7 * 1024).unwrap();
+    file.write_all_at(&[0xcd; 1024], geom.doffset + 30_000_000 * 1024).unwrap();
+    file.set_len(geom.doffset + (32u64 << 30)).unwrap();
+    let started = std::time::Instant::now();
+    let mut marked = Vec::new();
+    let report =
+        repair::repair(&file, &path, &mut header, RepairOptions::default(), &mut |c| marked.push(c)).unwrap();
+    assert_eq!(marked, vec![Correction::Marked { block: 7 }, Correction::Marked { block: 30_000_000 }]);
+    assert_eq!((report.corrections, report.cowused), (2, 2));
+    assert!(report.scanned_bytes <= 1 << 20, "read {} bytes of a sparse file", report.scanned_bytes);
+    assert!(started.elapsed().as_secs() < 10);
+    let header = cowfile::read_header(&file, &path).unwrap();
+    assert!(!header.is_dirty());
+    assert_eq!(header.cowused, 2);
+}
