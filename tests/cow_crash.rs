@@ -23,7 +23,7 @@
 use cloopbox::blockdev::{BlockDev, FileDev, ReadAt};
 use cloopbox::cow::{Overlay, OverlayOptions};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -294,7 +294,10 @@ fn sigkill_never_loses_a_flushed_write() {
         "only {kills} kills ({closes} closes, {flushes} with flushes, {repairs} repairs)"
     );
     assert!(flushes > 0 && closes > 0);
-    println!(
+    // Straight to stderr, not println!: the numbers belong in every CI log,
+    // and libtest hides a passing test's printed output.
+    let _ = writeln!(
+        std::io::stderr(),
         "crash test: {ROUNDS} rounds, {kills} SIGKILLs, {closes} clean closes, {flushes} rounds with a completed \
          flush, {repairs} reopens needed a repair ({corrections} bits recovered), {alternatives} units checked \
          against later states, {} MiB compared per round, {:.1}s",
