@@ -261,6 +261,9 @@ impl Opened {
         let name = path.display().to_string();
         let kind = fs::metadata(path).ok().map(|m| m.file_type());
         match kind {
+            Some(t) if t.is_dir() => {
+                Err(Error::Open { what, path: name, source: ErrorKind::IsADirectory.into() })
+            }
             Some(t) if t.is_block_device() || t.is_char_device() || t.is_fifo() || t.is_socket() => {
                 let file = OpenOptions::new()
                     .read(t.is_block_device())

@@ -43,47 +43,56 @@ impl Plan {
 }
 
 struct Source {
-    file: File,
+    reader: Box<dyn Read + Send>,
     name: String,
     size: Option<u64>,
     /// Set for regular files and block devices, the inputs an output could clobber.
     id: Option<FileId>,
 }
 
-fn open_input(input: &Path) -> Result<Source, Error> {
-    let name = input.display().to_string();
-    let file =
-        File::open(input).map_err(|source| Error::Open { what: "input", path: name.clone(), source })?;
-    source_from(file, name)
-}
-
-fn source_from(mut file: File, name: String) -> Result<Source, Error> {
-    let open_err = |source| Error::Open { what: "input", path: name.clone(), source };
-    let meta = file.metadata().map_err(open_err)?;
-    let t = meta.file_type();
-    if t.is_dir() {
-        return Err(open_err(std::io::Error::from(ErrorKind::IsADirectory)));
+impl Source {
+    fn open(input: Input) -> Result<Source, Error> {
+        match input {
+            Input::Path(path) => {
+                let name = path.display().to_string();
+                let file = File::open(&path).map_err(|source| Error::Open {
+                    what: "input",
+                    path: name.clone(),
+                    source,
+                })?;
+                Source::from_file(file, name)
+            }
+            Input::Stdin => {
+                let name = "standard input".to_string();
+                let fd = rustix::io::dup(rustix::stdio::stdin()).map_err(|e| Error::Open {
+                    what: "input",
+                    path: name.clone(),
+                    source: e.into(),
+                })?;
+                Source::from_file(File::from(fd), name)
+            }
+            Input::Reader { name, reader, size } => Ok(Source { reader, name, size, id: None }),
+        }
     }
-    let (size, id) = if t.is_file() || t.is_block_device() {
-        // Seeking gives block devices their size; stdin may not be at 0.
-        let here = file.stream_position().map_err(open_err)?;
-        let end = file.seek(SeekFrom::End(0)).map_err(open_err)?;
-        file.seek(SeekFrom::Start(here)).map_err(open_err)?;
-        (Some(end.saturating_sub(here)), FileId::of_fd(&file))
-    } else {
-        (None, None)
-    };
-    Ok(Source { file, name, size, id })
-}
 
-fn open_stdin() -> Result<Source, Error> {
-    let name = "standard input".to_string();
-    let fd = rustix::io::dup(rustix::stdio::stdin()).map_err(|e| Error::Open {
-        what: "input",
-        path: name.clone(),
-        source: e.into(),
-    })?;
-    source_from(File::from(fd), name)
+    fn from_file(mut file: File, name: String) -> Result<Source, Error> {
+        let open_err = |source| Error::Open { what: "input", path: name.clone(), source };
+        let meta = file.metadata().map_err(open_err)?;
+        let t = meta.file_type();
+        if t.is_dir() {
+            return Err(open_err(std::io::Error::from(ErrorKind::IsADirectory)));
+        }
+        let (size, id) = if t.is_file() || t.is_block_device() {
+            // Seeking gives block devices their size; stdin may not be at 0.
+            let here = file.stream_position().map_err(open_err)?;
+            let end = file.seek(SeekFrom::End(0)).map_err(open_err)?;
+            file.seek(SeekFrom::Start(here)).map_err(open_err)?;
+            (Some(end.saturating_sub(here)), FileId::of_fd(&file))
+        } else {
+            (None, None)
+        };
+        Ok(Source { reader: Box::new(file), name, size, id })
+    }
 }
 
 /// Refuses outputs that are the input file or each other.
@@ -133,21 +142,10 @@ fn check_block_count(blocks: u64, block_size: u32) -> Result<(), Error> {
 pub(super) fn run(mut request: Request, observer: &mut dyn Observer) -> Result<Summary, Error> {
     let options = request.options;
     validate(&options)?;
-    let input = std::mem::replace(&mut request.input, Input::Stdin);
-    let (reader, name, size, id): (Box<dyn Read + Send>, _, _, _) = match input {
-        Input::Path(p) => {
-            let s = open_input(&p)?;
-            (Box::new(s.file), s.name, s.size, s.id)
-        }
-        Input::Stdin => {
-            let s = open_stdin()?;
-            (Box::new(s.file), s.name, s.size, s.id)
-        }
-        Input::Reader { name, reader, size } => (reader, name, size, None),
-    };
-    check_files(id, &name, &request)?;
+    let source = Source::open(std::mem::replace(&mut request.input, Input::Stdin))?;
+    check_files(source.id, &source.name, &request)?;
     let bs = options.block_size;
-    let expected = request.expected_size.or(size);
+    let expected = request.expected_size.or(source.size);
     let expected_blocks = expected.map(|e| e.div_ceil(bs.into()));
     if let Some(n) = expected_blocks {
         check_block_count(n, bs)?;
@@ -156,16 +154,10 @@ pub(super) fn run(mut request: Request, observer: &mut dyn Observer) -> Result<S
     let plan = Plan::choose(&request, opened.seekable(), expected.is_some());
     let format = Format::for_codec(options.codec);
     let threads = options.threads.max(1);
-    observer.start(&Start {
-        format,
-        plan: plan.clone(),
-        block_size: bs,
-        threads,
-        expected_bytes: expected,
-        expected_blocks,
-    });
+    let start = Start { format, plan, block_size: bs, threads, expected_bytes: expected, expected_blocks };
+    observer.start(&start);
     let mut job = Job {
-        reader: BlockReader::new(reader, name, bs as usize, expected),
+        reader: BlockReader::new(source.reader, source.name, bs as usize, expected),
         settings: Settings { format, codec: options.codec, options: options.encode },
         block_size: bs,
         threads,
@@ -174,19 +166,7 @@ pub(super) fn run(mut request: Request, observer: &mut dyn Observer) -> Result<S
         raw_blocks: 0,
         observer,
     };
-    let (end, image_bytes) = match &plan {
-        Plan::Direct => job.direct(opened.out(), expected_blocks.unwrap_or(0))?,
-        Plan::Reuse => job.reuse(opened.out())?,
-        Plan::Memory => job.memory(opened.out())?,
-        Plan::Spool(path) => job.spool(opened.out(), path.as_deref())?,
-        Plan::Split(header) => {
-            let done = job.stream(opened.out())?;
-            let head = job.head()?;
-            job.observer.step("writing header and index");
-            write_file(header, "header file", &head)?;
-            (done, head.len() as u64 + job.index.data_len())
-        }
-    };
+    let (end, image_bytes) = job.execute(&start.plan, opened.out(), expected_blocks)?;
     opened.finish()?;
     Ok(Summary {
         format,
@@ -222,6 +202,29 @@ struct Job<'o, R> {
 }
 
 impl<R: Read + Send> Job<'_, R> {
+    /// Compresses everything into `out` as `plan` says; returns how the
+    /// input ended and the image size.
+    fn execute(
+        &mut self,
+        plan: &Plan,
+        out: &mut OutFile,
+        blocks: Option<u64>,
+    ) -> Result<(InputEnd, u64), Error> {
+        match plan {
+            Plan::Direct => self.direct(out, blocks.unwrap_or(0)),
+            Plan::Reuse => self.reuse(out),
+            Plan::Memory => self.memory(out),
+            Plan::Spool(path) => self.spool(out, path.as_deref()),
+            Plan::Split(header) => {
+                let end = self.compress(|data| out.write(data))?;
+                let head = self.head()?;
+                self.observer.step("writing header and index");
+                write_file(header, "header file", &head)?;
+                Ok((end, head.len() as u64 + self.index.data_len()))
+            }
+        }
+    }
+
     /// Runs the pipeline, handing every block's bytes to `put`.
     fn compress(&mut self, mut put: impl FnMut(&[u8]) -> Result<(), Error>) -> Result<InputEnd, Error> {
         let Job { reader, settings, block_size, threads, in_flight, index, raw_blocks, observer } = self;
@@ -310,10 +313,6 @@ impl<R: Read + Send> Job<'_, R> {
         out.copy_from(&spool, self.index.data_len())?;
         drop(guard);
         Ok((end, head.len() as u64 + self.index.data_len()))
-    }
-
-    fn stream(&mut self, out: &mut OutFile) -> Result<InputEnd, Error> {
-        self.compress(|data| out.write(data))
     }
 }
 
