@@ -66,13 +66,16 @@ pub struct Stats {
     pub zero_blocks: u64,
 }
 
+/// A block's decoded bytes, shared between the cache and its readers.
+type Data = Arc<Vec<u8>>;
+
 /// A block as handed out by the cache.
 enum Block {
     Zero,
-    Data(Arc<[u8]>),
+    Data(Data),
 }
 
-type LoadResult = Result<Arc<[u8]>, (io::ErrorKind, String)>;
+type LoadResult = Result<Data, (io::ErrorKind, String)>;
 
 /// A load in progress; waiters block on it.
 #[derive(Default)]
@@ -83,7 +86,7 @@ struct Loading {
 
 struct Entry {
     block: u64,
-    data: Arc<[u8]>,
+    data: Data,
     referenced: bool,
 }
 
@@ -94,10 +97,13 @@ struct Shard {
     ring: Vec<Option<Entry>>,
     hand: usize,
     loading: HashMap<u64, Arc<Loading>>,
+    /// Bumped by every invalidation, so a read that bypassed the cache can
+    /// tell whether what it learnt about a block may be stale.
+    epoch: u64,
 }
 
 impl Shard {
-    fn lookup(&mut self, block: u64) -> Option<Arc<[u8]>> {
+    fn lookup(&mut self, block: u64) -> Option<Data> {
         let slot = *self.index.get(&block)?;
         let e = self.ring[slot].as_mut().expect("indexed slots are occupied");
         e.referenced = true;
@@ -105,7 +111,7 @@ impl Shard {
     }
 
     /// Stores a block, evicting by CLOCK when the ring is full.
-    fn insert(&mut self, block: u64, data: Arc<[u8]>, capacity: usize) {
+    fn insert(&mut self, block: u64, data: Data, capacity: usize) {
         if capacity == 0 || self.index.contains_key(&block) {
             return;
         }
@@ -134,6 +140,7 @@ impl Shard {
     }
 
     fn remove(&mut self, block: u64) {
+        self.epoch += 1;
         if let Some(slot) = self.index.remove(&block) {
             self.ring[slot] = None;
         }
@@ -298,7 +305,7 @@ impl<B: ReadAt> Cache<B> {
         let mut buf = vec![0u8; self.block_len(b)];
         let read = self.lower.read_at(&mut buf, b * self.granule);
         let zero = read.is_ok() && is_zero(&buf);
-        let data: Arc<[u8]> = buf.into();
+        let data: Data = Arc::new(buf);
         {
             let mut shard = self.shard(b);
             // Only a load still registered may publish: a write since it
@@ -321,6 +328,54 @@ impl<B: ReadAt> Cache<B> {
         *loading.result.lock().expect("load lock is never poisoned") = Some(published);
         loading.cv.notify_all();
         read.map(|()| if zero { Block::Zero } else { Block::Data(data) })
+    }
+
+    /// A read of all of block `b`: from memory if it is cached or being
+    /// loaded, else straight from `lower` into `dst`, without keeping it.
+    /// Whoever reads whole blocks (a sequential copy, the kernel's large
+    /// requests) does not come back for pieces of them, and storing would
+    /// cost two copies and evict blocks that small reads do come back to.
+    fn read_whole(&self, b: u64, dst: &mut [u8]) -> io::Result<()> {
+        if self.zeros.get(b) == Known::Zero {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            dst.fill(0);
+            return Ok(());
+        }
+        let mut shard = self.shard(b);
+        if let Some(d) = shard.lookup(b) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            dst.copy_from_slice(&d);
+            return Ok(());
+        }
+        if let Some(loading) = shard.loading.get(&b).cloned() {
+            drop(shard);
+            self.shared_loads.fetch_add(1, Ordering::Relaxed);
+            dst.copy_from_slice(&wait_for(&loading)?);
+            return Ok(());
+        }
+        let epoch = shard.epoch;
+        drop(shard);
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.lower.read_at(dst, b * self.granule)?;
+        let zero = is_zero(dst);
+        let shard = self.shard(b);
+        // Only if no write has invalidated anything in this shard since.
+        if shard.epoch == epoch {
+            self.zeros.set(b, if zero { Known::Zero } else { Known::Data });
+        }
+        Ok(())
+    }
+
+    /// Loads every block of the range into the cache (`NBD_CMD_CACHE`).
+    pub fn prefetch(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range(self.size, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        for b in offset / self.granule..=(offset + len - 1) / self.granule {
+            self.get(b)?;
+        }
+        Ok(())
     }
 
     /// Whether every block of the range is in memory or known to be zero.
@@ -381,7 +436,7 @@ impl<B: ReadAt> Cache<B> {
     }
 }
 
-fn wait_for(loading: &Loading) -> io::Result<Arc<[u8]>> {
+fn wait_for(loading: &Loading) -> io::Result<Data> {
     let mut r = loading.result.lock().expect("load lock is never poisoned");
     loop {
         match &*r {
@@ -406,9 +461,13 @@ impl<B: ReadAt> ReadAt for Cache<B> {
             let within = (pos % self.granule) as usize;
             let take = (self.block_len(b) - within).min(buf.len() - done);
             let dst = &mut buf[done..done + take];
-            match self.get(b)? {
-                Block::Zero => dst.fill(0),
-                Block::Data(d) => dst.copy_from_slice(&d[within..within + take]),
+            if within == 0 && take == self.block_len(b) {
+                self.read_whole(b, dst)?;
+            } else {
+                match self.get(b)? {
+                    Block::Zero => dst.fill(0),
+                    Block::Data(d) => dst.copy_from_slice(&d[within..within + take]),
+                }
             }
             done += take;
         }
@@ -607,6 +666,42 @@ mod tests {
         assert!(e.to_string().contains("bad zlib"));
         c.read_at(&mut buf, 0).unwrap();
         assert_eq!(buf, [3; 16]);
+    }
+
+    #[test]
+    fn whole_block_reads_bypass_storage_but_learn_zeros() {
+        let mut data = pattern(4 * 4096);
+        data[4096..8192].fill(0);
+        let c = Cache::new(counting(data.clone()), 4096, 1 << 20).unwrap();
+        let mut buf = vec![0u8; 3 * 4096];
+        c.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, data[..3 * 4096]);
+        assert_eq!(c.known(1), Known::Zero);
+        assert_eq!(c.known(0), Known::Data);
+        assert!(!c.is_resident(0, 10), "a whole-block read was stored");
+        // A piece of a block goes through the cache and stays.
+        c.read_at(&mut buf[..100], 2 * 4096 + 7).unwrap();
+        assert_eq!(buf[..100], data[2 * 4096 + 7..][..100]);
+        assert!(c.is_resident(2 * 4096, 4096));
+        let before = c.lower().reads.load(Ordering::SeqCst);
+        c.read_at(&mut buf[..4096], 2 * 4096).unwrap();
+        assert_eq!(c.lower().reads.load(Ordering::SeqCst), before, "a cached block was read again");
+        assert_eq!(buf[..4096], data[2 * 4096..3 * 4096]);
+    }
+
+    #[test]
+    fn prefetch_fills_the_cache() {
+        let data = pattern(8 * 4096 + 10);
+        let c = Cache::new(counting(data.clone()), 4096, 1 << 20).unwrap();
+        c.prefetch(4096 + 1, 3 * 4096).unwrap();
+        assert!(c.is_resident(4096, 4 * 4096));
+        assert!(!c.is_resident(0, 1));
+        assert_eq!(c.lower().reads.load(Ordering::SeqCst), 4);
+        let mut buf = vec![0u8; 4 * 4096];
+        c.read_at(&mut buf, 4096).unwrap();
+        assert_eq!(buf, data[4096..5 * 4096]);
+        assert_eq!(c.lower().reads.load(Ordering::SeqCst), 4);
+        assert!(c.prefetch(8 * 4096, 11).is_err());
     }
 
     #[test]

@@ -212,6 +212,9 @@ impl Hints for CacheHints {
     fn read_is_fast(&self, offset: u64, len: u32) -> bool {
         self.cache.is_resident(offset, len.into())
     }
+    fn prefetch(&self, offset: u64, len: u64) -> Option<io::Result<()>> {
+        Some(self.cache.prefetch(offset, len))
+    }
 }
 
 /// The built stack and what to say about it.

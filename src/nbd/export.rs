@@ -60,6 +60,14 @@ pub trait Hints: Send + Sync {
         Ok(())
     }
 
+    /// Loads the range into the stack's cache (`NBD_CMD_CACHE`); `None`
+    /// means the stack has no cache to fill, and the transport reads the
+    /// range through the device instead.
+    fn prefetch(&self, offset: u64, len: u64) -> Option<io::Result<()>> {
+        let _ = (offset, len);
+        None
+    }
+
     /// True when reading the range needs no decompression or other slow
     /// work; the connection thread then answers it itself, saving a hand
     /// over to a worker. `false` is always correct.

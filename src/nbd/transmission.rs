@@ -35,7 +35,7 @@ use super::handshake::{Negotiated, ALLOCATION_CONTEXT_ID};
 use super::pool::Pool;
 use super::proto::*;
 use super::request::{validate, Command, Session, Verdict};
-use super::wire::{Inflight, Replies, Ticket, Wire};
+use super::wire::{Batch, Inflight, Replies, Ticket, Wire};
 
 /// Per-connection bounds.
 #[derive(Clone, Debug)]
@@ -247,10 +247,30 @@ fn request_loop<R: Read>(
     inflight: &Arc<Inflight>,
     pool: &Pool,
 ) -> End {
+    let mut batch = Batch::default();
+    let end = request_loop_batched(r, conn, session, inflight, pool, &mut batch);
+    batch.flush(&conn.replies);
+    end
+}
+
+/// Replies produced on the connection thread are collected in `batch` and
+/// sent with one system call whenever the thread is about to block (on
+/// reading, or on admission), instead of one call each.
+fn request_loop_batched<R: Read>(
+    r: &mut BufReader<R>,
+    conn: &Arc<Conn>,
+    session: &Session,
+    inflight: &Arc<Inflight>,
+    pool: &Pool,
+    batch: &mut Batch,
+) -> End {
     let mut hdr = [0u8; REQUEST_LEN];
     loop {
         if conn.replies.is_dead() {
             return End::Closed("the client stopped accepting replies".into());
+        }
+        if r.buffer().len() < REQUEST_LEN {
+            batch.flush(&conn.replies);
         }
         match read_header(r, &mut hdr) {
             Ok(true) => {}
@@ -263,18 +283,21 @@ fn request_loop<R: Read>(
         };
         match validate(&req, session) {
             Verdict::Accept(cmd) => {
-                if let Err(e) = dispatch(r, conn, &req, cmd, inflight, pool) {
+                if let Err(e) = dispatch(r, conn, &req, cmd, inflight, pool, batch) {
                     return End::Closed(format!("reading the payload of {}: {e}", describe(&req)));
                 }
             }
             Verdict::Reject { errno, drain, reason } => {
                 conn.log.line(format_args!("{}: {reason} ({})", describe(&req), errno::name(errno)));
+                if r.buffer().len() < drain as usize {
+                    batch.flush(&conn.replies);
+                }
                 let drained = io::copy(&mut r.take(u64::from(drain)), &mut io::sink());
                 if !matches!(drained, Ok(n) if n == u64::from(drain)) {
                     return End::Closed(format!("the payload of {} ended early", describe(&req)));
                 }
-                let ticket = inflight.acquire(0);
-                conn.reply_error(req.cookie, req.kind, errno, reason, ticket);
+                let ticket = admit(inflight, 0, batch, &conn.replies);
+                batch.add(conn.error_reply(req.cookie, req.kind, errno, reason), ticket, &conn.replies);
             }
             Verdict::Disconnect => return End::Disconnect,
             Verdict::Close(why) => return End::Closed(format!("{}: {why}", describe(&req))),
@@ -286,6 +309,15 @@ fn describe(req: &Request) -> String {
     format!("{} offset {} length {}", command_name(req.kind), req.offset, req.length)
 }
 
+/// Takes a ticket; if that has to wait, the batch goes out first, since
+/// its replies hold tickets too.
+fn admit(inflight: &Arc<Inflight>, bytes: usize, batch: &mut Batch, replies: &Arc<Replies>) -> Ticket {
+    inflight.try_acquire(bytes).unwrap_or_else(|| {
+        batch.flush(replies);
+        inflight.acquire(bytes)
+    })
+}
+
 /// Admits an accepted request, reads its payload and runs it, inline or on
 /// the pool.
 fn dispatch<R: Read>(
@@ -295,17 +327,21 @@ fn dispatch<R: Read>(
     cmd: Command,
     inflight: &Arc<Inflight>,
     pool: &Pool,
+    batch: &mut Batch,
 ) -> io::Result<()> {
     let bytes = match cmd {
         Command::Read { len, .. } | Command::Write { len, .. } => len as usize,
         Command::Cache { len, .. } => (len as usize).min(CACHE_CHUNK),
         _ => 0,
     };
-    let ticket = inflight.acquire(bytes);
+    let ticket = admit(inflight, bytes, batch, &conn.replies);
     let mut payload = Vec::new();
     if let Command::Write { len, .. } = cmd {
         // Validation capped len at MAX_PAYLOAD and the ticket covers it.
         payload = vec![0u8; len as usize];
+        if r.buffer().len() < payload.len() {
+            batch.flush(&conn.replies);
+        }
         r.read_exact(&mut payload)?;
     }
     let write = cmd.is_write().then(|| conn.barrier.begin_write());
@@ -323,22 +359,26 @@ fn dispatch<R: Read>(
             _ => false,
         };
     if inline {
-        conn.execute(cookie, cmd, payload, ticket, write);
+        batch.add(conn.run(cookie, cmd, payload, write), ticket, &conn.replies);
     } else {
         let conn = conn.clone();
-        pool.spawn(move || conn.execute(cookie, cmd, payload, ticket, write));
+        pool.spawn(move || {
+            let reply = conn.run(cookie, cmd, payload, write);
+            conn.replies.send(reply, ticket);
+        });
     }
     Ok(())
 }
 
 impl Conn {
-    fn execute(&self, cookie: u64, cmd: Command, payload: Vec<u8>, ticket: Ticket, write: Option<u64>) {
+    /// Runs one request and returns its reply.
+    fn run(&self, cookie: u64, cmd: Command, payload: Vec<u8>, write: Option<u64>) -> Vec<u8> {
         let _token = write.map(|epoch| WriteToken { barrier: &self.barrier, epoch });
         let dev = &self.export.dev;
         let result = match cmd {
-            Command::Read { offset, len } => return self.read(cookie, offset, len, ticket),
+            Command::Read { offset, len } => return self.read(cookie, offset, len),
             Command::BlockStatus { offset, len, req_one } => {
-                return self.block_status(cookie, offset, len, req_one, ticket)
+                return self.block_status(cookie, offset, len, req_one)
             }
             Command::Write { offset, fua, .. } => {
                 dev.write_at(&payload, offset).and_then(|_| if fua { dev.flush() } else { Ok(()) })
@@ -357,41 +397,40 @@ impl Conn {
         };
         drop(payload);
         match result {
-            Ok(()) => self.replies.send(simple_reply(cookie, 0).to_vec(), ticket),
-            Err(e) => self.fail(cookie, cmd_kind(&cmd), cmd_range(&cmd), &e, ticket),
+            Ok(()) => simple_reply(cookie, 0).to_vec(),
+            Err(e) => self.fail(cookie, cmd_kind(&cmd), cmd_range(&cmd), &e),
         }
     }
 
-    /// Logs a failed request and replies with its mapped error.
-    fn fail(&self, cookie: u64, kind: u16, (offset, len): (u64, u32), e: &io::Error, ticket: Ticket) {
+    /// Logs a failed request; returns the reply with its mapped error.
+    fn fail(&self, cookie: u64, kind: u16, (offset, len): (u64, u32), e: &io::Error) -> Vec<u8> {
         let code = nbd_errno(e);
         self.log.line(format_args!(
             "{} offset {offset} length {len}: {e} ({})",
             command_name(kind),
             errno::name(code)
         ));
-        self.reply_error(cookie, kind, code, &e.to_string(), ticket);
+        self.error_reply(cookie, kind, code, &e.to_string())
     }
 
-    fn reply_error(&self, cookie: u64, kind: u16, code: u32, msg: &str, ticket: Ticket) {
+    fn error_reply(&self, cookie: u64, kind: u16, code: u32, msg: &str) -> Vec<u8> {
         // A READ or BLOCK_STATUS under structured replies must get a
         // structured answer; everything else may use a simple reply.
-        let buf = if self.structured && matches!(kind, CMD_READ | CMD_BLOCK_STATUS) {
+        if self.structured && matches!(kind, CMD_READ | CMD_BLOCK_STATUS) {
             structured_error(cookie, code, msg)
         } else {
             simple_reply(cookie, code).to_vec()
-        };
-        self.replies.send(buf, ticket);
+        }
     }
 
     /// The data is read into the reply buffer behind room for the header,
     /// so the header is written only once the read succeeded (an error
     /// after a simple-reply header would force a hard disconnect).
-    fn read(&self, cookie: u64, offset: u64, len: u32, ticket: Ticket) {
+    fn read(&self, cookie: u64, offset: u64, len: u32) -> Vec<u8> {
         let head = if self.structured { STRUCTURED_REPLY_LEN + 8 } else { SIMPLE_REPLY_LEN };
         let mut buf = vec![0u8; head + len as usize];
         if let Err(e) = self.export.dev.read_at(&mut buf[head..], offset) {
-            return self.fail(cookie, CMD_READ, (offset, len), &e, ticket);
+            return self.fail(cookie, CMD_READ, (offset, len), &e);
         }
         if self.structured {
             write_structured_header(&mut buf, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, cookie, len + 8);
@@ -399,11 +438,14 @@ impl Conn {
         } else {
             write_simple_reply(&mut buf, cookie, 0);
         }
-        self.replies.send(buf, ticket);
+        buf
     }
 
     fn prefetch(&self, offset: u64, len: u32) -> io::Result<()> {
         let total = u64::from(len).min(CACHE_LIMIT);
+        if let Some(done) = self.export.hints.as_ref().and_then(|h| h.prefetch(offset, total)) {
+            return done;
+        }
         let mut scratch = vec![0u8; (total as usize).min(CACHE_CHUNK)];
         let mut done = 0u64;
         while done < total {
@@ -414,14 +456,14 @@ impl Conn {
         Ok(())
     }
 
-    fn block_status(&self, cookie: u64, offset: u64, len: u32, req_one: bool, ticket: Ticket) {
+    fn block_status(&self, cookie: u64, offset: u64, len: u32, req_one: bool) -> Vec<u8> {
         let mut raw = Vec::new();
         let found = match &self.export.hints {
             Some(h) => h.extents(offset, len.into(), &mut raw),
             None => Ok(()),
         };
         if let Err(e) = found {
-            return self.fail(cookie, CMD_BLOCK_STATUS, (offset, len), &e, ticket);
+            return self.fail(cookie, CMD_BLOCK_STATUS, (offset, len), &e);
         }
         let limit = if req_one { 1 } else { MAX_EXTENTS };
         let extents = clip_extents(&raw, len, limit);
@@ -440,7 +482,7 @@ impl Conn {
             buf[at..at + 4].copy_from_slice(&l.to_be_bytes());
             buf[at + 4..at + 8].copy_from_slice(&f.to_be_bytes());
         }
-        self.replies.send(buf, ticket);
+        buf
     }
 }
 

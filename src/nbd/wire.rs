@@ -86,56 +86,109 @@ impl<W: Write + Send + 'static> Wire for WriterWire<W> {
 /// Per-connection admission control: bounds the requests and bytes held
 /// between admission and the end of their reply.
 pub struct Inflight {
-    state: Mutex<(usize, usize)>,
+    state: Mutex<Budget>,
     cv: Condvar,
     max_requests: usize,
     max_bytes: usize,
 }
 
-/// One admitted request's share of the budget; returned on drop.
+#[derive(Default)]
+struct Budget {
+    requests: usize,
+    bytes: usize,
+    /// Threads blocked on `cv`. std's condvar makes a futex call on every
+    /// notify, waiters or not; counting them saves one system call per
+    /// request on the hot path.
+    waiters: usize,
+}
+
+/// Admitted requests' share of the budget; returned on drop. Tickets of
+/// replies sent together are merged with [`Ticket::absorb`].
 pub struct Ticket {
     owner: Arc<Inflight>,
+    requests: usize,
     bytes: usize,
+}
+
+impl Ticket {
+    /// Takes over `other`'s share (both must be of one connection).
+    pub fn absorb(&mut self, mut other: Ticket) {
+        debug_assert!(Arc::ptr_eq(&self.owner, &other.owner));
+        self.requests += std::mem::take(&mut other.requests);
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        if self.requests == 0 && self.bytes == 0 {
+            return;
+        }
         let mut s = self.owner.lock();
-        s.0 -= 1;
-        s.1 -= self.bytes;
-        self.owner.cv.notify_all();
+        s.requests -= self.requests;
+        s.bytes -= self.bytes;
+        if s.waiters > 0 {
+            self.owner.cv.notify_all();
+        }
     }
 }
 
 impl Inflight {
     pub fn new(max_requests: usize, max_bytes: usize) -> Arc<Inflight> {
         Arc::new(Inflight {
-            state: Mutex::new((0, 0)),
+            state: Mutex::new(Budget::default()),
             cv: Condvar::new(),
             max_requests: max_requests.max(1),
             max_bytes,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, (usize, usize)> {
+    fn lock(&self) -> MutexGuard<'_, Budget> {
         self.state.lock().expect("inflight lock is never poisoned")
+    }
+
+    fn wait<'a>(&self, mut s: MutexGuard<'a, Budget>, until: Option<Instant>) -> MutexGuard<'a, Budget> {
+        s.waiters += 1;
+        let mut s = match until {
+            None => self.cv.wait(s).expect("inflight lock is never poisoned"),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                self.cv.wait_timeout(s, left).expect("inflight lock is never poisoned").0
+            }
+        };
+        s.waiters -= 1;
+        s
+    }
+
+    fn full(&self, s: &Budget, bytes: usize) -> bool {
+        s.requests >= self.max_requests || (s.requests > 0 && s.bytes + bytes > self.max_bytes)
+    }
+
+    fn take(self: &Arc<Self>, s: &mut Budget, bytes: usize) -> Ticket {
+        s.requests += 1;
+        s.bytes += bytes;
+        Ticket { owner: self.clone(), requests: 1, bytes }
     }
 
     /// Waits for room, then takes `bytes`. A request larger than the whole
     /// byte budget is admitted alone, so it cannot wait forever.
     pub fn acquire(self: &Arc<Self>, bytes: usize) -> Ticket {
         let mut s = self.lock();
-        while s.0 >= self.max_requests || (s.0 > 0 && s.1 + bytes > self.max_bytes) {
-            s = self.cv.wait(s).expect("inflight lock is never poisoned");
+        while self.full(&s, bytes) {
+            s = self.wait(s, None);
         }
-        s.0 += 1;
-        s.1 += bytes;
-        Ticket { owner: self.clone(), bytes }
+        self.take(&mut s, bytes)
+    }
+
+    /// [`Inflight::acquire`] without waiting.
+    pub fn try_acquire(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
+        let mut s = self.lock();
+        (!self.full(&s, bytes)).then(|| self.take(&mut s, bytes))
     }
 
     /// Requests admitted and not yet answered.
     pub fn count(&self) -> usize {
-        self.lock().0
+        self.lock().requests
     }
 
     /// Waits until nothing is in flight, or until `timeout` has passed
@@ -143,17 +196,11 @@ impl Inflight {
     pub fn wait_idle(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut s = self.lock();
-        while s.0 > 0 {
-            match deadline {
-                None => s = self.cv.wait(s).expect("inflight lock is never poisoned"),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    s = self.cv.wait_timeout(s, d - now).expect("inflight lock is never poisoned").0;
-                }
+        while s.requests > 0 {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
             }
+            s = self.wait(s, deadline);
         }
         true
     }
@@ -269,6 +316,45 @@ impl Replies {
     }
 }
 
+/// Replies gathered on the connection thread, to be sent as one buffer.
+#[derive(Default)]
+pub struct Batch {
+    buf: Vec<u8>,
+    ticket: Option<Ticket>,
+}
+
+impl Batch {
+    /// Replies larger than this are not copied into a batch.
+    const MAX_COPY: usize = 64 * 1024;
+    /// A batch this large goes out at once.
+    const MAX_LEN: usize = 256 * 1024;
+
+    pub fn add(&mut self, reply: Vec<u8>, ticket: Ticket, replies: &Arc<Replies>) {
+        if reply.len() > Self::MAX_COPY {
+            self.flush(replies);
+            return replies.send(reply, ticket);
+        }
+        if self.buf.is_empty() {
+            self.buf = reply;
+        } else {
+            self.buf.extend_from_slice(&reply);
+        }
+        match &mut self.ticket {
+            Some(t) => t.absorb(ticket),
+            None => self.ticket = Some(ticket),
+        }
+        if self.buf.len() >= Self::MAX_LEN {
+            self.flush(replies);
+        }
+    }
+
+    pub fn flush(&mut self, replies: &Arc<Replies>) {
+        if let Some(t) = self.ticket.take() {
+            replies.send(std::mem::take(&mut self.buf), t);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +390,20 @@ mod tests {
         assert!(replies.is_dead());
         assert!(inflight.wait_idle(Some(Duration::from_secs(5))));
         replies.finish();
+    }
+
+    #[test]
+    fn merged_tickets_release_everything_once() {
+        let inflight = Inflight::new(3, 100);
+        let mut a = inflight.acquire(10);
+        a.absorb(inflight.acquire(20));
+        a.absorb(inflight.acquire(30));
+        assert_eq!(inflight.count(), 3);
+        assert!(inflight.try_acquire(1).is_none(), "a fourth request was admitted");
+        drop(a);
+        assert_eq!(inflight.count(), 0);
+        assert!(inflight.try_acquire(100).is_some());
+        assert!(inflight.wait_idle(Some(Duration::from_millis(1))));
     }
 
     #[test]
