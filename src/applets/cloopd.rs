@@ -189,31 +189,39 @@ fn zero_probe(image: Arc<Image>) -> crate::cache::ZeroProbe {
     })
 }
 
-/// The stack's hints for the transport: cache residency for inline reads,
-/// and the cache's zero map as `base:allocation` when nothing sits above
-/// the cache (a cowfile would change what is zero).
-struct CacheHints {
-    cache: Arc<Cache<ReadOnly<Image>>>,
+/// What the stack can tell the transport: cache residency (a read that
+/// needs no decompression runs on the connection thread), the cache's zero
+/// map as `base:allocation` when nothing sits above the cache (a cowfile
+/// changes what is zero), and whether a write is a plain cowfile write.
+#[derive(Default)]
+struct StackHints {
+    cache: Option<Arc<Cache<ReadOnly<Image>>>>,
     allocation: bool,
+    /// The cowfile's unit: writes aligned to it need no read of the base.
+    cow_unit: Option<u64>,
 }
 
-impl Hints for CacheHints {
+impl Hints for StackHints {
     fn extents(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> io::Result<()> {
-        if !self.allocation {
-            out.push(Extent { len, flags: 0 });
-            return Ok(());
-        }
-        let zero = nbd::proto::STATE_HOLE | nbd::proto::STATE_ZERO;
-        for (n, is_zero) in self.cache.extents(offset, len)? {
-            out.push(Extent { len: n, flags: if is_zero { zero } else { 0 } });
+        match &self.cache {
+            Some(cache) if self.allocation => {
+                let zero = nbd::proto::STATE_HOLE | nbd::proto::STATE_ZERO;
+                for (n, is_zero) in cache.extents(offset, len)? {
+                    out.push(Extent { len: n, flags: if is_zero { zero } else { 0 } });
+                }
+            }
+            _ => out.push(Extent { len, flags: 0 }),
         }
         Ok(())
     }
     fn read_is_fast(&self, offset: u64, len: u32) -> bool {
-        self.cache.is_resident(offset, len.into())
+        self.cache.as_ref().is_some_and(|c| c.is_resident(offset, len.into()))
+    }
+    fn write_is_fast(&self, offset: u64, len: u32) -> bool {
+        self.cow_unit.is_some_and(|u| offset % u == 0 && u64::from(len) % u == 0)
     }
     fn prefetch(&self, offset: u64, len: u64) -> Option<io::Result<()>> {
-        Some(self.cache.prefetch(offset, len))
+        self.cache.as_ref().map(|c| c.prefetch(offset, len))
     }
 }
 
@@ -225,7 +233,8 @@ struct Stack {
 
 fn build(a: &Args) -> Result<Stack, String> {
     let base = open_base(&a.image)?;
-    let (read, mut hints, block_size, what): (Arc<dyn ReadAt>, Option<CacheHints>, u32, String) = match base {
+    let mut hints = StackHints::default();
+    let (read, block_size, what): (Arc<dyn ReadAt>, u32, String) = match base {
         Base::Cloop(image) => {
             let info = image.info().clone();
             let what = format!(
@@ -235,7 +244,7 @@ fn build(a: &Args) -> Result<Stack, String> {
                 Bytes(info.block_size.into())
             );
             if a.cache_size == 0 {
-                (image as Arc<dyn ReadAt>, None, info.block_size, what + ", no cache")
+                (image as Arc<dyn ReadAt>, info.block_size, what + ", no cache")
             } else {
                 let probe = zero_probe(image.clone());
                 let cache = Cache::new(ReadOnly(image), info.block_size, a.cache_size)
@@ -243,10 +252,12 @@ fn build(a: &Args) -> Result<Stack, String> {
                     .with_zero_probe(probe);
                 let cache = Arc::new(cache);
                 let what = format!("{what}, cache {}", Bytes(cache.capacity()));
-                (cache.clone(), Some(CacheHints { cache, allocation: true }), info.block_size, what)
+                hints.cache = Some(cache.clone());
+                hints.allocation = true;
+                (cache, info.block_size, what)
             }
         }
-        Base::Raw(file) => (Arc::new(file), None, 4096, "raw".to_string()),
+        Base::Raw(file) => (Arc::new(file), 4096, "raw".to_string()),
     };
     let size = read.size();
     let (mut export, rw) = match &a.cow {
@@ -264,9 +275,8 @@ fn build(a: &Args) -> Result<Stack, String> {
                 eprintln!("{APPLET}: {}: was not closed cleanly; repaired: {report:?}", path.display());
             }
             let created = if overlay.created() { ", created" } else { "" };
-            if let Some(h) = hints.as_mut() {
-                h.allocation = false;
-            }
+            hints.allocation = false;
+            hints.cow_unit = Some(crate::cow::header::MAPUNIT);
             (
                 Export::writable(Arc::new(overlay) as Arc<dyn BlockDev>),
                 format!("cow {}{created}", path.display()),
@@ -276,7 +286,7 @@ fn build(a: &Args) -> Result<Stack, String> {
     export.name = a.export_name.clone();
     export.description = a.description.clone().unwrap_or_else(|| format!("{} ({what})", a.image.display()));
     export.block_sizes = BlockSizes::for_preferred(block_size);
-    export.hints = hints.map(|h| Arc::new(h) as Arc<dyn Hints>);
+    export.hints = Some(Arc::new(hints));
     let summary = format!("{} ({what}, {}) {rw}", a.image.display(), Bytes(size));
     Ok(Stack { export, summary })
 }

@@ -60,6 +60,14 @@ pub trait Hints: Send + Sync {
         Ok(())
     }
 
+    /// True when writing (or zeroing or trimming) the range is a plain
+    /// write to a local file, with no read of a compressed base; the
+    /// connection thread then runs it itself. `false` is always correct.
+    fn write_is_fast(&self, offset: u64, len: u32) -> bool {
+        let _ = (offset, len);
+        false
+    }
+
     /// Loads the range into the stack's cache (`NBD_CMD_CACHE`); `None`
     /// means the stack has no cache to fill, and the transport reads the
     /// range through the device instead.

@@ -352,12 +352,13 @@ fn dispatch<R: Read>(
     // queue depth 1.
     let alone = inflight.count() == 1 && r.buffer().is_empty();
     let inline = alone
-        || match cmd {
-            Command::Read { offset, len } => {
-                conn.export.hints.as_ref().is_some_and(|h| h.read_is_fast(offset, len))
-            }
+        || conn.export.hints.as_ref().is_some_and(|h| match cmd {
+            Command::Read { offset, len } => h.read_is_fast(offset, len),
+            Command::Write { offset, len, fua: false }
+            | Command::Trim { offset, len, fua: false }
+            | Command::WriteZeroes { offset, len, fua: false, .. } => h.write_is_fast(offset, len),
             _ => false,
-        };
+        });
     if inline {
         batch.add(conn.run(cookie, cmd, payload, write), ticket, &conn.replies);
     } else {
