@@ -47,6 +47,7 @@ fi
 # What a live boot from CD, USB or an ISO file on a disk needs. Modules the
 # kernel has built in are skipped by depmod's modules.builtin.
 MODULES=(
+    crc32c_generic crc32c-intel
     nbd loop overlay squashfs isofs udf cdrom sr_mod
     ahci ata_piix libata sd_mod scsi_mod
     virtio_blk virtio_scsi virtio_pci
@@ -114,7 +115,7 @@ if [ "$BUSYBOX" = auto ]; then
 fi
 if [ "$BUSYBOX" != none ]; then
     cp "$BUSYBOX" "$tree/bin/busybox"
-    for a in sh ash ls cat mount umount dmesg ps kill mkdir rm cp mv ln vi less grep sed awk blkid losetup sync poweroff reboot; do
+    for a in sh ash setsid ls cat mount umount dmesg ps kill mkdir rm cp mv ln vi less grep sed awk blkid losetup sync poweroff reboot; do
         [ -e "$tree/bin/$a" ] || ln -s busybox "$tree/bin/$a"
     done
     say "rescue shell: static busybox"

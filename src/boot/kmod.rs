@@ -160,7 +160,12 @@ pub fn insmod(path: &Path) -> io::Result<bool> {
     match result {
         Ok(()) => Ok(true),
         Err(rustix::io::Errno::EXIST) => Ok(false),
-        Err(e) => Err(with_path(e.into())),
+        // The file is open: an error now is the kernel refusing the module
+        // (ENOENT from its init: something it looks up is not loaded).
+        Err(e) => Err(io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{}: the kernel refused it: {e}", path.display()),
+        )),
     }
 }
 
