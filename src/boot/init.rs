@@ -40,7 +40,11 @@ pub const NEWROOT: &str = "/newroot";
 
 /// Modules a live boot may need; what the kernel lacks or has built in is
 /// skipped (and reported in debug mode).
+/// The crc32c algorithms come first: libcrc32c and ext4 look the
+/// algorithm up when they initialise, and nothing loads it on demand here.
 pub const BOOT_MODULES: &[&str] = &[
+    "crc32c_generic",
+    "crc32c_intel",
     "nbd",
     "loop",
     "overlay",
@@ -143,7 +147,16 @@ fn rescue_once(log: &Log) {
         log.warn("break= asked for a shell, but this initramfs has none; continuing");
         return;
     }
-    if let Err(e) = Command::new("/bin/sh").env("PS1", "(cloopbox rescue) # ").status() {
+    // setsid -c gives the shell the console as its controlling terminal,
+    // so job control and ^C work.
+    let mut cmd = if Path::new("/bin/setsid").exists() {
+        let mut c = Command::new("/bin/setsid");
+        c.args(["-c", "/bin/sh"]);
+        c
+    } else {
+        Command::new("/bin/sh")
+    };
+    if let Err(e) = cmd.env("PS1", "(cloopbox rescue) # ").status() {
         log.error(&format!("cannot start /bin/sh: {e}"));
     }
 }
