@@ -756,7 +756,9 @@ fn replies_come_out_of_order() {
     // One write, so that the server finds both requests in its buffer (a
     // request that is alone may be answered by the connection thread).
     let mut both = Request { flags: 0, kind: CMD_READ, cookie: 1, offset: 0, length: 512 }.encode().to_vec();
-    both.extend_from_slice(&Request { flags: 0, kind: CMD_READ, cookie: 2, offset: 4096, length: 512 }.encode());
+    both.extend_from_slice(
+        &Request { flags: 0, kind: CMD_READ, cookie: 2, offset: 4096, length: 512 }.encode(),
+    );
     c.s.write_all(&both).unwrap();
     let (e, first, d) = c.simple(512);
     assert_eq!((e, first), (0, 2), "the fast read must overtake the slow one");
@@ -1116,4 +1118,21 @@ fn mutated_client_streams_never_panic_or_hang() {
         let _ = server.serve_io(io::Cursor::new(m), io::sink());
     }
     assert!(t.elapsed() < Duration::from_secs(120), "mutation run took {:?}", t.elapsed());
+}
+
+#[test]
+fn stop_gets_rid_of_a_client_that_never_reads() {
+    let (_, server) = rw_server(1);
+    let mut stuck = Client::connect(&server);
+    stuck.go(false, false);
+    // Far more reply data than the socket buffers hold.
+    for i in 0..200 {
+        stuck.send(0, CMD_READ, i, 0, 1 << 20, &[]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    assert!(server.stop(Duration::from_secs(2)), "the stuck connection outlived stop()");
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert_eq!(server.connections(), 0);
+    stuck.finish();
 }

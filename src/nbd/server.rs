@@ -88,10 +88,13 @@ pub enum Listener {
 }
 
 type Closer = Box<dyn Fn() + Send + Sync>;
+/// Shuts a connection's socket down: only the reading side (`false`), or
+/// both (`true`).
+type ConnCloser = Box<dyn Fn(bool) + Send + Sync>;
 
 #[derive(Default)]
 struct Registry {
-    conns: HashMap<u64, Closer>,
+    conns: HashMap<u64, ConnCloser>,
     listeners: Vec<Closer>,
     next_id: u64,
     stopping: bool,
@@ -121,6 +124,10 @@ impl Drop for Slot<'_> {
 fn shutdown_read(fd: &impl AsFd) {
     // Failure means the socket is already shut down or dead.
     let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Read);
+}
+
+fn shutdown_both(fd: &impl AsFd) {
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
 }
 
 impl Server {
@@ -155,7 +162,10 @@ impl Server {
         }
         let id = reg.next_id;
         reg.next_id += 1;
-        reg.conns.insert(id, Box::new(move || shutdown_read(&closer)));
+        reg.conns.insert(
+            id,
+            Box::new(move |both| if both { shutdown_both(&closer) } else { shutdown_read(&closer) }),
+        );
         Ok(Slot { server: self, id })
     }
 
@@ -303,24 +313,31 @@ impl Server {
     /// Stops accepting, makes every connection finish its in-flight
     /// requests and leave, and waits (at most `timeout`) for them.
     /// Returns whether all connections are gone.
+    ///
+    /// Reading stops first, so that replies to requests in flight still go
+    /// out. Connections left after half of `timeout` (a client that does
+    /// not read its replies keeps its thread waiting for room) are shut
+    /// down both ways.
     pub fn stop(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
         let mut reg = self.lock();
         reg.stopping = true;
         for wake in reg.listeners.drain(..) {
             wake();
         }
-        for close in reg.conns.values() {
-            close();
-        }
-        while !reg.conns.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
+        for (both, until) in [(false, start + timeout / 2), (true, start + timeout)] {
+            for close in reg.conns.values() {
+                close(both);
             }
-            reg = self.changed.wait_timeout(reg, deadline - now).expect("registry lock is never poisoned").0;
+            while !reg.conns.is_empty() {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                reg = self.changed.wait_timeout(reg, until - now).expect("registry lock is never poisoned").0;
+            }
         }
-        true
+        reg.conns.is_empty()
     }
 
     /// Live connections.
