@@ -13,10 +13,14 @@
 //!    deflate blocks in a zlib wrapper): V2 has no stored marker, and readers
 //!    (cloop-utils' extract_compressed_fs, our own) reject blocks much larger
 //!    than the block size.
-//! 4. V4 only: a block whose encoding is not smaller than the block itself
+//! 4. xz gets a dictionary no larger than the block: a larger one is never
+//!    used, but the encoder allocates and clears it for every block, which
+//!    made xz several times slower (and the kernel's decoder needs less).
+//! 5. V4 only: a block whose encoding is not smaller than the block itself
 //!    is stored raw (codec `Stored`, exactly block_size bytes, as the 5.x
 //!    driver needs).
 
+use std::io::Write;
 use std::sync::OnceLock;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
@@ -87,6 +91,7 @@ impl<'a> BlockEncoder<'a> {
         match codec {
             Codec::Stored => return Ok(Payload::Raw),
             Codec::Zlib => self.zlib(block, out),
+            Codec::Xz => xz(self.settings.options.xz_preset, block, out)?,
             _ => *out = codec::encode(codec, &self.settings.options, block)?,
         }
         if self.settings.format == Format::V4 && out.len() >= block.len() {
@@ -130,6 +135,21 @@ impl<'a> BlockEncoder<'a> {
             out.reserve(out.capacity().max(4096));
         }
     }
+}
+
+/// An .xz stream (CRC32 check, as the kernel's decoder always supports; see
+/// `codec::encode`) with the dictionary clamped to the block.
+fn xz(preset: u32, block: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let mut options = lzma_rust2::XzOptions::with_preset(preset.min(9));
+    options.set_check_sum_type(lzma_rust2::CheckType::Crc32);
+    let dict = u32::try_from(block.len()).unwrap_or(u32::MAX).max(lzma_rust2::DICT_SIZE_MIN);
+    options.lzma_options.dict_size = options.lzma_options.dict_size.min(dict);
+    let err = |e: std::io::Error| CodecError::Corrupt { codec: Codec::Xz, detail: e.to_string() };
+    out.clear();
+    let mut w = lzma_rust2::XzWriter::new(std::mem::take(out), options).map_err(err)?;
+    w.write_all(block).map_err(err)?;
+    *out = w.finish().map_err(err)?;
+    Ok(())
 }
 
 /// Whether every byte is zero. Folds 64-byte chunks with OR so the
