@@ -5,9 +5,9 @@
 //! zlib blocks, the last block zero-padded to the block size, nothing after
 //! the data. Any other codec writes V4.0 header first, with the codec in the
 //! top nibble of each index entry and incompressible blocks stored raw
-//! ([`format`], [`encode`]).
+//! ([`mod@format`]; the `encode` module).
 //!
-//! Blocks are compressed by a bounded multi-threaded [`pipeline`] and
+//! Blocks are compressed by a bounded multi-threaded pipeline and
 //! delivered in input order, so the bytes are the same for any thread count
 //! and memory is bounded by the number of blocks in flight, not by the image
 //! (only the index, 8 bytes per block, grows with it; `-m` is unbounded by
@@ -25,7 +25,7 @@
 //! | split | `-S FILE` | blocks stream to the output; header + index to FILE at the end, offsets as for `cat FILE OUTPUT` |
 //!
 //! A regular output file is written under a temporary name in its directory
-//! and renamed into place at the end ([`output`]); outputs that are the input
+//! and renamed into place at the end (the `output` module); outputs that are the input
 //! file (by device and inode) are refused.
 
 mod encode;
