@@ -275,7 +275,8 @@ impl Opened {
             }
             _ => {
                 let (staged, file) = Staged::create(path, what)?;
-                let name = staged.temp_path().display().to_string();
+                // Errors name the file the user asked for and the one written.
+                let name = format!("{name} (temporary file {})", staged.temp_path().display());
                 Ok(Opened::Staged(staged, OutFile::new(file, name)))
             }
         }
