@@ -8,7 +8,8 @@
 //! * [`wire`]: non-blocking reply sending and per-connection budgets;
 //! * [`pool`]: the worker pool shared by all connections;
 //! * [`export`]: what is served and what is advertised about it;
-//! * [`server`]: listeners, connection limits and shutdown.
+//! * [`server`]: listeners, connection limits and shutdown;
+//! * [`kernel`]: attaching an export to the kernel's NBD client.
 //!
 //! Design notes are in docs/nbd-server.md.
 
