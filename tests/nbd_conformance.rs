@@ -1136,3 +1136,18 @@ fn stop_gets_rid_of_a_client_that_never_reads() {
     assert_eq!(server.connections(), 0);
     stuck.finish();
 }
+
+#[test]
+fn a_write_whose_payload_never_comes_changes_nothing() {
+    let dev = Arc::new(MemDev::new(pattern(33 << 20)));
+    let before = dev.snapshot();
+    let server = Server::new(Export::writable(dev.clone()), config(1)).unwrap();
+    let mut c = Client::connect(&server);
+    c.go(false, false);
+    // Announce the maximum payload, send a little of it, then hang up.
+    c.send(0, CMD_WRITE, 1, 0, MAX_PAYLOAD, &[0xcc; 1000]);
+    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(c.closed());
+    c.finish();
+    assert!(dev.snapshot() == before, "a partial payload was written");
+}

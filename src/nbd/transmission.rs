@@ -337,12 +337,17 @@ fn dispatch<R: Read>(
     let ticket = admit(inflight, bytes, batch, &conn.replies);
     let mut payload = Vec::new();
     if let Command::Write { len, .. } = cmd {
-        // Validation capped len at MAX_PAYLOAD and the ticket covers it.
-        payload = vec![0u8; len as usize];
-        if r.buffer().len() < payload.len() {
+        if r.buffer().len() < len as usize {
             batch.flush(&conn.replies);
         }
-        r.read_exact(&mut payload)?;
+        // The buffer grows with the bytes that actually arrive: a client
+        // that announces 32 MiB and sends nothing costs us little. The
+        // first 128 KiB (the kernel's usual request) are reserved at once.
+        payload.reserve_exact((len as usize).min(128 * 1024));
+        let got = r.take(u64::from(len)).read_to_end(&mut payload)?;
+        if got != len as usize {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
     }
     let write = cmd.is_write().then(|| conn.barrier.begin_write());
     let cookie = req.cookie;
