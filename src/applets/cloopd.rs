@@ -53,14 +53,28 @@ device. Without --cow the export is read-only.
                           (default 64M; suffixes k K m M g G; 0 disables)
   --max-connections N     at most N clients at once (default 64)
   --threads N             worker threads (default: one per CPU)
+  --device /dev/nbdN|auto attach to the kernel's NBD client (generic
+                          netlink; auto takes a free device) and print
+                          the device; the kernel's disconnect ends us
+  --connections N         kernel connections, one per queue (default 1;
+                          more need multi-conn: a cow or read-only export)
+  --block-size N          the device's logical block size, 512-4096
+                          (default: what the filesystem inside needs,
+                          2048 for iso9660, at most 4096)
+  --root-daemon           serving the root filesystem: argv[0] '@cloopd'
+                          (systemd spares it), mlockall, oom_score_adj
+                          -1000, PR_SET_IO_FLUSHER, log to /dev/kmsg, and
+                          SIGTERM/SIGHUP/SIGINT are ignored; only a kernel
+                          disconnect (cowdev -d) ends it
   --export-name NAME      the export's name (default: empty; the empty
                           name is always accepted)
   --description TEXT      the export's description
   -q, --quiet             do not print the startup line
   -h, --help              show this help
 
-At least one --unix or --tcp is needed. SIGINT or SIGTERM stop the server
-cleanly: in-flight requests finish and the cowfile is flushed.
+At least one of --unix, --tcp or --device is needed. SIGINT or SIGTERM
+stop the server cleanly (outside --root-daemon): in-flight requests
+finish, the cowfile is flushed and a kernel device is disconnected.
 ";
 
 /// Default size of the decompressed-block cache.
@@ -81,6 +95,10 @@ pub struct Args {
     export_name: String,
     description: Option<String>,
     quiet: bool,
+    device: Option<Option<u32>>,
+    connections: usize,
+    block_size: Option<u32>,
+    root_daemon: bool,
 }
 
 fn parse_count(opt: &str, value: &str) -> Result<usize, String> {
@@ -116,6 +134,10 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
         "threads=",
         "export-name=",
         "description=",
+        "device=",
+        "connections=",
+        "block-size=",
+        "root-daemon",
         "quiet",
         "help",
     ];
@@ -131,6 +153,10 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
         export_name: String::new(),
         description: None,
         quiet: false,
+        device: None,
+        connections: 1,
+        block_size: None,
+        root_daemon: false,
     };
     for opt in parsed.opts {
         let value = opt.value.unwrap_or_default();
@@ -146,6 +172,17 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
             }
             "export-name" => a.export_name = value,
             "description" => a.description = Some(value),
+            "device" if value == "auto" => a.device = Some(None),
+            "device" => match nbd::kernel::parse_device(&value) {
+                Some(n) => a.device = Some(Some(n)),
+                None => return Err(format!("--device '{value}': expected /dev/nbdN or auto")),
+            },
+            "connections" => a.connections = parse_count("connections", &value)?,
+            "block-size" => match value.parse::<u32>() {
+                Ok(n) if n.is_power_of_two() && (512..=4096).contains(&n) => a.block_size = Some(n),
+                _ => return Err(format!("--block-size '{value}': a power of two from 512 to 4096")),
+            },
+            "root-daemon" => a.root_daemon = true,
             "q" | "quiet" => a.quiet = true,
             _ => return Ok(None),
         }
@@ -153,8 +190,11 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
     let [image] =
         <[OsString; 1]>::try_from(parsed.operands).map_err(|_| "expected one IMAGE (try --help)")?;
     a.image = image.into();
-    if a.unix.is_empty() && a.tcp.is_empty() {
-        return Err("nothing to listen on: give --unix PATH and/or --tcp [ADDR:]PORT".into());
+    if a.unix.is_empty() && a.tcp.is_empty() && a.device.is_none() {
+        return Err("nothing to serve on: give --unix PATH, --tcp [ADDR:]PORT and/or --device".into());
+    }
+    if a.root_daemon && a.device.is_none() {
+        return Err("--root-daemon serves a kernel device: it needs --device".into());
     }
     Ok(Some(a))
 }
@@ -229,6 +269,8 @@ impl Hints for StackHints {
 struct Stack {
     export: Export,
     summary: String,
+    /// The logical block size a kernel device should have.
+    device_block: u32,
 }
 
 fn build(a: &Args) -> Result<Stack, String> {
@@ -260,6 +302,14 @@ fn build(a: &Args) -> Result<Stack, String> {
         Base::Raw(file) => (Arc::new(file), 4096, "raw".to_string()),
     };
     let size = read.size();
+    // The filesystem inside decides the device's logical block size: an
+    // iso9660 does not mount on 4096-byte sectors, an ext4 with 4 KiB
+    // blocks is best served with 4096.
+    let device_block = a.block_size.unwrap_or_else(|| {
+        crate::boot::probe::probe(&*read)
+            .map(|fs| crate::boot::probe::min_io_size(&*read, &fs).min(4096))
+            .unwrap_or(512)
+    });
     let (mut export, rw) = match &a.cow {
         None => (Export::read_only(read), "read-only".to_string()),
         Some(path) => {
@@ -288,7 +338,7 @@ fn build(a: &Args) -> Result<Stack, String> {
     export.block_sizes = BlockSizes::for_preferred(block_size);
     export.hints = Some(Arc::new(hints));
     let summary = format!("{} ({what}, {}) {rw}", a.image.display(), Bytes(size));
-    Ok(Stack { export, summary })
+    Ok(Stack { export, summary, device_block })
 }
 
 /// Binds a unix socket with mode 0600, replacing a stale socket file (one
@@ -326,17 +376,24 @@ fn bind_all(a: &Args) -> Result<(Vec<Listener>, Vec<String>), String> {
 }
 
 fn run(a: Args) -> Result<(), String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let log = a.root_daemon.then(|| crate::boot::log::Log::open(APPLET, false));
+    if let Some(log) = &log {
+        for missing in crate::sys::daemon::harden() {
+            log.warn(&missing);
+        }
+    }
     // Registered before any thread exists, so no signal is missed.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("signal handlers: {e}"))?;
+    let watched: &[i32] = if a.root_daemon { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
+    let mut signals =
+        signal_hook::iterator::Signals::new(watched).map_err(|e| format!("signal handlers: {e}"))?;
     let stack = build(&a)?;
     let (listeners, names) = bind_all(&a)?;
     let dev = stack.export.dev.clone();
     let cfg = nbd::Config {
         name: APPLET.into(),
         threads: a.threads,
-        max_connections: a.max_connections,
+        max_connections: a.max_connections.max(a.connections + 1),
         ..nbd::Config::default()
     };
     let server = Server::new(stack.export, cfg).map_err(|e| format!("worker threads: {e}"))?;
@@ -344,26 +401,100 @@ fn run(a: Args) -> Result<(), String> {
     for l in listeners {
         accepters.push(server.listen(l).map_err(|e| format!("listener thread: {e}"))?);
     }
-    if !a.quiet {
-        println!("{APPLET}: serving {} on {}", stack.summary, names.join(", "));
+    let (events, event) = std::sync::mpsc::channel::<Option<i32>>();
+    let mut attached = None;
+    if let Some(index) = a.device {
+        let opts = nbd::kernel::AttachOptions {
+            index,
+            connections: a.connections,
+            block_size: stack.device_block,
+            backend: format!("cloopbox:{}", a.image.display()),
+        };
+        let attachment = nbd::kernel::attach(&server, &opts).map_err(|e| format!("--device: {e}"))?;
+        let index = attachment.index;
+        // The device path alone on stdout, for scripts and init.
+        println!("{}", attachment.device().display());
         let _ = io::stdout().flush();
+        let events = events.clone();
+        std::thread::spawn(move || {
+            attachment.wait();
+            let _ = events.send(None);
+        });
+        attached = Some(index);
     }
-    let sig = signals.forever().next().unwrap_or(SIGTERM);
-    let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+    if !a.quiet {
+        let mut places = names.clone();
+        if let Some(i) = attached {
+            places.push(format!("/dev/nbd{i} ({} byte sectors)", stack.device_block));
+        }
+        let line = format!("serving {} on {}", stack.summary, places.join(", "));
+        match &log {
+            Some(log) => log.info(&line),
+            None => eprintln!("{APPLET}: {line}"),
+        }
+    }
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if events.send(Some(sig)).is_err() {
+                break;
+            }
+        }
+    });
+    let say = |msg: &str| match &log {
+        Some(log) => log.info(msg),
+        None => eprintln!("{APPLET}: {msg}"),
+    };
+    let reason = loop {
+        match event.recv() {
+            Ok(Some(sig)) if a.root_daemon => {
+                say(&format!(
+                    "ignoring signal {sig}: this daemon serves a root filesystem; detach with cowdev -d"
+                ));
+            }
+            Ok(Some(sig)) => break if sig == SIGINT { "SIGINT" } else { "SIGTERM" },
+            Ok(None) | Err(_) => break "the kernel disconnected",
+        }
+    };
+    if let Some(index) = attached.filter(|_| reason != "the kernel disconnected") {
+        // Flush first: the disconnect makes the kernel drop its queue.
+        if let Err(e) = dev.flush() {
+            say(&format!("{reason}: flush before disconnect failed: {e}"));
+        }
+        if let Err(e) = nbd::kernel::detach(index) {
+            say(&format!("{reason}: disconnecting /dev/nbd{index}: {e}"));
+        }
+    }
     if !server.stop(STOP_TIMEOUT) {
-        eprintln!("{APPLET}: {name}: some connections did not finish within {STOP_TIMEOUT:?}");
+        say(&format!("{reason}: some connections did not finish within {STOP_TIMEOUT:?}"));
     }
     for t in accepters {
         let _ = t.join();
     }
-    dev.flush().map_err(|e| format!("{name}: final flush failed: {e}"))?;
+    dev.flush().map_err(|e| format!("{reason}: final flush failed: {e}"))?;
     if !a.quiet {
-        eprintln!("{APPLET}: {name}: stopped cleanly");
+        say(&format!("{reason}: stopped cleanly"));
     }
     Ok(())
 }
 
+/// A root-storage daemon's argv[0] starts with '@' (systemd's convention
+/// for processes to leave alone at shutdown); re-exec ourselves to get it.
+fn ensure_at_name(args: &[OsString]) -> Option<io::Error> {
+    use std::os::unix::process::CommandExt;
+    let argv0 = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    if argv0.starts_with('@') {
+        return None;
+    }
+    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from(&argv0));
+    Some(std::process::Command::new(exe).arg0("@cloopd").args(&args[1..]).exec())
+}
+
 pub fn main(args: Vec<OsString>) -> i32 {
+    if args.iter().any(|a| a == "--root-daemon") {
+        if let Some(e) = ensure_at_name(&args) {
+            return crate::applets::fail(APPLET, format!("--root-daemon: re-executing as @cloopd: {e}"));
+        }
+    }
     match parse_args(args.get(1..).unwrap_or_default()) {
         Ok(Some(a)) => match run(a) {
             Ok(()) => 0,
@@ -410,7 +541,15 @@ mod tests {
 
     #[test]
     fn bad_command_lines_are_refused() {
-        assert!(args(&["img"]).unwrap_err().contains("nothing to listen on"));
+        assert!(args(&["img"]).unwrap_err().contains("nothing to serve on"));
+        assert!(args(&["img", "--root-daemon", "--unix", "/s"]).unwrap_err().contains("needs --device"));
+        assert!(args(&["img", "--device", "/dev/sda"]).is_err());
+        assert!(args(&["img", "--device", "auto", "--block-size", "8192"]).is_err());
+        let d = args(&["img", "--device", "/dev/nbd3", "--block-size", "2048", "--connections", "2"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((d.device, d.block_size, d.connections), (Some(Some(3)), Some(2048), 2));
+        assert_eq!(args(&["img", "--device", "auto"]).unwrap().unwrap().device, Some(None));
         assert!(args(&["--unix", "/s"]).is_err());
         assert!(args(&["a", "b", "--unix", "/s"]).is_err());
         assert!(args(&["img", "--unix", "/s", "--threads", "0"]).is_err());
