@@ -28,11 +28,11 @@ for arg in "$@"; do
         *) SCENARIOS+=("$arg") ;;
     esac
 done
-ALL_SCENARIOS=(smoke)
+ALL_SCENARIOS=(smoke cd cd-iso9660 usb hybrid multi no-medium corrupt-image)
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ALL_SCENARIOS[@]}")
 
 scripts/setup.sh
-for pkg in qemu-system-x86 busybox-static cpio; do
+for pkg in qemu-system-x86 busybox-static cpio kmod xorriso isolinux syslinux-common mtools dosfstools fdisk e2fsprogs; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || {
         log "installing $pkg"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
@@ -63,19 +63,63 @@ make_cpio() {
     (cd "$1" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -9 > "$2"
 }
 
-# run_guest NAME INITRD [extra qemu args...]: boots, logs the serial console
-# to $LOGS/NAME.log, and returns when the guest powers off or times out.
-run_guest() {
-    local name=$1 initrd=$2
+# monitor SOCKET COMMAND: one human-monitor command to a running guest.
+monitor() {
+    python3 - "$1" "$2" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+time.sleep(0.3)
+s.recv(65536)
+s.sendall((sys.argv[2] + "\n").encode())
+time.sleep(0.5)
+print(s.recv(65536).decode(errors="replace").strip(), file=sys.stderr)
+PY
+}
+
+# boot NAME UNTIL [qemu args...]: runs a guest with its serial console in
+# $LOGS/NAME.log until a line matches the extended regex UNTIL (then the
+# guest is stopped), it powers off, or $TIMEOUT passes. Sets BOOT_SECS to
+# the time from QEMU's start to the guest's "ROOT-UP" line (empty if none).
+# With KICK_AT (a regex) and KICK_CMD set, sends KICK_CMD to the QEMU
+# monitor once KICK_AT appears: hot-plugging a late USB stick, ejecting a CD.
+boot() {
+    local name=$1 until=$2
     shift 2
-    local cmdline="console=ttyS0 panic=-1 quiet loglevel=3 ${APPEND:-}"
-    local qemu=(qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -nodefaults -no-reboot
-        -kernel "$KERNEL" -initrd "$initrd" -append "$cmdline" "$@")
+    local log=$LOGS/$name.log mon=$WORK/$name.mon
+    rm -f "$log" "$mon"
+    : > "$log"
+    local qemu=(qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -nodefaults -no-reboot "$@")
     if [ "$INTERACTIVE" = 1 ]; then
         "${qemu[@]}" -nographic
         return 0
     fi
-    timeout "$TIMEOUT" "${qemu[@]}" -display none -serial "file:$LOGS/$name.log" -monitor none || true
+    local start=$EPOCHREALTIME kicked=0 deadline=$((SECONDS + TIMEOUT))
+    "${qemu[@]}" -display none -serial "file:$log" -monitor "unix:$mon,server,nowait" &
+    local pid=$!
+    BOOT_SECS=""
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ -z "$BOOT_SECS" ] && grep -q "ROOT-UP" "$log"; then
+            BOOT_SECS=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+        fi
+        if [ -n "${KICK_AT:-}" ] && [ "$kicked" = 0 ] && grep -qE "$KICK_AT" "$log"; then
+            monitor "$mon" "$KICK_CMD" || true
+            kicked=1
+        fi
+        if grep -qE "$until" "$log"; then
+            sleep 1
+            kill "$pid" 2>/dev/null || true
+            break
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "qemu-test: TIMEOUT after ${TIMEOUT}s" >> "$log"
+            kill "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.3
+    done
+    wait "$pid" 2>/dev/null || true
+    BOOT_TOTAL=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 }
 
 RESULTS=()
@@ -109,13 +153,198 @@ INIT
     chmod +x "$root/init"
     make_cpio "$root" "$dir/initrd.gz"
     local t0=$SECONDS
-    run_guest smoke "$dir/initrd.gz"
+    boot smoke "SMOKE: extract" -kernel "$KERNEL" -initrd "$dir/initrd.gz" -append "console=ttyS0 panic=-1 quiet"
     local took=$((SECONDS - t0))
     if grep -q "SMOKE: extract OK" "$LOGS/smoke.log" && grep -q "create_compressed_fs" "$LOGS/smoke.log"; then
         record smoke PASS "$took" "static binary ran under kernel $KVER and extracted bit-exact"
     else
         record smoke FAIL "$took" "see $LOGS/smoke.log"
     fi
+}
+
+# --- live-boot scenarios --------------------------------------------------
+# A small root filesystem (static busybox) whose /sbin/init reports what the
+# test checks: how / is mounted, the NBD mounts, the cow tmpfs, the
+# root-storage daemons, and that a write sticks. Then it powers off.
+GUEST_INIT='#!/bin/sh
+PATH=/bin:/sbin
+echo "ROOT-UP"
+echo "ROOTFS: $(awk '"'"'$2 == "/" { line = $1 " " $3 } END { print line }'"'"' /proc/mounts)"
+awk '"'"'$1 ~ /^\/dev\/nbd/ { print "NBDMOUNT: " $1 " " $2 " " $3 }'"'"' /proc/mounts
+awk '"'"'$2 == "/run/initramfs/cow" { print "COWMOUNT: " $3 }'"'"' /proc/mounts
+for f in /run/initramfs/cow/*; do echo "COWFILE: ${f##*/}"; done
+for p in /proc/[0-9]*; do
+    c=$(tr "\0" " " < $p/cmdline 2>/dev/null)
+    case "$c" in @*) echo "DAEMON: ${p#/proc/} $c"; echo "DAEMON-oom: $(cat $p/oom_score_adj)";
+        grep VmLck $p/status | sed "s/^/DAEMON-/";; esac
+done
+echo "written at boot $(cat /proc/sys/kernel/random/boot_id)" > /root/written && sync && echo "WRITE: $(cat /root/written)"
+[ -f /etc/knoppix1 ] && echo "MULTI: $(cat /etc/knoppix1)"
+[ -e /mnt-system/KNOPPIX/KNOPPIX ] && echo "MNT-SYSTEM: ok"
+[ -e /run/initramfs/live/KNOPPIX/KNOPPIX ] && echo "LIVE: ok"
+echo "CHECKS-DONE"
+sync
+poweroff -f
+'
+
+make_rootfs() { # DIR
+    local r=$1
+    rm -rf "$r" && mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp,root,mnt-system}
+    cp /bin/busybox "$r/bin/busybox"
+    for a in $(/bin/busybox --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
+    printf '%s' "$GUEST_INIT" > "$r/sbin/init"
+    chmod 0755 "$r/sbin/init"
+    echo "cloopbox test root" > "$r/etc/issue"
+}
+
+# cloop_of KIND DIR OUT: DIR as an ext4 or iso9660 filesystem, compressed
+# with our create_compressed_fs (64 KiB blocks, as Knoppix does).
+cloop_of() {
+    local kind=$1 dir=$2 out=$3 fs=$WORK/fs.$$
+    case $kind in
+        ext4) truncate -s 48M "$fs" && mkfs.ext4 -q -F -L KNOPPIX_FS -d "$dir" "$fs" ;;
+        iso9660) xorriso -as mkisofs -quiet -R -V KNOPPIX_FS -o "$fs" "$dir" ;;
+    esac
+    "$CLOOPBOX_BIN" create_compressed_fs -q -B 65536 "$fs" "$out"
+    rm -f "$fs"
+}
+
+build_initrd() {
+    [ -f "$WORK/initrd.gz" ] && [ "$WORK/initrd.gz" -nt "$CLOOPBOX_BIN" ] && return 0
+    initramfs/mkinitramfs.sh -q -b "$CLOOPBOX_BIN" -k "$KVER" -m "$WORK/kernel/pkg" -o "$WORK/initrd.gz"
+}
+
+# make_iso OUT APPEND IMAGE...: a bootable (isolinux, isohybrid) CD with
+# the images as KNOPPIX/KNOPPIX, KNOPPIX/KNOPPIX1, ...
+make_iso() {
+    local out=$1 append=$2 t=$WORK/isotree i=0
+    shift 2
+    rm -rf "$t" && mkdir -p "$t/boot/isolinux" "$t/KNOPPIX"
+    cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$t/boot/isolinux/"
+    cp "$KERNEL" "$t/boot/isolinux/linux"
+    cp "$WORK/initrd.gz" "$t/boot/isolinux/initrd.gz"
+    printf 'DEFAULT live\nPROMPT 0\nTIMEOUT 0\nLABEL live\n  KERNEL linux\n  APPEND initrd=initrd.gz %s\n' \
+        "$append" > "$t/boot/isolinux/isolinux.cfg"
+    for img in "$@"; do
+        if [ $i = 0 ]; then cp "$img" "$t/KNOPPIX/KNOPPIX"; else cp "$img" "$t/KNOPPIX/KNOPPIX$i"; fi
+        i=$((i + 1))
+    done
+    xorriso -as mkisofs -quiet -R -J -V KNOPPIX -o "$out" \
+        -b boot/isolinux/isolinux.bin -c boot/isolinux/boot.cat -no-emul-boot -boot-load-size 4 \
+        -boot-info-table -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin "$t"
+}
+
+APPEND_BASE="console=ttyS0 panic=-1 loglevel=4"
+UNTIL_LIVE="CHECKS-DONE|boot failed|Kernel panic|cloopbox rescue"
+
+# check NAME DETAIL PATTERN...: PASS if every extended regex is in the log.
+check() {
+    local name=$1 detail=$2 log=$LOGS/$1.log missing=""
+    shift 2
+    for pat in "$@"; do grep -qE -- "$pat" "$log" || missing+="'$pat' "; done
+    if grep -q "Kernel panic" "$log"; then missing+="(kernel panic) "; fi
+    if [ -z "$missing" ]; then
+        record "$name" PASS "${BOOT_SECS:-$BOOT_TOTAL}" "$detail"
+    else
+        record "$name" FAIL "${BOOT_SECS:-$BOOT_TOTAL}" "missing $missing- see $log"
+    fi
+}
+
+prepare_live() {
+    [ -n "${LIVE_READY:-}" ] && return 0
+    build_initrd
+    make_rootfs "$WORK/rootfs"
+    cloop_of ext4 "$WORK/rootfs" "$WORK/root-ext4.cloop"
+    cloop_of iso9660 "$WORK/rootfs" "$WORK/root-iso.cloop"
+    make_iso "$WORK/cd-ext4.iso" "$APPEND_BASE" "$WORK/root-ext4.cloop"
+    LIVE_READY=1
+}
+
+BLOCK_COW_CHECKS=("ROOTFS: /dev/nbd[0-9]+ ext4" "COWMOUNT: tmpfs" "COWFILE: KNOPPIX.cow" "DAEMON: [0-9]+ @cloopd"
+    "DAEMON-oom: -1000" "WRITE: written at boot" "LIVE: ok" "MNT-SYSTEM: ok" "CHECKS-DONE")
+OVERLAY_CHECKS=("ROOTFS: overlay overlay" "NBDMOUNT: /dev/nbd[0-9]+ /run/initramfs/images/0 iso9660"
+    "COWMOUNT: tmpfs" "DAEMON: [0-9]+ @cloopd" "WRITE: written at boot" "CHECKS-DONE")
+
+# cd: an El Torito ISO on an emulated CD drive; ext4 inside cloop gets
+# the block-level cowfile on tmpfs.
+scenario_cd() {
+    prepare_live
+    boot cd "$UNTIL_LIVE" -cdrom "$WORK/cd-ext4.iso" -boot d
+    check cd "ISO on CD, ext4 root on nbd with a tmpfs cowfile" "${BLOCK_COW_CHECKS[@]}"
+}
+
+# cd-iso9660: the image holds iso9660, as real Knoppix images do: served
+# read-only, with overlayfs on top.
+scenario_cd-iso9660() {
+    prepare_live
+    make_iso "$WORK/cd-iso.iso" "$APPEND_BASE" "$WORK/root-iso.cloop"
+    boot cd-iso9660 "$UNTIL_LIVE" -cdrom "$WORK/cd-iso.iso" -boot d
+    check cd-iso9660 "iso9660 image read-only on nbd, overlayfs root" "${OVERLAY_CHECKS[@]}"
+}
+
+# usb: a vfat partition on a USB stick that is plugged in only once init
+# is already waiting for it; kernel and initrd come from QEMU.
+scenario_usb() {
+    prepare_live
+    local img=$WORK/usb.img part=$WORK/usb-part.img
+    rm -f "$img" "$part"
+    truncate -s 80M "$part"
+    mkfs.vfat -n KNOPPIXUSB "$part" >/dev/null
+    mmd -i "$part" ::/KNOPPIX
+    mcopy -i "$part" "$WORK/root-ext4.cloop" ::/KNOPPIX/KNOPPIX
+    truncate -s 81M "$img"
+    echo 'start=2048, type=c' | sfdisk -q "$img"
+    dd if="$part" of="$img" bs=1M seek=1 conv=notrunc status=none
+    rm -f "$part"
+    KICK_AT="waiting for a medium" KICK_CMD="device_add usb-storage,bus=xhci.0,drive=stick,id=stickdev" \
+        boot usb "$UNTIL_LIVE" -kernel "$KERNEL" -initrd "$WORK/initrd.gz" -append "$APPEND_BASE rootdelay=90" \
+        -device qemu-xhci,id=xhci -drive if=none,id=stick,format=raw,file="$img"
+    check usb "late USB stick (hot-plugged while init waited), vfat partition" \
+        "waiting for a medium" "${BLOCK_COW_CHECKS[@]}"
+}
+
+# hybrid: the same ISO written to a USB disk and booted from it.
+scenario_hybrid() {
+    prepare_live
+    cp "$WORK/cd-ext4.iso" "$WORK/hybrid.img"
+    boot hybrid "$UNTIL_LIVE" -device qemu-xhci,id=xhci \
+        -drive if=none,id=stick,format=raw,file="$WORK/hybrid.img" -device usb-storage,bus=xhci.0,drive=stick,bootindex=0
+    check hybrid "isohybrid image booted from a USB disk" "${BLOCK_COW_CHECKS[@]}"
+}
+
+# multi: KNOPPIX plus KNOPPIX1, stacked with overlayfs (KNOPPIX on top).
+scenario_multi() {
+    prepare_live
+    local extra=$WORK/extra
+    rm -rf "$extra" && mkdir -p "$extra/etc"
+    echo "from KNOPPIX1" > "$extra/etc/knoppix1"
+    echo "hidden by KNOPPIX" > "$extra/etc/issue"
+    cloop_of iso9660 "$extra" "$WORK/extra.cloop"
+    make_iso "$WORK/multi.iso" "$APPEND_BASE" "$WORK/root-iso.cloop" "$WORK/extra.cloop"
+    boot multi "$UNTIL_LIVE" -cdrom "$WORK/multi.iso" -boot d
+    check multi "KNOPPIX + KNOPPIX1 stacked" "${OVERLAY_CHECKS[@]}" "MULTI: from KNOPPIX1" \
+        "NBDMOUNT: /dev/nbd[0-9]+ /run/initramfs/images/1 iso9660"
+}
+
+# no-medium: nothing to boot from: a clear message and the rescue shell.
+scenario_no-medium() {
+    prepare_live
+    boot no-medium "cloopbox rescue|Kernel panic" -kernel "$KERNEL" -initrd "$WORK/initrd.gz" \
+        -append "$APPEND_BASE rootdelay=3"
+    check no-medium "clear message, then the rescue shell" "boot failed: no medium with KNOPPIX/KNOPPIX" \
+        "dropping to the rescue shell" "cloopbox rescue"
+}
+
+# corrupt-image: the image's index is damaged: a clear error naming it.
+scenario_corrupt-image() {
+    prepare_live
+    cp "$WORK/root-ext4.cloop" "$WORK/corrupt.cloop"
+    printf '\xff\xff\xff\xff\xff\xff\xff\xff\x00\x00\x00\x00' |
+        dd of="$WORK/corrupt.cloop" bs=1 seek=152 conv=notrunc status=none
+    make_iso "$WORK/corrupt.iso" "$APPEND_BASE" "$WORK/corrupt.cloop"
+    boot corrupt-image "cloopbox rescue|Kernel panic" -cdrom "$WORK/corrupt.iso" -boot d
+    check corrupt-image "corrupt index: error names the image, then the rescue shell" \
+        "boot failed: .*KNOPPIX/KNOPPIX" "cloopbox rescue"
 }
 
 CLOOPBOX_BIN=$(scripts/build-static.sh)

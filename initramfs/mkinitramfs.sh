@@ -52,7 +52,7 @@ MODULES=(
     ahci ata_piix libata sd_mod scsi_mod
     virtio_blk virtio_scsi virtio_pci
     usb-storage uas xhci_pci xhci_hcd ehci_pci ehci_hcd ohci_pci uhci_hcd usbhid hid_generic
-    vfat fat nls_cp437 nls_iso8859-1 nls_utf8 exfat ntfs3 ext4 erofs
+    vfat fat nls_cp437 nls_iso8859-1 nls_utf8 nls_ascii exfat ntfs3 ext4 erofs
     mmc_block sdhci_pci nvme
 )
 MODULES+=("${EXTRA[@]}")

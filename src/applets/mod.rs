@@ -17,6 +17,7 @@ mod cowpack;
 mod cowrepair;
 mod create_compressed_fs;
 mod extract_compressed_fs;
+mod init;
 
 /// An applet's entry point. `args[0]` is the applet name as invoked; the
 /// return value is the process exit status.
@@ -50,6 +51,11 @@ pub static APPLETS: &[Applet] = &[
         summary: "decompress a cloop image of any version",
         main: extract_compressed_fs::main,
     },
+    Applet {
+        name: "init",
+        summary: "live-boot PID 1: find the medium, serve it over NBD, switch root",
+        main: init::main,
+    },
 ];
 
 const MULTICALL_NAME: &str = "cloopbox";
@@ -69,6 +75,11 @@ pub fn dispatch(mut args: Vec<OsString>) -> i32 {
     let name = applet_name(&argv0);
     if let Some(applet) = find(&name) {
         return (applet.main)(args);
+    }
+    // The kernel may start us as PID 1 under another name
+    // (rdinit=/bin/cloopbox): then we are the initramfs init.
+    if std::process::id() == 1 {
+        return (find("init").expect("init is in the table").main)(args);
     }
     if name != MULTICALL_NAME && !name.starts_with(MULTICALL_NAME) {
         eprintln!("cloopbox: unknown applet '{name}'");

@@ -192,6 +192,7 @@ pub fn find_medium(s: &Search<'_>, log: &Log) -> Result<Medium, Vec<String>> {
     let start = Instant::now();
     let mut attempts = Attempts::default();
     let mut waited = false;
+    let mut shown = None;
     loop {
         if let Some(m) = try_candidates(s, log, &mut attempts) {
             if waited {
@@ -207,6 +208,11 @@ pub fn find_medium(s: &Search<'_>, log: &Log) -> Result<Medium, Vec<String>> {
             return Err(attempts.lines);
         }
         waited = true;
+        if shown == Some(elapsed.as_secs()) {
+            std::thread::sleep(Duration::from_millis(250));
+            continue;
+        }
+        shown = Some(elapsed.as_secs());
         log.progress(&format!(
             "waiting for a medium with {}/{}: {}s of {}s ({} devices tried)",
             s.dir,
