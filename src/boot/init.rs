@@ -256,10 +256,10 @@ fn assemble_root(medium: &Medium, log: &Log) -> Result<Vec<Served>, Failure> {
         });
         let (device, pid) = serve(&path, cow.as_deref(), block, log).map_err(Failure::from)?;
         log.info(&format!(
-            "{} served on {device:?} by pid {pid}{}",
+            "{} served on {} by pid {pid}{}",
             path.display(),
+            device.display(),
             if cow.is_some() { " with a cowfile on tmpfs" } else { "" },
-            device = device
         ));
         served.push(Served { image: path, device, fs, daemon_pid: pid });
     }
