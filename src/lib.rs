@@ -11,6 +11,7 @@ pub mod blockdev;
 pub mod boot;
 pub mod cache;
 pub mod cloop;
+pub mod control;
 pub mod cow;
 pub mod getopt;
 pub mod nbd;
