@@ -430,7 +430,11 @@ fn run(a: Args) -> Result<(), String> {
         let line = format!("serving {} on {}", stack.summary, places.join(", "));
         match &log {
             Some(log) => log.info(&line),
-            None => eprintln!("{APPLET}: {line}"),
+            // Scripts and tests wait for this line on stdout.
+            None => {
+                println!("{APPLET}: {line}");
+                let _ = io::stdout().flush();
+            }
         }
     }
     std::thread::spawn(move || {
