@@ -16,11 +16,8 @@ use cloopbox::cloop::codec::{encode, Codec, Decoder, EncodeOptions};
 use cloopbox::cloop::error::Error;
 use cloopbox::cloop::reader::{Image, Kind, Version};
 
-fn vectors() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
-    assert!(dir.join("README.md").is_file(), "test vectors missing: expected them at {}", dir.display());
-    dir
-}
+mod common;
+use common::{vectors, XorShift};
 
 fn raw() -> &'static [u8] {
     static RAW: OnceLock<Vec<u8>> = OnceLock::new();
@@ -34,24 +31,6 @@ fn raw() -> &'static [u8] {
 
 fn vector(name: &str) -> Vec<u8> {
     std::fs::read(vectors().join(name)).unwrap()
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
 }
 
 /// Writes `bytes` as `name` in a fresh temporary directory.

@@ -5,7 +5,6 @@
 //! against QEMU's reader.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cloopbox::blockdev::ReadAt;
@@ -14,11 +13,8 @@ use cloopbox::cloop::extract::extract;
 use cloopbox::cloop::reader::{Image, Kind, Version};
 use cloopbox::progress::Progress;
 
-fn vectors() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
-    assert!(dir.join("README.md").is_file(), "test vectors missing: expected them at {}", dir.display());
-    dir
-}
+mod common;
+use common::{vectors, XorShift};
 
 /// The 307200-byte raw ext2 image every vector was made from.
 fn raw() -> &'static [u8] {
@@ -169,24 +165,6 @@ fn nonconformant_slitaz_v4_is_a_clean_error() {
     };
     assert!(err.contains("slitaz_v4flag_odd300000_gzip.cloop"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
 }
 
 #[test]

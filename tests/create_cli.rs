@@ -3,19 +3,16 @@
 //! (no image over the input, no partial image under the final name).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use cloopbox::blockdev::ReadAt;
 use cloopbox::cloop::reader::Image;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cloopbox");
+mod common;
+use common::vectors;
 
-fn vectors() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
-    assert!(dir.is_dir(), "test vectors missing: {} (clone shared/ beside the repo)", dir.display());
-    dir
-}
+const BIN: &str = env!("CARGO_BIN_EXE_cloopbox");
 
 fn create(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);

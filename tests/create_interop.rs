@@ -10,6 +10,9 @@ use std::process::{Command, Output};
 use cloopbox::blockdev::ReadAt;
 use cloopbox::cloop::reader::Image;
 
+mod common;
+use common::vectors;
+
 const BIN: &str = env!("CARGO_BIN_EXE_cloopbox");
 
 fn tool(name: &str, package: &str) -> PathBuf {
@@ -21,12 +24,6 @@ fn tool(name: &str, package: &str) -> PathBuf {
 
 fn cloop_utils(name: &str) -> PathBuf {
     tool(name, "cloop-utils")
-}
-
-fn vectors() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
-    assert!(dir.is_dir(), "test vectors missing: {} (clone shared/ beside the repo)", dir.display());
-    dir
 }
 
 /// The 300 KiB ext2 image of the vectors.

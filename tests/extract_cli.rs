@@ -7,13 +7,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cloopbox");
+mod common;
+use common::vectors;
 
-fn vectors() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
-    assert!(dir.join("README.md").is_file(), "test vectors missing: expected them at {}", dir.display());
-    dir
-}
+const BIN: &str = env!("CARGO_BIN_EXE_cloopbox");
 
 fn raw() -> Vec<u8> {
     let gz = std::fs::File::open(vectors().join("raw/ext2_300k.img.gz")).unwrap();

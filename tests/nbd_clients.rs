@@ -9,11 +9,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-fn vectors() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors");
-    assert!(p.is_dir(), "test vectors missing at {} (clone shared/ beside the repo)", p.display());
-    p
-}
+mod common;
+use common::vectors;
 
 fn tool(name: &str, package: &str) -> &'static str {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().unwrap();
