@@ -31,7 +31,19 @@ pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), CowError> {
     } else {
         FlockOperation::NonBlockingLockShared
     };
-    match flock(file, op) {
+    // A lock held by an open file description that a concurrently forked
+    // child (of any thread of this process) still shares goes away when
+    // that child execs; a short retry rides that out, while a real second
+    // user, which holds the lock for its lifetime, is still refused.
+    let mut result = flock(file, op);
+    for _ in 0..50 {
+        if result != Err(rustix::io::Errno::WOULDBLOCK) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        result = flock(file, op);
+    }
+    match result {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(CowError::io(
             path,
