@@ -18,6 +18,13 @@
 //! finish its in-flight requests, flush the stack (the cowfile's bitmap
 //! and clean header) and exit 0. Signals arrive through signal-hook's
 //! self-pipe iterator, which keeps this crate free of `unsafe`.
+//!
+//! With `--device` the server also answers on its control socket
+//! (`crate::control`, `@cloopbox/nbdN`): a `detach` there takes the same
+//! path, except that a failed flush or disconnect leaves the device
+//! attached and is reported to the client, and the client's answer waits
+//! for the final flush. The socket is bound before the device line is
+//! printed, so whoever reads that line can control the server at once.
 
 use std::ffi::OsString;
 use std::io::{self, Write as _};
@@ -32,6 +39,7 @@ use crate::blockdev::{BlockDev, FileDev, ReadAt};
 use crate::cache::Cache;
 use crate::cloop::error::Error as CloopError;
 use crate::cloop::reader::{Image, Kind};
+use crate::control::{self, meter::Metered};
 use crate::cow::overlay::{Overlay, OverlayOptions};
 use crate::nbd::{self, BlockSizes, Export, Extent, Hints, Listener, ReadOnly, Server};
 use crate::units::{parse_size, Bytes};
@@ -61,6 +69,10 @@ device. Without --cow the export is read-only.
   --block-size N          the device's logical block size, 512-4096
                           (default: what the filesystem inside needs,
                           2048 for iso9660, at most 4096)
+  --background            once the device is attached and printed: a new
+                          session, stdin/stdout/stderr on /dev/null and
+                          messages to the console and kernel log (cowdev -a
+                          starts servers so)
   --root-daemon           serving the root filesystem: argv[0] '@cloopd'
                           (systemd spares it), mlockall, oom_score_adj
                           -1000, PR_SET_IO_FLUSHER, log to /dev/kmsg, and
@@ -75,6 +87,8 @@ device. Without --cow the export is read-only.
 At least one of --unix, --tcp or --device is needed. SIGINT or SIGTERM
 stop the server cleanly (outside --root-daemon): in-flight requests
 finish, the cowfile is flushed and a kernel device is disconnected.
+With --device, root controls the server through the abstract socket
+@cloopbox/nbdN (cowdev -l -v, cowdev -d, cowsync).
 ";
 
 /// Default size of the decompressed-block cache.
@@ -99,6 +113,7 @@ pub struct Args {
     connections: usize,
     block_size: Option<u32>,
     root_daemon: bool,
+    background: bool,
 }
 
 fn parse_count(opt: &str, value: &str) -> Result<usize, String> {
@@ -138,6 +153,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
         "connections=",
         "block-size=",
         "root-daemon",
+        "background",
         "quiet",
         "help",
     ];
@@ -157,6 +173,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
         connections: 1,
         block_size: None,
         root_daemon: false,
+        background: false,
     };
     for opt in parsed.opts {
         let value = opt.value.unwrap_or_default();
@@ -183,6 +200,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
                 _ => return Err(format!("--block-size '{value}': a power of two from 512 to 4096")),
             },
             "root-daemon" => a.root_daemon = true,
+            "background" => a.background = true,
             "q" | "quiet" => a.quiet = true,
             _ => return Ok(None),
         }
@@ -195,6 +213,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
     }
     if a.root_daemon && a.device.is_none() {
         return Err("--root-daemon serves a kernel device: it needs --device".into());
+    }
+    if a.background && a.device.is_none() {
+        return Err("--background detaches once a kernel device is attached: it needs --device".into());
     }
     Ok(Some(a))
 }
@@ -271,11 +292,16 @@ struct Stack {
     summary: String,
     /// The logical block size a kernel device should have.
     device_block: u32,
+    /// Handles for the control socket's status.
+    meter: Arc<Metered>,
+    cow_stats: Option<control::target::CowStats>,
+    cache_stats: Option<control::target::CacheStats>,
 }
 
 fn build(a: &Args) -> Result<Stack, String> {
     let base = open_base(&a.image)?;
     let mut hints = StackHints::default();
+    let mut cache_stats: Option<control::target::CacheStats> = None;
     let (read, block_size, what): (Arc<dyn ReadAt>, u32, String) = match base {
         Base::Cloop(image) => {
             let info = image.info().clone();
@@ -296,6 +322,8 @@ fn build(a: &Args) -> Result<Stack, String> {
                 let what = format!("{what}, cache {}", Bytes(cache.capacity()));
                 hints.cache = Some(cache.clone());
                 hints.allocation = true;
+                let counted = cache.clone();
+                cache_stats = Some(Box::new(move || counted.stats()));
                 (cache, info.block_size, what)
             }
         }
@@ -310,6 +338,7 @@ fn build(a: &Args) -> Result<Stack, String> {
             .map(|fs| crate::boot::probe::min_io_size(&*read, &fs).min(4096))
             .unwrap_or(512)
     });
+    let mut cow_stats: Option<control::target::CowStats> = None;
     let (mut export, rw) = match &a.cow {
         None => (Export::read_only(read), "read-only".to_string()),
         Some(path) => {
@@ -327,18 +356,21 @@ fn build(a: &Args) -> Result<Stack, String> {
             let created = if overlay.created() { ", created" } else { "" };
             hints.allocation = false;
             hints.cow_unit = Some(crate::cow::header::MAPUNIT);
-            (
-                Export::writable(Arc::new(overlay) as Arc<dyn BlockDev>),
-                format!("cow {}{created}", path.display()),
-            )
+            let overlay = Arc::new(overlay);
+            let counted = overlay.clone();
+            cow_stats = Some(Box::new(move || counted.stats()));
+            (Export::writable(overlay as Arc<dyn BlockDev>), format!("cow {}{created}", path.display()))
         }
     };
     export.name = a.export_name.clone();
     export.description = a.description.clone().unwrap_or_else(|| format!("{} ({what})", a.image.display()));
     export.block_sizes = BlockSizes::for_preferred(block_size);
     export.hints = Some(Arc::new(hints));
+    // At the top, so it counts what clients were served.
+    let meter = Arc::new(Metered::new(export.dev.clone()));
+    export.dev = meter.clone();
     let summary = format!("{} ({what}, {}) {rw}", a.image.display(), Bytes(size));
-    Ok(Stack { export, summary, device_block })
+    Ok(Stack { export, summary, device_block, meter, cow_stats, cache_stats })
 }
 
 /// Binds a unix socket with mode 0600, replacing a stale socket file (one
@@ -375,21 +407,72 @@ fn bind_all(a: &Args) -> Result<(Vec<Listener>, Vec<String>), String> {
     Ok((listeners, names))
 }
 
+/// What the main thread waits for.
+enum Event {
+    Signal(i32),
+    /// Every kernel connection is closed.
+    KernelGone,
+    /// A `detach` from the control socket; answered once we have stopped.
+    Detach(control::Pending),
+}
+
+/// Flushes the stack, then asks the kernel to disconnect: the flush
+/// first, because the disconnect makes the kernel drop its queue.
+fn flush_and_detach(dev: &dyn BlockDev, index: u32) -> Result<(), String> {
+    dev.flush().map_err(|e| format!("flush before disconnect failed: {e}"))?;
+    nbd::kernel::detach(index).map_err(|e| format!("disconnecting /dev/nbd{index}: {e}"))
+}
+
+/// Starts the control socket of `/dev/nbdN`. A server that was just
+/// detached from the same device may still hold the name for a moment,
+/// so a busy name is retried for a few seconds.
+fn start_control(index: u32, target: control::Target) -> io::Result<control::ControlServer> {
+    let name = control::proto::socket_name(index);
+    let target = Arc::new(target);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match control::server::start(&name, target.clone()) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// --background: leaves the caller's session and terminal behind once the
+/// device line is out.
+fn to_background() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
+    rustix::stdio::dup2_stdout(&null)?;
+    rustix::stdio::dup2_stderr(&null)?;
+    Ok(())
+}
+
 fn run(a: Args) -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let log = a.root_daemon.then(|| crate::boot::log::Log::open(APPLET, false));
-    if let Some(log) = &log {
+    if a.background {
+        // Fails only when we already lead a process group (started from
+        // a shell with job control); SIGHUP is ignored below then.
+        let _ = rustix::process::setsid();
+    }
+    let log = (a.root_daemon || a.background).then(|| crate::boot::log::Log::open(APPLET, false));
+    if let (Some(log), true) = (&log, a.root_daemon) {
         for missing in crate::sys::daemon::harden() {
             log.warn(&missing);
         }
     }
     // Registered before any thread exists, so no signal is missed.
-    let watched: &[i32] = if a.root_daemon { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
+    let watched: &[i32] =
+        if a.root_daemon || a.background { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
     let mut signals =
         signal_hook::iterator::Signals::new(watched).map_err(|e| format!("signal handlers: {e}"))?;
-    let stack = build(&a)?;
+    let mut stack = build(&a)?;
     let (listeners, names) = bind_all(&a)?;
     let dev = stack.export.dev.clone();
+    let (meter, cow_stats, cache_stats) =
+        (stack.meter.clone(), stack.cow_stats.take(), stack.cache_stats.take());
     let cfg = nbd::Config {
         name: APPLET.into(),
         threads: a.threads,
@@ -401,8 +484,13 @@ fn run(a: Args) -> Result<(), String> {
     for l in listeners {
         accepters.push(server.listen(l).map_err(|e| format!("listener thread: {e}"))?);
     }
-    let (events, event) = std::sync::mpsc::channel::<Option<i32>>();
+    let (events, event) = std::sync::mpsc::channel::<Event>();
     let mut attached = None;
+    let mut control_server = None;
+    let say = |msg: &str| match &log {
+        Some(log) => log.info(msg),
+        None => eprintln!("{APPLET}: {msg}"),
+    };
     if let Some(index) = a.device {
         let opts = nbd::kernel::AttachOptions {
             index,
@@ -412,13 +500,38 @@ fn run(a: Args) -> Result<(), String> {
         };
         let attachment = nbd::kernel::attach(&server, &opts).map_err(|e| format!("--device: {e}"))?;
         let index = attachment.index;
+        let device = attachment.device();
+        let detach_events = events.clone();
+        let target = control::Target {
+            info: control::Info {
+                device: device.display().to_string(),
+                pid: std::process::id(),
+                image: std::path::absolute(&a.image).unwrap_or_else(|_| a.image.clone()),
+                cow: a.cow.as_ref().map(|c| std::path::absolute(c).unwrap_or_else(|_| c.clone())),
+            },
+            dev: dev.clone(),
+            meter,
+            cow: cow_stats,
+            cache: cache_stats,
+            detach: Box::new(move |pending| {
+                let _ = detach_events.send(Event::Detach(pending));
+            }),
+        };
+        // Before the device line: whoever reads it can control us at once.
+        match start_control(index, target) {
+            Ok(c) => control_server = Some(c),
+            Err(e) => eprintln!("{APPLET}: {e}; cowdev and cowsync cannot reach this server"),
+        }
         // The device path alone on stdout, for scripts and init.
-        println!("{}", attachment.device().display());
+        println!("{}", device.display());
         let _ = io::stdout().flush();
+        if a.background {
+            to_background().map_err(|e| format!("--background: /dev/null: {e}"))?;
+        }
         let events = events.clone();
         std::thread::spawn(move || {
             attachment.wait();
-            let _ = events.send(None);
+            let _ = events.send(Event::KernelGone);
         });
         attached = Some(index);
     }
@@ -429,7 +542,7 @@ fn run(a: Args) -> Result<(), String> {
         }
         let line = format!("serving {} on {}", stack.summary, places.join(", "));
         match &log {
-            Some(log) => log.info(&line),
+            Some(_) => say(&line),
             // Scripts and tests wait for this line on stdout.
             None => {
                 println!("{APPLET}: {line}");
@@ -439,34 +552,48 @@ fn run(a: Args) -> Result<(), String> {
     }
     std::thread::spawn(move || {
         for sig in signals.forever() {
-            if events.send(Some(sig)).is_err() {
+            if events.send(Event::Signal(sig)).is_err() {
                 break;
             }
         }
     });
-    let say = |msg: &str| match &log {
-        Some(log) => log.info(msg),
-        None => eprintln!("{APPLET}: {msg}"),
-    };
+    let mut detach_request = None;
     let reason = loop {
         match event.recv() {
-            Ok(Some(sig)) if a.root_daemon => {
+            Ok(Event::Signal(sig)) if a.root_daemon => {
                 say(&format!(
                     "ignoring signal {sig}: this daemon serves a root filesystem; detach with cowdev -d"
                 ));
             }
-            Ok(Some(sig)) => break if sig == SIGINT { "SIGINT" } else { "SIGTERM" },
-            Ok(None) | Err(_) => break "the kernel disconnected",
+            // No terminal to hang up on: a leftover of the caller's session.
+            Ok(Event::Signal(SIGHUP)) => {}
+            Ok(Event::Signal(sig)) => break if sig == SIGINT { "SIGINT" } else { "SIGTERM" },
+            Ok(Event::Detach(pending)) => {
+                let Some(index) = attached else { continue };
+                match flush_and_detach(&*dev, index) {
+                    Ok(()) => {
+                        detach_request = Some(pending);
+                        break "detach requested";
+                    }
+                    // Still attached and serving: the client decides.
+                    Err(e) => {
+                        say(&format!("detach requested: {e}; still serving /dev/nbd{index}"));
+                        pending.reply(Err(format!("{e}; /dev/nbd{index} is still attached")));
+                    }
+                }
+            }
+            Ok(Event::KernelGone) | Err(_) => break "the kernel disconnected",
         }
     };
-    if let Some(index) = attached.filter(|_| reason != "the kernel disconnected") {
-        // Flush first: the disconnect makes the kernel drop its queue.
-        if let Err(e) = dev.flush() {
-            say(&format!("{reason}: flush before disconnect failed: {e}"));
+    if let Some(index) = attached.filter(|_| detach_request.is_none() && reason != "the kernel disconnected")
+    {
+        if let Err(e) = flush_and_detach(&*dev, index) {
+            say(&format!("{reason}: {e}"));
         }
-        if let Err(e) = nbd::kernel::detach(index) {
-            say(&format!("{reason}: disconnecting /dev/nbd{index}: {e}"));
-        }
+    }
+    // The device is gone: free its control name for the next server.
+    if let Some(c) = control_server.take() {
+        c.stop();
     }
     if !server.stop(STOP_TIMEOUT) {
         say(&format!("{reason}: some connections did not finish within {STOP_TIMEOUT:?}"));
@@ -474,7 +601,12 @@ fn run(a: Args) -> Result<(), String> {
     for t in accepters {
         let _ = t.join();
     }
-    dev.flush().map_err(|e| format!("{reason}: final flush failed: {e}"))?;
+    let flushed = dev.flush().map_err(|e| format!("{reason}: final flush failed: {e}"));
+    if let Some(pending) = detach_request {
+        let device = attached.map(|i| format!("/dev/nbd{i}")).unwrap_or_default();
+        pending.reply(flushed.clone().map(|()| format!("{device} detached, cowfile flushed\n")));
+    }
+    flushed?;
     if !a.quiet {
         say(&format!("{reason}: stopped cleanly"));
     }
@@ -549,6 +681,8 @@ mod tests {
         assert!(args(&["img", "--root-daemon", "--unix", "/s"]).unwrap_err().contains("needs --device"));
         assert!(args(&["img", "--device", "/dev/sda"]).is_err());
         assert!(args(&["img", "--device", "auto", "--block-size", "8192"]).is_err());
+        assert!(args(&["img", "--background", "--unix", "/s"]).unwrap_err().contains("needs --device"));
+        assert!(args(&["img", "--device", "auto", "--background"]).unwrap().unwrap().background);
         let d = args(&["img", "--device", "/dev/nbd3", "--block-size", "2048", "--connections", "2"])
             .unwrap()
             .unwrap();
