@@ -11,10 +11,12 @@ use std::path::Path;
 
 mod cloopd;
 mod cloopinfo;
+mod cowdev;
 mod cowlist;
 mod cowmerge;
 mod cowpack;
 mod cowrepair;
+mod cowsync;
 mod create_compressed_fs;
 mod extract_compressed_fs;
 mod init;
@@ -33,6 +35,7 @@ pub struct Applet {
 pub static APPLETS: &[Applet] = &[
     Applet { name: "cloopd", summary: "serve a cloop image (with a cowfile) over NBD", main: cloopd::main },
     Applet { name: "cloopinfo", summary: "describe and verify a cloop image", main: cloopinfo::main },
+    Applet { name: "cowdev", summary: "attach, detach and list copy-on-write devices", main: cowdev::main },
     Applet { name: "cowlist", summary: "show the header of a cowloop cowfile", main: cowlist::main },
     Applet {
         name: "cowmerge",
@@ -41,6 +44,7 @@ pub static APPLETS: &[Applet] = &[
     },
     Applet { name: "cowpack", summary: "pack or unpack a cowfile into a savefile", main: cowpack::main },
     Applet { name: "cowrepair", summary: "rebuild the bitmap of a dirty cowfile", main: cowrepair::main },
+    Applet { name: "cowsync", summary: "flush every copy-on-write device's cowfile", main: cowsync::main },
     Applet {
         name: "create_compressed_fs",
         summary: "compress a filesystem image into a cloop image",
