@@ -69,13 +69,21 @@ impl Cloopd {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // The banner is printed once every listener accepts connections.
-        let mut banner = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut banner).unwrap();
+        // The banner is printed once every listener accepts connections;
+        // a server that never prints it fails the test instead of hanging it.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut banner = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut banner);
+            let _ = tx.send(banner);
+        });
+        let banner = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap_or_default();
         if banner.is_empty() {
+            let _ = child.kill();
             let mut err = String::new();
             child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            panic!("cloopd did not start: {err}");
+            panic!("cloopd did not start within 30 s: {err}");
         }
         Cloopd { child, socket, banner }
     }
@@ -88,7 +96,14 @@ impl Cloopd {
     fn stop(mut self) -> (i32, String) {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let status = self.child.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "cloopd did not exit within 60 s of SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let mut err = String::new();
         self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         (status.code().unwrap_or(-1), err)
