@@ -703,6 +703,8 @@ struct Slow {
     inner: MemDev,
     delay: Duration,
     flushes: AtomicUsize,
+    /// The first 4 bytes of the device at each flush.
+    seen_at_flush: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl ReadAt for Slow {
@@ -735,6 +737,9 @@ impl BlockDev for Slow {
     }
     fn flush(&self) -> io::Result<()> {
         self.flushes.fetch_add(1, Ordering::SeqCst);
+        let mut head = vec![0u8; 4];
+        self.inner.read_at(&mut head, 0)?;
+        self.seen_at_flush.lock().unwrap().push(head);
         self.inner.flush()
     }
 }
@@ -744,6 +749,7 @@ fn slow_server(threads: usize) -> (Arc<Slow>, Arc<Server>) {
         inner: MemDev::new(pattern(SIZE)),
         delay: Duration::from_millis(300),
         flushes: AtomicUsize::new(0),
+        seen_at_flush: std::sync::Mutex::new(Vec::new()),
     });
     (dev.clone(), Server::new(Export::writable(dev), config(threads)).unwrap())
 }
@@ -776,9 +782,18 @@ fn flush_waits_for_earlier_writes_of_its_connection() {
     both.extend_from_slice(b"slow");
     both.extend_from_slice(&Request { flags: 0, kind: CMD_FLUSH, cookie: 2, offset: 0, length: 0 }.encode());
     c.s.write_all(&both).unwrap();
-    let order: Vec<u64> = (0..2).map(|_| c.simple(0).1).collect();
-    assert_eq!(order, vec![1, 2], "FLUSH replied before the write it follows");
+    // Replies may come in either order (the write's reply can be sent
+    // after the flush it released); what counts is that the flush ran
+    // only once the write had reached the device.
+    let mut replies: Vec<(u32, u64)> = (0..2).map(|_| c.simple(0)).map(|(e, k, _)| (e, k)).collect();
+    replies.sort_by_key(|r| r.1);
+    assert_eq!(replies, vec![(0, 1), (0, 2)]);
     assert_eq!(dev.flushes.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        *dev.seen_at_flush.lock().unwrap(),
+        vec![b"slow".to_vec()],
+        "FLUSH ran before the write it follows"
+    );
     assert_eq!(c.read(3, 0, 4), b"slow");
     c.finish();
 }
