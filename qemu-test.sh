@@ -181,6 +181,8 @@ for p in /proc/[0-9]*; do
 done
 echo "written at boot $(cat /proc/sys/kernel/random/boot_id)" > /root/written && sync && echo "WRITE: $(cat /root/written)"
 [ -f /etc/knoppix1 ] && echo "MULTI: $(cat /etc/knoppix1)"
+# The control sockets are abstract: they still answer after switch_root.
+cowdev -l -v 2>&1 | sed "s/^/CTL: /"
 [ -e /mnt-system/KNOPPIX/KNOPPIX ] && echo "MNT-SYSTEM: ok"
 [ -e /run/initramfs/live/KNOPPIX/KNOPPIX ] && echo "LIVE: ok"
 echo "CHECKS-DONE"
@@ -198,6 +200,8 @@ make_rootfs() { # DIR
     rm -rf "$r" && mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp,root,mnt-system}
     cp /bin/busybox "$r/bin/busybox"
     for a in $(/bin/busybox --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
+    cp "$CLOOPBOX_BIN" "$r/bin/cloopbox"
+    ln -s cloopbox "$r/bin/cowdev"
     printf '%s' "$GUEST_INIT" > "$r/sbin/init"
     chmod 0755 "$r/sbin/init"
     echo "cloopbox test root" > "$r/etc/issue"
@@ -272,9 +276,11 @@ prepare_live() {
 }
 
 BLOCK_COW_CHECKS=("ROOTFS: /dev/nbd[0-9]+ ext4" "COWMOUNT: tmpfs" "COWFILE: KNOPPIX.cow" "DAEMON: [0-9]+ @cloopd"
-    "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot" "LIVE: ok" "MNT-SYSTEM: ok" "CHECKS-DONE")
+    "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot" "LIVE: ok" "MNT-SYSTEM: ok"
+    "CTL: +copy-on-write file: /run/initramfs/cow/KNOPPIX.cow" "CTL: +cowblocks in use: +[1-9]" "CHECKS-DONE")
 OVERLAY_CHECKS=("ROOTFS: overlay overlay" "NBDMOUNT: /dev/nbd[0-9]+ /run/initramfs/images/0 iso9660"
-    "COWMOUNT: tmpfs" "DAEMON: [0-9]+ @cloopd" "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot" "CHECKS-DONE")
+    "COWMOUNT: tmpfs" "DAEMON: [0-9]+ @cloopd" "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot"
+    "CTL: +read-only file: /run/initramfs/live/KNOPPIX/KNOPPIX" "CHECKS-DONE")
 
 # cd: an El Torito ISO on an emulated CD drive; ext4 inside cloop gets
 # the block-level cowfile on tmpfs.
