@@ -63,7 +63,14 @@ tree=$work/root
 mkdir -p "$tree"/{bin,dev,proc,sys,run,mnt,tmp,lib/modules}
 cp "$BIN" "$tree/init"
 chmod 0755 "$tree/init"
-for applet in $("$BIN" --list); do
+# Run as "cloopbox" whatever the file is called, so --list reaches the
+# multicall front door; a failure here must stop the build, not silently
+# leave the initramfs without its applet links.
+mkdir -p "$work/listdir"
+ln -s "$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")" "$work/listdir/cloopbox"
+applets=$("$work/listdir/cloopbox" --list) || { echo "mkinitramfs: $BIN --list failed" >&2; exit 1; }
+[ -n "$applets" ] || { echo "mkinitramfs: $BIN lists no applets" >&2; exit 1; }
+for applet in $applets; do
     ln -s ../init "$tree/bin/$applet"
 done
 
