@@ -16,14 +16,10 @@ const USAGE: &str = "Usage: cowlist [--json] cowfile\n\n\
     --json   print the fields as one JSON object\n";
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    let parsed = match crate::getopt::parse(&args[1..], "h", &["help", "json"]) {
+    let parsed = match crate::applets::parse_flags(NAME, USAGE, &args[1..], "h", &["help", "json"]) {
         Ok(p) => p,
-        Err(e) => return usage_error(&e),
+        Err(status) => return status,
     };
-    if parsed.opts.iter().any(|o| o.name == "h" || o.name == "help") {
-        print!("{USAGE}");
-        return 0;
-    }
     let json = parsed.opts.iter().any(|o| o.name == "json");
     let [path] = parsed.operands.as_slice() else {
         return usage_error("expected exactly one cowfile");
@@ -42,8 +38,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 fn usage_error(msg: &str) -> i32 {
-    eprint!("{NAME}: {msg}\n{USAGE}");
-    1
+    crate::applets::usage_error(NAME, USAGE, msg)
 }
 
 fn state(header: &Header) -> String {

@@ -21,15 +21,11 @@ const USAGE: &str = "Usage: cowmerge [-y] [-q] rdofile cowfile\n\
     -q   no progress output\n";
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    let parsed = match crate::getopt::parse(&args[1..], "yqh", &["help"]) {
+    let parsed = match crate::applets::parse_flags(NAME, USAGE, &args[1..], "yqh", &["help"]) {
         Ok(p) => p,
-        Err(e) => return usage_error(&e),
+        Err(status) => return status,
     };
     let has = |n: &str| parsed.opts.iter().any(|o| o.name == n);
-    if has("h") || has("help") {
-        print!("{USAGE}");
-        return 0;
-    }
     let [rdo, cow] = parsed.operands.as_slice() else {
         return usage_error("expected an rdofile and a cowfile");
     };
@@ -54,8 +50,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 fn usage_error(msg: &str) -> i32 {
-    eprint!("{NAME}: {msg}\n{USAGE}");
-    1
+    crate::applets::usage_error(NAME, USAGE, msg)
 }
 
 /// cowmerge 3.1 read one character from stdin, terminal or not, and went on

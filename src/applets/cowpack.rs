@@ -19,15 +19,11 @@ const USAGE: &str = "Usage: cowpack [-z] <-p | -u> <source> <dest>\n \
     NOTE: -p and -u are mutually exclusive\n";
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    let parsed = match crate::getopt::parse(&args[1..], "zpuh", &["help"]) {
+    let parsed = match crate::applets::parse_flags(NAME, USAGE, &args[1..], "zpuh", &["help"]) {
         Ok(p) => p,
-        Err(e) => return usage_error(&e),
+        Err(status) => return status,
     };
     let has = |n: &str| parsed.opts.iter().any(|o| o.name == n);
-    if has("h") || has("help") {
-        print!("{USAGE}");
-        return 0;
-    }
     let packing = match (has("p"), has("u")) {
         (true, false) => true,
         (false, true) => false,
@@ -53,6 +49,5 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 fn usage_error(msg: &str) -> i32 {
-    eprint!("{NAME}: {msg}\n{USAGE}");
-    1
+    crate::applets::usage_error(NAME, USAGE, msg)
 }

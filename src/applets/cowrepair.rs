@@ -25,15 +25,11 @@ struct Flags {
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    let parsed = match crate::getopt::parse(&args[1..], "fnvh", &["help"]) {
+    let parsed = match crate::applets::parse_flags(NAME, USAGE, &args[1..], "fnvh", &["help"]) {
         Ok(p) => p,
-        Err(e) => return usage_error(&e),
+        Err(status) => return status,
     };
     let has = |n: &str| parsed.opts.iter().any(|o| o.name == n);
-    if has("h") || has("help") {
-        print!("{USAGE}");
-        return 0;
-    }
     let flags = Flags { force: has("f"), dry_run: has("n"), verbose: has("v") };
     let [path] = parsed.operands.as_slice() else {
         return usage_error("expected exactly one cowfile");
@@ -45,8 +41,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 fn usage_error(msg: &str) -> i32 {
-    eprint!("{NAME}: {msg}\n{USAGE}");
-    1
+    crate::applets::usage_error(NAME, USAGE, msg)
 }
 
 fn run(path: &Path, flags: &Flags) -> Result<i32, crate::cow::CowError> {

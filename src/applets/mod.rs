@@ -168,6 +168,31 @@ fn install_links(dir: &Path) -> i32 {
     status
 }
 
+/// Prints `applet: message` and the usage on stderr; returns the exit
+/// status 1 of a usage error (the cowloop tools' convention).
+pub fn usage_error(applet: &str, usage: &str, msg: &str) -> i32 {
+    eprint!("{applet}: {msg}\n{usage}");
+    1
+}
+
+/// Parses getopt-style flags for an applet with `-h`/`--help`: a parse
+/// error becomes a usage error, `--help` prints the usage; either way the
+/// `Err` holds the exit status to return.
+pub fn parse_flags(
+    applet: &str,
+    usage: &str,
+    args: &[OsString],
+    short: &str,
+    long: &[&str],
+) -> Result<crate::getopt::Parsed, i32> {
+    let parsed = crate::getopt::parse(args, short, long).map_err(|e| usage_error(applet, usage, &e))?;
+    if parsed.opts.iter().any(|o| o.name == "h" || o.name == "help") {
+        print!("{usage}");
+        return Err(0);
+    }
+    Ok(parsed)
+}
+
 /// Prints `applet: message` on stderr and returns the exit status 1; used
 /// by applets for their final error.
 pub fn fail(applet: &str, err: impl std::fmt::Display) -> i32 {
