@@ -6,9 +6,8 @@
 //! whose one-line message names the file; nothing may panic, hang or
 //! allocate according to a claimed size.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cloopbox::blockdev::ReadAt;
@@ -17,17 +16,7 @@ use cloopbox::cloop::error::Error;
 use cloopbox::cloop::reader::{Image, Kind, Version};
 
 mod common;
-use common::{vectors, XorShift};
-
-fn raw() -> &'static [u8] {
-    static RAW: OnceLock<Vec<u8>> = OnceLock::new();
-    RAW.get_or_init(|| {
-        let gz = std::fs::File::open(vectors().join("raw/ext2_300k.img.gz")).unwrap();
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(gz).read_to_end(&mut out).unwrap();
-        out
-    })
-}
+use common::{raw, vectors, XorShift};
 
 fn vector(name: &str) -> Vec<u8> {
     std::fs::read(vectors().join(name)).unwrap()

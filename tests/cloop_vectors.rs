@@ -4,9 +4,6 @@
 //! error for the non-conformant file. The V2 images are also cross-checked
 //! against QEMU's reader.
 
-use std::io::Read;
-use std::sync::OnceLock;
-
 use cloopbox::blockdev::ReadAt;
 use cloopbox::cloop::codec::{Codec, Decoder};
 use cloopbox::cloop::extract::extract;
@@ -14,19 +11,7 @@ use cloopbox::cloop::reader::{Image, Kind, Version};
 use cloopbox::progress::Progress;
 
 mod common;
-use common::{vectors, XorShift};
-
-/// The 307200-byte raw ext2 image every vector was made from.
-fn raw() -> &'static [u8] {
-    static RAW: OnceLock<Vec<u8>> = OnceLock::new();
-    RAW.get_or_init(|| {
-        let gz = std::fs::File::open(vectors().join("raw/ext2_300k.img.gz")).unwrap();
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(gz).read_to_end(&mut out).unwrap();
-        assert_eq!(out.len(), 307200);
-        out
-    })
-}
+use common::{raw, vectors, XorShift};
 
 fn padded(len: usize) -> Vec<u8> {
     let mut v = raw().to_vec();

@@ -2,7 +2,9 @@
 //! says `mod common;`; not every file uses every helper).
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// `../shared/vectors` beside the repository. Missing vectors fail the
 /// test: CI always has them, so a skip would hide a broken checkout.
@@ -14,6 +16,18 @@ pub fn vectors() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// The 307200-byte raw ext2 image every vector was made from.
+pub fn raw() -> &'static [u8] {
+    static RAW: OnceLock<Vec<u8>> = OnceLock::new();
+    RAW.get_or_init(|| {
+        let gz = std::fs::File::open(vectors().join("raw/ext2_300k.img.gz")).unwrap();
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(gz).read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 307200);
+        out
+    })
 }
 
 /// A tiny deterministic generator for seeded mutations.
