@@ -10,6 +10,8 @@
 # Usage: ./qemu-test.sh [SCENARIO...]     (default: all)
 #   -i, --interactive   boot the scenarios with the console on this terminal
 #                       (the live scenarios then end in a shell in the guest)
+# Scenarios live here and in tests/qemu/*.sh. QEMU_MEM sets the guest RAM
+# (MiB, default 1024).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -25,12 +27,12 @@ SCENARIOS=()
 for arg in "$@"; do
     case $arg in
         -i | --interactive) INTERACTIVE=1 ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
         *) SCENARIOS+=("$arg") ;;
     esac
 done
+# Scenarios defined here; tests/qemu/*.sh add more (each appends its names).
 ALL_SCENARIOS=(smoke cd cd-iso9660 usb hybrid multi no-medium corrupt-image kernel-nbd)
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ALL_SCENARIOS[@]}")
 
 scripts/setup.sh
 for pkg in qemu-system-x86 busybox-static cpio kmod xorriso isolinux syslinux-common mtools dosfstools fdisk e2fsprogs; do
@@ -90,7 +92,7 @@ boot() {
     local log=$LOGS/$name.log mon=$WORK/$name.mon
     rm -f "$log" "$mon"
     : > "$log"
-    local qemu=(qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -nodefaults -no-reboot "$@")
+    local qemu=(qemu-system-x86_64 -accel tcg -m "${QEMU_MEM:-1024}" -smp 2 -nodefaults -no-reboot "$@")
     if [ "$INTERACTIVE" = 1 ]; then
         "${qemu[@]}" -nographic
         return 0
@@ -490,6 +492,13 @@ scenario_kernel-nbd() {
         "KNBD: detach refused while mounted" "KNBD: detached /dev/nbd" "KNBD: readback identical" "KNBD: DONE" \
         "HOST: cowfile clean" "HOST: fsck clean" "HOST: 5 files match after merge"
 }
+
+# Further scenarios, one file per area (systemd root, dracut, persistence...).
+for f in tests/qemu/*.sh; do
+    # shellcheck source=/dev/null
+    [ -f "$f" ] && . "$f"
+done
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ALL_SCENARIOS[@]}")
 
 CLOOPBOX_BIN=$(scripts/build-static.sh)
 fetch_kernel
