@@ -27,6 +27,7 @@ use crate::control::client::{self, ClientError, DETACH_TIMEOUT, REQUEST_TIMEOUT}
 use crate::control::proto::{display_path, socket_name};
 use crate::control::{Command, Info};
 use crate::nbd::kernel::parse_device;
+use crate::sys::mountinfo;
 
 const NAME: &str = "cowdev";
 const USAGE: &str = "\
@@ -290,17 +291,15 @@ fn in_use(index: u32) -> Option<String> {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(&format!("nbd{index}p")) {
                 if let Some(dev) =
-                    std::fs::read_to_string(e.path().join("dev")).ok().and_then(|t| parse_dev(&t))
+                    std::fs::read_to_string(e.path().join("dev")).ok().and_then(|t| mountinfo::parse_dev(&t))
                 {
                     devs.push(dev);
                 }
             }
         }
     }
-    if let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") {
-        if let Some(at) = mount_points(&text, &devs).first() {
-            return Some(format!("mounted on {at}"));
-        }
+    if let Some(at) = mountinfo::mount_points(&mountinfo::current(), &devs).first() {
+        return Some(format!("mounted on {at}"));
     }
     if let Ok(holders) = std::fs::read_dir(sys.join("holders")) {
         let names: Vec<String> =
@@ -316,50 +315,6 @@ fn in_use(index: u32) -> Option<String> {
         Err(rustix::io::Errno::BUSY) => Some("in use (mounted or claimed by another process)".into()),
         _ => None,
     }
-}
-
-/// `MAJOR:MINOR` as in sysfs `dev` files and mountinfo.
-fn parse_dev(text: &str) -> Option<(u32, u32)> {
-    let (major, minor) = text.trim().split_once(':')?;
-    Some((major.parse().ok()?, minor.parse().ok()?))
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape_octal(text: &str) -> String {
-    let b = text.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let code = b
-            .get(i + 1..i + 4)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| u8::from_str_radix(d, 8).ok());
-        match code {
-            Some(c) if b[i] == b'\\' => {
-                out.push(c);
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The mount points in a `/proc/self/mountinfo` text whose device is one
-/// of `devs`.
-fn mount_points(mountinfo: &str, devs: &[(u32, u32)]) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let mut f = line.split(' ');
-            let dev = parse_dev(f.nth(2)?)?;
-            let at = f.nth(1)?;
-            devs.contains(&dev).then(|| unescape_octal(at))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -433,23 +388,6 @@ mod tests {
         assert_eq!(lines[3], format!("/dev/nbd1     {:<32} {:<32}", "/x", "-"));
         assert_eq!(&lines[4..], ["", ""]);
         assert_eq!(listing(&[]), format!("{}\n{}\n\n", lines[0], lines[1]));
-    }
-
-    #[test]
-    fn finds_mounts_of_the_device_and_its_partitions() {
-        let mountinfo = "\
-22 1 0:21 / /proc rw,nosuid - proc proc rw
-30 1 43:0 / /mnt/my\\040disk rw,relatime shared:1 - ext4 /dev/nbd0 rw
-31 1 43:33 / /srv rw - ext4 /dev/nbd1p1 rw
-32 1 43:320 / /other rw - ext4 /dev/nbd10 rw
-";
-        assert_eq!(mount_points(mountinfo, &[(43, 0)]), ["/mnt/my disk"]);
-        assert_eq!(mount_points(mountinfo, &[(43, 32), (43, 33)]), ["/srv"]);
-        assert!(mount_points(mountinfo, &[(43, 64)]).is_empty());
-        assert!(mount_points("garbage\n1 2\n", &[(43, 0)]).is_empty());
-        assert_eq!(parse_dev("43:16\n"), Some((43, 16)));
-        assert_eq!(parse_dev("43"), None);
-        assert_eq!(unescape_octal("a\\040b\\134c\\0"), "a b\\c\\0");
     }
 
     #[test]

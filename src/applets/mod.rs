@@ -18,6 +18,7 @@ mod cowpack;
 mod cowrepair;
 mod cowsync;
 mod create_compressed_fs;
+mod exitrd;
 mod extract_compressed_fs;
 mod init;
 
@@ -51,6 +52,11 @@ pub static APPLETS: &[Applet] = &[
         main: create_compressed_fs::main,
     },
     Applet {
+        name: "exitrd",
+        summary: "the exit initramfs: detach the root's NBD devices at shutdown",
+        main: exitrd::main,
+    },
+    Applet {
         name: "extract_compressed_fs",
         summary: "decompress a cloop image of any version",
         main: extract_compressed_fs::main,
@@ -79,6 +85,10 @@ pub fn dispatch(mut args: Vec<OsString>) -> i32 {
     let name = applet_name(&argv0);
     if let Some(applet) = find(&name) {
         return (applet.main)(args);
+    }
+    // systemd-shutdown execs the staged /run/initramfs/shutdown as PID 1.
+    if name == "shutdown" && std::process::id() == 1 {
+        return (find("exitrd").expect("exitrd is in the table").main)(args);
     }
     // The kernel may start us as PID 1 under another name
     // (rdinit=/bin/cloopbox): then we are the initramfs init.

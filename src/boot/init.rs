@@ -351,6 +351,12 @@ fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
     }
     check_init(newroot, &opts.init)
         .map_err(|e| Failure::new(format!("the new root has no usable init: {e}")))?;
+    // Without it, systemd's shutdown would leave the root's devices to
+    // die with the power.
+    match super::exitrd::stage(Path::new(super::exitrd::DIR)) {
+        Ok(()) => log.debug("exit initramfs staged in /run/initramfs"),
+        Err(e) => log.warn(&format!("no exit initramfs ({e}): shutdown cannot detach the root cleanly")),
+    }
     stop_at(Stage::Bottom, &opts, log);
     Ok(opts)
 }

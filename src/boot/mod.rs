@@ -1,6 +1,7 @@
 //! Live boot: what `init` needs before and after it finds the medium.
 
 pub mod cmdline;
+pub mod exitrd;
 pub mod init;
 pub mod kmod;
 pub mod log;

@@ -6,4 +6,6 @@
 
 pub mod daemon;
 pub mod genl;
+pub mod ioctl;
+pub mod mountinfo;
 pub mod nbd_netlink;
