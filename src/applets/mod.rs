@@ -21,6 +21,7 @@ mod create_compressed_fs;
 mod exitrd;
 mod extract_compressed_fs;
 mod init;
+mod liveroot;
 
 /// An applet's entry point. `args[0]` is the applet name as invoked; the
 /// return value is the process exit status.
@@ -65,6 +66,11 @@ pub static APPLETS: &[Applet] = &[
         name: "init",
         summary: "live-boot PID 1: find the medium, serve it over NBD, switch root",
         main: init::main,
+    },
+    Applet {
+        name: "liveroot",
+        summary: "find the medium, serve it and mount the root (for dracut)",
+        main: liveroot::main,
     },
 ];
 

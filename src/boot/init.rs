@@ -23,10 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::cmdline::Cmdline;
+use super::isofile;
 use super::kmod::ModuleDb;
 use super::log::Log;
-use super::media::{find_medium, Medium, Search};
-use super::options::{BootOptions, CowSize, Stage};
+use super::media::{find_medium, Medium, Search, Want};
+use super::options::{BootOptions, CowSize, Persistence, Stage};
 use super::probe::{min_io_size, probe, FsInfo};
 use super::switch_root::{check_init, switch_root};
 use crate::cloop::reader::Image;
@@ -227,13 +228,82 @@ fn serve(image: &Path, cow: Option<&Path>, block_size: u32, log: &Log) -> io::Re
     Ok((PathBuf::from(device), pid))
 }
 
-/// Serves every image and assembles the root at NEWROOT.
-fn assemble_root(medium: &Medium, log: &Log) -> Result<Vec<Served>, Failure> {
+/// Where this boot's changes go.
+enum Changes {
+    /// The cow tmpfs (lost at power-off).
+    Ram,
+    /// A cowfile path, or an overlay directory, on the persistence disk.
+    Persistent(PathBuf),
+}
+
+/// Mounts the persistence filesystem and returns the full PATH on it;
+/// `None` (after saying why) means the changes stay in RAM.
+fn persistence(p: &Persistence, timeout: std::time::Duration, log: &Log) -> Option<PathBuf> {
+    let Some(dev) = super::persist::resolve(&p.device, timeout, log) else {
+        log.progress_done();
+        log.warn(&format!("persistence: {} did not appear; changes of this boot stay in RAM", p.device));
+        return None;
+    };
+    log.progress_done();
+    match super::persist::mount_rw(&dev) {
+        Ok(at) => {
+            let full = at.join(p.path.trim_start_matches('/'));
+            log.info(&format!("persistence: {} on {} ({})", p.path, dev.display(), full.display()));
+            Some(full)
+        }
+        Err(e) => {
+            log.warn(&format!("persistence: {e}; changes of this boot stay in RAM"));
+            None
+        }
+    }
+}
+
+/// The cowfile for a block-cow root: the persistent one if it belongs to
+/// this image, else a fresh one on the tmpfs.
+fn choose_cowfile(image_path: &Path, image: &Image, changes: &Changes, log: &Log) -> PathBuf {
+    let ram = PathBuf::from(format!(
+        "{COW_DIR}/{}.cow",
+        image_path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let Changes::Persistent(path) = changes else { return ram };
+    use super::persist::CowCheck;
+    let verdict = super::persist::check_cowfile(path, image);
+    match &verdict {
+        CowCheck::Missing => log.info(&format!("persistence: creating {}", path.display())),
+        CowCheck::Clean => log.info(&format!("persistence: using {}", path.display())),
+        CowCheck::Dirty => log.warn(&format!(
+            "persistence: {} was not closed cleanly (crash or power loss): cloopd repairs it",
+            path.display()
+        )),
+        CowCheck::Foreign(why) => {
+            log.error(&format!(
+                "persistence: {} refused: {why}; changes of this boot stay in RAM",
+                path.display()
+            ));
+            return ram;
+        }
+    }
+    if let Some(parent) = path.parent() {
+        if let Err(e) = std::fs::create_dir_all(parent) {
+            log.error(&format!("persistence: mkdir {}: {e}; changes stay in RAM", parent.display()));
+            return ram;
+        }
+    }
+    path.clone()
+}
+
+/// Serves every image and assembles the root at `root`.
+fn assemble_root(
+    images: &[PathBuf],
+    root: &Path,
+    changes: &Changes,
+    log: &Log,
+) -> Result<Vec<Served>, Failure> {
     mkdir(IMAGES_DIR)?;
     // Open and probe every image first: a corrupt one stops the boot with
     // a clear message before anything is served.
     let mut plans = Vec::new();
-    for path in &medium.images {
+    for path in images {
         let image = Image::open(path).map_err(|e| Failure::new(format!("{e}")))?;
         let fs = probe(&image).ok_or_else(|| {
             Failure::new(format!("{}: no known filesystem inside the image", path.display()))
@@ -246,27 +316,31 @@ fn assemble_root(medium: &Medium, log: &Log) -> Result<Vec<Served>, Failure> {
             fs.fs.mount_type(),
             fs.label
         ));
-        plans.push((path.clone(), fs, block));
+        plans.push((path.clone(), image, fs, block));
     }
-    let block_cow = plans.len() == 1 && !plans[0].1.fs.is_read_only();
+    let block_cow = plans.len() == 1 && !plans[0].2.fs.is_read_only();
     let mut served = Vec::new();
-    for (path, fs, block) in plans {
-        let cow = block_cow.then(|| {
-            PathBuf::from(format!("{COW_DIR}/{}.cow", path.file_name().unwrap_or_default().to_string_lossy()))
-        });
+    for (path, image, fs, block) in plans {
+        let cow = block_cow.then(|| choose_cowfile(&path, &image, changes, log));
+        drop(image);
         let (device, pid) = serve(&path, cow.as_deref(), block, log).map_err(Failure::from)?;
         log.info(&format!(
             "{} served on {} by pid {pid}{}",
             path.display(),
             device.display(),
-            if cow.is_some() { " with a cowfile on tmpfs" } else { "" },
+            match &cow {
+                Some(c) if c.starts_with(COW_DIR) => " with a cowfile on tmpfs".to_string(),
+                Some(c) => format!(" with the persistent cowfile {}", c.display()),
+                None => String::new(),
+            }
         ));
         served.push(Served { image: path, device, fs, daemon_pid: pid });
     }
     use rustix::mount::MountFlags as F;
+    let root_str = root.to_string_lossy();
     if block_cow {
         let s = &served[0];
-        mount(&s.device.to_string_lossy(), NEWROOT, s.fs.fs.mount_type(), F::empty(), "")?;
+        mount(&s.device.to_string_lossy(), &root_str, s.fs.fs.mount_type(), F::empty(), "")?;
     } else {
         let mut lower = Vec::new();
         for (i, s) in served.iter().enumerate() {
@@ -274,24 +348,181 @@ fn assemble_root(medium: &Medium, log: &Log) -> Result<Vec<Served>, Failure> {
             mount(&s.device.to_string_lossy(), &dir, s.fs.fs.mount_type(), F::RDONLY, "")?;
             lower.push(dir);
         }
-        mkdir(&format!("{COW_DIR}/upper"))?;
-        mkdir(&format!("{COW_DIR}/work"))?;
-        let data = format!("lowerdir={},upperdir={COW_DIR}/upper,workdir={COW_DIR}/work", lower.join(":"));
-        mount("overlay", NEWROOT, "overlay", F::empty(), &data)?;
+        let lower = lower.join(":");
+        let ram_upper = PathBuf::from(COW_DIR);
+        let mut uppers = Vec::new();
+        if let Changes::Persistent(dir) = changes {
+            uppers.push(dir.clone());
+        }
+        uppers.push(ram_upper);
+        let mut last = None;
+        for base in uppers {
+            let (upper, work) = (base.join("upper"), base.join("work"));
+            let made = mkdir(&upper.to_string_lossy()).and_then(|()| mkdir(&work.to_string_lossy()));
+            let data = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
+            match made.and_then(|()| mount("overlay", &root_str, "overlay", F::empty(), &data)) {
+                Ok(()) => {
+                    if !base.starts_with(COW_DIR) {
+                        log.info(&format!("persistence: overlay upper directory {}", upper.display()));
+                    }
+                    last = None;
+                    break;
+                }
+                Err(e) => {
+                    if !base.starts_with(COW_DIR) {
+                        log.error(&format!(
+                            "persistence: overlay on {} failed ({e}): changes of this boot stay in RAM",
+                            base.display()
+                        ));
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        if let Some(e) = last {
+            return Err(Failure::from(e));
+        }
     }
     Ok(served)
 }
 
-/// Everything up to the switch; returns the new root's init and args.
-fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let opts = BootOptions::from_cmdline(&Cmdline::parse(&cmdline));
-    log.debug = opts.debug;
-    for w in &opts.warnings {
-        log.warn(w);
-    }
-    stop_at(Stage::Top, &opts, log);
+/// Finds the medium: by content on every device, or inside an ISO file.
+pub fn locate(opts: &BootOptions, log: &Log) -> Result<Medium, Failure> {
+    let first = opts.bootfrom.as_ref().map(|p| p.to_string_lossy().into_owned());
+    let want = Want::Images { dir: &opts.knoppix_dir, name: &opts.knoppix_name };
+    let search = |mountpoint, want, first| Search {
+        sys_class_block: Path::new("/sys/class/block"),
+        dev_dir: Path::new("/dev"),
+        mountpoint,
+        want,
+        first,
+        timeout: opts.media_timeout,
+    };
+    let not_found = |what: String, tried: Vec<String>| Failure {
+        what: format!(
+            "no medium with {what} found within {} s (filesystems tried: {})",
+            opts.media_timeout.as_secs(),
+            super::media::MEDIUM_FS.join(", ")
+        ),
+        details: if tried.is_empty() { vec!["no block devices appeared".into()] } else { tried },
+    };
+    let Some(iso) = &opts.iso_file else {
+        return find_medium(&search(Path::new(LIVE), want, first.as_deref()), log)
+            .map_err(|tried| not_found(opts.image_path(), tried));
+    };
+    let holder = find_medium(&search(Path::new(isofile::HOLDER_DIR), Want::File(iso), first.as_deref()), log)
+        .map_err(|tried| not_found(iso.trim_start_matches('/').to_string(), tried))?;
+    let file = &holder.images[0];
+    let attached = isofile::attach(file).map_err(|e| Failure::new(format!("{}: {e}", file.display())))?;
+    log.info(&format!(
+        "{} on {} ({}): attached to {}",
+        iso,
+        holder.device.display(),
+        holder.fstype,
+        attached.dev.display()
+    ));
+    // Partitions of a hybrid ISO show up a moment after the attach.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let medium = super::media::try_device(&search(Path::new(LIVE), want, None), log, &attached.dev).map_err(
+        |tried| Failure {
+            what: format!("{} holds no {}", file.display(), opts.image_path()),
+            details: tried,
+        },
+    )?;
+    drop(attached);
+    Ok(medium)
+}
 
+/// Lets the medium go after toram: unmounts it (and the disk holding an
+/// ISO file), and ejects an optical disc unless `noeject`.
+fn release_medium(medium: &Medium, eject: bool, log: &Log) {
+    use rustix::mount::{unmount, UnmountFlags};
+    if let Err(e) = unmount(&medium.mountpoint, UnmountFlags::empty()) {
+        log.warn(&format!("toram: cannot unmount the medium {}: {e}", medium.device.display()));
+        return;
+    }
+    if Path::new(isofile::HOLDER_DIR).exists() {
+        let _ = unmount(isofile::HOLDER_DIR, UnmountFlags::empty());
+    }
+    let dev = medium.device.to_string_lossy();
+    if dev.starts_with("/dev/sr") && eject {
+        use rustix::fs::{Mode, OFlags};
+        match rustix::fs::open(
+            dev.as_ref(),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)
+        .and_then(crate::sys::ioctl::cdrom_eject)
+        {
+            Ok(()) => log.info(&format!("toram: {dev} ejected; the disc can be taken out")),
+            Err(e) => log.warn(&format!("toram: cannot eject {dev}: {e}")),
+        }
+    } else {
+        log.info(&format!("toram: {dev} released; it can be removed"));
+    }
+}
+
+/// From the found medium to the root mounted at `root`: media check,
+/// toram, the cow tmpfs, persistence, the daemons, the root, /mnt-system
+/// and the exitrd. Shared by `init` and `liveroot`.
+pub fn mount_root(
+    opts: &BootOptions,
+    medium: &Medium,
+    root: &Path,
+    stage_exitrd: bool,
+    log: &Log,
+) -> Result<Vec<Served>, Failure> {
+    let mut images = medium.images.clone();
+    if opts.media_check {
+        use super::mediacheck::{check, console_cancel, Outcome};
+        log.info("media check: verifying every block of the images (press Enter to skip)");
+        match check(&images, log, &mut console_cancel()).map_err(Failure::new)? {
+            Outcome::Good => {}
+            Outcome::Cancelled => log.warn("media check skipped by the user"),
+            Outcome::Bad(lines) => {
+                return Err(Failure {
+                    what: "media check failed: the medium is damaged (bad blocks below); copy it again"
+                        .into(),
+                    details: lines,
+                })
+            }
+        }
+    }
+    let mut in_ram = false;
+    if opts.toram {
+        match super::toram::copy(&images, log) {
+            Ok(copies) => {
+                images = copies;
+                in_ram = true;
+                release_medium(medium, opts.eject, log);
+            }
+            Err(why) => log.warn(&format!("{why}: booting from the medium instead")),
+        }
+    }
+    mount_cow_tmpfs(opts.cow_size)?;
+    let changes = match &opts.persistence {
+        Some(p) => persistence(p, opts.media_timeout, log).map_or(Changes::Ram, Changes::Persistent),
+        None => Changes::Ram,
+    };
+    let served = assemble_root(&images, root, &changes, log)?;
+    // Knoppix shows the medium at /mnt-system where the root has it.
+    if !in_ram && root.join("mnt-system").is_dir() {
+        let _ = rustix::mount::mount_bind(LIVE, root.join("mnt-system"));
+    }
+    if stage_exitrd {
+        // Without it, systemd's shutdown would leave the root's devices
+        // to die with the power.
+        match super::exitrd::stage(Path::new(super::exitrd::DIR)) {
+            Ok(()) => log.debug("exit initramfs staged in /run/initramfs"),
+            Err(e) => log.warn(&format!("no exit initramfs ({e}): shutdown cannot detach the root cleanly")),
+        }
+    }
+    Ok(served)
+}
+
+/// Loads what a live boot may need from the initramfs's modules.
+pub fn load_modules(log: &Log) {
     let release = rustix::system::uname().release().to_string_lossy().into_owned();
     match ModuleDb::open(Path::new("/lib/modules").join(&release).as_path()) {
         Ok(db) => {
@@ -312,27 +543,20 @@ fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
         }
         Err(e) => log.warn(&format!("no modules for kernel {release} ({e}); relying on built-in drivers")),
     }
-    stop_at(Stage::Modules, &opts, log);
+}
 
-    let first = opts.bootfrom.as_ref().map(|p| p.to_string_lossy().into_owned());
-    let search = Search {
-        sys_class_block: Path::new("/sys/class/block"),
-        dev_dir: Path::new("/dev"),
-        mountpoint: Path::new(LIVE),
-        dir: &opts.knoppix_dir,
-        name: &opts.knoppix_name,
-        first: first.as_deref(),
-        timeout: opts.media_timeout,
-    };
-    let medium = find_medium(&search, log).map_err(|tried| Failure {
-        what: format!(
-            "no medium with {} found within {} s (filesystems tried: {})",
-            opts.image_path(),
-            opts.media_timeout.as_secs(),
-            super::media::MEDIUM_FS.join(", ")
-        ),
-        details: if tried.is_empty() { vec!["no block devices appeared".into()] } else { tried },
-    })?;
+/// Everything up to the switch; returns the new root's init and args.
+fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let opts = BootOptions::from_cmdline(&Cmdline::parse(&cmdline));
+    log.debug = opts.debug;
+    for w in &opts.warnings {
+        log.warn(w);
+    }
+    stop_at(Stage::Top, &opts, log);
+    load_modules(log);
+    stop_at(Stage::Modules, &opts, log);
+    let medium = locate(&opts, log)?;
     log.info(&format!(
         "medium: {} ({}, label '{}'), {} image(s)",
         medium.device.display(),
@@ -341,22 +565,10 @@ fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
         medium.images.len()
     ));
     stop_at(Stage::Media, &opts, log);
-
-    mount_cow_tmpfs(opts.cow_size)?;
-    assemble_root(&medium, log)?;
     let newroot = Path::new(NEWROOT);
-    // Knoppix shows the medium at /mnt-system where the root has it.
-    if newroot.join("mnt-system").is_dir() {
-        let _ = rustix::mount::mount_bind(LIVE, newroot.join("mnt-system"));
-    }
+    mount_root(&opts, &medium, newroot, true, log)?;
     check_init(newroot, &opts.init)
         .map_err(|e| Failure::new(format!("the new root has no usable init: {e}")))?;
-    // Without it, systemd's shutdown would leave the root's devices to
-    // die with the power.
-    match super::exitrd::stage(Path::new(super::exitrd::DIR)) {
-        Ok(()) => log.debug("exit initramfs staged in /run/initramfs"),
-        Err(e) => log.warn(&format!("no exit initramfs ({e}): shutdown cannot detach the root cleanly")),
-    }
     stop_at(Stage::Bottom, &opts, log);
     Ok(opts)
 }

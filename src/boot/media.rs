@@ -32,13 +32,39 @@ pub struct Medium {
     pub images: Vec<PathBuf>,
 }
 
+/// What makes a filesystem the one we look for.
+#[derive(Clone, Copy, Debug)]
+pub enum Want<'a> {
+    /// The live medium: `dir/name` (plus `name1`, `name2`, ...).
+    Images { dir: &'a str, name: &'a str },
+    /// A filesystem holding this file (an absolute path whose last
+    /// component may hold `*` and `?`, matching exactly one file).
+    File(&'a str),
+}
+
+impl Want<'_> {
+    pub fn describe(&self) -> String {
+        match self {
+            Want::Images { dir, name } => format!("{dir}/{name}"),
+            Want::File(path) => path.trim_start_matches('/').to_string(),
+        }
+    }
+
+    /// The files that make `root` the one, or why it is not.
+    fn look(&self, root: &Path) -> Result<Vec<PathBuf>, String> {
+        match self {
+            Want::Images { dir, name } => Ok(find_images(root, dir, name)),
+            Want::File(pattern) => find_file(root, pattern).map(|f| f.into_iter().collect()),
+        }
+    }
+}
+
 /// Where to look and how long.
 pub struct Search<'a> {
     pub sys_class_block: &'a Path,
     pub dev_dir: &'a Path,
     pub mountpoint: &'a Path,
-    pub dir: &'a str,
-    pub name: &'a str,
+    pub want: Want<'a>,
     pub first: Option<&'a str>,
     pub timeout: Duration,
 }
@@ -98,6 +124,71 @@ pub fn find_images(root: &Path, dir: &str, name: &str) -> Vec<PathBuf> {
         .unwrap_or_default();
     numbered.sort();
     std::iter::once(first).chain(numbered.into_iter().map(|(_, p)| p)).collect()
+}
+
+/// `*` and `?` glob match, ASCII case ignored (FAT and ISO names).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) =
+        (pattern.to_ascii_lowercase().chars().collect(), name.to_ascii_lowercase().chars().collect());
+    // Iterative matcher with one backtrack point: linear in practice, and
+    // never exponential on hostile patterns.
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Finds the file `pattern` (absolute; directories matched ignoring case,
+/// the last component a glob) under `root`. `Ok(None)` when absent, an
+/// error when the glob is ambiguous.
+pub fn find_file(root: &Path, pattern: &str) -> Result<Option<PathBuf>, String> {
+    let trimmed = pattern.trim_matches('/');
+    let (dirs, last) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+    let mut here = root.to_path_buf();
+    for part in dirs.split('/').filter(|p| !p.is_empty()) {
+        match find_entry(&here, part) {
+            Some(p) => here = p,
+            None => return Ok(None),
+        }
+    }
+    if !last.contains(['*', '?']) {
+        return Ok(find_entry(&here, last).filter(|p| p.is_file()));
+    }
+    let Ok(entries) = std::fs::read_dir(&here) else { return Ok(None) };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| glob_match(last, n)) && e.path().is_file())
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(format!(
+            "{pattern} matches {} files ({}): give the full name",
+            found.len(),
+            found
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// Filesystem types this kernel can mount now (`/proc/filesystems`).
@@ -172,10 +263,13 @@ fn try_candidate(s: &Search<'_>, log: &Log, attempts: &mut Attempts, c: &Candida
         }
     };
     attempts.mounted_ids.insert(fs.id.clone());
-    let images = find_images(s.mountpoint, s.dir, s.name);
+    let images = s.want.look(s.mountpoint).unwrap_or_else(|why| {
+        log.warn(&format!("{}: {why}", c.dev.display()));
+        Vec::new()
+    });
     if images.is_empty() {
         attempts
-            .note(key, format!("{}: {fstype} mounted, but no {}/{} on it", c.dev.display(), s.dir, s.name));
+            .note(key, format!("{}: {fstype} mounted, but no {} on it", c.dev.display(), s.want.describe()));
         if let Err(e) = rustix::mount::unmount(s.mountpoint, rustix::mount::UnmountFlags::empty()) {
             log.warn(&format!("cannot unmount {}: {e}", c.dev.display()));
             let _ = rustix::mount::unmount(s.mountpoint, rustix::mount::UnmountFlags::DETACH);
@@ -183,6 +277,42 @@ fn try_candidate(s: &Search<'_>, log: &Log, attempts: &mut Attempts, c: &Candida
         return None;
     }
     Some(Medium { device: c.dev.clone(), fs, fstype, mountpoint: s.mountpoint.to_path_buf(), images })
+}
+
+/// One attempt on one device (a loop device holding an ISO file), and on
+/// its partitions after it; no waiting.
+pub fn try_device(s: &Search<'_>, log: &Log, dev: &Path) -> Result<Medium, Vec<String>> {
+    std::fs::create_dir_all(s.mountpoint).map_err(|e| vec![format!("{}: {e}", s.mountpoint.display())])?;
+    let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut names = vec![name.clone()];
+    if let Ok(rd) = std::fs::read_dir(s.sys_class_block.join(&name)) {
+        let mut parts: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&name) && n.len() > name.len())
+            .collect();
+        parts.sort();
+        names.extend(parts);
+    }
+    let mut attempts = Attempts::default();
+    for n in names {
+        let sectors = std::fs::read_to_string(s.sys_class_block.join(&n).join("size"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let c = Candidate {
+            dev: s.dev_dir.join(&n),
+            name: n,
+            class: super::scan::Class::Fixed,
+            parent: None,
+            start: 0,
+            sectors,
+        };
+        if let Some(m) = try_candidate(s, log, &mut attempts, &c) {
+            return Ok(m);
+        }
+    }
+    Err(attempts.lines)
 }
 
 /// Searches until the medium is found or the timeout passes, with a
@@ -214,9 +344,8 @@ pub fn find_medium(s: &Search<'_>, log: &Log) -> Result<Medium, Vec<String>> {
         }
         shown = Some(elapsed.as_secs());
         log.progress(&format!(
-            "waiting for a medium with {}/{}: {}s of {}s ({} devices tried)",
-            s.dir,
-            s.name,
+            "waiting for a medium with {}: {}s of {}s ({} devices tried)",
+            s.want.describe(),
             elapsed.as_secs(),
             s.timeout.as_secs(),
             attempts.seen.len()
@@ -241,6 +370,32 @@ mod tests {
         let imgs = find_images(root.path(), "KNOPPIX", "KNOPPIX");
         let names: Vec<_> = imgs.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect();
         assert_eq!(names, vec!["KNOPPIX", "knoppix1", "KNOPPIX2", "KNOPPIX10"]);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("K*.iso", "knoppix_9.1.ISO"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a?c", "abc") && !glob_match("a?c", "ac"));
+        assert!(!glob_match("*.iso", "k.iso.part"));
+        assert!(glob_match("*a*b*c", "xxaybzzc"));
+        assert!(!glob_match(&"*a".repeat(30), &"a".repeat(29)), "a hostile pattern ends quickly");
+    }
+
+    #[test]
+    fn iso_files_by_name_or_unique_glob() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("Isos")).unwrap();
+        std::fs::write(root.path().join("Isos/KNOPPIX_V9.iso"), b"x").unwrap();
+        std::fs::write(root.path().join("Isos/other.img"), b"x").unwrap();
+        let found = find_file(root.path(), "/isos/K*.iso").unwrap().unwrap();
+        assert!(found.ends_with("Isos/KNOPPIX_V9.iso"));
+        assert!(find_file(root.path(), "/isos/knoppix_v9.iso").unwrap().is_some(), "case ignored");
+        assert_eq!(find_file(root.path(), "/isos/none*.iso").unwrap(), None);
+        assert_eq!(find_file(root.path(), "/nodir/k.iso").unwrap(), None);
+        std::fs::write(root.path().join("Isos/KNOPPIX_V8.iso"), b"x").unwrap();
+        let e = find_file(root.path(), "/isos/K*.iso").unwrap_err();
+        assert!(e.contains("matches 2 files") && e.contains("KNOPPIX_V8.iso"), "{e}");
     }
 
     #[test]

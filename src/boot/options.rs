@@ -53,14 +53,36 @@ pub enum CowSize {
     Bytes(u64),
 }
 
+/// Where changes persist across boots (`cow=DEV:PATH`): a cowfile (or,
+/// for read-only images, an overlay directory) at PATH on DEV.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    /// `/dev/...`, `LABEL=...` or `UUID=...`.
+    pub device: String,
+    /// Absolute path on that filesystem.
+    pub path: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootOptions {
     pub knoppix_dir: String,
     pub knoppix_name: String,
     /// A device to search first (`bootfrom=`, `live-media=`, `fromhd=`).
     pub bootfrom: Option<PathBuf>,
+    /// An ISO file holding the medium (`bootfrom=/dev/sda1/k.iso`,
+    /// `findiso=`, `iso-scan/filename=`): a path on `bootfrom`'s device,
+    /// or on any filesystem when no device is given. The last component
+    /// may hold `*` and `?` if it matches one file only.
+    pub iso_file: Option<String>,
     /// How long to wait for the medium to appear.
     pub media_timeout: Duration,
+    /// Copy the images to RAM and release the medium.
+    pub toram: bool,
+    /// Eject an optical medium after toram and at shutdown.
+    pub eject: bool,
+    /// Verify the images (every block) before using them.
+    pub media_check: bool,
+    pub persistence: Option<Persistence>,
     pub cow_size: CowSize,
     pub init: PathBuf,
     pub init_args: Vec<String>,
@@ -76,7 +98,12 @@ impl Default for BootOptions {
             knoppix_dir: "KNOPPIX".into(),
             knoppix_name: "KNOPPIX".into(),
             bootfrom: None,
+            iso_file: None,
             media_timeout: Duration::from_secs(60),
+            toram: false,
+            eject: true,
+            media_check: false,
+            persistence: None,
             cow_size: CowSize::Percent(50),
             init: PathBuf::from("/sbin/init"),
             init_args: Vec::new(),
@@ -113,12 +140,38 @@ impl BootOptions {
                 }
             }
         }
-        if let Some(v) = c.value_of_any(&["bootfrom", "live-media", "fromhd"]) {
-            if v.starts_with('/') {
-                o.bootfrom = Some(PathBuf::from(v));
-            } else {
-                o.warnings.push(format!("bootfrom={v}: expected a /dev path; searching every device"));
+        if let Some(v) = c.value_of_any(&["bootfrom", "live-media", "fromhd", "fromiso", "isofrom"]) {
+            match split_device_path(v) {
+                Some((dev, file)) => {
+                    o.bootfrom = Some(PathBuf::from(dev));
+                    o.iso_file = file;
+                }
+                None => {
+                    o.warnings.push(format!("bootfrom={v}: expected a /dev path; searching every device"))
+                }
             }
+        }
+        if let Some(v) = c.value_of_any(&["findiso", "iso-scan/filename"]) {
+            match medium_path(v) {
+                Some(p) if o.iso_file.is_none() => o.iso_file = Some(format!("/{p}")),
+                Some(_) => o.warnings.push(format!("findiso={v}: bootfrom= already names an ISO file")),
+                None => o.warnings.push(format!("findiso={v}: not a path to an ISO file")),
+            }
+        }
+        o.toram = c.has("toram") || c.has("rd.live.ram");
+        o.eject = !c.has("noeject");
+        o.media_check =
+            c.has("testcd") || c.has("rd.live.check") || c.has("check") || c.has("verify-checksums");
+        if let Some(v) = c.value_of_any(&["cow", "rd.live.overlay", "persistent"]) {
+            match parse_persistence(v) {
+                Some(p) => o.persistence = Some(p),
+                None => o.warnings.push(format!(
+                    "cow={v}: expected DEVICE:/PATH (DEVICE a /dev path, LABEL=... or UUID=...); changes stay in RAM"
+                )),
+            }
+        }
+        if c.has("nopersistence") || c.has("noimage") {
+            o.persistence = None;
         }
         if let Some(v) = c.value_of_any(&["live-media-timeout", "rootdelay"]) {
             match v.parse::<u64>() {
@@ -171,6 +224,40 @@ impl BootOptions {
     pub fn image_path(&self) -> String {
         format!("{}/{}", self.knoppix_dir, self.knoppix_name)
     }
+}
+
+/// Splits `/dev/sda1/dir/k.iso` into the device and the path after it.
+/// `/dev/disk/by-*/NAME` and `/dev/mapper/NAME` keep their extra levels.
+pub fn split_device_path(v: &str) -> Option<(String, Option<String>)> {
+    let rest = v.strip_prefix("/dev/")?;
+    let comps: Vec<&str> = rest.split('/').collect();
+    let levels = match comps.first() {
+        Some(&"disk") => 3,
+        Some(&"mapper") => 2,
+        _ => 1,
+    };
+    if comps.len() < levels || comps[..levels].iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+        return None;
+    }
+    let dev = format!("/dev/{}", comps[..levels].join("/"));
+    let tail = comps[levels..].join("/");
+    if tail.trim_matches('/').is_empty() {
+        return Some((dev, None));
+    }
+    let file = medium_path(&tail)?;
+    Some((dev, Some(format!("/{file}"))))
+}
+
+/// `DEVICE:/PATH` with DEVICE `/dev/...`, `LABEL=...` or `UUID=...`.
+fn parse_persistence(v: &str) -> Option<Persistence> {
+    let (device, path) = v.rsplit_once(":/")?;
+    let device_ok = device.starts_with("/dev/") && !device.contains("..")
+        || device
+            .strip_prefix("LABEL=")
+            .or_else(|| device.strip_prefix("UUID="))
+            .is_some_and(|x| !x.is_empty());
+    let path = medium_path(path)?;
+    device_ok.then(|| Persistence { device: device.to_string(), path: format!("/{path}") })
 }
 
 /// `50%`, `512M`, `2G`, `1048576`: binary suffixes, as tmpfs reads them.
@@ -227,6 +314,39 @@ mod tests {
     }
 
     #[test]
+    fn iso_files_toram_check_and_persistence() {
+        let o = opts("bootfrom=/dev/sda1/isos/K*.iso toram noeject testcd cow=/dev/vda1:/knoppix.cow");
+        assert_eq!(o.bootfrom, Some(PathBuf::from("/dev/sda1")));
+        assert_eq!(o.iso_file.as_deref(), Some("/isos/K*.iso"));
+        assert!(o.toram && !o.eject && o.media_check);
+        let p = o.persistence.unwrap();
+        assert_eq!((p.device.as_str(), p.path.as_str()), ("/dev/vda1", "/knoppix.cow"));
+        let o = opts("bootfrom=/dev/disk/by-label/DATA/k.iso rd.live.ram rd.live.check");
+        assert_eq!(o.bootfrom, Some(PathBuf::from("/dev/disk/by-label/DATA")));
+        assert_eq!(o.iso_file.as_deref(), Some("/k.iso"));
+        assert!(o.toram && o.eject && o.media_check);
+        let o = opts("iso-scan/filename=/boot/knoppix.iso rd.live.overlay=LABEL=persist:/cow/k.cow");
+        assert_eq!(o.bootfrom, None);
+        assert_eq!(o.iso_file.as_deref(), Some("/boot/knoppix.iso"));
+        assert_eq!(o.persistence.unwrap().device, "LABEL=persist");
+        assert_eq!(opts("findiso=k.iso").iso_file.as_deref(), Some("/k.iso"));
+        assert_eq!(opts("bootfrom=/dev/sdb1").iso_file, None);
+        assert!(opts("cow=/dev/vda1:/k.cow nopersistence").persistence.is_none());
+        for bad in ["cow=/dev/vda1", "cow=vda1:/x", "cow=/dev/vda1:/../x", "cow=LABEL=:/x", "findiso=/a/../b"]
+        {
+            let o = opts(bad);
+            assert!(o.persistence.is_none() && o.iso_file.is_none(), "{bad}");
+            assert_eq!(o.warnings.len(), 1, "{bad}: {:?}", o.warnings);
+        }
+        assert_eq!(
+            split_device_path("/dev/mapper/vg-lv/a/b.iso"),
+            Some(("/dev/mapper/vg-lv".into(), Some("/a/b.iso".into())))
+        );
+        assert_eq!(split_device_path("/dev/../etc/x"), None);
+        assert_eq!(split_device_path("/dev/disk/by-uuid"), None);
+    }
+
+    #[test]
     fn break_stages() {
         assert_eq!(opts("break").break_at, vec![Stage::Media]);
         assert_eq!(opts("break=top,modules,top").break_at, vec![Stage::Top, Stage::Modules]);
@@ -267,14 +387,17 @@ mod tests {
         #[test]
         fn arbitrary_values_of_known_options_keep_sane_options(
             name in proptest::sample::select(vec!["knoppix_dir", "knoppix_name", "bootfrom", "rootdelay",
-                "cowsize", "init", "break", "live-media-path", "rd.live.overlay.size"]),
+                "cowsize", "init", "break", "live-media-path", "rd.live.overlay.size", "findiso", "cow",
+                "iso-scan/filename", "rd.live.overlay"]),
             value in "(\\PC|[/.%]){0,40}",
         ) {
             let o = opts(&format!("{name}={value}"));
             proptest::prop_assert!(o.init.is_absolute());
             proptest::prop_assert!(!o.knoppix_dir.split('/').any(|c| c == ".." || c.is_empty()));
             proptest::prop_assert!(!o.knoppix_name.contains('/') && !o.knoppix_name.is_empty());
-            proptest::prop_assert!(o.bootfrom.as_ref().is_none_or(|p| p.is_absolute()));
+            proptest::prop_assert!(o.bootfrom.as_ref().is_none_or(|p| p.starts_with("/dev/")));
+            proptest::prop_assert!(o.iso_file.as_ref().is_none_or(|p| p.starts_with('/') && !p.split('/').any(|c| c == "..")));
+            proptest::prop_assert!(o.persistence.as_ref().is_none_or(|p| p.path.starts_with('/') && !p.path.split('/').any(|c| c == "..")));
         }
     }
 }

@@ -1,0 +1,140 @@
+//! `toram`: copy the images into RAM, then let the medium go.
+//!
+//! The copy goes to its own tmpfs, sized to the images, after checking
+//! that it leaves enough memory to run the system (boot.md §6: copying
+//! what does not fit must be refused cleanly, not halt the boot). The
+//! progress line gives percent, throughput and ETA.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::log::Log;
+
+pub const DIR: &str = "/run/initramfs/toram";
+/// Memory that must stay free after the copy, at least.
+pub const MIN_SPARE: u64 = 256 << 20;
+const CHUNK: usize = 4 << 20;
+
+/// `MemAvailable` from a /proc/meminfo text, in bytes.
+pub fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Why the images cannot go to RAM, if they cannot: `needed` bytes of
+/// images, `available` bytes of memory, keeping [`MIN_SPARE`] or a
+/// quarter of what is available, whichever is more.
+pub fn refuse_reason(needed: u64, available: u64) -> Option<String> {
+    let spare = MIN_SPARE.max(available / 4);
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    needed.checked_add(spare).is_none_or(|total| total > available).then(|| {
+        format!(
+            "toram needs {} MiB of RAM ({} MiB of images plus {} MiB to run the system), but only {} MiB are available",
+            mib(needed.saturating_add(spare)),
+            mib(needed),
+            mib(spare),
+            mib(available)
+        )
+    })
+}
+
+fn copy_one(src: &Path, dst: &Path, done: &mut u64, total: u64, start: Instant, log: &Log) -> io::Result<()> {
+    let ctx = |p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+    let mut input = std::fs::File::open(src).map_err(|e| ctx(src, e))?;
+    let mut output = std::fs::File::create(dst).map_err(|e| ctx(dst, e))?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut shown = Instant::now();
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ctx(src, e)),
+        };
+        output.write_all(&buf[..n]).map_err(|e| ctx(dst, e))?;
+        *done += n as u64;
+        if shown.elapsed().as_millis() >= 500 {
+            shown = Instant::now();
+            let secs = start.elapsed().as_secs_f64().max(0.001);
+            let rate = *done as f64 / secs;
+            let eta = (total.saturating_sub(*done)) as f64 / rate.max(1.0);
+            log.progress(&format!(
+                "toram: {:3}% {} of {} MiB, {:.0} MB/s, ETA {:.0}s",
+                *done * 100 / total.max(1),
+                *done >> 20,
+                total >> 20,
+                rate / 1e6,
+                eta
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Copies `images` into a tmpfs at [`DIR`]; returns the copies' paths in
+/// the same order. `Err` leaves nothing mounted and the caller boots from
+/// the medium.
+pub fn copy(images: &[PathBuf], log: &Log) -> Result<Vec<PathBuf>, String> {
+    let mut total = 0u64;
+    for img in images {
+        let len = std::fs::metadata(img).map_err(|e| format!("{}: {e}", img.display()))?.len();
+        total = total.saturating_add(len);
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+    let available = mem_available(&meminfo).ok_or("/proc/meminfo has no MemAvailable")?;
+    if let Some(why) = refuse_reason(total, available) {
+        return Err(why);
+    }
+    std::fs::create_dir_all(DIR).map_err(|e| format!("mkdir {DIR}: {e}"))?;
+    use rustix::mount::{mount, MountFlags as F};
+    // Rounded up to whole MiB, plus one for the directory.
+    let size = format!("size={}m,mode=0700", (total >> 20) + 2);
+    let data = std::ffi::CString::new(size).expect("no NUL");
+    mount("cloopbox-toram", DIR, "tmpfs", F::NOSUID | F::NODEV, data.as_c_str())
+        .map_err(|e| format!("mount a tmpfs on {DIR}: {e}"))?;
+    let start = Instant::now();
+    let mut done = 0u64;
+    let mut copies = Vec::new();
+    for img in images {
+        let dst = Path::new(DIR).join(img.file_name().unwrap_or_default());
+        if let Err(e) = copy_one(img, &dst, &mut done, total, start, log) {
+            log.progress_done();
+            let _ = rustix::mount::unmount(DIR, rustix::mount::UnmountFlags::empty());
+            return Err(format!("copy to RAM failed: {e}"));
+        }
+        copies.push(dst);
+    }
+    log.progress_done();
+    let secs = start.elapsed().as_secs_f64();
+    log.info(&format!(
+        "toram: {} MiB copied in {secs:.1} s ({:.0} MB/s)",
+        total >> 20,
+        total as f64 / secs.max(0.001) / 1e6
+    ));
+    Ok(copies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_mem_available() {
+        let m = "MemTotal:        2000000 kB\nMemFree:  100 kB\nMemAvailable:    1500000 kB\n";
+        assert_eq!(mem_available(m), Some(1_536_000_000));
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(mem_available("MemAvailable: lots kB\n"), None);
+    }
+
+    #[test]
+    fn refuses_what_does_not_fit_and_says_how_much_is_needed() {
+        let gib = 1u64 << 30;
+        assert_eq!(refuse_reason(gib, 4 * gib), None);
+        let why = refuse_reason(3 * gib, 3 * gib).unwrap();
+        assert!(why.contains("needs 3840 MiB") && why.contains("only 3072 MiB"), "{why}");
+        assert!(refuse_reason(100 << 20, 300 << 20).is_some(), "the 256 MiB floor applies");
+        assert!(refuse_reason(u64::MAX, u64::MAX).is_some(), "no overflow");
+    }
+}
