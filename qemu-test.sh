@@ -187,6 +187,10 @@ echo "written at boot $(cat /proc/sys/kernel/random/boot_id)" > /root/written &&
 cowdev -l -v 2>&1 | sed "s/^/CTL: /"
 [ -e /mnt-system/KNOPPIX/KNOPPIX ] && echo "MNT-SYSTEM: ok"
 [ -e /run/initramfs/live/KNOPPIX/KNOPPIX ] && echo "LIVE: ok"
+# Scenario-specific steps: cloopbox.test=NAME runs /tests/NAME.sh here.
+for t in $(tr " " "\n" < /proc/cmdline | sed -n "s/^cloopbox.test=//p"); do
+    [ -f /tests/$t.sh ] && . /tests/$t.sh
+done
 echo "CHECKS-DONE"
 sync
 if grep -q cloopbox.demo=shell /proc/cmdline; then
@@ -206,6 +210,8 @@ make_rootfs() { # DIR
     ln -s cloopbox "$r/bin/cowdev"
     printf '%s' "$GUEST_INIT" > "$r/sbin/init"
     chmod 0755 "$r/sbin/init"
+    mkdir -p "$r/tests"
+    cp tests/qemu/guest/*.sh "$r/tests/"
     echo "cloopbox test root" > "$r/etc/issue"
 }
 

@@ -56,14 +56,13 @@ pub fn check(images: &[PathBuf], log: &Log, cancel: &mut dyn FnMut() -> bool) ->
     let mut cancelled = false;
     let mut shown = Instant::now() - Duration::from_secs(1);
     for image in &opened {
-        let name = image.path().display().to_string();
         decode_in_order(image, threads, |block, data| {
             done += image.block_info(block).map_or(0, |b| u64::from(b.compressed_len));
             if let Err(e) = data {
                 bad_count += 1;
+                // The error names the image, the block and its offset.
                 if bad.len() < MAX_LISTED {
-                    let offset = image.block_info(block).map_or(0, |b| b.offset);
-                    bad.push(format!("{name}: block {block} at offset {offset}: {e}"));
+                    bad.push(e.to_string());
                 }
             }
             if shown.elapsed() >= Duration::from_millis(500) {
