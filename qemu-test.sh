@@ -247,6 +247,10 @@ make_iso() {
         if [ $i = 0 ]; then cp "$img" "$t/KNOPPIX/KNOPPIX"; else cp "$img" "$t/KNOPPIX/KNOPPIX$i"; fi
         i=$((i + 1))
     done
+    # As Debian live ISOs do; the media check (testcd) compares with it.
+    # WRONG_SUMS=1 makes the listed sums wrong, for the media-check test.
+    (cd "$t" && sha256sum KNOPPIX/* > sha256sum.txt)
+    if [ "${WRONG_SUMS:-0}" = 1 ]; then sed -i 's/^./0/; s/^00/11/' "$t/sha256sum.txt"; fi
     xorriso -as mkisofs -quiet -R -J -V KNOPPIX -o "$out" \
         -b boot/isolinux/isolinux.bin -c boot/isolinux/boot.cat -no-emul-boot -boot-load-size 4 \
         -boot-info-table -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin "$t"

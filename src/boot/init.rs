@@ -482,7 +482,7 @@ pub fn mount_root(
     if opts.media_check {
         use super::mediacheck::{check, console_cancel, Outcome};
         log.info("media check: verifying every block of the images (press Enter to skip)");
-        match check(&images, log, &mut console_cancel()).map_err(Failure::new)? {
+        match check(&images, &medium.mountpoint, log, &mut console_cancel()).map_err(Failure::new)? {
             Outcome::Good => {}
             Outcome::Cancelled => log.warn("media check skipped by the user"),
             Outcome::Bad(lines) => {

@@ -15,7 +15,9 @@ scenario_toram() {
         -append "$APPEND_BASE toram testcd cloopbox.test=toram" \
         -drive if=ide,index=2,media=cdrom,id=cd,file="$WORK/cd-ext4.iso"
     check toram "media check, copy to RAM, disc ejected and removed, every file read" \
-        "media check: 1 image\(s\), [0-9]+ MiB, every block good" "toram: [0-9]+ MiB copied in" \
+        "media check: 1 image\(s\), [0-9]+ MiB, every block good" \
+        "media check: /run/initramfs/live/KNOPPIX/KNOPPIX matches its sha256 in /run/initramfs/live/sha256sum.txt" \
+        "toram: [0-9]+ MiB copied in" \
         "toram: /dev/sr0 ejected" "TORAM-FILE: KNOPPIX" "TORAM: no disc in the drive" \
         "TORAM: read all [0-9]+ files without the disc" "ROOTFS: /dev/nbd[0-9]+ ext4" "WRITE: written at boot" \
         "CHECKS-DONE"
@@ -159,7 +161,8 @@ scenario_persist() {
 }
 
 # media-check: a data block of the image damaged: testcd names it, and
-# the boot stops in the rescue shell instead of mounting a bad root.
+# the boot stops in the rescue shell instead of mounting a bad root; then
+# an intact image whose sha256sum.txt disagrees.
 scenario_media-check() {
     prepare_live
     cp "$WORK/root-ext4.cloop" "$WORK/damaged.cloop"
@@ -171,4 +174,10 @@ scenario_media-check() {
     check media-check "testcd on a damaged image: the bad block named, rescue shell, nothing mounted" \
         "boot failed: media check failed: the medium is damaged" \
         "KNOPPIX/KNOPPIX: block [0-9]+ at offset [0-9]+" "cloopbox rescue"
+    WRONG_SUMS=1 make_iso "$WORK/wrongsum.iso" "$APPEND_BASE rd.live.check" "$WORK/root-ext4.cloop"
+    boot media-check-sum "cloopbox rescue|Kernel panic|CHECKS-DONE" -cdrom "$WORK/wrongsum.iso" -boot d
+    check media-check-sum "rd.live.check: every block good, but the sha256 differs from sha256sum.txt" \
+        "every block good" "boot failed: media check failed" \
+        "KNOPPIX/KNOPPIX: sha256 is [0-9a-f]{64}, but /run/initramfs/live/sha256sum.txt says [0-9a-f]{64}" \
+        "cloopbox rescue"
 }
