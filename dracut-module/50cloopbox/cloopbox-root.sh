@@ -19,9 +19,13 @@ err=/tmp/cloopbox-liveroot.err
 /usr/bin/cloopbox liveroot --root "$NEWROOT" > "$state/served" 2> "$err"
 rc=$?
 if [ "$rc" = 0 ]; then
+    # One line per image on the console and in the kernel log: the daemon's
+    # pid as the initrd saw it, to compare with after switch_root.
+    pid1=$(cat /proc/1/comm)
     while read -r dev pid image; do
-        # The pid as the initrd saw it, to compare with after switch_root.
-        echo "<5>cloopbox-dracut: $dev served by pid $pid ($image)" > /dev/kmsg
+        msg="cloopbox-dracut: $dev served by pid $pid ($image), initrd pid 1: $pid1"
+        echo "<5>$msg" > /dev/kmsg
+        echo "$msg" > /dev/console
     done < "$state/served"
     : > "$state/root-ready"
     exit 0
