@@ -11,6 +11,8 @@
 #                   initrd)
 #   dracut-iso9660  systemd in the initrd, the busybox root of qemu-test.sh
 #                   in an iso9660 image: read-only on nbd, overlayfs root
+#   dracut-no-medium  dracut's shell init and no medium: the reason, then
+#                   dracut's emergency shell, within rootdelay
 #
 # The initramfs images are built by tests/qemu/mkdracut.sh with the host's
 # dracut (Debian package dracut-core); each image's flavour is checked
@@ -18,7 +20,7 @@
 # module's initqueue job reports with the daemon's pid:
 #   cloopbox-dracut: /dev/nbdN served by pid P (IMAGE), initrd pid 1: systemd|init
 # The root then has to show that same pid alive as @cloopd.
-ALL_SCENARIOS+=(dracut dracut-shell dracut-iso9660)
+ALL_SCENARIOS+=(dracut dracut-shell dracut-iso9660 dracut-no-medium)
 
 DRACUT_WORK=$WORK/dracut
 DRACUT_FAILED="Kernel panic|no live root|Entering emergency mode|Could not boot|dracut Warning: FATAL|Failed to start .*Switch Root"
@@ -126,4 +128,19 @@ scenario_dracut-iso9660() {
         "DRACUT-KMSG: exit initramfs staged in /run/initramfs" \
         "SURVIVED: pid ${pid:-NONE} argv @cloopd /run/initramfs/live/KNOPPIX/KNOPPIX --device auto --root-daemon" \
         "EXITRD: /run/initramfs/shutdown executable" "EXITRD: etc/initrd-release" "${OVERLAY_CHECKS[@]}"
+}
+
+# --- dracut-no-medium --------------------------------------------------------
+# Nothing to boot from: liveroot gives up after rootdelay=3, the job prints
+# why and starts dracut's emergency shell (named after the module), instead
+# of dracut's initqueue waiting out its own 180 s.
+scenario_dracut-no-medium() {
+    local name=dracut-no-medium
+    build_dracut "$name" shell || return 0
+    boot "$name" "cloopbox:/#|Kernel panic|Could not boot" -kernel "$KERNEL" \
+        -initrd "$DRACUT_WORK/initrd-shell.img" -append "$APPEND_BASE root=live:cloop rootdelay=3"
+    check "$name" "no medium: liveroot's reason after rootdelay=3, then dracut's emergency shell" \
+        "waiting for a medium with KNOPPIX/KNOPPIX: 2s of 3s" \
+        "cloopbox: liveroot: no medium with KNOPPIX/KNOPPIX found within 3 s" \
+        "cloopbox: no live root \\(exit 1\\); leave the shell to search again" "cloopbox:/#"
 }
