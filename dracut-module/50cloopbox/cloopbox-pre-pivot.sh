@@ -3,6 +3,7 @@
 # /run/initramfs must be the one systemd-shutdown finds, and it must be
 # able to run it. Sourced by dracut: no exit.
 
+# shellcheck source=/dev/null # dracut-lib.sh exists in the initramfs only
 type getarg > /dev/null 2>&1 || . /lib/dracut-lib.sh
 
 if [ -e /run/cloopbox/root-ready ]; then

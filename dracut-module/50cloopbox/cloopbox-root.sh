@@ -5,6 +5,7 @@
 # `cloopbox liveroot`. On failure: the reason, the emergency shell, and a
 # new attempt when the shell is left.
 
+# shellcheck source=/dev/null # dracut-lib.sh exists in the initramfs only
 type getarg > /dev/null 2>&1 || . /lib/dracut-lib.sh
 
 NEWROOT=${NEWROOT:-/sysroot}

@@ -6,6 +6,9 @@
 # Build-time input: the static cloopbox binary, from $CLOOPBOX_BIN (the
 # environment or a dracut.conf.d line) or installed as cloopbox in
 # /usr/sbin, /usr/bin or /sbin.
+#
+# dracut sets moddir, dracutbasedir and dracutsysrootdir before it sources this.
+# shellcheck disable=SC2154
 
 # The binary must be static: at shutdown a copy of it runs alone in
 # /run/initramfs (the exit initramfs), where no shared library exists.

@@ -59,6 +59,7 @@ dracut_debian() {
     fi
     build_dracut "$name" "$flavour" || return 0
     prepare_debian
+    # shellcheck disable=SC2034 # boot() reads it
     local TIMEOUT=${QEMU_TIMEOUT:-600}
     boot "$name" "reboot: Power down|$DRACUT_FAILED" -kernel "$KERNEL" \
         -initrd "$DRACUT_WORK/initrd-$flavour.img" -append "$DEBIAN_APPEND root=live:cloop" \
@@ -66,6 +67,7 @@ dracut_debian() {
     local pid forbid
     pid=$(daemon_pid "$name")
     pid=${pid:-NONE}
+    # shellcheck disable=SC2034 # check_absent reads it by name
     forbid=("I/O error" "nbd[0-9]*:? .*(timed out|Dead connection|shutting down)" "KMSG-BAD"
         "Sending SIGKILL to PID" "Killing process .*cloopd" "Killing process $pid " "likely to block re-mounting"
         "cloopbox-shutdown: unclean" "SD-VERDICT: FAIL" "TIMEOUT" "$DRACUT_FAILED")
@@ -87,6 +89,7 @@ scenario_dracut-shell() { dracut_debian dracut-shell shell init; }
 # first /sbin/init that reports what the root sees of the initrd: each
 # daemon the hook logged, by pid, still alive with its argv and cgroup, and
 # the exit initramfs as systemd-shutdown would check it (access X_OK).
+# shellcheck disable=SC2016 # a guest script: it expands in the guest
 DRACUT_ROOT_INIT='#!/bin/sh
 PATH=/bin:/sbin
 echo "DRACUT-ROOT: up"

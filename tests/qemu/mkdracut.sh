@@ -39,7 +39,7 @@ while getopts "o:f:b:k:m:w:h" opt; do
     esac
 done
 die() { echo "mkdracut: $*" >&2; exit 1; }
-[ -n "$OUT" ] && [ -n "$BIN" ] && [ -n "$KVER" ] && [ -n "$MODROOT" ] || die "-o, -b, -k and -m are required (see -h)"
+if [ -z "$OUT" ] || [ -z "$BIN" ] || [ -z "$KVER" ] || [ -z "$MODROOT" ]; then die "-o, -b, -k and -m are required (see -h)"; fi
 case $FLAVOUR in systemd | shell) ;; *) die "-f systemd|shell, not '$FLAVOUR'" ;; esac
 command -v dracut > /dev/null || die "dracut is missing (apt-get install dracut-core)"
 command -v lsinitrd > /dev/null || die "lsinitrd is missing (apt-get install dracut-core)"
