@@ -50,9 +50,11 @@ daemon_pid() {
         sed -n 's/^cloopbox-dracut: \/dev\/nbd[0-9]* served by pid \([0-9]*\) .*/\1/p' | head -n 1
 }
 
-# dracut_debian NAME FLAVOUR PID1: the Debian systemd CD, booted by dracut.
+# dracut_debian NAME FLAVOUR PID1 CGROUP: the Debian systemd CD, booted by
+# dracut. CGROUP is where the daemon must be found in the running system:
+# what keeps it alive differs between the flavours (docs/dracut.md).
 dracut_debian() {
-    local name=$1 flavour=$2 pid1=$3 t0=$SECONDS
+    local name=$1 flavour=$2 pid1=$3 cgroup=$4 t0=$SECONDS
     if ! declare -F prepare_debian > /dev/null; then
         record "$name" FAIL 0 "needs prepare_debian from tests/qemu/debian.sh"
         return 0
@@ -76,13 +78,16 @@ dracut_debian() {
         forbid "cloopbox-dracut: /dev/nbd[0-9]+ served by pid $pid \(/run/initramfs/live/KNOPPIX/KNOPPIX\), initrd pid 1: $pid1" \
         "SD-STATE: (running|degraded)" "SD-VERDICT: ok" "SD-MULTI-USER: active" "ROOTFS: /dev/nbd[0-9]+ ext4" \
         "COWMOUNT: tmpfs" "DAEMON: $pid @cloopd /run/initramfs/live/KNOPPIX/KNOPPIX --device auto --root-daemon" \
+        "DAEMON-cgroup: 0::$cgroup" \
         "DAEMON-oom: -1000" "WRITE: written at boot" "WRITE-READBACK: ok" "TRIM: OK" "DAEMON-ALIVE: $pid [RS]" \
         "CHECKS-DONE" "cloopbox-shutdown: /dev/nbd[0-9]+ \\(pid $pid\\)" \
         "cloopbox-shutdown: clean shutdown, poweroff" "reboot: Power down"
 }
 
-scenario_dracut() { dracut_debian dracut systemd systemd; }
-scenario_dracut-shell() { dracut_debian dracut-shell shell init; }
+# systemd in the initrd: the daemon stays in the initqueue unit's cgroup
+# (KillMode=process). Shell init: systemd moves it into init.scope.
+scenario_dracut() { dracut_debian dracut systemd systemd /system.slice/dracut-initqueue.service; }
+scenario_dracut-shell() { dracut_debian dracut-shell shell init /init.scope; }
 
 # --- dracut-iso9660 ----------------------------------------------------------
 # The busybox root (qemu-test.sh's make_rootfs and GUEST_INIT) behind a
@@ -130,6 +135,7 @@ scenario_dracut-iso9660() {
         "DRACUT-KMSG: pre-pivot: /dev/nbd[0-9]+ daemon pid ${pid:-NONE} alive" \
         "DRACUT-KMSG: exit initramfs staged in /run/initramfs" \
         "SURVIVED: pid ${pid:-NONE} argv @cloopd /run/initramfs/live/KNOPPIX/KNOPPIX --device auto --root-daemon" \
+        "SURVIVED-cgroup: pid ${pid:-NONE} 0::/system.slice/dracut-initqueue.service" \
         "EXITRD: /run/initramfs/shutdown executable" "EXITRD: etc/initrd-release" "${OVERLAY_CHECKS[@]}"
 }
 
