@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # dracut scenarios, sourced by qemu-test.sh: live roots booted by a dracut
 # initramfs that carries dracut-module/50cloopbox instead of our own init,
-# with -kernel/-initrd/-append root=live:cloop and the medium as a CD.
+# with -kernel/-initrd/-append and the medium as a CD.
 #
 #   dracut          systemd in the initrd (dracut's systemd modules), the
 #                   Debian systemd root of tests/qemu/debian.sh
@@ -10,7 +10,8 @@
 #   dracut-shell    the same with dracut's shell init (no systemd in the
 #                   initrd)
 #   dracut-iso9660  systemd in the initrd, the busybox root of qemu-test.sh
-#                   in an iso9660 image: read-only on nbd, overlayfs root
+#                   in an iso9660 image: read-only on nbd, overlayfs root;
+#                   selected Knoppix-style by rd.cloopbox, without root=
 #   dracut-no-medium  dracut's shell init and no medium: the reason, then
 #                   dracut's emergency shell, within rootdelay
 #
@@ -127,10 +128,10 @@ scenario_dracut-iso9660() {
     cloop_of iso9660 "$root" "$tree/KNOPPIX/KNOPPIX"
     xorriso -as mkisofs -quiet -R -J -V KNOPPIX -o "$DRACUT_WORK/cd-iso.iso" "$tree"
     boot "$name" "CHECKS-DONE|$DRACUT_FAILED" -kernel "$KERNEL" -initrd "$DRACUT_WORK/initrd-systemd.img" \
-        -append "$APPEND_BASE root=live:cloop" -cdrom "$DRACUT_WORK/cd-iso.iso"
+        -append "$APPEND_BASE rd.cloopbox" -cdrom "$DRACUT_WORK/cd-iso.iso"
     local pid
     pid=$(daemon_pid "$name")
-    check "$name" "dracut systemd initrd, iso9660 image read-only on nbd, overlayfs root, daemon pid ${pid:-?} kept" \
+    check "$name" "dracut systemd initrd, rd.cloopbox, iso9660 image read-only on nbd, overlayfs root, daemon pid ${pid:-?} kept" \
         "cloopbox-dracut: /dev/nbd[0-9]+ served by pid ${pid:-NONE} \(/run/initramfs/live/KNOPPIX/KNOPPIX\), initrd pid 1: systemd" \
         "DRACUT-KMSG: pre-pivot: /dev/nbd[0-9]+ daemon pid ${pid:-NONE} alive" \
         "DRACUT-KMSG: exit initramfs staged in /run/initramfs" \

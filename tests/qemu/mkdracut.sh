@@ -104,7 +104,9 @@ if ! CLOOPBOX_BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN") dracutbase
 fi
 
 # What did we really get? The image's own listing decides.
-listing=$(lsinitrd "$OUT.tmp") || die "lsinitrd $OUT.tmp failed"
+# (lsinitrd warns about NUL bytes of the early cpio on stderr: kept quiet
+# unless it fails.)
+listing=$(lsinitrd "$OUT.tmp" 2> "$tmp/lsinitrd.err") || { cat "$tmp/lsinitrd.err" >&2; die "lsinitrd $OUT.tmp failed"; }
 has() { grep -qE "$1" <<< "$listing"; }
 has ' usr/bin/cloopbox$' || die "$OUT: no usr/bin/cloopbox in the image"
 has 'hooks/cmdline/25-parse-cloopbox.sh$' || die "$OUT: no cloopbox cmdline hook in the image"
