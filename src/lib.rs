@@ -4,6 +4,8 @@
 //! front-ends in [`applets`], which parse flags and call into the modules
 //! below. Tests call the modules directly.
 
+// No unsafe code, except in `sys::ioctl` (CD eject and loop ioctls that
+// rustix has no safe wrapper for), which allows it for itself only.
 #![deny(unsafe_code)]
 
 pub mod applets;
