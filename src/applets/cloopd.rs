@@ -298,7 +298,10 @@ struct Stack {
     cache_stats: Option<control::target::CacheStats>,
 }
 
-fn build(a: &Args) -> Result<Stack, String> {
+/// `warn` reports the layers' trouble while serving (a cowfile running out
+/// of space): on stderr in the foreground, to the console and kmsg for a
+/// daemon, whose stderr is gone.
+fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
     let base = open_base(&a.image)?;
     let mut hints = StackHints::default();
     let mut cache_stats: Option<control::target::CacheStats> = None;
@@ -346,12 +349,12 @@ fn build(a: &Args) -> Result<Stack, String> {
                 create: true,
                 repair: true,
                 base_name: a.image.display().to_string(),
-                warn: Arc::new(|msg| eprintln!("{APPLET}: cow: {msg}")),
+                warn: warn.clone(),
                 ..OverlayOptions::default()
             };
             let overlay = Overlay::open(ReadOnly(read), path, &opts).map_err(|e| e.to_string())?;
             if let Some(report) = overlay.repaired() {
-                eprintln!("{APPLET}: {}: was not closed cleanly; repaired: {report:?}", path.display());
+                warn(&format!("{}: was not closed cleanly; repaired: {report:?}", path.display()));
             }
             let created = if overlay.created() { ", created" } else { "" };
             hints.allocation = false;
@@ -457,7 +460,7 @@ fn run(a: Args) -> Result<(), String> {
         // a shell with job control); SIGHUP is ignored below then.
         let _ = rustix::process::setsid();
     }
-    let log = (a.root_daemon || a.background).then(|| crate::boot::log::Log::open(APPLET, false));
+    let log = (a.root_daemon || a.background).then(|| Arc::new(crate::boot::log::Log::open(APPLET, false)));
     if let (Some(log), true) = (&log, a.root_daemon) {
         for missing in crate::sys::daemon::harden() {
             log.warn(&missing);
@@ -468,7 +471,14 @@ fn run(a: Args) -> Result<(), String> {
         if a.root_daemon || a.background { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
     let mut signals =
         signal_hook::iterator::Signals::new(watched).map_err(|e| format!("signal handlers: {e}"))?;
-    let mut stack = build(&a)?;
+    let warn: crate::cow::overlay::WarnFn = match &log {
+        Some(log) => {
+            let log = log.clone();
+            Arc::new(move |msg| log.warn(msg))
+        }
+        None => Arc::new(|msg| eprintln!("{APPLET}: {msg}")),
+    };
+    let mut stack = build(&a, warn)?;
     let (listeners, names) = bind_all(&a)?;
     let dev = stack.export.dev.clone();
     let (meter, cow_stats, cache_stats) =
