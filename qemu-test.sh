@@ -187,6 +187,10 @@ echo "written at boot $(cat /proc/sys/kernel/random/boot_id)" > /root/written &&
 cowdev -l -v 2>&1 | sed "s/^/CTL: /"
 [ -e /mnt-system/KNOPPIX/KNOPPIX ] && echo "MNT-SYSTEM: ok"
 [ -e /run/initramfs/live/KNOPPIX/KNOPPIX ] && echo "LIVE: ok"
+# Scenario-specific steps: cloopbox.test=NAME runs /tests/NAME.sh here.
+for t in $(tr " " "\n" < /proc/cmdline | sed -n "s/^cloopbox.test=//p"); do
+    [ -f /tests/$t.sh ] && . /tests/$t.sh
+done
 echo "CHECKS-DONE"
 sync
 if grep -q cloopbox.demo=shell /proc/cmdline; then
@@ -206,6 +210,8 @@ make_rootfs() { # DIR
     ln -s cloopbox "$r/bin/cowdev"
     printf '%s' "$GUEST_INIT" > "$r/sbin/init"
     chmod 0755 "$r/sbin/init"
+    mkdir -p "$r/tests"
+    cp tests/qemu/guest/*.sh "$r/tests/"
     echo "cloopbox test root" > "$r/etc/issue"
 }
 
@@ -241,6 +247,10 @@ make_iso() {
         if [ $i = 0 ]; then cp "$img" "$t/KNOPPIX/KNOPPIX"; else cp "$img" "$t/KNOPPIX/KNOPPIX$i"; fi
         i=$((i + 1))
     done
+    # As Debian live ISOs do; the media check (testcd) compares with it.
+    # WRONG_SUMS=1 makes the listed sums wrong, for the media-check test.
+    (cd "$t" && sha256sum KNOPPIX/* > sha256sum.txt)
+    if [ "${WRONG_SUMS:-0}" = 1 ]; then sed -i 's/^./0/; s/^00/11/' "$t/sha256sum.txt"; fi
     xorriso -as mkisofs -quiet -R -J -V KNOPPIX -o "$out" \
         -b boot/isolinux/isolinux.bin -c boot/isolinux/boot.cat -no-emul-boot -boot-load-size 4 \
         -boot-info-table -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin "$t"

@@ -12,4 +12,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(opts.init.is_absolute());
     assert!(!opts.knoppix_dir.is_empty() && !opts.knoppix_dir.split('/').any(|c| c == ".."));
     assert!(!opts.knoppix_name.contains('/'));
+    // Paths on a medium or disk never climb out of it.
+    let safe = |p: &str| p.starts_with('/') && !p.split('/').any(|c| c == "..");
+    assert!(opts.iso_file.as_deref().is_none_or(safe));
+    assert!(opts.persistence.as_ref().is_none_or(|p| safe(&p.path)));
+    assert!(opts.bootfrom.as_ref().is_none_or(|d| d.starts_with("/dev/")));
 });

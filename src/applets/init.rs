@@ -8,18 +8,23 @@ const USAGE: &str = "\
 Usage: init
 
 Runs as PID 1 in an initramfs (as /init, or whenever cloopbox is PID 1):
-finds KNOPPIX/KNOPPIX on a CD, DVD, USB stick or disk, serves it through
-the kernel's NBD driver with a copy-on-write layer on a tmpfs under /run,
-mounts it and switches root. Options come from the kernel command line
+finds KNOPPIX/KNOPPIX on a CD, DVD, USB stick, disk or in an ISO file,
+serves it through the kernel's NBD driver with a copy-on-write layer on a
+tmpfs under /run (or a persistent disk), mounts it, stages the exit
+initramfs and switches root. Options come from the kernel command line
 (/proc/cmdline), not from arguments:
 
   knoppix_dir=DIR knoppix_name=NAME   where the image is on the medium
   bootfrom=DEV (live-media=, fromhd=) search this device first
+  bootfrom=DEV/PATH.iso, findiso=PATH the medium is an ISO file on a disk
   rootdelay=S (live-media-timeout=)   wait up to S seconds (default 60)
-  cowsize=N%|SIZE                      tmpfs size for changes (default 50%)
-  init=PATH                            the new root's init (/sbin/init)
-  break=top|modules|premount|bottom    stop in a rescue shell there
-  debug                                verbose messages
+  toram (rd.live.ram), noeject        copy the images to RAM, eject the CD
+  testcd (rd.live.check)              verify every block first
+  cow=DEV:/PATH (rd.live.overlay=)    keep changes on a disk
+  cowsize=N%|SIZE                     tmpfs size for changes (default 50%)
+  init=PATH                           the new root's init (/sbin/init)
+  break=top|modules|premount|bottom   stop in a rescue shell there
+  debug                               verbose messages
 
 See docs/boot-options.md for every option and its aliases.
 ";

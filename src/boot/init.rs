@@ -5,13 +5,18 @@
 //! 1. early userspace: proc, sys, devtmpfs, /run; console and kmsg;
 //!    /proc/cmdline (`top`);
 //! 2. kernel modules from modules.dep (`modules`);
-//! 3. the medium, found by content and mounted read-only under
-//!    /run/initramfs/live (`premount`);
-//! 4. each image served by a `cloopd` root-storage daemon on /dev/nbdN; a
-//!    writable filesystem inside gets the block-level cowfile, a read-only
-//!    one (iso9660, squashfs, erofs: real Knoppix images) an overlayfs; the
-//!    cowfile or overlay upper lives on a size-limited tmpfs under /run;
-//! 5. the root mounted at /newroot (`bottom`), then switch_root.
+//! 3. the medium, found by content (or the ISO file holding it, on a loop
+//!    device) and mounted read-only under /run/initramfs/live (`premount`);
+//! 4. the media check and toram, if asked; each image served by a `cloopd`
+//!    root-storage daemon on /dev/nbdN; a writable filesystem inside gets
+//!    the block-level cowfile, a read-only one (iso9660, squashfs, erofs:
+//!    real Knoppix images) an overlayfs; the cowfile or overlay upper lives
+//!    on a size-limited tmpfs under /run, or on the persistence disk;
+//! 5. the root mounted at /newroot, the exit initramfs staged in
+//!    /run/initramfs (`bottom`), then switch_root.
+//!
+//! Steps 3 to 5 are [`locate`] and [`mount_root`], which `liveroot` runs
+//! inside a dracut initramfs too.
 //!
 //! PID 1 never exits and never panics: a failure prints what was tried and
 //! drops to the rescue shell (`/bin/sh`, if the initramfs has one), or
@@ -477,7 +482,7 @@ pub fn mount_root(
     if opts.media_check {
         use super::mediacheck::{check, console_cancel, Outcome};
         log.info("media check: verifying every block of the images (press Enter to skip)");
-        match check(&images, log, &mut console_cancel()).map_err(Failure::new)? {
+        match check(&images, &medium.mountpoint, log, &mut console_cancel()).map_err(Failure::new)? {
             Outcome::Good => {}
             Outcome::Cancelled => log.warn("media check skipped by the user"),
             Outcome::Bad(lines) => {

@@ -1,5 +1,6 @@
 //! Live boot: what `init` needs before and after it finds the medium.
 
+pub mod checksums;
 pub mod cmdline;
 pub mod exitrd;
 pub mod init;

@@ -1,0 +1,22 @@
+//! Text the boot reads from media and the kernel: checksum lists (from
+//! the medium) and mountinfo (parsed at shutdown). Arbitrary bytes must
+//! never panic, and what is accepted is well-formed.
+#![no_main]
+
+use cloopbox::boot::checksums::{parse, Algorithm};
+use cloopbox::sys::mountinfo;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    for alg in [Algorithm::Sha256, Algorithm::Sha1, Algorithm::Md5] {
+        for (hex, name) in parse(&text, alg) {
+            assert!(hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(!name.is_empty());
+        }
+    }
+    let mounts = mountinfo::parse(&text);
+    for m in mountinfo::below(&mounts, "/oldroot") {
+        assert!(m.point == "/oldroot" || m.point.starts_with("/oldroot/"));
+    }
+});

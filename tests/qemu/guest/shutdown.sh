@@ -1,0 +1,2 @@
+# A clean shutdown through the exit initramfs.
+. /tests/exitrd.sh
