@@ -31,9 +31,11 @@
 # MiB, 1024), QEMU_TIMEOUT (seconds per boot, 600), CLOOPBOX (the static
 # binary; default scripts/build-static.sh), DEBIAN_TAR (the root tarball,
 # default work/qemu/debian-root.tar, built by tests/qemu/mkdebian.sh when
-# missing). Output: a Markdown report on stdout, kept in
-# WORKDIR/boot-systemd/report.md; per-boot data in runs.jsonl and serial
-# logs in logs/. Not a test: nothing fails on slow results.
+# missing), MKDRACUT (the dracut builder, default tests/qemu/mkdracut.sh of
+# this tree; it takes the module from its own tree). Output: a Markdown
+# report on stdout, kept in WORKDIR/boot-systemd/report.md; per-boot data
+# in runs.jsonl and serial logs in logs/. Not a test: nothing fails on
+# slow results.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,8 +47,8 @@ while getopts "n:c:rh" opt; do
         n) RUNS=$OPTARG ;;
         c) CONTENDERS=$OPTARG ;;
         r) REUSE=1 ;;
-        h) sed -n '2,38p' "$0"; exit 0 ;;
-        *) sed -n '2,38p' "$0" >&2; exit 2 ;;
+        h) sed -n '2,41p' "$0"; exit 0 ;;
+        *) sed -n '2,41p' "$0" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -55,6 +57,7 @@ WORK=$BENCH/boot-systemd
 MEM=${MEM:-1024}
 SMP=${SMP:-2}
 TIMEOUT=${QEMU_TIMEOUT:-600}
+MKDRACUT=$(realpath -m "${MKDRACUT:-$ROOT/tests/qemu/mkdracut.sh}")
 DEBIAN_TAR=$(realpath -m "${DEBIAN_TAR:-$ROOT/work/qemu/debian-root.tar}")
 [ -z "${CLOOPBOX:-}" ] || CLOOPBOX=$(realpath "$CLOOPBOX")
 APPEND="console=ttyS0 panic=-1 loglevel=4 cloopbox.test=boot"
@@ -144,6 +147,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs -o mode=0755 devtmpfs /dev
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+echo "bench-init: start"
 $INSMODS
 mkdir -p /run/live/medium /run/live/rootfs /run/live/overlay
 n=0
@@ -158,6 +162,7 @@ mount -t tmpfs -o mode=0755 tmpfs /run/live/overlay
 mkdir -p /run/live/overlay/upper /run/live/overlay/work
 mount -t overlay -o lowerdir=/run/live/rootfs,upperdir=/run/live/overlay/upper,workdir=/run/live/overlay/work overlay /newroot
 for d in dev proc sys run; do mount --move /\$d /newroot/\$d; done
+echo "bench-init: switching to the new root"
 exec switch_root /newroot /sbin/init
 INIT
 chmod 0755 theirs-initrd/init
@@ -167,13 +172,13 @@ find theirs-initrd -exec touch -h -d @0 {} +
 
 DRACUT_NOTE=""
 rm -f dracut-initrd.img
-if [ ! -x "$ROOT/tests/qemu/mkdracut.sh" ]; then
-    DRACUT_NOTE="no tests/qemu/mkdracut.sh in this tree"
+if [ ! -x "$MKDRACUT" ]; then
+    DRACUT_NOTE="no $MKDRACUT"
 elif ! command -v dracut >/dev/null; then
     DRACUT_NOTE="dracut is not installed (apt-get install dracut-core)"
-elif ! "$ROOT/tests/qemu/mkdracut.sh" -o dracut-initrd.img -f systemd -b "$CLOOPBOX" -k "$KVER" \
+elif ! "$MKDRACUT" -o dracut-initrd.img -f systemd -b "$CLOOPBOX" -k "$KVER" \
     -m "$KDIR/pkg" -w "$WORK/dracut-work" > dracut-build.log 2>&1; then
-    DRACUT_NOTE="tests/qemu/mkdracut.sh failed: $(tail -n 1 dracut-build.log)"
+    DRACUT_NOTE="$MKDRACUT failed: $(tail -n 1 dracut-build.log)"
     rm -f dracut-initrd.img
 fi
 [ -z "$DRACUT_NOTE" ] || say "dracut: skipped ($DRACUT_NOTE)"
@@ -258,6 +263,17 @@ with open(log_path, "w") as f:
     for t, text in lines:
         f.write(f"{t:9.3f} {text}\n")
 res = {"name": name, "round": rnd, "error": stop, "log": log_path}
+# Host-clock landmarks: the initramfs's first and last line (ours and the
+# busybox one print them; dracut's do not), systemd's banner.
+for t, text in lines:
+    if re.match(r"(cloopbox: cloopbox .* live boot|bench-init: start)", text) and "initrd_start_s" not in res:
+        res["initrd_start_s"] = t
+    if re.match(r"(cloopbox: switching to the new root|bench-init: switching to the new root)", text):
+        res["switch_s"] = t
+    if text.startswith("Welcome to ") and "welcome_s" not in res:
+        res["welcome_s"] = t
+if "initrd_start_s" in res and "switch_s" in res:
+    res["initrd_phase_s"] = round(res["switch_s"] - res["initrd_start_s"], 3)
 for t, text in lines:
     m = re.match(r"BOOT-DONE uptime=([\d.]+) state=(\S+)", text)
     if m:
@@ -308,6 +324,8 @@ runs = [json.loads(l) for l in open("runs.jsonl")]
 for r in runs:
     if "multiuser_guest_s" in r:
         r["before_kernel_s"] = r["multiuser_host_s"] - r["multiuser_guest_s"]
+    if "welcome_s" in r and "multiuser_host_s" in r:
+        r["systemd_phase_s"] = r["multiuser_host_s"] - r["welcome_s"]
 
 def vals(n, key):
     return [r[key] for r in runs if r["name"] == n and not r["error"] and r.get(key) is not None]
@@ -344,13 +362,15 @@ for n in names:
 if sizes.get("dracut_note"):
     print(f"\ndracut: not measured ({sizes['dracut_note']}).")
 print("\n| contender | QEMU start → multi-user (s) | ratio | guest uptime at multi-user (s) | before the kernel (s) "
+      "| initramfs first → last line (s) | systemd banner → multi-user (s) "
       "| systemd-analyze kernel / initrd / userspace (s) |")
-print("|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|")
 for n in names:
     sd = " / ".join(cell(n, "sd_" + k, "{:.1f}") if vals(n, "sd_" + k) else "—"
                     for k in ("kernel", "initrd", "userspace"))
     print(f"| {n} | {cell(n, 'multiuser_host_s', '{:.2f}')} | {ratio(n, 'multiuser_host_s')} | "
-          f"{cell(n, 'multiuser_guest_s', '{:.2f}')} | {cell(n, 'before_kernel_s', '{:.2f}')} | {sd} |")
+          f"{cell(n, 'multiuser_guest_s', '{:.2f}')} | {cell(n, 'before_kernel_s', '{:.2f}')} | "
+          f"{cell(n, 'initrd_phase_s', '{:.2f}')} | {cell(n, 'systemd_phase_s', '{:.2f}')} | {sd} |")
 print()
 for r in runs:
     if r["error"]:
