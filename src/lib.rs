@@ -11,6 +11,7 @@
 pub mod applets;
 pub mod blockdev;
 pub mod boot;
+pub mod bufpool;
 pub mod cache;
 pub mod cloop;
 pub mod control;

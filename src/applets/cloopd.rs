@@ -251,28 +251,31 @@ fn zero_probe(image: Arc<Image>) -> crate::cache::ZeroProbe {
 }
 
 /// What the stack can tell the transport: cache residency (a read that
-/// needs no decompression runs on the connection thread), the cache's zero
-/// map as `base:allocation` when nothing sits above the cache (a cowfile
-/// changes what is zero), and whether a write is a plain cowfile write.
+/// needs no decompression runs on the connection thread), `base:allocation`
+/// (the cowfile's holes for its units, the cache's zero map for the rest),
+/// and whether a write is a plain cowfile write.
 #[derive(Default)]
 struct StackHints {
     cache: Option<Arc<Cache<ReadOnly<Image>>>>,
-    allocation: bool,
+    cow: Option<Arc<Overlay<ReadOnly<dyn ReadAt>>>>,
     /// The cowfile's unit: writes aligned to it need no read of the base.
     cow_unit: Option<u64>,
 }
 
 impl Hints for StackHints {
     fn extents(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> io::Result<()> {
-        match &self.cache {
-            Some(cache) if self.allocation => {
-                let zero = nbd::proto::STATE_HOLE | nbd::proto::STATE_ZERO;
-                for (n, is_zero) in cache.extents(offset, len)? {
-                    out.push(Extent { len: n, flags: if is_zero { zero } else { 0 } });
-                }
-            }
-            _ => out.push(Extent { len, flags: 0 }),
-        }
+        let base = |offset, len| match &self.cache {
+            Some(cache) => cache.extents(offset, len),
+            None => Ok(vec![(len, false)]),
+        };
+        let runs = match &self.cow {
+            Some(cow) => cow.extents(offset, len, base)?,
+            None => base(offset, len)?,
+        };
+        let zero = nbd::proto::STATE_HOLE | nbd::proto::STATE_ZERO;
+        out.extend(
+            runs.into_iter().map(|(n, is_zero)| Extent { len: n, flags: if is_zero { zero } else { 0 } }),
+        );
         Ok(())
     }
     fn read_is_fast(&self, offset: u64, len: u32) -> bool {
@@ -324,7 +327,6 @@ fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
                 let cache = Arc::new(cache);
                 let what = format!("{what}, cache {}", Bytes(cache.capacity()));
                 hints.cache = Some(cache.clone());
-                hints.allocation = true;
                 let counted = cache.clone();
                 cache_stats = Some(Box::new(move || counted.stats()));
                 (cache, info.block_size, what)
@@ -357,9 +359,9 @@ fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
                 warn(&format!("{}: was not closed cleanly; repaired: {report:?}", path.display()));
             }
             let created = if overlay.created() { ", created" } else { "" };
-            hints.allocation = false;
             hints.cow_unit = Some(crate::cow::header::MAPUNIT);
             let overlay = Arc::new(overlay);
+            hints.cow = Some(overlay.clone());
             let counted = overlay.clone();
             cow_stats = Some(Box::new(move || counted.stats()));
             (Export::writable(overlay as Arc<dyn BlockDev>), format!("cow {}{created}", path.display()))
