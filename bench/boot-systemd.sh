@@ -21,11 +21,13 @@
 # The guest's check (cloopbox.test=boot on the command line) waits for
 # `systemctl is-system-running --wait`, prints its result with the guest's
 # uptime and `systemd-analyze time`, and the host stops QEMU. The time is
-# measured on the host, from starting QEMU to that line. Boots run in
-# rounds, one boot of each contender per round in a rotated order; the
-# report gives medians with min-max, and /proc/loadavg before and after
-# (the machine is shared: TCG timings are emulation timings, slowed by
-# whatever else runs).
+# measured on the host, from starting QEMU to that line; so is the CPU
+# time QEMU has used by then (the emulation work, which hardly depends on
+# how loaded the host is, unlike the wall time). Boots run in rounds, one
+# boot of each contender per round in a rotated order; the report gives
+# medians with min-max, and /proc/loadavg before, after and at the start
+# of each boot (the machine is shared: TCG timings are emulation timings,
+# slowed by whatever else runs).
 #
 # Environment: RUNS (default 5), SMP (default 2, as qemu-test.sh), MEM (guest
 # MiB, 1024), QEMU_TIMEOUT (seconds per boot, 600), CLOOPBOX (the static
@@ -47,8 +49,8 @@ while getopts "n:c:rh" opt; do
         n) RUNS=$OPTARG ;;
         c) CONTENDERS=$OPTARG ;;
         r) REUSE=1 ;;
-        h) sed -n '2,41p' "$0"; exit 0 ;;
-        *) sed -n '2,41p' "$0" >&2; exit 2 ;;
+        h) sed -n '2,40p' "$0"; exit 0 ;;
+        *) sed -n '2,40p' "$0" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -230,9 +232,17 @@ cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", mem, "-smp", smp, "-nodefaul
        "-cdrom", f"{name}.iso", "-boot", "d", "-display", "none", "-serial", "stdio"]
 fail = re.compile(r"Kernel panic|boot failed|cloopbox rescue|bench-init: no CD|emergency mode|"
                   r"Emergency shell|dracut Warning: FATAL|Could not boot")
-lines, buf, stop, done = [], b"", None, False
+lines, buf, stop, done, cpu = [], b"", None, False, None
+load = float(open("/proc/loadavg").read().split()[0])
 t0 = time.monotonic()
 p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+tick = os.sysconf("SC_CLK_TCK")
+
+def qemu_cpu():
+    # user + system time of all QEMU threads: the emulation work, which
+    # (unlike wall time) hardly changes when other jobs load the host.
+    f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
 fd = p.stdout.fileno()
 while not stop and not done:
     left = t0 + timeout - time.monotonic()
@@ -254,6 +264,7 @@ while not stop and not done:
         lines.append((now, text))
         if text.startswith("BOOT-DONE"):
             done = True
+            cpu = qemu_cpu()
         elif fail.search(text):
             stop = "failure: " + text
 if p.poll() is None:
@@ -262,7 +273,9 @@ p.wait()
 with open(log_path, "w") as f:
     for t, text in lines:
         f.write(f"{t:9.3f} {text}\n")
-res = {"name": name, "round": rnd, "error": stop, "log": log_path}
+res = {"name": name, "round": rnd, "error": stop, "log": log_path, "load_at_start": load}
+if cpu is not None:
+    res["qemu_cpu_s"] = round(cpu, 2)
 # Host-clock landmarks: the initramfs's first and last line (ours and the
 # busybox one print them; dracut's do not), systemd's banner.
 for t, text in lines:
@@ -361,15 +374,21 @@ for n in names:
     print(f"| {n} | {sizes['image'][n]:,} | {sizes['iso'][n]:,} | {sizes['initrd'][n]:,} |")
 if sizes.get("dracut_note"):
     print(f"\ndracut: not measured ({sizes['dracut_note']}).")
-print("\n| contender | QEMU start → multi-user (s) | ratio | guest uptime at multi-user (s) | before the kernel (s) "
+print("\n| contender | QEMU start → multi-user (s) | ratio | QEMU CPU time to multi-user (s) | ratio "
+      "| host load (1 min) at the start |")
+print("|---|---|---|---|---|---|")
+for n in names:
+    print(f"| {n} | {cell(n, 'multiuser_host_s', '{:.2f}')} | {ratio(n, 'multiuser_host_s')} | "
+          f"{cell(n, 'qemu_cpu_s', '{:.1f}')} | {ratio(n, 'qemu_cpu_s')} | {cell(n, 'load_at_start', '{:.1f}')} |")
+print("\nWhere the time goes (wall time; host clock unless marked guest):\n")
+print("| contender | guest uptime at multi-user (s) | before the kernel (s) "
       "| initramfs first → last line (s) | systemd banner → multi-user (s) "
       "| systemd-analyze kernel / initrd / userspace (s) |")
-print("|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|")
 for n in names:
     sd = " / ".join(cell(n, "sd_" + k, "{:.1f}") if vals(n, "sd_" + k) else "—"
                     for k in ("kernel", "initrd", "userspace"))
-    print(f"| {n} | {cell(n, 'multiuser_host_s', '{:.2f}')} | {ratio(n, 'multiuser_host_s')} | "
-          f"{cell(n, 'multiuser_guest_s', '{:.2f}')} | {cell(n, 'before_kernel_s', '{:.2f}')} | "
+    print(f"| {n} | {cell(n, 'multiuser_guest_s', '{:.2f}')} | {cell(n, 'before_kernel_s', '{:.2f}')} | "
           f"{cell(n, 'initrd_phase_s', '{:.2f}')} | {cell(n, 'systemd_phase_s', '{:.2f}')} | {sd} |")
 print()
 for r in runs:
