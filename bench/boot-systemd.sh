@@ -293,6 +293,12 @@ for t, text in lines:
         res["multiuser_host_s"] = round(t, 3)
         res["multiuser_guest_s"] = float(m.group(1))
         res["state"] = m.group(2)
+    m = re.match(r"BOOT-DISK: (nbd0|loop0) (\d+) (\d+)", text)
+    if m and int(m.group(2)) > 0:
+        res["dev"], res["dev_reqs"], res["dev_mb"] = m.group(1), int(m.group(2)), int(m.group(3)) * 512 / 1e6
+    m = re.match(r"BOOT-DAEMON-CPU: \d+ (\d+) (\d+)", text)
+    if m:
+        res["daemon_cpu_s"] = res.get("daemon_cpu_s", 0) + (int(m.group(1)) + int(m.group(2))) / 100
     m = re.match(r"SD-ANALYZE: Startup finished in (.*) = ", text)
     if m:
         for part in m.group(1).split(" + "):
@@ -390,6 +396,17 @@ for n in names:
                     for k in ("kernel", "initrd", "userspace"))
     print(f"| {n} | {cell(n, 'multiuser_guest_s', '{:.2f}')} | {cell(n, 'before_kernel_s', '{:.2f}')} | "
           f"{cell(n, 'initrd_phase_s', '{:.2f}')} | {cell(n, 'systemd_phase_s', '{:.2f}')} | {sd} |")
+print("\nWhat the boot read from the root device (the guest's /sys/block/DEV/stat at multi-user) and the "
+      "CPU time of the root-storage daemon (cloopd) by then:\n")
+print("| contender | device | read requests | MB read | KiB per request | cloopd CPU (s) |")
+print("|---|---|---|---|---|---|")
+for n in names:
+    devs = sorted({r["dev"] for r in runs if r["name"] == n and r.get("dev")})
+    for r in runs:
+        if r.get("dev_reqs"):
+            r["dev_kib"] = r["dev_mb"] * 1e6 / 1024 / r["dev_reqs"]
+    print(f"| {n} | {', '.join(devs) or '—'} | {cell(n, 'dev_reqs', '{:.0f}')} | {cell(n, 'dev_mb', '{:.0f}')} | "
+          f"{cell(n, 'dev_kib', '{:.0f}')} | {cell(n, 'daemon_cpu_s', '{:.1f}')} |")
 print()
 for r in runs:
     if r["error"]:

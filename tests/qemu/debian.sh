@@ -35,6 +35,21 @@ say "ROOT-UP multi-user uptime=$up"
 say "SD-STATE: $state"
 if grep -qw cloopbox.test=boot /proc/cmdline; then
     say "SD-ANALYZE: $(systemd-analyze time 2>&1 | head -n 1)"
+    # What the boot cost the storage: requests and sectors read from the
+    # root device, and the CPU time (ticks) of the root-storage daemons.
+    for d in nbd0 loop0; do
+        # reads, read sectors, writes, write sectors, discards, flushes
+        [ -r /sys/block/$d/stat ] && say "BOOT-DISK: $d $(awk "{ print \$1, \$3, \$5, \$7, \$12, \$16 }" /sys/block/$d/stat)"
+    done
+    for p in /proc/[0-9]*; do
+        case $(tr "\0" " " 2>/dev/null < "$p/cmdline") in
+            @*)
+                say "BOOT-DAEMON-CPU: ${p#/proc/} $(sed "s/^.*) //" "$p/stat" | cut -d" " -f12,13)"
+                for t in "$p"/task/*; do
+                    say "BOOT-DAEMON-THREAD: $(cat "$t/comm") $(sed "s/^.*) //" "$t/stat" | cut -d" " -f12,13)"
+                done ;;
+        esac
+    done
     say "BOOT-DONE uptime=$up state=$state"
     exit 0
 fi
