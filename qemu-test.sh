@@ -505,6 +505,8 @@ scenario_kernel-nbd() {
 
 # Further scenarios, one file per area (systemd root, dracut, persistence...).
 for f in tests/qemu/*.sh; do
+    # mk*.sh are programs the scenarios run (image builders), not scenarios.
+    case ${f##*/} in mk*) continue ;; esac
     # shellcheck source=/dev/null
     [ -f "$f" ] && . "$f"
 done

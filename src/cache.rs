@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::blockdev::{check_range, BlockDev, Caps, ReadAt};
+use crate::bufpool::Buf;
 
 /// Shards of the cache. More shards means less lock contention; each must
 /// hold at least one block.
@@ -66,8 +67,9 @@ pub struct Stats {
     pub zero_blocks: u64,
 }
 
-/// A block's decoded bytes, shared between the cache and its readers.
-type Data = Arc<Vec<u8>>;
+/// A block's decoded bytes, shared between the cache and its readers; the
+/// buffer goes back to the pool when the last of them lets go.
+type Data = Arc<Buf>;
 
 /// A block as handed out by the cache.
 enum Block {
@@ -302,7 +304,8 @@ impl<B: ReadAt> Cache<B> {
     }
 
     fn load(&self, b: u64, loading: &Arc<Loading>) -> io::Result<Block> {
-        let mut buf = vec![0u8; self.block_len(b)];
+        // Not zeroed: a successful read fills it, a failed one is dropped.
+        let mut buf = Buf::new(self.block_len(b));
         let read = self.lower.read_at(&mut buf, b * self.granule);
         let zero = read.is_ok() && is_zero(&buf);
         let data: Data = Arc::new(buf);

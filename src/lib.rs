@@ -4,11 +4,14 @@
 //! front-ends in [`applets`], which parse flags and call into the modules
 //! below. Tests call the modules directly.
 
+// No unsafe code, except in `sys::ioctl` (CD eject and loop ioctls that
+// rustix has no safe wrapper for), which allows it for itself only.
 #![deny(unsafe_code)]
 
 pub mod applets;
 pub mod blockdev;
 pub mod boot;
+pub mod bufpool;
 pub mod cache;
 pub mod cloop;
 pub mod control;

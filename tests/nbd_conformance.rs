@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloopbox::blockdev::{BlockDev, Caps, MemDev, ReadAt};
+use cloopbox::cache::Cache;
+use cloopbox::cow::overlay::{Overlay, OverlayOptions};
 use cloopbox::nbd::proto::*;
 use cloopbox::nbd::{Config, Export, Extent, Hints, Listener, Server};
 
@@ -54,6 +56,18 @@ impl Client {
         assert_eq!(&g[..8], b"NBDMAGIC");
         assert_eq!(&g[8..16], b"IHAVEOPT");
         assert_eq!(u16::from_be_bytes([g[16], g[17]]), FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+        c
+    }
+
+    /// Connects to a server listening on a unix socket (the real binary),
+    /// and reads the greeting.
+    fn unix(path: &std::path::Path) -> Client {
+        let s = UnixStream::connect(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Client { s, server: None };
+        let mut g = [0u8; 18];
+        c.s.read_exact(&mut g).unwrap();
+        assert_eq!(&g[..16], b"NBDMAGICIHAVEOPT");
         c
     }
 
@@ -182,9 +196,76 @@ impl Client {
         }
     }
 
+    /// A READ under structured replies: the data of its chunks.
+    fn read_chunks(&mut self, cookie: u64, offset: u64, len: u32) -> Vec<u8> {
+        self.send(0, CMD_READ, cookie, offset, len, &[]);
+        let mut data = vec![0xeeu8; len as usize];
+        loop {
+            let (f, kind, c, d) = self.chunk();
+            assert_eq!(c, cookie);
+            let at = |d: &[u8]| (u64::from_be_bytes(d[..8].try_into().unwrap()) - offset) as usize;
+            match kind {
+                REPLY_TYPE_OFFSET_DATA => data[at(&d)..at(&d) + d.len() - 8].copy_from_slice(&d[8..]),
+                REPLY_TYPE_OFFSET_HOLE => {
+                    let n = u32::from_be_bytes(d[8..12].try_into().unwrap()) as usize;
+                    data[at(&d)..at(&d) + n].fill(0);
+                }
+                REPLY_TYPE_NONE => {}
+                _ => panic!("READ {offset}+{len} failed: chunk type {kind}, {d:?}"),
+            }
+            if f & REPLY_FLAG_DONE != 0 {
+                return data;
+            }
+        }
+    }
+
+    /// `NBD_CMD_BLOCK_STATUS` for `base:allocation`: the (length, flags)
+    /// extents of the one context's chunk.
+    fn block_status(&mut self, cookie: u64, flags: u16, offset: u64, len: u32) -> Vec<(u32, u32)> {
+        self.send(flags, CMD_BLOCK_STATUS, cookie, offset, len, &[]);
+        let (f, kind, c, d) = self.chunk();
+        assert_eq!((f, kind, c), (REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, cookie), "{d:?}");
+        assert_eq!((d.len() - 4) % 8, 0);
+        d[4..]
+            .chunks(8)
+            .map(|e| {
+                (
+                    u32::from_be_bytes(e[..4].try_into().unwrap()),
+                    u32::from_be_bytes(e[4..].try_into().unwrap()),
+                )
+            })
+            .collect()
+    }
+
+    /// The whole export's `base:allocation` map as (offset, length, zero)
+    /// runs, asking again wherever an answer stopped short.
+    fn allocation_map(&mut self, size: u64) -> Vec<(u64, u64, bool)> {
+        let mut map: Vec<(u64, u64, bool)> = Vec::new();
+        let mut pos = 0u64;
+        while pos < size {
+            let len = (size - pos).min(u32::MAX as u64 / 2) as u32;
+            let extents = self.block_status(pos, 0, pos, len);
+            assert!(!extents.is_empty(), "an empty BLOCK_STATUS answer at {pos}");
+            for (n, flags) in extents {
+                assert!(n > 0, "a zero-length extent at {pos}");
+                assert_eq!(flags & !(STATE_HOLE | STATE_ZERO), 0, "unknown flags {flags:#x}");
+                let zero = flags & STATE_ZERO != 0;
+                match map.last_mut() {
+                    Some(last) if last.2 == zero => last.1 += u64::from(n),
+                    _ => map.push((pos, u64::from(n), zero)),
+                }
+                pos += u64::from(n);
+            }
+            assert!(pos <= size, "extents run past the end of the export");
+        }
+        map
+    }
+
     fn finish(mut self) {
         let _ = self.s.shutdown(std::net::Shutdown::Both);
-        self.server.take().unwrap().join().unwrap();
+        if let Some(h) = self.server.take() {
+            h.join().unwrap();
+        }
     }
 }
 
@@ -693,6 +774,234 @@ fn block_status_reports_the_stacks_extents() {
     let (_, kind, cookie, _) = c.chunk();
     assert_eq!((kind, cookie), (REPLY_TYPE_ERROR, 4));
     c.finish();
+}
+
+// ---- base:allocation through a cowfile ----------------------------------
+
+const BLOCK: u64 = 65536;
+
+/// The base of the cow tests: `pattern`, with 64 KiB blocks 2, 3 and 10
+/// all zeros.
+fn base_with_zero_blocks() -> Vec<u8> {
+    let mut data = pattern(SIZE);
+    for b in [2, 3, 10] {
+        data[b * BLOCK as usize..(b + 1) * BLOCK as usize].fill(0);
+    }
+    data
+}
+
+/// The layers cloopd stacks for `--cow` over a cloop image: cowfile over a
+/// decompressed-block cache (whose zero map knows the base's zero blocks).
+type CowStack = Overlay<Cache<MemDev>>;
+
+/// cloopd's glue: the cowfile describes its units, the cache the rest.
+struct CowHints(Arc<CowStack>);
+
+impl Hints for CowHints {
+    fn extents(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> io::Result<()> {
+        let cache = self.0.base();
+        for (n, zero) in self.0.extents(offset, len, |o, l| cache.extents(o, l))? {
+            out.push(Extent { len: n, flags: if zero { STATE_HOLE | STATE_ZERO } else { 0 } });
+        }
+        Ok(())
+    }
+}
+
+fn cow_server(dir: &std::path::Path) -> (Arc<CowStack>, Arc<Server>) {
+    // Probing every block makes the cache's zero map complete from the
+    // first query, as the image's tiny zero blocks do in cloopd.
+    let cache = Cache::new(MemDev::new(base_with_zero_blocks()), BLOCK as u32, 1 << 20)
+        .unwrap()
+        .with_zero_probe(Box::new(|_| true));
+    let opts = OverlayOptions { warn: Arc::new(|m| panic!("unexpected warning: {m}")), ..Default::default() };
+    let overlay = Arc::new(Overlay::open(cache, &dir.join("test.cow"), &opts).unwrap());
+    let mut export = Export::writable(overlay.clone());
+    export.hints = Some(Arc::new(CowHints(overlay.clone())));
+    (overlay, Server::new(export, config(2)).unwrap())
+}
+
+/// Every byte the map claims is zero reads as zero, every byte that is not
+/// zero is claimed as data, and the map tiles the export.
+fn check_map_against_reads(c: &mut Client, map: &[(u64, u64, bool)], size: u64) {
+    let mut pos = 0;
+    for (i, &(off, len, zero)) in map.iter().enumerate() {
+        assert_eq!(off, pos, "gap or overlap in the map");
+        pos += len;
+        if zero {
+            let data = c.read_chunks(1000 + i as u64, off, len as u32);
+            if let Some(at) = data.iter().position(|&b| b != 0) {
+                panic!("extent {off}+{len} is reported zero but byte {} is {:#x}", off + at as u64, data[at]);
+            }
+        }
+    }
+    assert_eq!(pos, size);
+}
+
+fn zero_runs(map: &[(u64, u64, bool)]) -> Vec<(u64, u64)> {
+    map.iter().filter(|r| r.2).map(|&(o, l, _)| (o, l)).collect()
+}
+
+#[test]
+fn cow_block_status_reports_what_reads_as_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (overlay, server) = cow_server(dir.path());
+    let mut c = Client::connect(&server);
+    let (size, _) = c.go(true, true);
+    // Nothing written yet: exactly the base's zero blocks.
+    let map = c.allocation_map(size);
+    assert_eq!(zero_runs(&map), vec![(2 * BLOCK, 2 * BLOCK), (10 * BLOCK, BLOCK)]);
+    check_map_against_reads(&mut c, &map, size);
+    assert_eq!(c.block_status(1, 0, 2 * BLOCK + 5, 10), vec![(10, STATE_HOLE | STATE_ZERO)]);
+
+    // Data written into a zero block of the base is data; the rest of
+    // that block is still zero.
+    assert_eq!(c.write(2, 2 * BLOCK + 8192, &[0x5a; 4096]), 0);
+    // A whole data block of the base zeroed; a write of zeros punches too.
+    c.send(0, CMD_WRITE_ZEROES, 3, 5 * BLOCK, BLOCK as u32, &[]);
+    assert_eq!(c.simple(0).0, 0);
+    assert_eq!(c.write(4, 7 * BLOCK, &vec![0; 8192]), 0);
+    // Trimmed, unaligned: the fully covered 4 KiB block is a hole at
+    // least; the partial units around it hold written zeros (data).
+    c.send(0, CMD_TRIM, 5, 12 * BLOCK + 1000, 10_000, &[]);
+    assert_eq!(c.simple(0).0, 0);
+    // Written over a zero block of the base, then zeroed again (a whole
+    // 4 KiB: a punched unit shares its filesystem block with others, and
+    // only a whole block becomes a hole).
+    assert_eq!(c.write(6, 10 * BLOCK, &[7; 4096]), 0);
+    c.send(0, CMD_WRITE_ZEROES, 7, 10 * BLOCK, 4096, &[]);
+    assert_eq!(c.simple(0).0, 0);
+
+    let map = c.allocation_map(size);
+    check_map_against_reads(&mut c, &map, size);
+    let zeros = zero_runs(&map);
+    let covered = |off: u64, len: u64| zeros.iter().any(|&(o, l)| o <= off && off + len <= o + l);
+    assert!(covered(2 * BLOCK, 8192) && covered(2 * BLOCK + 12288, BLOCK - 12288), "{zeros:?}");
+    assert!(!covered(2 * BLOCK + 8192, 1), "written data reported as zero: {zeros:?}");
+    assert!(covered(3 * BLOCK, BLOCK), "{zeros:?}");
+    assert!(covered(5 * BLOCK, BLOCK), "zeroed cowfile units not reported: {zeros:?}");
+    assert!(covered(7 * BLOCK, 8192), "a write of zeros not reported: {zeros:?}");
+    assert!(covered(12 * BLOCK + 4096, 4096), "trimmed units not reported: {zeros:?}");
+    assert!(covered(10 * BLOCK, BLOCK), "re-zeroed units not reported: {zeros:?}");
+    assert!(!covered(BLOCK, 1) && !covered(4 * BLOCK, 1) && !covered(11 * BLOCK, 1), "{zeros:?}");
+
+    // REQ_ONE: one extent, starting where asked.
+    let one = c.block_status(8, CMD_FLAG_REQ_ONE, 2 * BLOCK, 2 * BLOCK as u32);
+    assert_eq!(one, vec![(8192, STATE_HOLE | STATE_ZERO)]);
+    c.finish();
+    assert!(overlay.stats().cowused > 0);
+}
+
+#[test]
+fn cow_block_status_of_a_fragmented_cowfile_is_exact_to_the_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, server) = cow_server(dir.path());
+    let mut c = Client::connect(&server);
+    let (size, _) = c.go(true, true);
+    // Every other 1 KiB unit over the base's zero blocks 2 and 3: 64
+    // cowfile units of data between 64 base units of zeros.
+    for unit in 0..64u64 {
+        assert_eq!(c.write(unit, 2 * BLOCK + unit * 2048, &[1; 1024]), 0);
+    }
+    let extents = c.block_status(100, 0, 2 * BLOCK, 2 * BLOCK as u32);
+    let expect: Vec<(u32, u32)> =
+        (0..128).map(|i| (1024, if i % 2 == 0 { 0 } else { STATE_HOLE | STATE_ZERO })).collect();
+    assert_eq!(extents, expect);
+    let map = c.allocation_map(size);
+    check_map_against_reads(&mut c, &map, size);
+    c.finish();
+}
+
+#[test]
+fn cloopd_cow_block_status_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("base.img");
+    std::fs::write(&raw, base_with_zero_blocks()).unwrap();
+    let image = dir.path().join("base.cloop");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_cloopbox"))
+        .args(["create_compressed_fs", "-q", "-B", "65536"])
+        .arg(&raw)
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let cow = dir.path().join("disk.cow");
+    let sock = dir.path().join("nbd.sock");
+    let expect_zero = |map: &[(u64, u64, bool)], zeros: &[(u64, u64)]| assert_eq!(zero_runs(map), zeros);
+
+    let mut server = CloopdProcess::start(&image, &cow, &sock);
+    let mut c = Client::unix(&sock);
+    let (size, _) = c.go(true, true);
+    let map = c.allocation_map(size);
+    expect_zero(&map, &[(2 * BLOCK, 2 * BLOCK), (10 * BLOCK, BLOCK)]);
+    check_map_against_reads(&mut c, &map, size);
+    assert_eq!(c.write(1, 3 * BLOCK, &[9; 4096]), 0);
+    c.send(0, CMD_WRITE_ZEROES, 2, 6 * BLOCK, BLOCK as u32, &[]);
+    assert_eq!(c.simple(0).0, 0);
+    let after =
+        [(2 * BLOCK, BLOCK), (3 * BLOCK + 4096, BLOCK - 4096), (6 * BLOCK, BLOCK), (10 * BLOCK, BLOCK)];
+    let map = c.allocation_map(size);
+    expect_zero(&map, &after);
+    check_map_against_reads(&mut c, &map, size);
+    c.finish();
+    server.stop();
+
+    // The cowfile persists, and so does what it says.
+    let mut server = CloopdProcess::start(&image, &cow, &sock);
+    let mut c = Client::unix(&sock);
+    c.go(true, true);
+    let map = c.allocation_map(size);
+    expect_zero(&map, &after);
+    check_map_against_reads(&mut c, &map, size);
+    c.finish();
+    server.stop();
+}
+
+/// The real binary, `cloopd IMAGE --cow COW --unix SOCK`.
+struct CloopdProcess(std::process::Child);
+
+impl CloopdProcess {
+    fn start(image: &std::path::Path, cow: &std::path::Path, sock: &std::path::Path) -> CloopdProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cloopbox"))
+            .arg("cloopd")
+            .arg(image)
+            .arg("--cow")
+            .arg(cow)
+            .arg("--unix")
+            .arg(sock)
+            .arg("-q")
+            .spawn()
+            .unwrap();
+        let mut server = CloopdProcess(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(sock).is_err() {
+            assert!(server.0.try_wait().unwrap().is_none(), "cloopd exited at start");
+            assert!(Instant::now() < deadline, "cloopd did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    /// SIGTERM (flushes the cowfile) and a clean exit.
+    fn stop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.0);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                assert!(status.success(), "cloopd exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "cloopd did not exit within 60 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for CloopdProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 // ---- Concurrency -------------------------------------------------------

@@ -251,28 +251,31 @@ fn zero_probe(image: Arc<Image>) -> crate::cache::ZeroProbe {
 }
 
 /// What the stack can tell the transport: cache residency (a read that
-/// needs no decompression runs on the connection thread), the cache's zero
-/// map as `base:allocation` when nothing sits above the cache (a cowfile
-/// changes what is zero), and whether a write is a plain cowfile write.
+/// needs no decompression runs on the connection thread), `base:allocation`
+/// (the cowfile's holes for its units, the cache's zero map for the rest),
+/// and whether a write is a plain cowfile write.
 #[derive(Default)]
 struct StackHints {
     cache: Option<Arc<Cache<ReadOnly<Image>>>>,
-    allocation: bool,
+    cow: Option<Arc<Overlay<ReadOnly<dyn ReadAt>>>>,
     /// The cowfile's unit: writes aligned to it need no read of the base.
     cow_unit: Option<u64>,
 }
 
 impl Hints for StackHints {
     fn extents(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> io::Result<()> {
-        match &self.cache {
-            Some(cache) if self.allocation => {
-                let zero = nbd::proto::STATE_HOLE | nbd::proto::STATE_ZERO;
-                for (n, is_zero) in cache.extents(offset, len)? {
-                    out.push(Extent { len: n, flags: if is_zero { zero } else { 0 } });
-                }
-            }
-            _ => out.push(Extent { len, flags: 0 }),
-        }
+        let base = |offset, len| match &self.cache {
+            Some(cache) => cache.extents(offset, len),
+            None => Ok(vec![(len, false)]),
+        };
+        let runs = match &self.cow {
+            Some(cow) => cow.extents(offset, len, base)?,
+            None => base(offset, len)?,
+        };
+        let zero = nbd::proto::STATE_HOLE | nbd::proto::STATE_ZERO;
+        out.extend(
+            runs.into_iter().map(|(n, is_zero)| Extent { len: n, flags: if is_zero { zero } else { 0 } }),
+        );
         Ok(())
     }
     fn read_is_fast(&self, offset: u64, len: u32) -> bool {
@@ -298,7 +301,10 @@ struct Stack {
     cache_stats: Option<control::target::CacheStats>,
 }
 
-fn build(a: &Args) -> Result<Stack, String> {
+/// `warn` reports the layers' trouble while serving (a cowfile running out
+/// of space): on stderr in the foreground, to the console and kmsg for a
+/// daemon, whose stderr is gone.
+fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
     let base = open_base(&a.image)?;
     let mut hints = StackHints::default();
     let mut cache_stats: Option<control::target::CacheStats> = None;
@@ -321,7 +327,6 @@ fn build(a: &Args) -> Result<Stack, String> {
                 let cache = Arc::new(cache);
                 let what = format!("{what}, cache {}", Bytes(cache.capacity()));
                 hints.cache = Some(cache.clone());
-                hints.allocation = true;
                 let counted = cache.clone();
                 cache_stats = Some(Box::new(move || counted.stats()));
                 (cache, info.block_size, what)
@@ -346,17 +351,17 @@ fn build(a: &Args) -> Result<Stack, String> {
                 create: true,
                 repair: true,
                 base_name: a.image.display().to_string(),
-                warn: Arc::new(|msg| eprintln!("{APPLET}: cow: {msg}")),
+                warn: warn.clone(),
                 ..OverlayOptions::default()
             };
             let overlay = Overlay::open(ReadOnly(read), path, &opts).map_err(|e| e.to_string())?;
             if let Some(report) = overlay.repaired() {
-                eprintln!("{APPLET}: {}: was not closed cleanly; repaired: {report:?}", path.display());
+                warn(&format!("{}: was not closed cleanly; repaired: {report:?}", path.display()));
             }
             let created = if overlay.created() { ", created" } else { "" };
-            hints.allocation = false;
             hints.cow_unit = Some(crate::cow::header::MAPUNIT);
             let overlay = Arc::new(overlay);
+            hints.cow = Some(overlay.clone());
             let counted = overlay.clone();
             cow_stats = Some(Box::new(move || counted.stats()));
             (Export::writable(overlay as Arc<dyn BlockDev>), format!("cow {}{created}", path.display()))
@@ -457,7 +462,7 @@ fn run(a: Args) -> Result<(), String> {
         // a shell with job control); SIGHUP is ignored below then.
         let _ = rustix::process::setsid();
     }
-    let log = (a.root_daemon || a.background).then(|| crate::boot::log::Log::open(APPLET, false));
+    let log = (a.root_daemon || a.background).then(|| Arc::new(crate::boot::log::Log::open(APPLET, false)));
     if let (Some(log), true) = (&log, a.root_daemon) {
         for missing in crate::sys::daemon::harden() {
             log.warn(&missing);
@@ -468,7 +473,14 @@ fn run(a: Args) -> Result<(), String> {
         if a.root_daemon || a.background { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
     let mut signals =
         signal_hook::iterator::Signals::new(watched).map_err(|e| format!("signal handlers: {e}"))?;
-    let mut stack = build(&a)?;
+    let warn: crate::cow::overlay::WarnFn = match &log {
+        Some(log) => {
+            let log = log.clone();
+            Arc::new(move |msg| log.warn(msg))
+        }
+        None => Arc::new(|msg| eprintln!("{APPLET}: {msg}")),
+    };
+    let mut stack = build(&a, warn)?;
     let (listeners, names) = bind_all(&a)?;
     let dev = stack.export.dev.clone();
     let (meter, cow_stats, cache_stats) =

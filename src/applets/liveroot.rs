@@ -17,7 +17,8 @@ const USAGE: &str = "\
 Usage: liveroot [--root DIR] [--no-exitrd] [-q]
 
 For an initramfs that is not ours (dracut): reads the kernel command line
-(/proc/cmdline; the options of init, see docs/boot-options.md), loads the
+(/etc/cmdline.d/*.conf, /etc/cmdline, then /proc/cmdline, as dracut does;
+the options of init, see docs/boot-options.md), loads the
 modules it needs, finds the medium, serves each image with an @cloopd
 root-storage daemon on a free /dev/nbdN, mounts the root at DIR (default
 /sysroot) and stages the exit initramfs in /run/initramfs. Prints one line
@@ -27,6 +28,24 @@ per image, 'DEVICE PID IMAGE', and exits 0 with the daemons running.
   --no-exitrd    do not stage /run/initramfs/shutdown
   -q             no progress messages on the console
 ";
+
+/// The command line as dracut's `getcmdline` sees it: options baked into
+/// the image (`/etc/cmdline.d/*.conf` in name order, then `/etc/cmdline`)
+/// first, the kernel's `/proc/cmdline` last, so that the last word wins.
+fn dracut_cmdline(root: &std::path::Path) -> Result<String, String> {
+    let mut parts = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(root.join("etc/cmdline.d")) {
+        let mut confs: Vec<PathBuf> =
+            rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf")).collect();
+        confs.sort();
+        parts.extend(confs.iter().filter_map(|p| std::fs::read_to_string(p).ok()));
+    }
+    parts.extend(std::fs::read_to_string(root.join("etc/cmdline")).ok());
+    let proc = root.join("proc/cmdline");
+    parts.push(std::fs::read_to_string(&proc).map_err(|e| format!("{}: {e}", proc.display()))?);
+    // Line breaks in the files separate words like spaces do.
+    Ok(parts.iter().map(|p| p.replace('\n', " ")).collect::<Vec<_>>().join(" "))
+}
 
 pub fn main(args: Vec<OsString>) -> i32 {
     let mut root = PathBuf::from("/sysroot");
@@ -60,9 +79,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
             "must run as root (it mounts filesystems and attaches NBD devices)",
         );
     }
-    let cmdline = match std::fs::read_to_string("/proc/cmdline") {
+    let cmdline = match dracut_cmdline(std::path::Path::new("/")) {
         Ok(c) => c,
-        Err(e) => return crate::applets::fail(APPLET, format!("/proc/cmdline: {e}")),
+        Err(e) => return crate::applets::fail(APPLET, e),
     };
     let opts = BootOptions::from_cmdline(&Cmdline::parse(&cmdline));
     let mut log = if quiet { Log::stderr("cloopbox") } else { Log::open("cloopbox", opts.debug) };
@@ -85,5 +104,27 @@ pub fn main(args: Vec<OsString>) -> i32 {
             }
             crate::applets::fail(APPLET, f.what)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baked_in_options_come_first_so_the_kernel_line_wins() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc/cmdline.d")).unwrap();
+        std::fs::create_dir_all(root.path().join("proc")).unwrap();
+        std::fs::write(root.path().join("etc/cmdline.d/20-b.conf"), "rootdelay=20\n").unwrap();
+        std::fs::write(root.path().join("etc/cmdline.d/10-a.conf"), "knoppix_dir=LIVE\ntoram\n").unwrap();
+        std::fs::write(root.path().join("etc/cmdline.d/ignored.txt"), "debug").unwrap();
+        std::fs::write(root.path().join("proc/cmdline"), "rootdelay=5 quiet\n").unwrap();
+        let line = dracut_cmdline(root.path()).unwrap();
+        let opts = BootOptions::from_cmdline(&Cmdline::parse(&line));
+        assert_eq!(opts.knoppix_dir, "LIVE");
+        assert!(opts.toram && !opts.debug);
+        assert_eq!(opts.media_timeout.as_secs(), 5, "{line}");
+        assert!(dracut_cmdline(&root.path().join("nowhere")).unwrap_err().contains("proc/cmdline"));
     }
 }

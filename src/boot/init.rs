@@ -115,6 +115,7 @@ fn mount(
     data: &str,
 ) -> io::Result<()> {
     mkdir(target)?;
+    super::kmod::need_fs(fstype);
     let data = std::ffi::CString::new(data).map_err(|_| io::Error::other("mount data with a NUL byte"))?;
     rustix::mount::mount(source, target, fstype, flags, data.as_c_str())
         .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("mount {fstype} on {target}: {e}")))
@@ -526,27 +527,59 @@ pub fn mount_root(
     Ok(served)
 }
 
-/// Loads what a live boot may need from the initramfs's modules.
+/// Modules loaded whatever the hardware: the NBD client and the layers
+/// above it. The crc32c algorithms come first: libcrc32c and ext4 look
+/// the algorithm up when they initialise, and nothing loads it on demand.
+pub const ALWAYS_MODULES: &[&str] = &["crc32c_generic", "crc32c_intel", "nbd", "loop", "overlay"];
+
+fn report(report: &super::kmod::LoadReport, log: &Log) {
+    if !report.loaded.is_empty() {
+        log.debug(&format!("modules loaded: {}", report.loaded.join(" ")));
+    }
+    for (name, e) in &report.failed {
+        // ENODEV: hardware this machine lacks (crc32c_intel without
+        // SSE4.2, a host controller that is absent): not a problem.
+        if e.contains("os error 19") {
+            log.debug(&format!("module {name}: {e}"));
+        } else {
+            log.warn(&format!("module {name}: {e}"));
+        }
+    }
+    if !report.missing.is_empty() {
+        log.debug(&format!("not in this kernel or initramfs: {}", report.missing.join(" ")));
+    }
+}
+
+/// Loads what this machine needs from the initramfs's modules: the
+/// [`ALWAYS_MODULES`], then the drivers of the devices present (by
+/// modalias; the search for the medium rescans while it waits), and
+/// filesystems when they are mounted. Without a `modules.alias` (an
+/// initramfs built without it) every module in [`BOOT_MODULES`] is loaded.
 pub fn load_modules(log: &Log) {
     let release = rustix::system::uname().release().to_string_lossy().into_owned();
-    match ModuleDb::open(Path::new("/lib/modules").join(&release).as_path()) {
-        Ok(db) => {
-            let report = db.load(BOOT_MODULES);
-            log.debug(&format!("modules loaded: {}", report.loaded.join(" ")));
-            for (name, e) in &report.failed {
-                // ENODEV: hardware this machine lacks (crc32c_intel without
-                // SSE4.2, a host controller that is absent): not a problem.
-                if e.contains("os error 19") {
-                    log.debug(&format!("module {name}: {e}"));
-                } else {
-                    log.warn(&format!("module {name}: {e}"));
-                }
-            }
-            if !report.missing.is_empty() {
-                log.debug(&format!("not in this kernel or initramfs: {}", report.missing.join(" ")));
-            }
+    let db = match ModuleDb::open(Path::new("/lib/modules").join(&release).as_path()) {
+        Ok(db) => db,
+        Err(e) => {
+            log.warn(&format!("no modules for kernel {release} ({e}); relying on built-in drivers"));
+            return;
         }
-        Err(e) => log.warn(&format!("no modules for kernel {release} ({e}); relying on built-in drivers")),
+    };
+    let loader = super::kmod::Loader::install(db);
+    if !loader.db.has_aliases() {
+        report(&loader.db.load(BOOT_MODULES), log);
+        return;
+    }
+    report(&loader.db.load(ALWAYS_MODULES), log);
+    // Controllers first; the disks behind them show up a moment later and
+    // need their own drivers (sd_mod, sr_mod, usb-storage).
+    for _ in 0..4 {
+        let r = loader.scan();
+        let more = !r.loaded.is_empty();
+        report(&r, log);
+        if !more {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -9,10 +9,18 @@
 //! with `init_module`.
 //!
 //! Module names compare with `-` and `_` as equal, as modprobe does.
+//!
+//! Hardware drivers are chosen by the devices present: every
+//! `/sys/bus/*/devices/*/modalias` is matched against `modules.alias`
+//! ([`Loader::scan`], repeated while init waits for a late USB stick), so a
+//! boot loads the few drivers the machine needs, not every driver the
+//! initramfs carries. Filesystem drivers are loaded when a filesystem of
+//! that type is about to be mounted ([`Loader::ensure_fs`]).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 /// `MODULE_INIT_COMPRESSED_FILE` (Linux 5.17): the kernel decompresses.
 const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
@@ -32,6 +40,8 @@ pub struct ModuleDb {
     /// name → (path relative to root, direct dependencies by name)
     modules: HashMap<String, (String, Vec<String>)>,
     builtin: HashSet<String>,
+    /// `modules.alias`: (pattern, module), in file order.
+    aliases: Vec<(String, String)>,
 }
 
 /// What happened to each requested module.
@@ -51,7 +61,43 @@ impl ModuleDb {
         let dep = std::fs::read_to_string(root.join("modules.dep"))
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.join("modules.dep").display())))?;
         let builtin = std::fs::read_to_string(root.join("modules.builtin")).unwrap_or_default();
-        Ok(Self::parse(root, &dep, &builtin))
+        let mut db = Self::parse(root, &dep, &builtin);
+        if let Ok(alias) = std::fs::read_to_string(root.join("modules.alias")) {
+            db.parse_aliases(&alias);
+        }
+        Ok(db)
+    }
+
+    /// Reads `alias PATTERN MODULE` lines; others are skipped.
+    pub fn parse_aliases(&mut self, text: &str) {
+        for line in text.lines() {
+            let mut w = line.split_whitespace();
+            if let (Some("alias"), Some(pattern), Some(module), None) =
+                (w.next(), w.next(), w.next(), w.next())
+            {
+                self.aliases.push((pattern.to_string(), canonical(module)));
+            }
+        }
+    }
+
+    pub fn has_aliases(&self) -> bool {
+        !self.aliases.is_empty()
+    }
+
+    /// The modules a name stands for: the module itself, or whatever its
+    /// alias patterns match (`fs-vfat`, a device modalias), each once.
+    pub fn resolve(&self, name: &str) -> Vec<String> {
+        let c = canonical(name);
+        if self.modules.contains_key(&c) || self.builtin.contains(&c) {
+            return vec![c];
+        }
+        let mut out: Vec<String> = Vec::new();
+        for (pattern, module) in &self.aliases {
+            if glob(pattern, name) && !out.contains(module) {
+                out.push(module.clone());
+            }
+        }
+        out
     }
 
     pub fn parse(root: &Path, dep: &str, builtin: &str) -> Self {
@@ -66,7 +112,7 @@ impl ModuleDb {
             modules.insert(canonical(path), (path.to_string(), deps));
         }
         let builtin = builtin.lines().map(str::trim).filter(|l| !l.is_empty()).map(canonical).collect();
-        Self { root: root.to_path_buf(), modules, builtin }
+        Self { root: root.to_path_buf(), modules, builtin, aliases: Vec::new() }
     }
 
     pub fn is_builtin(&self, name: &str) -> bool {
@@ -129,6 +175,12 @@ impl ModuleDb {
         let (order, missing) = self.load_order(wanted);
         report.missing = missing;
         for name in order {
+            // Loaded before (an earlier scan, or the kernel's own request):
+            // no need to open the file again.
+            if Path::new("/sys/module").join(&name).join("initstate").exists() {
+                report.already.push(name);
+                continue;
+            }
             let path = self.path_of(&name).expect("load_order only yields known modules");
             match insmod(&path) {
                 Ok(true) => report.loaded.push(name),
@@ -137,6 +189,119 @@ impl ModuleDb {
             }
         }
         report
+    }
+}
+
+/// `*` and `?` glob, case-sensitive (modaliases carry upper-case hex).
+/// One backtrack point: linear in practice, never exponential.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
+/// Every device modalias the kernel shows now.
+pub fn device_modaliases(sys_bus: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(buses) = std::fs::read_dir(sys_bus) else { return out };
+    for bus in buses.flatten() {
+        let Ok(devices) = std::fs::read_dir(bus.path().join("devices")) else { continue };
+        for dev in devices.flatten() {
+            if let Ok(alias) = std::fs::read_to_string(dev.path().join("modalias")) {
+                let alias = alias.trim();
+                if !alias.is_empty() {
+                    out.push(alias.to_string());
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Filesystems whose mount asks the kernel for a character set.
+const NLS_USERS: &[&str] = &["vfat", "msdos", "iso9660", "udf", "exfat", "ntfs3"];
+const NLS: &[&str] = &["nls_cp437", "nls_ascii", "nls_utf8", "nls_iso8859_1"];
+
+/// The modules database plus what was already handled, for the whole boot.
+pub struct Loader {
+    pub db: ModuleDb,
+    seen: Mutex<HashSet<String>>,
+}
+
+static LOADER: OnceLock<Loader> = OnceLock::new();
+
+impl Loader {
+    /// Makes `db` the boot's module loader (the first call wins).
+    pub fn install(db: ModuleDb) -> &'static Loader {
+        LOADER.get_or_init(|| Loader { db, seen: Mutex::new(HashSet::new()) })
+    }
+
+    pub fn get() -> Option<&'static Loader> {
+        LOADER.get()
+    }
+
+    /// Loads the drivers for devices that appeared since the last scan.
+    pub fn scan(&self) -> LoadReport {
+        let mut wanted = Vec::new();
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            for alias in device_modaliases(Path::new("/sys/bus")) {
+                if seen.insert(alias.clone()) {
+                    for m in self.db.resolve(&alias) {
+                        if !wanted.contains(&m) {
+                            wanted.push(m);
+                        }
+                    }
+                }
+            }
+        }
+        let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        self.db.load(&names)
+    }
+
+    /// Loads the driver for filesystem `fstype` (and the character sets
+    /// its mount will ask for) unless the kernel already has it.
+    pub fn ensure_fs(&self, fstype: &str) {
+        let mut names = self.db.resolve(&format!("fs-{fstype}"));
+        if names.is_empty() {
+            names = self.db.resolve(fstype);
+        }
+        if NLS_USERS.contains(&fstype) {
+            names.extend(NLS.iter().map(|n| n.to_string()));
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.db.load(&names);
+    }
+}
+
+/// Makes sure the kernel can mount `fstype` now: loads its driver through
+/// the boot's [`Loader`] if `/proc/filesystems` does not list it yet.
+pub fn need_fs(fstype: &str) {
+    let listed = std::fs::read_to_string("/proc/filesystems")
+        .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some(fstype)))
+        .unwrap_or(true);
+    if !listed {
+        if let Some(loader) = Loader::get() {
+            loader.ensure_fs(fstype);
+        }
     }
 }
 
@@ -246,6 +411,44 @@ malformed line without colon
     fn cycles_terminate() {
         let (order, _) = db().load_order(&["a"]);
         assert_eq!(order, vec!["b", "a"]);
+    }
+
+    #[test]
+    fn aliases_resolve_devices_and_filesystems() {
+        let mut db = db();
+        db.parse_aliases(
+            "# comment\nalias fs-iso9660 isofs\nalias usb:v*p*d*dc*dsc*dp*ic08isc06ip50in* usb-storage\n\
+             alias usb:v*p*d*dc*dsc*dp*ic08isc06ip62in* uas\nalias scsi:t-0x05* sr_mod\nalias broken\n",
+        );
+        assert!(db.has_aliases());
+        assert_eq!(db.resolve("fs-iso9660"), ["isofs"]);
+        assert_eq!(db.resolve("usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00"), ["usb_storage"]);
+        assert_eq!(db.resolve("scsi:t-0x05"), ["sr_mod"]);
+        assert_eq!(db.resolve("usb-storage"), ["usb_storage"], "a module name is itself");
+        assert_eq!(db.resolve("ext4"), ["ext4"], "built in");
+        assert!(db.resolve("pci:v00008086d00007010sv*").is_empty());
+    }
+
+    #[test]
+    fn globs_are_case_sensitive_and_linear() {
+        assert!(glob("pci:v00008086d*", "pci:v00008086d00002922"));
+        assert!(!glob("pci:v00008086d*", "pci:v00008086D00002922"));
+        assert!(glob("a?c*", "abcdef") && !glob("a?c", "ac"));
+        assert!(!glob(&"*a".repeat(40), &"a".repeat(39)));
+    }
+
+    #[test]
+    fn modaliases_from_a_sysfs_tree() {
+        let root = tempfile::tempdir().unwrap();
+        for (bus, dev, alias) in
+            [("pci", "0000:00:01.1", "pci:v00008086d00007010\n"), ("scsi", "0:0:0:0", "scsi:t-0x05\n")]
+        {
+            let d = root.path().join(bus).join("devices").join(dev);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("modalias"), alias).unwrap();
+        }
+        std::fs::create_dir_all(root.path().join("usb/devices/usb1")).unwrap(); // no modalias
+        assert_eq!(device_modaliases(root.path()), ["pci:v00008086d00007010", "scsi:t-0x05"]);
     }
 
     #[test]

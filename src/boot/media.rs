@@ -128,28 +128,7 @@ pub fn find_images(root: &Path, dir: &str, name: &str) -> Vec<PathBuf> {
 
 /// `*` and `?` glob match, ASCII case ignored (FAT and ISO names).
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) =
-        (pattern.to_ascii_lowercase().chars().collect(), name.to_ascii_lowercase().chars().collect());
-    // Iterative matcher with one backtrack point: linear in practice, and
-    // never exponential on hostile patterns.
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(sp) = star {
-            pi = sp + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
+    super::kmod::glob(&pattern.to_ascii_lowercase(), &name.to_ascii_lowercase())
 }
 
 /// Finds the file `pattern` (absolute; directories matched ignoring case,
@@ -209,9 +188,19 @@ pub fn mount_ro(device: &Path, target: &Path, probed: &str, others: &[&str]) -> 
     let available = kernel_filesystems();
     let mut tried = Vec::new();
     let mut last = io::Error::other("no filesystem type to try");
+    let loader = super::kmod::Loader::get();
+    // Without /proc/filesystems, every type is worth a try.
+    let known = std::path::Path::new("/proc/filesystems").exists();
+    let mut available = available;
     for fstype in std::iter::once(probed).chain(others.iter().copied().filter(|t| *t != probed)) {
-        if !available.is_empty() && !available.iter().any(|a| a == fstype) {
-            continue;
+        if known && !available.iter().any(|a| a == fstype) {
+            // Its driver is loaded only now that something may need it.
+            let Some(loader) = loader else { continue };
+            loader.ensure_fs(fstype);
+            available = kernel_filesystems();
+            if !available.iter().any(|a| a == fstype) {
+                continue;
+            }
         }
         let flags = MountFlags::RDONLY | MountFlags::NOATIME | MountFlags::NODEV | MountFlags::NOSUID;
         match mount(device, target, fstype, flags, c"") {
@@ -338,6 +327,11 @@ pub fn find_medium(s: &Search<'_>, log: &Log) -> Result<Medium, Vec<String>> {
             return Err(attempts.lines);
         }
         waited = true;
+        // Drivers for devices that appeared meanwhile (a USB stick's
+        // storage driver only once the stick is there).
+        if let Some(loader) = super::kmod::Loader::get() {
+            loader.scan();
+        }
         if shown == Some(elapsed.as_secs()) {
             std::thread::sleep(Duration::from_millis(250));
             continue;

@@ -73,6 +73,9 @@ pub fn resolve(spec: &str, timeout: Duration, log: &Log) -> Option<PathBuf> {
         if start.elapsed() >= timeout {
             return None;
         }
+        if let Some(loader) = super::kmod::Loader::get() {
+            loader.scan();
+        }
         log.progress(&format!("waiting for the persistence device {spec}: {}s", start.elapsed().as_secs()));
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -103,6 +106,7 @@ pub fn mount_rw(dev: &Path) -> io::Result<PathBuf> {
         return Err(io::Error::other(format!("{}: {} cannot be written", dev.display(), fs.fs.mount_type())));
     }
     std::fs::create_dir_all(DIR)?;
+    super::kmod::need_fs(fs.fs.mount_type());
     mount(&canonical, DIR, fs.fs.mount_type(), F::NOATIME | F::NODEV | F::NOSUID, c"").map_err(|e| {
         io::Error::new(
             io::Error::from(e).kind(),

@@ -64,6 +64,28 @@ use std::sync::{Arc, Mutex, RwLock};
 const U: u64 = MAPUNIT;
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
+/// Most runs one [`Overlay::extents`] answer holds. NBD lets a status
+/// reply cover less than was asked, and clients ask again from where it
+/// stopped, so a fragmented bitmap cannot make one query unbounded.
+pub const MAX_EXTENT_RUNS: usize = 4096;
+
+/// `(length, reads_as_zero)` runs, neighbours with equal state merged.
+#[derive(Default)]
+struct Runs(Vec<(u64, bool)>);
+
+impl Runs {
+    fn push(&mut self, len: u64, zero: bool) {
+        match self.0.last_mut() {
+            Some(last) if last.1 == zero => last.0 += len,
+            _ if len > 0 => self.0.push((len, zero)),
+            _ => {}
+        }
+    }
+    fn full(&self) -> bool {
+        self.0.len() >= MAX_EXTENT_RUNS
+    }
+}
+
 /// Where warnings go (low space, truncated rdofile, failed flush on drop).
 pub type WarnFn = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -514,6 +536,115 @@ impl<B: ReadAt> Overlay<B> {
     }
 }
 
+/// `base:allocation` (what NBD_CMD_BLOCK_STATUS reports).
+impl<B: ReadAt> Overlay<B> {
+    /// Describes `[offset, offset+len)` as `(length, reads_as_zero)` runs.
+    ///
+    /// A unit in the cowfile reads as zeros exactly where the cowfile has
+    /// a hole or has not grown to (it was trimmed or zeroed, which punches
+    /// it); anywhere else in the cowfile it counts as data, even if the
+    /// bytes written happen to be zeros. Units not in the cowfile are
+    /// described by `base(offset, len)` for their byte range, which may
+    /// cover less than asked (an empty answer counts as data).
+    ///
+    /// The answer claims zero only where a read would now return zeros,
+    /// covers at least one byte when `len > 0`, and may stop early: once
+    /// it holds [`MAX_EXTENT_RUNS`] runs, or where `base` stopped short.
+    pub fn extents(
+        &self,
+        offset: u64,
+        len: u64,
+        mut base: impl FnMut(u64, u64) -> io::Result<Vec<(u64, bool)>>,
+    ) -> io::Result<Vec<(u64, bool)>> {
+        check_range(self.size, offset, len)?;
+        let end = offset + len;
+        let mut out = Runs::default();
+        for (in_cow, unit, n) in self.unit_runs(offset, end, MAX_EXTENT_RUNS) {
+            let (from, to) = ((unit * U).max(offset), ((unit + n) * U).min(end));
+            let whole = if in_cow {
+                self.cow_extents(from, to, &mut out)?
+            } else {
+                base_extents(base(from, to - from)?, to - from, &mut out)
+            };
+            if !whole || out.full() {
+                break;
+            }
+        }
+        Ok(out.0)
+    }
+
+    /// Runs of `[offset, end)` in and out of the cowfile, as (in_cow,
+    /// first unit, units); at most `limit` of them.
+    fn unit_runs(&self, offset: u64, end: u64, limit: usize) -> Vec<(bool, u64, u64)> {
+        let map = read_map(&self.map);
+        let mut runs = Vec::new();
+        let mut unit = offset / U;
+        let last = end.div_ceil(U);
+        while unit < last && runs.len() < limit {
+            let (set, n) = map.bits.run(unit, last);
+            runs.push((set, unit, n));
+            unit += n;
+        }
+        runs
+    }
+
+    /// Holes (zeros) and data of the cowfile for device bytes
+    /// `[from, to)`, found with SEEK_DATA/SEEK_HOLE; false if it stopped
+    /// because `out` is full.
+    fn cow_extents(&self, from: u64, to: u64, out: &mut Runs) -> io::Result<bool> {
+        let doffset = self.header.doffset;
+        let mut pos = from;
+        while pos < to {
+            if out.full() {
+                return Ok(false);
+            }
+            let found = cowfile::next_data(&self.file, doffset + pos, doffset + to)
+                .map_err(|e| super::error::io_context(&self.path, "seek data", doffset + pos, e))?;
+            match found {
+                None => {
+                    out.push(to - pos, true);
+                    pos = to;
+                }
+                // SEEK_HOLE always moves past data; anything else is taken
+                // as data to the end, which is never wrong.
+                Some((start, stop)) if stop <= start => {
+                    out.push(to - pos, false);
+                    pos = to;
+                }
+                Some((start, stop)) => {
+                    let (start, stop) = ((start - doffset).max(pos), (stop - doffset).min(to));
+                    out.push(start - pos, true);
+                    out.push(stop - start, false);
+                    pos = stop;
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Appends the base's answer for a range of `len` bytes; false if it
+/// covered less than that (or `out` filled up).
+fn base_extents(got: Vec<(u64, bool)>, len: u64, out: &mut Runs) -> bool {
+    if got.is_empty() {
+        out.push(len, false);
+        return true;
+    }
+    let mut covered = 0;
+    for (n, zero) in got {
+        let n = n.min(len - covered);
+        if n == 0 {
+            break;
+        }
+        if out.full() {
+            return false;
+        }
+        out.push(n, zero);
+        covered += n;
+    }
+    covered == len
+}
+
 fn is_out_of_space(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -565,19 +696,7 @@ impl<B: ReadAt> ReadAt for Overlay<B> {
             return Ok(());
         }
         let end = offset + buf.len() as u64;
-        let runs: Vec<(bool, u64, u64)> = {
-            let map = read_map(&self.map);
-            let mut runs = Vec::new();
-            let mut unit = offset / U;
-            let last = end.div_ceil(U);
-            while unit < last {
-                let (set, n) = map.bits.run(unit, last);
-                runs.push((set, unit, n));
-                unit += n;
-            }
-            runs
-        };
-        for (in_cow, unit, n) in runs {
+        for (in_cow, unit, n) in self.unit_runs(offset, end, usize::MAX) {
             let from = (unit * U).max(offset);
             let to = ((unit + n) * U).min(end);
             let slice = &mut buf[(from - offset) as usize..(to - offset) as usize];
@@ -619,6 +738,90 @@ impl<B: ReadAt> Drop for Overlay<B> {
         }
         if let Err(e) = self.flush_now() {
             (self.warn)(&format!("flush on close failed: {e}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blockdev::MemDev;
+
+    fn open(dir: &Path, base: MemDev) -> Overlay<MemDev> {
+        let opts =
+            OverlayOptions { warn: Arc::new(|m| panic!("unexpected warning: {m}")), ..Default::default() };
+        Overlay::open(base, &dir.join("t.cow"), &opts).unwrap()
+    }
+
+    /// Bytes `[offset, offset+len)` as the device reads them.
+    fn read(o: &Overlay<MemDev>, offset: u64, len: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; len as usize];
+        o.read_at(&mut buf, offset).unwrap();
+        buf
+    }
+
+    #[test]
+    fn extents_never_claim_zero_for_data_and_find_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = open(dir.path(), MemDev::new(vec![0x11; 1 << 20]));
+        o.write_at(&[1; 4096], 8192).unwrap();
+        o.write_zeroes(65536, 65536).unwrap();
+        o.write_at(&[0; 4096], 200_000).unwrap(); // unaligned: partial units hold zeros as data
+        o.trim(300_000, 1000).unwrap(); // within one unit: written zeros, data
+        let base_is_data = |_: u64, l: u64| Ok(vec![(l, false)]);
+        let runs = o.extents(0, 1 << 20, base_is_data).unwrap();
+        assert_eq!(runs.iter().map(|r| r.0).sum::<u64>(), 1 << 20);
+        let mut pos = 0;
+        for &(len, zero) in &runs {
+            if zero {
+                assert!(read(&o, pos, len).iter().all(|&b| b == 0), "{pos}+{len} claimed zero");
+            }
+            pos += len;
+        }
+        assert_eq!(runs[0], (65536, false), "{runs:?}");
+        assert_eq!(runs[1], (65536, true), "{runs:?}");
+        // Zeros written unaligned: the three whole units punched there are
+        // a hole only on a filesystem with blocks smaller than 4 KiB.
+        let zero_bytes: u64 = runs.iter().filter(|r| r.1).map(|r| r.0).sum();
+        assert!((65536..=65536 + 3072).contains(&zero_bytes), "{runs:?}");
+    }
+
+    #[test]
+    fn extents_take_the_base_answer_and_stop_where_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = open(dir.path(), MemDev::new(vec![0; 1 << 20]));
+        o.write_at(&[3; 1024], 4096).unwrap();
+        let mut asked = Vec::new();
+        let runs = o
+            .extents(1000, 10_000, |off, len| {
+                asked.push((off, len));
+                Ok(vec![(len.min(2000), true)])
+            })
+            .unwrap();
+        // The base's first range is [1000, 4096); it answers 2000 bytes
+        // only, and the answer stops there.
+        assert_eq!(asked, vec![(1000, 3096)]);
+        assert_eq!(runs, vec![(2000, true)]);
+        // An empty answer from the base counts as data.
+        let runs = o.extents(0, 8192, |_, _| Ok(vec![])).unwrap();
+        assert_eq!(runs, vec![(8192, false)]);
+        assert!(o.extents(1 << 20, 1, |_, l| Ok(vec![(l, false)])).is_err());
+    }
+
+    #[test]
+    fn extents_of_a_fragmented_cowfile_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = open(dir.path(), MemDev::new(vec![0; 16 << 20]));
+        for unit in 0..4000u64 {
+            o.write_at(&[5; 1024], unit * 2048).unwrap();
+        }
+        let runs = o.extents(0, 16 << 20, |_, l| Ok(vec![(l, true)])).unwrap();
+        assert!(runs.len() <= MAX_EXTENT_RUNS + 1, "{} runs", runs.len());
+        assert!(runs.len() >= MAX_EXTENT_RUNS, "{} runs", runs.len());
+        let covered: u64 = runs.iter().map(|r| r.0).sum();
+        assert!(covered < 16 << 20 && covered > 0);
+        for (i, &(len, zero)) in runs.iter().enumerate() {
+            assert_eq!((len, zero), (1024, i % 2 == 1), "run {i}");
         }
     }
 }

@@ -36,6 +36,7 @@ use super::pool::Pool;
 use super::proto::*;
 use super::request::{validate, Command, Session, Verdict};
 use super::wire::{Batch, Inflight, Replies, Ticket, Wire};
+use crate::bufpool::Buf;
 
 /// Per-connection bounds.
 #[derive(Clone, Debug)]
@@ -63,6 +64,13 @@ const MAX_EXTENTS: usize = 1 << 16;
 /// pieces: it is a hint, and a bounded one cannot tie up a worker.
 const CACHE_LIMIT: u64 = MAX_PAYLOAD as u64;
 const CACHE_CHUNK: usize = 1 << 20;
+/// WRITE payloads up to this size are read into a pooled buffer of their
+/// full length; larger ones grow with the bytes that actually arrive, so
+/// a client that announces 32 MiB and sends nothing costs us little.
+/// 128 KiB is the kernel client's usual request.
+const POOLED_PAYLOAD: usize = 128 * 1024;
+// A READ's reply header sits in the pool buffers' headroom.
+const _: () = assert!(STRUCTURED_REPLY_LEN + 8 <= crate::bufpool::HEADROOM);
 
 /// One line per event on stderr, prefixed with the server's and the
 /// connection's name, and limited per connection so that a hostile client
@@ -297,7 +305,8 @@ fn request_loop_batched<R: Read>(
                     return End::Closed(format!("the payload of {} ended early", describe(&req)));
                 }
                 let ticket = admit(inflight, 0, batch, &conn.replies);
-                batch.add(conn.error_reply(req.cookie, req.kind, errno, reason), ticket, &conn.replies);
+                let reply = conn.error_reply(req.cookie, req.kind, errno, reason);
+                batch.add(reply.into(), ticket, &conn.replies);
             }
             Verdict::Disconnect => return End::Disconnect,
             Verdict::Close(why) => return End::Closed(format!("{}: {why}", describe(&req))),
@@ -335,19 +344,12 @@ fn dispatch<R: Read>(
         _ => 0,
     };
     let ticket = admit(inflight, bytes, batch, &conn.replies);
-    let mut payload = Vec::new();
+    let mut payload = Buf::default();
     if let Command::Write { len, .. } = cmd {
         if r.buffer().len() < len as usize {
             batch.flush(&conn.replies);
         }
-        // The buffer grows with the bytes that actually arrive: a client
-        // that announces 32 MiB and sends nothing costs us little. The
-        // first 128 KiB (the kernel's usual request) are reserved at once.
-        payload.reserve_exact((len as usize).min(128 * 1024));
-        let got = r.take(u64::from(len)).read_to_end(&mut payload)?;
-        if got != len as usize {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
+        payload = read_payload(r, len as usize)?;
     }
     let write = cmd.is_write().then(|| conn.barrier.begin_write());
     let cookie = req.cookie;
@@ -376,9 +378,26 @@ fn dispatch<R: Read>(
     Ok(())
 }
 
+/// Reads a WRITE's payload of `len` bytes (already validated against the
+/// maximum). Up to [`POOLED_PAYLOAD`] it goes into a recycled buffer;
+/// beyond, the buffer grows with what arrives, from 128 KiB reserved.
+fn read_payload(r: &mut impl Read, len: usize) -> io::Result<Buf> {
+    if len <= POOLED_PAYLOAD {
+        let mut buf = Buf::new(len);
+        r.read_exact(&mut buf)?;
+        return Ok(buf);
+    }
+    let mut payload = Vec::with_capacity(POOLED_PAYLOAD);
+    let got = r.take(len as u64).read_to_end(&mut payload)?;
+    if got != len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(payload.into())
+}
+
 impl Conn {
     /// Runs one request and returns its reply.
-    fn run(&self, cookie: u64, cmd: Command, payload: Vec<u8>, write: Option<u64>) -> Vec<u8> {
+    fn run(&self, cookie: u64, cmd: Command, payload: Buf, write: Option<u64>) -> Buf {
         let _token = write.map(|epoch| WriteToken { barrier: &self.barrier, epoch });
         let dev = &self.export.dev;
         let result = match cmd {
@@ -403,20 +422,20 @@ impl Conn {
         };
         drop(payload);
         match result {
-            Ok(()) => simple_reply(cookie, 0).to_vec(),
+            Ok(()) => simple_reply(cookie, 0).to_vec().into(),
             Err(e) => self.fail(cookie, cmd_kind(&cmd), cmd_range(&cmd), &e),
         }
     }
 
     /// Logs a failed request; returns the reply with its mapped error.
-    fn fail(&self, cookie: u64, kind: u16, (offset, len): (u64, u32), e: &io::Error) -> Vec<u8> {
+    fn fail(&self, cookie: u64, kind: u16, (offset, len): (u64, u32), e: &io::Error) -> Buf {
         let code = nbd_errno(e);
         self.log.line(format_args!(
             "{} offset {offset} length {len}: {e} ({})",
             command_name(kind),
             errno::name(code)
         ));
-        self.error_reply(cookie, kind, code, &e.to_string())
+        self.error_reply(cookie, kind, code, &e.to_string()).into()
     }
 
     fn error_reply(&self, cookie: u64, kind: u16, code: u32, msg: &str) -> Vec<u8> {
@@ -431,10 +450,12 @@ impl Conn {
 
     /// The data is read into the reply buffer behind room for the header,
     /// so the header is written only once the read succeeded (an error
-    /// after a simple-reply header would force a hard disconnect).
-    fn read(&self, cookie: u64, offset: u64, len: u32) -> Vec<u8> {
+    /// after a simple-reply header would force a hard disconnect). The
+    /// buffer comes from the pool and is not zeroed: the read fills all
+    /// of it, or fails and the buffer is not sent.
+    fn read(&self, cookie: u64, offset: u64, len: u32) -> Buf {
         let head = if self.structured { STRUCTURED_REPLY_LEN + 8 } else { SIMPLE_REPLY_LEN };
-        let mut buf = vec![0u8; head + len as usize];
+        let mut buf = Buf::new(head + len as usize);
         if let Err(e) = self.export.dev.read_at(&mut buf[head..], offset) {
             return self.fail(cookie, CMD_READ, (offset, len), &e);
         }
@@ -462,7 +483,7 @@ impl Conn {
         Ok(())
     }
 
-    fn block_status(&self, cookie: u64, offset: u64, len: u32, req_one: bool) -> Vec<u8> {
+    fn block_status(&self, cookie: u64, offset: u64, len: u32, req_one: bool) -> Buf {
         let mut raw = Vec::new();
         let found = match &self.export.hints {
             Some(h) => h.extents(offset, len.into(), &mut raw),
@@ -488,7 +509,7 @@ impl Conn {
             buf[at..at + 4].copy_from_slice(&l.to_be_bytes());
             buf[at + 4..at + 8].copy_from_slice(&f.to_be_bytes());
         }
-        buf
+        buf.into()
     }
 }
 

@@ -23,6 +23,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::bufpool::Buf;
+
 /// A byte sink a connection replies on.
 pub trait Wire: Send + Sync + 'static {
     /// Sends a prefix of `buf` without blocking; `Ok(0)` when nothing fits.
@@ -207,7 +209,7 @@ impl Inflight {
 }
 
 struct Queued {
-    buf: Vec<u8>,
+    buf: Buf,
     sent: usize,
     _ticket: Ticket,
 }
@@ -245,7 +247,7 @@ impl Replies {
     }
 
     /// Sends one whole reply; never blocks on the socket.
-    pub fn send(self: &Arc<Self>, buf: Vec<u8>, ticket: Ticket) {
+    pub fn send(self: &Arc<Self>, buf: Buf, ticket: Ticket) {
         let mut s = self.lock();
         if s.dead {
             return;
@@ -319,38 +321,49 @@ impl Replies {
 /// Replies gathered on the connection thread, to be sent as one buffer.
 #[derive(Default)]
 pub struct Batch {
-    buf: Vec<u8>,
+    buf: Option<Buf>,
     ticket: Option<Ticket>,
 }
 
 impl Batch {
     /// Replies larger than this are not copied into a batch.
     const MAX_COPY: usize = 64 * 1024;
-    /// A batch this large goes out at once.
-    const MAX_LEN: usize = 256 * 1024;
+    /// A batch this large goes out at once. With [`Self::MAX_COPY`], a
+    /// batch fits one 256 KiB pool buffer.
+    const MAX_LEN: usize = 192 * 1024;
 
-    pub fn add(&mut self, reply: Vec<u8>, ticket: Ticket, replies: &Arc<Replies>) {
+    pub fn add(&mut self, reply: Buf, ticket: Ticket, replies: &Arc<Replies>) {
         if reply.len() > Self::MAX_COPY {
             self.flush(replies);
             return replies.send(reply, ticket);
         }
-        if self.buf.is_empty() {
-            self.buf = reply;
-        } else {
-            self.buf.extend_from_slice(&reply);
-        }
+        // A lone reply is sent as it is; once a second one comes, both are
+        // copied into a pooled buffer that holds a whole batch (so it never
+        // grows) and their own buffers go back to the pool.
+        let len = match &mut self.buf {
+            Some(buf) => {
+                if buf.capacity() < buf.len() + reply.len() {
+                    let mut whole = Buf::with_capacity(Self::MAX_LEN + Self::MAX_COPY);
+                    whole.extend_from_slice(buf);
+                    *buf = whole;
+                }
+                buf.extend_from_slice(&reply);
+                buf.len()
+            }
+            None => self.buf.insert(reply).len(),
+        };
         match &mut self.ticket {
             Some(t) => t.absorb(ticket),
             None => self.ticket = Some(ticket),
         }
-        if self.buf.len() >= Self::MAX_LEN {
+        if len >= Self::MAX_LEN {
             self.flush(replies);
         }
     }
 
     pub fn flush(&mut self, replies: &Arc<Replies>) {
         if let Some(t) = self.ticket.take() {
-            replies.send(std::mem::take(&mut self.buf), t);
+            replies.send(self.buf.take().unwrap_or_default(), t);
         }
     }
 }
@@ -368,7 +381,7 @@ mod tests {
         let inflight = Inflight::new(8, usize::MAX);
         // Far more than a socket buffer: forces the queue and the writer.
         for i in 0..4u8 {
-            replies.send(vec![i; 1 << 20], inflight.acquire(1 << 20));
+            replies.send(vec![i; 1 << 20].into(), inflight.acquire(1 << 20));
         }
         let mut got = vec![0u8; 4 << 20];
         b.read_exact(&mut got).unwrap();
@@ -385,8 +398,8 @@ mod tests {
         drop(b);
         let replies = Replies::new(Arc::new(SocketWire(a)));
         let inflight = Inflight::new(2, 10);
-        replies.send(vec![0; 100], inflight.acquire(5));
-        replies.send(vec![0; 100], inflight.acquire(5));
+        replies.send(vec![0; 100].into(), inflight.acquire(5));
+        replies.send(vec![0; 100].into(), inflight.acquire(5));
         assert!(replies.is_dead());
         assert!(inflight.wait_idle(Some(Duration::from_secs(5))));
         replies.finish();

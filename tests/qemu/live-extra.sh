@@ -1,7 +1,7 @@
 # Scenarios for toram, ISO files on a disk, persistence and the media
 # check, on the small busybox live root of qemu-test.sh (prepare_live).
 # Sourced by qemu-test.sh.
-ALL_SCENARIOS+=(toram iso-in-file iso-in-file-vfat persist media-check)
+ALL_SCENARIOS+=(toram iso-in-file iso-in-file-vfat persist persist-overlay media-check)
 
 SHUTDOWN_UNTIL="cloopbox-shutdown: (clean|unclean) shutdown|Kernel panic|boot failed|cloopbox rescue|EXITRD: pivot_root failed"
 
@@ -81,7 +81,7 @@ scenario_iso-in-file() {
 # FAT USB stick, found on any device through findiso=.
 scenario_iso-in-file-vfat() {
     prepare_live
-    [ -f "$WORK/cd-iso.iso" ] || make_iso "$WORK/cd-iso.iso" "$APPEND_BASE" "$WORK/root-iso.cloop"
+    make_iso "$WORK/cd-iso.iso" "$APPEND_BASE" "$WORK/root-iso.cloop"
     part_disk "$WORK/isodisk-vfat.img" vfat STICK 100 "$WORK/cd-iso.iso:boot/KNOPPIX.ISO"
     boot iso-in-file-vfat "$UNTIL_LIVE" -kernel "$KERNEL" -initrd "$WORK/initrd.gz" \
         -append "$APPEND_BASE findiso=/boot/knoppix.iso" -device qemu-xhci,id=xhci \
@@ -158,6 +158,26 @@ scenario_persist() {
     check persist-foreign "a cowfile of another image is refused with the reason; RAM cowfile instead" \
         "persistence: /run/initramfs/persist/live/knoppix.cow refused: it belongs to a different image" \
         "COWFILE: KNOPPIX.cow" "WRITE: written at boot" "CHECKS-DONE"
+}
+
+# persist-overlay: an iso9660 image (overlayfs root) with its upper
+# directory on an ext4 partition: written in one boot, found in the next.
+scenario_persist-overlay() {
+    prepare_live
+    make_iso "$WORK/cd-iso.iso" "$APPEND_BASE" "$WORK/root-iso.cloop"
+    local disk=$WORK/persist-overlay.img
+    part_disk "$disk" ext4 PERSIST 64
+    local args=(-kernel "$KERNEL" -initrd "$WORK/initrd.gz" -cdrom "$WORK/cd-iso.iso"
+        -drive if=virtio,format=raw,file="$disk"
+        -append "$APPEND_BASE cow=LABEL=PERSIST:/live/overlay cloopbox.test=persist-overlay")
+    boot persist-overlay-1 "$SHUTDOWN_UNTIL" "${args[@]}"
+    check persist-overlay-1 "overlay upper on a disk found by LABEL=, written, clean shutdown" \
+        "persistence: /live/overlay on /dev/vda1" \
+        "persistence: overlay upper directory /run/initramfs/persist/live/overlay/upper" "ROOTFS: overlay overlay" \
+        "OVERLAY-PERSIST-1: written" "cloopbox-shutdown: clean shutdown, poweroff"
+    boot persist-overlay-2 "$SHUTDOWN_UNTIL" "${args[@]}"
+    check persist-overlay-2 "the next boot finds the file in the upper directory" \
+        "OVERLAY-PERSIST-2: found kept in the upper directory" "cloopbox-shutdown: clean shutdown, poweroff"
 }
 
 # media-check: a data block of the image damaged: testcd names it, and

@@ -1,0 +1,156 @@
+# shellcheck shell=bash
+# dracut scenarios, sourced by qemu-test.sh: live roots booted by a dracut
+# initramfs that carries dracut-module/50cloopbox instead of our own init,
+# with -kernel/-initrd/-append and the medium as a CD.
+#
+#   dracut          systemd in the initrd (dracut's systemd modules), the
+#                   Debian systemd root of tests/qemu/debian.sh
+#                   (prepare_debian, its CD as it is) up to multi-user,
+#                   then systemctl poweroff through our exit initramfs
+#   dracut-shell    the same with dracut's shell init (no systemd in the
+#                   initrd)
+#   dracut-iso9660  systemd in the initrd, the busybox root of qemu-test.sh
+#                   in an iso9660 image: read-only on nbd, overlayfs root;
+#                   selected Knoppix-style by rd.cloopbox, without root=
+#   dracut-no-medium  dracut's shell init and no medium: the reason, then
+#                   dracut's emergency shell, within rootdelay
+#
+# The initramfs images are built by tests/qemu/mkdracut.sh with the host's
+# dracut (Debian package dracut-core); each image's flavour is checked
+# there from its file list and here from the initrd's own pid 1, which the
+# module's initqueue job reports with the daemon's pid:
+#   cloopbox-dracut: /dev/nbdN served by pid P (IMAGE), initrd pid 1: systemd|init
+# The root then has to show that same pid alive as @cloopd.
+ALL_SCENARIOS+=(dracut dracut-shell dracut-iso9660 dracut-no-medium)
+
+DRACUT_WORK=$WORK/dracut
+DRACUT_FAILED="Kernel panic|no live root|Entering emergency mode|Could not boot|dracut Warning: FATAL|Failed to start .*Switch Root"
+
+# build_dracut FLAVOUR: the initramfs, rebuilt when the binary, the module
+# or the builder changed. Returns non-zero (after recording a FAIL for
+# NAME) if dracut could not build it.
+build_dracut() { # NAME FLAVOUR
+    local name=$1 flavour=$2 out=$DRACUT_WORK/initrd-$2.img
+    mkdir -p "$DRACUT_WORK"
+    if [ -f "$out" ] && [ "$out" -nt "$CLOOPBOX_BIN" ] &&
+        [ -z "$(find dracut-module tests/qemu/mkdracut.sh -newer "$out" -print -quit)" ]; then
+        return 0
+    fi
+    local t0=$SECONDS
+    if ! tests/qemu/mkdracut.sh -o "$out" -f "$flavour" -b "$CLOOPBOX_BIN" -k "$KVER" \
+        -m "$WORK/kernel/pkg" -w "$DRACUT_WORK" > "$LOGS/$name.build.log" 2>&1; then
+        record "$name" FAIL 0 "mkdracut -f $flavour: $(tail -n 1 "$LOGS/$name.build.log")"
+        return 1
+    fi
+    log "dracut: $flavour initramfs built in $((SECONDS - t0))s"
+}
+
+# daemon_pid NAME: the pid the initrd's hook reported for the first image.
+daemon_pid() {
+    tr -d '\r' < "$LOGS/$1.log" |
+        sed -n 's/^cloopbox-dracut: \/dev\/nbd[0-9]* served by pid \([0-9]*\) .*/\1/p' | head -n 1
+}
+
+# dracut_debian NAME FLAVOUR PID1 CGROUP: the Debian systemd CD, booted by
+# dracut. CGROUP is where the daemon must be found in the running system:
+# what keeps it alive differs between the flavours (docs/dracut.md).
+dracut_debian() {
+    local name=$1 flavour=$2 pid1=$3 cgroup=$4 t0=$SECONDS
+    if ! declare -F prepare_debian > /dev/null; then
+        record "$name" FAIL 0 "needs prepare_debian from tests/qemu/debian.sh"
+        return 0
+    fi
+    build_dracut "$name" "$flavour" || return 0
+    prepare_debian
+    # shellcheck disable=SC2034 # boot() reads it
+    local TIMEOUT=${QEMU_TIMEOUT:-600}
+    boot "$name" "reboot: Power down|$DRACUT_FAILED" -kernel "$KERNEL" \
+        -initrd "$DRACUT_WORK/initrd-$flavour.img" -append "$DEBIAN_APPEND root=live:cloop" \
+        -cdrom "$DEBIAN_ISO"
+    local pid forbid
+    pid=$(daemon_pid "$name")
+    pid=${pid:-NONE}
+    # shellcheck disable=SC2034 # check_absent reads it by name
+    forbid=("I/O error" "nbd[0-9]*:? .*(timed out|Dead connection|shutting down)" "KMSG-BAD"
+        "Sending SIGKILL to PID" "Killing process .*cloopd" "Killing process $pid " "likely to block re-mounting"
+        "cloopbox-shutdown: unclean" "SD-VERDICT: FAIL" "TIMEOUT" "$DRACUT_FAILED")
+    check_absent "$name" \
+        "dracut $flavour initrd: daemon pid $pid kept through switch-root, systemd multi-user at ${BOOT_SECS:-?}s, clean exitrd poweroff; run $((SECONDS - t0))s" \
+        forbid "cloopbox-dracut: /dev/nbd[0-9]+ served by pid $pid \(/run/initramfs/live/KNOPPIX/KNOPPIX\), initrd pid 1: $pid1" \
+        "SD-STATE: (running|degraded)" "SD-VERDICT: ok" "SD-MULTI-USER: active" "ROOTFS: /dev/nbd[0-9]+ ext4" \
+        "COWMOUNT: tmpfs" "DAEMON: $pid @cloopd /run/initramfs/live/KNOPPIX/KNOPPIX --device auto --root-daemon" \
+        "DAEMON-cgroup: 0::$cgroup" \
+        "DAEMON-oom: -1000" "WRITE: written at boot" "WRITE-READBACK: ok" "TRIM: OK" "DAEMON-ALIVE: $pid [RS]" \
+        "CHECKS-DONE" "cloopbox-shutdown: /dev/nbd[0-9]+ \\(pid $pid\\)" \
+        "cloopbox-shutdown: clean shutdown, poweroff" "reboot: Power down"
+}
+
+# systemd in the initrd: the daemon stays in the initqueue unit's cgroup
+# (KillMode=process). Shell init: systemd moves it into init.scope.
+scenario_dracut() { dracut_debian dracut systemd systemd /system.slice/dracut-initqueue.service; }
+scenario_dracut-shell() { dracut_debian dracut-shell shell init /init.scope; }
+
+# --- dracut-iso9660 ----------------------------------------------------------
+# The busybox root (qemu-test.sh's make_rootfs and GUEST_INIT) behind a
+# first /sbin/init that reports what the root sees of the initrd: each
+# daemon the hook logged, by pid, still alive with its argv and cgroup, and
+# the exit initramfs as systemd-shutdown would check it (access X_OK).
+# shellcheck disable=SC2016 # a guest script: it expands in the guest
+DRACUT_ROOT_INIT='#!/bin/sh
+PATH=/bin:/sbin
+echo "DRACUT-ROOT: up"
+dmesg | sed -n "s/.*cloopbox-dracut: /DRACUT-KMSG: /p"
+for pid in $(dmesg | sed -n "s/.*cloopbox-dracut: \/dev\/nbd[0-9]* served by pid \([0-9]*\) .*/\1/p"); do
+    if [ -r /proc/$pid/cmdline ]; then
+        echo "SURVIVED: pid $pid argv $(tr "\0" " " < /proc/$pid/cmdline)"
+        echo "SURVIVED-cgroup: pid $pid $(cat /proc/$pid/cgroup)"
+    else
+        echo "LOST: pid $pid"
+    fi
+done
+echo "RUN-MOUNT: $(awk "\$2 == \"/run\" { print \$4 }" /proc/mounts)"
+[ -x /run/initramfs/shutdown ] && echo "EXITRD: /run/initramfs/shutdown executable"
+[ -f /run/initramfs/etc/initrd-release ] && echo "EXITRD: etc/initrd-release"
+[ -e /run/initramfs/.need_shutdown ] && echo "EXITRD: .need_shutdown present"
+exec /sbin/init.guest
+'
+
+scenario_dracut-iso9660() {
+    local name=dracut-iso9660 root=$DRACUT_WORK/rootfs tree=$DRACUT_WORK/isotree
+    build_dracut "$name" systemd || return 0
+    make_rootfs "$root"
+    mv "$root/sbin/init" "$root/sbin/init.guest"
+    printf '%s' "$DRACUT_ROOT_INIT" > "$root/sbin/init"
+    chmod 0755 "$root/sbin/init"
+    # systemctl switch-root refuses a new root without os-release.
+    printf 'NAME="cloopbox test root"\nID=cloopbox-test\n' > "$root/etc/os-release"
+    rm -rf "$tree" && mkdir -p "$tree/KNOPPIX"
+    cloop_of iso9660 "$root" "$tree/KNOPPIX/KNOPPIX"
+    xorriso -as mkisofs -quiet -R -J -V KNOPPIX -o "$DRACUT_WORK/cd-iso.iso" "$tree"
+    boot "$name" "CHECKS-DONE|$DRACUT_FAILED" -kernel "$KERNEL" -initrd "$DRACUT_WORK/initrd-systemd.img" \
+        -append "$APPEND_BASE rd.cloopbox" -cdrom "$DRACUT_WORK/cd-iso.iso"
+    local pid
+    pid=$(daemon_pid "$name")
+    check "$name" "dracut systemd initrd, rd.cloopbox, iso9660 image read-only on nbd, overlayfs root, daemon pid ${pid:-?} kept" \
+        "cloopbox-dracut: /dev/nbd[0-9]+ served by pid ${pid:-NONE} \(/run/initramfs/live/KNOPPIX/KNOPPIX\), initrd pid 1: systemd" \
+        "DRACUT-KMSG: pre-pivot: /dev/nbd[0-9]+ daemon pid ${pid:-NONE} alive" \
+        "DRACUT-KMSG: exit initramfs staged in /run/initramfs" \
+        "SURVIVED: pid ${pid:-NONE} argv @cloopd /run/initramfs/live/KNOPPIX/KNOPPIX --device auto --root-daemon" \
+        "SURVIVED-cgroup: pid ${pid:-NONE} 0::/system.slice/dracut-initqueue.service" \
+        "EXITRD: /run/initramfs/shutdown executable" "EXITRD: etc/initrd-release" "${OVERLAY_CHECKS[@]}"
+}
+
+# --- dracut-no-medium --------------------------------------------------------
+# Nothing to boot from: liveroot gives up after rootdelay=3, the job prints
+# why and starts dracut's emergency shell (named after the module), instead
+# of dracut's initqueue waiting out its own 180 s.
+scenario_dracut-no-medium() {
+    local name=dracut-no-medium
+    build_dracut "$name" shell || return 0
+    boot "$name" "cloopbox:/#|Kernel panic|Could not boot" -kernel "$KERNEL" \
+        -initrd "$DRACUT_WORK/initrd-shell.img" -append "$APPEND_BASE root=live:cloop rootdelay=3"
+    check "$name" "no medium: liveroot's reason after rootdelay=3, then dracut's emergency shell" \
+        "waiting for a medium with KNOPPIX/KNOPPIX: 2s of 3s" \
+        "cloopbox: liveroot: no medium with KNOPPIX/KNOPPIX found within 3 s" \
+        "cloopbox: no live root \\(exit 1\\); leave the shell to search again" "cloopbox:/#"
+}
