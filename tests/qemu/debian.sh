@@ -228,8 +228,9 @@ check_absent() {
 # cloop on /dev/nbdN with the cowfile on tmpfs, up to multi-user; writes,
 # fstrim giving the tmpfs memory back, then systemctl poweroff through
 # systemd-shutdown into our exit initramfs, which must detach cleanly.
-# Takes 50-60 s under TCG on the shared 2-core machine (multi-user at
-# 28-39 s), plus about 15 s to build the image on a first run.
+# Takes 45-75 s under TCG on the shared 2-core machine (multi-user at
+# 22-39 s), plus about 20 s to build the image on a first run and, without
+# a tarball, 40 s to 2 min for debootstrap.
 scenario_debian-systemd() {
     prepare_debian
     local TIMEOUT=${QEMU_TIMEOUT:-600} log=$LOGS/debian-systemd.log t0=$SECONDS
