@@ -19,13 +19,16 @@
 # -r reuses the ISOs of the previous run and only boots.
 #
 # The guest's check (cloopbox.test=boot on the command line) waits for
-# `systemctl is-system-running --wait`, prints its result with the guest's
-# uptime and `systemd-analyze time`, and the host stops QEMU. The time is
-# measured on the host, from starting QEMU to that line. Boots run in
-# rounds, one boot of each contender per round in a rotated order; the
-# report gives medians with min-max, and /proc/loadavg before and after
-# (the machine is shared: TCG timings are emulation timings, slowed by
-# whatever else runs).
+# `systemctl is-system-running --wait`, prints ROOT-UP with the guest's
+# uptime at once, then `systemd-analyze time` and what the boot read, and
+# the host stops QEMU. The time is measured on the host, from starting
+# QEMU to the ROOT-UP line; so is the CPU time QEMU has used by then (the
+# emulation work, which depends much less than the wall time on how loaded
+# the host is). Boots run in rounds, one boot of each contender per round
+# in a rotated order; the report gives medians with min-max, and
+# /proc/loadavg before, after and at the start of each boot (the machine
+# is shared: TCG timings are emulation timings, slowed by whatever else
+# runs).
 #
 # Environment: RUNS (default 5), SMP (default 2, as qemu-test.sh), MEM (guest
 # MiB, 1024), QEMU_TIMEOUT (seconds per boot, 600), CLOOPBOX (the static
@@ -230,9 +233,17 @@ cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", mem, "-smp", smp, "-nodefaul
        "-cdrom", f"{name}.iso", "-boot", "d", "-display", "none", "-serial", "stdio"]
 fail = re.compile(r"Kernel panic|boot failed|cloopbox rescue|bench-init: no CD|emergency mode|"
                   r"Emergency shell|dracut Warning: FATAL|Could not boot")
-lines, buf, stop, done = [], b"", None, False
+lines, buf, stop, done, cpu = [], b"", None, False, None
+load = float(open("/proc/loadavg").read().split()[0])
 t0 = time.monotonic()
 p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+tick = os.sysconf("SC_CLK_TCK")
+
+def qemu_cpu():
+    # user + system time of all QEMU threads: the emulation work, which
+    # (unlike wall time) hardly changes when other jobs load the host.
+    f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
 fd = p.stdout.fileno()
 while not stop and not done:
     left = t0 + timeout - time.monotonic()
@@ -252,6 +263,10 @@ while not stop and not done:
         line, buf = buf.split(b"\n", 1)
         text = line.decode(errors="replace").rstrip("\r")
         lines.append((now, text))
+        # The guest prints ROOT-UP as soon as is-system-running returns;
+        # what it reports afterwards (until BOOT-DONE) is not boot time.
+        if text.startswith("ROOT-UP multi-user") and cpu is None:
+            cpu = qemu_cpu()
         if text.startswith("BOOT-DONE"):
             done = True
         elif fail.search(text):
@@ -262,7 +277,9 @@ p.wait()
 with open(log_path, "w") as f:
     for t, text in lines:
         f.write(f"{t:9.3f} {text}\n")
-res = {"name": name, "round": rnd, "error": stop, "log": log_path}
+res = {"name": name, "round": rnd, "error": stop, "log": log_path, "load_at_start": load}
+if cpu is not None:
+    res["qemu_cpu_s"] = round(cpu, 2)
 # Host-clock landmarks: the initramfs's first and last line (ours and the
 # busybox one print them; dracut's do not), systemd's banner.
 for t, text in lines:
@@ -275,11 +292,19 @@ for t, text in lines:
 if "initrd_start_s" in res and "switch_s" in res:
     res["initrd_phase_s"] = round(res["switch_s"] - res["initrd_start_s"], 3)
 for t, text in lines:
-    m = re.match(r"BOOT-DONE uptime=([\d.]+) state=(\S+)", text)
+    m = re.match(r"ROOT-UP multi-user uptime=([\d.]+)", text)
     if m:
         res["multiuser_host_s"] = round(t, 3)
         res["multiuser_guest_s"] = float(m.group(1))
-        res["state"] = m.group(2)
+    m = re.match(r"BOOT-DONE uptime=[\d.]+ state=(\S+)", text)
+    if m:
+        res["state"] = m.group(1)
+    m = re.match(r"BOOT-DISK: (nbd0|loop0) (\d+) (\d+)", text)
+    if m and int(m.group(2)) > 0:
+        res["dev"], res["dev_reqs"], res["dev_mb"] = m.group(1), int(m.group(2)), int(m.group(3)) * 512 / 1e6
+    m = re.match(r"BOOT-DAEMON-CPU: \d+ (\d+) (\d+)", text)
+    if m:
+        res["daemon_cpu_s"] = res.get("daemon_cpu_s", 0) + (int(m.group(1)) + int(m.group(2))) / 100
     m = re.match(r"SD-ANALYZE: Startup finished in (.*) = ", text)
     if m:
         for part in m.group(1).split(" + "):
@@ -361,16 +386,33 @@ for n in names:
     print(f"| {n} | {sizes['image'][n]:,} | {sizes['iso'][n]:,} | {sizes['initrd'][n]:,} |")
 if sizes.get("dracut_note"):
     print(f"\ndracut: not measured ({sizes['dracut_note']}).")
-print("\n| contender | QEMU start → multi-user (s) | ratio | guest uptime at multi-user (s) | before the kernel (s) "
+print("\n| contender | QEMU start → multi-user (s) | ratio | QEMU CPU time to multi-user (s) | ratio "
+      "| host load (1 min) at the start |")
+print("|---|---|---|---|---|---|")
+for n in names:
+    print(f"| {n} | {cell(n, 'multiuser_host_s', '{:.2f}')} | {ratio(n, 'multiuser_host_s')} | "
+          f"{cell(n, 'qemu_cpu_s', '{:.1f}')} | {ratio(n, 'qemu_cpu_s')} | {cell(n, 'load_at_start', '{:.1f}')} |")
+print("\nWhere the time goes (wall time; host clock unless marked guest):\n")
+print("| contender | guest uptime at multi-user (s) | before the kernel (s) "
       "| initramfs first → last line (s) | systemd banner → multi-user (s) "
       "| systemd-analyze kernel / initrd / userspace (s) |")
-print("|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|")
 for n in names:
     sd = " / ".join(cell(n, "sd_" + k, "{:.1f}") if vals(n, "sd_" + k) else "—"
                     for k in ("kernel", "initrd", "userspace"))
-    print(f"| {n} | {cell(n, 'multiuser_host_s', '{:.2f}')} | {ratio(n, 'multiuser_host_s')} | "
-          f"{cell(n, 'multiuser_guest_s', '{:.2f}')} | {cell(n, 'before_kernel_s', '{:.2f}')} | "
+    print(f"| {n} | {cell(n, 'multiuser_guest_s', '{:.2f}')} | {cell(n, 'before_kernel_s', '{:.2f}')} | "
           f"{cell(n, 'initrd_phase_s', '{:.2f}')} | {cell(n, 'systemd_phase_s', '{:.2f}')} | {sd} |")
+print("\nWhat the boot read from the root device (the guest's /sys/block/DEV/stat at multi-user) and the "
+      "CPU time of the root-storage daemon (cloopd) by then:\n")
+print("| contender | device | read requests | MB read | KiB per request | cloopd CPU (s) |")
+print("|---|---|---|---|---|---|")
+for n in names:
+    devs = sorted({r["dev"] for r in runs if r["name"] == n and r.get("dev")})
+    for r in runs:
+        if r.get("dev_reqs"):
+            r["dev_kib"] = r["dev_mb"] * 1e6 / 1024 / r["dev_reqs"]
+    print(f"| {n} | {', '.join(devs) or '—'} | {cell(n, 'dev_reqs', '{:.0f}')} | {cell(n, 'dev_mb', '{:.0f}')} | "
+          f"{cell(n, 'dev_kib', '{:.0f}')} | {cell(n, 'daemon_cpu_s', '{:.1f}')} |")
 print()
 for r in runs:
     if r["error"]:
