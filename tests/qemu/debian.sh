@@ -316,7 +316,8 @@ echo 0 > $R/rcount
     while [ ! -f $R/stop ]; do
         dd if=$R/src.bin of=/io/w$((n % 4)) bs=64k conv=fsync 2> /dev/null || echo "write $n failed" >> $R/bad
         n=$((n + 1))
-        echo $n > $R/wcount
+        # Renamed into place: a reader never sees the file empty.
+        echo $n > $R/wcount.new && mv $R/wcount.new $R/wcount
     done
 ) &
 writer=$!
@@ -327,7 +328,7 @@ writer=$!
         echo 3 > /proc/sys/vm/drop_caches
         (cd / && sha256sum -c -s $R/sums) || echo "read pass $n: checksum mismatch" >> $R/bad
         n=$((n + 1))
-        echo $n > $R/rcount
+        echo $n > $R/rcount.new && mv $R/rcount.new $R/rcount
     done
 ) &
 reader=$!
