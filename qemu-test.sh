@@ -19,6 +19,7 @@ WORK=${WORK:-$ROOT/work/qemu}
 LOGS=$WORK/logs
 TIMEOUT=${QEMU_TIMEOUT:-300}
 mkdir -p "$WORK" "$LOGS"
+rm -f "$LOGS/restarts.txt"
 
 log() { printf '[qemu-test] %s\n' "$*" >&2; }
 
@@ -97,31 +98,48 @@ boot() {
         "${qemu[@]}" -nographic
         return 0
     fi
-    local start=$EPOCHREALTIME kicked=0 deadline=$((SECONDS + TIMEOUT))
-    "${qemu[@]}" -display none -serial "file:$log" -monitor "unix:$mon,server,nowait" &
-    local pid=$!
-    BOOT_SECS=""
-    while kill -0 "$pid" 2>/dev/null; do
-        if [ -z "$BOOT_SECS" ] && grep -q "ROOT-UP" "$log"; then
-            BOOT_SECS=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
-        fi
-        if [ -n "${KICK_AT:-}" ] && [ "$kicked" = 0 ] && grep -qE "$KICK_AT" "$log"; then
-            monitor "$mon" "$KICK_CMD" || true
-            kicked=1
-        fi
-        if grep -qE "$until" "$log"; then
-            sleep 1
-            kill "$pid" 2>/dev/null || true
-            break
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "qemu-test: TIMEOUT after ${TIMEOUT}s" >> "$log"
-            kill "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.3
+    local start kicked deadline pid attempt silent
+    # A guest that prints nothing at all for SILENT_LIMIT seconds (every
+    # scenario's first line comes within about 20 s) is QEMU's TCG hung
+    # before the kernel's first word, seen once in many hundred boots:
+    # such a boot is restarted once, and says so.
+    for attempt in 1 2; do
+        start=$EPOCHREALTIME kicked=0 deadline=$((SECONDS + TIMEOUT)) silent=0
+        : > "$log"
+        "${qemu[@]}" -display none -serial "file:$log" -monitor "unix:$mon,server,nowait" &
+        pid=$!
+        BOOT_SECS=""
+        while kill -0 "$pid" 2>/dev/null; do
+            if [ -z "$BOOT_SECS" ] && grep -q "ROOT-UP" "$log"; then
+                BOOT_SECS=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+            fi
+            if [ -n "${KICK_AT:-}" ] && [ "$kicked" = 0 ] && grep -qE "$KICK_AT" "$log"; then
+                monitor "$mon" "$KICK_CMD" || true
+                kicked=1
+            fi
+            if grep -qE "$until" "$log"; then
+                sleep 1
+                kill "$pid" 2>/dev/null || true
+                break
+            fi
+            if [ "$attempt" = 1 ] && [ ! -s "$log" ] &&
+                [ "$SECONDS" -ge $((deadline - TIMEOUT + ${SILENT_LIMIT:-120})) ]; then
+                silent=1
+                kill "$pid" 2>/dev/null || true
+                break
+            fi
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                echo "qemu-test: TIMEOUT after ${TIMEOUT}s" >> "$log"
+                kill "$pid" 2>/dev/null || true
+                break
+            fi
+            sleep 0.3
+        done
+        wait "$pid" 2>/dev/null || true
+        [ "$silent" = 1 ] || break
+        log "$name: no console output in ${SILENT_LIMIT:-120} s: QEMU restarted"
+        echo "$name: restarted after ${SILENT_LIMIT:-120} s without console output" >> "$LOGS/restarts.txt"
     done
-    wait "$pid" 2>/dev/null || true
     BOOT_TOTAL=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 }
 
@@ -522,6 +540,7 @@ done
 
 printf '\n%-14s %-4s %7s  %s\n' scenario res time detail
 printf '%s\n' "${RESULTS[@]}"
+[ -f "$LOGS/restarts.txt" ] && sed 's/^/qemu-test: /' "$LOGS/restarts.txt"
 failed=$(printf '%s\n' "${RESULTS[@]}" | grep -c ' FAIL ' || true)
 passed=$(printf '%s\n' "${RESULTS[@]}" | grep -c ' PASS ' || true)
 echo "qemu-test: $passed passed, $failed failed"
