@@ -18,8 +18,11 @@ step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
 LOG=$(mktemp -d)/test.log
+step "setup on the pristine-machine trap (tests/setup/pristine-trap.sh)"
+tests/setup/pristine-trap.sh 2>&1 | tee "$LOG"
+
 step "cargo test"
-cargo test --locked --all-targets 2>&1 | tee "$LOG"
+cargo test --locked --all-targets 2>&1 | tee -a "$LOG"
 
 step "qemu-test.sh"
 ./qemu-test.sh 2>&1 | tee -a "$LOG"
@@ -27,5 +30,5 @@ step "qemu-test.sh"
 # One closing line that counts every test run above (cargo's per-binary
 # "test result" lines plus the QEMU scenarios).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     /^qemu-test: [0-9]+ passed/ { p += $2; f += $4 }
+     /^(qemu-test|pristine-trap): [0-9]+ passed/ { p += $2; f += $4 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"

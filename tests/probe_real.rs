@@ -48,8 +48,19 @@ fn real_filesystems_are_recognised() {
 
     let exfat = dir.path().join("exfat.img");
     blank(&exfat, 16 << 20);
-    run(Command::new("mkfs.exfat").arg(&exfat), "exfatprogs");
-    assert_eq!(probed(&exfat).fs, FsType::Exfat);
+    run(Command::new("mkfs.exfat").args(["-L", "Persist"]).arg(&exfat), "exfatprogs");
+    let info = probed(&exfat);
+    assert_eq!((info.fs, info.label.as_str()), (FsType::Exfat, "Persist"));
+    // A large stick: clusters of 128 KiB, the label still found.
+    let exfat_big = dir.path().join("exfat-big.img");
+    blank(&exfat_big, 256 << 20);
+    run(Command::new("mkfs.exfat").args(["-c", "128K", "-L", "BIGSTICK"]).arg(&exfat_big), "exfatprogs");
+    assert_eq!(probed(&exfat_big).label, "BIGSTICK");
+    // No label at all reads as the empty label.
+    let exfat_none = dir.path().join("exfat-none.img");
+    blank(&exfat_none, 16 << 20);
+    run(Command::new("mkfs.exfat").arg(&exfat_none), "exfatprogs");
+    assert_eq!(probed(&exfat_none).label, "");
 
     let iso = dir.path().join("cd.iso");
     run(

@@ -117,7 +117,7 @@ fn probe_boot_sector(dev: &dyn ReadAt) -> Option<FsInfo> {
             return Some(FsInfo {
                 fs: FsType::Exfat,
                 id: format!("exfat:{}", hex(&bs[100..104])),
-                label: String::new(),
+                label: exfat_label(dev, &bs).unwrap_or_default(),
             })
         }
         b"NTFS    " => {
@@ -140,6 +140,53 @@ fn probe_boot_sector(dev: &dyn ReadAt) -> Option<FsInfo> {
         return None;
     };
     Some(FsInfo { fs: FsType::Vfat, id: format!("vfat:{}", hex(serial)), label: text(label) })
+}
+
+/// The volume label of an exFAT filesystem. Unlike FAT's, it is not in
+/// the boot sector but in the root directory, as an entry of type 0x83
+/// holding a character count (byte 1) and up to 11 UTF-16LE characters
+/// (bytes 2..24), per Microsoft's exFAT specification §7.3. The boot sector
+/// gives the sector and cluster shifts (bytes 108, 109), the FAT's and the
+/// cluster heap's first sector (80, 88), the cluster count (92) and the
+/// root directory's first cluster (96). The root directory is followed along its FAT chain; a label is one of
+/// its first entries in practice, so the walk stops after 64 clusters or
+/// 1 MiB, and at the end-of-directory entry (type 0).
+fn exfat_label(dev: &dyn ReadAt, bs: &[u8]) -> Option<String> {
+    let le32 = |o: usize| u32::from_le_bytes([bs[o], bs[o + 1], bs[o + 2], bs[o + 3]]) as u64;
+    let (sector_shift, cluster_shift) = (bs[108] as u32, bs[109] as u32);
+    if !(9..=12).contains(&sector_shift) || sector_shift + cluster_shift > 25 {
+        return None;
+    }
+    let sector = 1u64 << sector_shift;
+    let cluster_len = sector << cluster_shift;
+    let (fat_start, heap_start, clusters, mut cluster) =
+        (le32(80) * sector, le32(88) * sector, le32(92), le32(96));
+    let chunk = cluster_len.min(1 << 20) as usize;
+    let mut budget = 1u64 << 20;
+    for _ in 0..64 {
+        if cluster < 2 || cluster >= clusters + 2 || budget == 0 {
+            return None;
+        }
+        let dir = read(dev, heap_start + (cluster - 2) * cluster_len, chunk.min(budget as usize))?;
+        budget -= dir.len() as u64;
+        for entry in dir.chunks_exact(32) {
+            match entry[0] {
+                0x00 => return None,
+                0x83 => {
+                    let n = (entry[1] as usize).min(11);
+                    let units: Vec<u16> = entry[2..2 + 2 * n]
+                        .chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                        .collect();
+                    return Some(String::from_utf16_lossy(&units));
+                }
+                _ => {}
+            }
+        }
+        let next = read(dev, fat_start + cluster * 4, 4)?;
+        cluster = u32::from_le_bytes([next[0], next[1], next[2], next[3]]) as u64;
+    }
+    None
 }
 
 fn probe_simple(dev: &dyn ReadAt) -> Option<FsInfo> {
