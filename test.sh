@@ -24,6 +24,9 @@ tests/setup/pristine-trap.sh 2>&1 | tee "$LOG"
 step "cargo test"
 cargo test --locked --all-targets 2>&1 | tee -a "$LOG"
 
+step "the Debian package (scripts/build-deb.sh, lintian clean)"
+scripts/build-deb.sh >/dev/null
+
 step "qemu-test.sh"
 ./qemu-test.sh 2>&1 | tee -a "$LOG"
 

@@ -6,7 +6,8 @@
 #
 # Usage: initramfs/mkinitramfs.sh -o OUT.cpio.gz [options]
 #   -o FILE        output (required)
-#   -b BINARY      the cloopbox binary (default: scripts/build-static.sh)
+#   -b BINARY      the cloopbox binary (default: scripts/build-static.sh in a
+#                  source tree, else /usr/bin/cloopbox)
 #   -k KVER        kernel version (default: uname -r)
 #   -m DIR         the modules tree that holds lib/modules/KVER (default: /)
 #   -s BUSYBOX     add a static busybox as /bin/sh for the rescue shell
@@ -15,7 +16,7 @@
 #   -z gzip|xz|zstd|none   compression (default gzip: every kernel has it)
 #   -q             quiet
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 root=$(cd "$here/.." && pwd)
 
 OUT="" BIN="" KVER=$(uname -r) MODROOT=/ BUSYBOX=auto COMP=gzip QUIET=0
@@ -30,14 +31,18 @@ while getopts "o:b:k:m:s:a:z:qh" opt; do
         a) EXTRA+=("$OPTARG") ;;
         z) COMP=$OPTARG ;;
         q) QUIET=1 ;;
-        h) sed -n '2,18p' "$0"; exit 0 ;;
-        *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+        h) sed -n '2,19p' "$0"; exit 0 ;;
+        *) sed -n '2,19p' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$OUT" ] || { echo "mkinitramfs: -o OUT is required" >&2; exit 2; }
 say() { [ "$QUIET" = 1 ] || echo "mkinitramfs: $*" >&2; }
 
-[ -n "$BIN" ] || BIN=$("$root/scripts/build-static.sh")
+# In a source tree, the static build; installed (the Debian package's
+# cloopbox-mkinitramfs), the installed binary.
+if [ -z "$BIN" ]; then
+    if [ -x "$root/scripts/build-static.sh" ]; then BIN=$("$root/scripts/build-static.sh"); else BIN=/usr/bin/cloopbox; fi
+fi
 [ -x "$BIN" ] || { echo "mkinitramfs: $BIN is not an executable" >&2; exit 1; }
 if readelf -lW "$BIN" | grep -q INTERP; then
     echo "mkinitramfs: $BIN is dynamically linked; /init must be static" >&2
