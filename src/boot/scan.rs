@@ -2,8 +2,13 @@
 //!
 //! The kernel's view under `/sys/class/block` is enough: optical drives
 //! first (sr*, or a `cdrom` capability), then removable and USB devices,
-//! then fixed disks; within each device the whole device comes before its
-//! partitions. Devices that can never hold the medium (loop, ram, zram,
+//! then fixed disks; within each device its partitions come before the
+//! whole device. A hybrid ISO written to a stick shows its filesystem both
+//! through the whole disk and through its first partition, which starts at
+//! sector 0; mounting the whole disk claims it exclusively, and then no
+//! partition of it (such as the persistence partition `mklive.sh
+//! --persistence` appends) can be mounted: EBUSY. Through the partition,
+//! the disk's other partitions stay usable. Devices that can never hold the medium (loop, ram, zram,
 //! nbd, floppy) are left out, and so are our own NBD exports.
 
 use std::path::{Path, PathBuf};
@@ -77,10 +82,9 @@ pub fn candidates(sys_class_block: &Path, dev_dir: &Path, first: Option<&str>) -
             let f = f.trim_start_matches("/dev/");
             f == c.name || f == family
         });
-        (!chosen, c.class)
+        (!chosen, c.class, natural_key(family), c.parent.is_none())
     };
-    // Stable: within a class, whole devices precede their partitions
-    // because the natural name order puts `sdb` before `sdb1`.
+    // Stable: partitions keep their natural order (`sdb2` before `sdb10`).
     out.sort_by_key(rank);
     out
 }
@@ -174,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn optical_then_removable_then_fixed_whole_before_partitions() {
+    fn optical_then_removable_then_fixed_partitions_before_whole() {
         let sys = FakeSys::new();
         sys.disk("pci0/ata1", "sda", 1000, &[("removable", "0")]);
         sys.part("pci0/ata1", "sda", "sda1", 2048, 500);
@@ -188,13 +192,13 @@ mod tests {
         sys.disk("virtual", "nbd0", 100, &[]);
         sys.disk("pci0/mmc", "mmcblk0", 100, &[("removable", "1")]);
         let c = candidates(&sys.class(), Path::new("/dev"), None);
-        assert_eq!(names(&c), vec!["sr0", "sdb", "sdb1", "mmcblk0", "sda", "sda1", "sda2", "sda10"]);
+        assert_eq!(names(&c), vec!["sr0", "sdb1", "sdb", "mmcblk0", "sda1", "sda2", "sda10", "sda"]);
         assert_eq!(c[0].class, Class::Optical);
-        assert_eq!(c[1].class, Class::Removable, "USB by sysfs path");
+        assert_eq!(c[2].class, Class::Removable, "USB by sysfs path");
         assert_eq!(c[3].class, Class::Removable, "removable flag");
-        assert_eq!(c[2].parent.as_deref(), Some("sdb"));
-        assert_eq!(c[2].start, 0);
-        assert_eq!(c[5].start, 2048);
+        assert_eq!(c[1].parent.as_deref(), Some("sdb"));
+        assert_eq!(c[1].start, 0);
+        assert_eq!(c[4].start, 2048);
         assert_eq!(c[0].dev, Path::new("/dev/sr0"));
     }
 
@@ -205,7 +209,7 @@ mod tests {
         sys.part("pci0/ata1", "sda", "sda1", 2048, 500);
         sys.disk("pci0/ata2", "sr0", 600, &[]);
         let c = candidates(&sys.class(), Path::new("/dev"), Some("/dev/sda"));
-        assert_eq!(names(&c), vec!["sda", "sda1", "sr0"]);
+        assert_eq!(names(&c), vec!["sda1", "sda", "sr0"]);
         let c = candidates(&sys.class(), Path::new("/dev"), Some("sda1"));
         assert_eq!(names(&c)[0], "sda1");
     }
