@@ -9,9 +9,10 @@ if [ -d /sys/firmware/efi ]; then echo "EFI: booted through UEFI"; else echo "EF
 [ -d /sys/module/efivarfs ] || insmod /lib/modules/efivarfs.ko 2>&1 | sed "s/^/EFI-INSMOD: /"
 [ -d /sys/module/efivarfs ] && echo "EFI: efivarfs module loaded"
 mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>&1 | sed "s/^/EFI-MOUNT: /"
-# Four bytes of attributes, then the value: 1 when Secure Boot is on.
+# Four bytes of attributes, then the value: 1 when Secure Boot is on
+# (read whole: efivarfs files do not seek).
 v=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
-[ -r $v ] && echo "EFI-SECUREBOOT-VAR: $(od -An -tu1 -j4 -N1 $v | tr -d ' ')"
+[ -r $v ] && echo "EFI-SECUREBOOT-VAR: $(od -An -tu1 < $v | awk '{ print $5 }')"
 dmesg | grep -oE "secureboot: Secure boot (enabled|disabled)|Kernel is locked down from EFI Secure Boot" | sed "s/^/EFI-KMSG: /"
 mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 echo "EFI-LOCKDOWN: $(cat /sys/kernel/security/lockdown 2>&1)"
