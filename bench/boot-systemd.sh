@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Boot-to-multi-user benchmark: a real Debian bookworm system with systemd
-# (the root of the debian-systemd scenario, tests/qemu/debian.sh) booted
+# (the root of the debian-systemd scenario, tests/qemu/lib.sh) booted
 # from a CD under QEMU -accel tcg, through
 #   ours      the cloopbox initramfs: ext4 in cloop (64 KiB blocks, zlib 9)
 #             on /dev/nbd0 with the block-level cowfile on tmpfs
@@ -66,53 +66,17 @@ DEBIAN_TAR=$(realpath -m "${DEBIAN_TAR:-$ROOT/work/qemu/debian-root.tar}")
 APPEND="console=ttyS0 panic=-1 loglevel=4 cloopbox.test=boot"
 say() { printf '[boot-systemd] %s\n' "$*" >&2; }
 
-need() { # COMMAND PACKAGE
-    command -v "$1" >/dev/null || { echo "boot-systemd: missing $1 (apt-get install $2)" >&2; exit 1; }
-}
-need qemu-system-x86_64 qemu-system-x86
-need xorriso xorriso
-need mksquashfs squashfs-tools
-need mkfs.ext4 e2fsprogs
-need cpio cpio
-need depmod kmod
-need python3 python3
-[ -f /usr/lib/ISOLINUX/isolinux.bin ] || { echo "boot-systemd: apt-get install isolinux" >&2; exit 1; }
-[ -f /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || { echo "boot-systemd: apt-get install syslinux-common" >&2; exit 1; }
-BUSYBOX=/bin/busybox
-if [ ! -x $BUSYBOX ] || readelf -lW $BUSYBOX | grep -q INTERP; then
-    echo "boot-systemd: $BUSYBOX must be static (apt-get install busybox-static)" >&2
-    exit 1
-fi
-
-# The Debian kernel that qemu-test.sh unpacks (dpkg -x, not installed).
-KDIR=$ROOT/work/qemu/kernel
-if [ ! -f "$KDIR/vmlinuz" ]; then
-    say "no kernel at $KDIR: running ./qemu-test.sh smoke to fetch it"
-    "$ROOT/qemu-test.sh" smoke >&2
-fi
-KERNEL=$KDIR/vmlinuz
-KVER=$(cat "$KDIR/version")
-MODSRC=$KDIR/pkg/lib/modules/$KVER
-
-# debian_tree and debian_ext4_cloop: the same root and image as the
-# debian-systemd scenario.
-# shellcheck disable=SC2034 # the scenario file appends its names to it
-ALL_SCENARIOS=()
-# shellcheck source=tests/qemu/debian.sh
-. "$ROOT/tests/qemu/debian.sh"
-
-mkdir -p "$WORK/logs"
-cd "$WORK"
+# The Debian kernel, the Debian root (debian_tree, debian_ext4_cloop: the
+# same root and image as the debian-systemd scenario), the squashfs
+# contender's initramfs, the ISOs (initramfs/mklive.sh) and the boot
+# runner: tests/qemu/lib.sh, shared with qemu-test.sh.
+LOGS=$WORK/logs
+# shellcheck source=tests/qemu/lib.sh
+. "$ROOT/tests/qemu/lib.sh"
+bench_setup boot-systemd
 
 build() {
-if [ -n "${CLOOPBOX:-}" ]; then
-    BINARY="$CLOOPBOX"
-else
-    CLOOPBOX=$("$ROOT/scripts/build-static.sh")
-    BINARY="scripts/build-static.sh at $(git -C "$ROOT" describe --always --dirty)"
-fi
-# shellcheck disable=SC2034 # debian_ext4_cloop compresses with it
-CLOOPBOX_BIN=$CLOOPBOX
+bench_binary
 "$ROOT/tests/qemu/mkdebian.sh" "$DEBIAN_TAR"
 
 say "root tree and images: ext4 in cloop (-B 65536 -L 9), squashfs (gzip, -b 65536)"
@@ -123,55 +87,9 @@ mksquashfs tree theirs.squashfs -noappend -quiet -no-progress -comp gzip -b 6553
 rm -rf tree
 
 say "initramfs: ours (initramfs/mkinitramfs.sh), a minimal busybox one, dracut if available"
-"$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX" -k "$KVER" -m "$KDIR/pkg" -o ours-initrd.gz
+"$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
 
-# Their modules in dependency order, from the same kernel (as bench/boot.sh).
-scratch=$WORK/modscratch
-rm -rf "$scratch" && mkdir -p "$scratch/lib/modules/$KVER"
-ln -s "$MODSRC/kernel" "$scratch/lib/modules/$KVER/kernel"
-cp "$MODSRC"/modules.builtin* "$MODSRC/modules.order" "$scratch/lib/modules/$KVER/"
-depmod -b "$scratch" "$KVER"
-mapfile -t THEIR_MODS < <(modprobe -d "$scratch" -S "$KVER" --show-depends -a ata_piix sr_mod isofs loop squashfs overlay |
-    awk '$1 == "insmod" && !seen[$2]++ { print $2 }')
-rm -rf theirs-initrd && mkdir -p theirs-initrd/{bin,dev,proc,sys,run,newroot,lib/modules}
-cp $BUSYBOX theirs-initrd/bin/busybox
-for a in sh mount umount insmod losetup mkdir switch_root sleep cat cut echo; do ln -s busybox "theirs-initrd/bin/$a"; done
-INSMODS=""
-for m in "${THEIR_MODS[@]}"; do
-    cp "$m" theirs-initrd/lib/modules/
-    INSMODS+="insmod /lib/modules/$(basename "$m")"$'\n'
-done
-cat > theirs-initrd/init <<INIT
-#!/bin/sh
-# The usual live boot, reduced to its steps: modules, the CD, the squashfs
-# on a loop device, overlayfs with a tmpfs upper, switch_root.
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs -o mode=0755 devtmpfs /dev
-mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
-echo "bench-init: start"
-$INSMODS
-mkdir -p /run/live/medium /run/live/rootfs /run/live/overlay
-n=0
-until mount -t iso9660 -o ro /dev/sr0 /run/live/medium 2> /dev/null; do
-    n=\$((n + 1))
-    [ \$n -lt 240 ] || { echo "bench-init: no CD"; exec sh; }
-    sleep 0.25
-done
-losetup -r /dev/loop0 /run/live/medium/KNOPPIX/KNOPPIX
-mount -t squashfs -o ro /dev/loop0 /run/live/rootfs
-mount -t tmpfs -o mode=0755 tmpfs /run/live/overlay
-mkdir -p /run/live/overlay/upper /run/live/overlay/work
-mount -t overlay -o lowerdir=/run/live/rootfs,upperdir=/run/live/overlay/upper,workdir=/run/live/overlay/work overlay /newroot
-for d in dev proc sys run; do mount --move /\$d /newroot/\$d; done
-echo "bench-init: switching to the new root"
-exec switch_root /newroot /sbin/init
-INIT
-chmod 0755 theirs-initrd/init
-find theirs-initrd -exec touch -h -d @0 {} +
-(cd theirs-initrd && find . -mindepth 1 -printf '%P\0' | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) |
-    gzip -9 -n > theirs-initrd.gz
+squashfs_initrd theirs-initrd.gz
 
 DRACUT_NOTE=""
 rm -f dracut-initrd.img
@@ -180,31 +98,17 @@ if [ ! -x "$MKDRACUT" ]; then
 elif ! command -v dracut >/dev/null; then
     DRACUT_NOTE="dracut is not installed (apt-get install dracut-core)"
 elif ! "$MKDRACUT" -o dracut-initrd.img -f systemd -b "$CLOOPBOX" -k "$KVER" \
-    -m "$KDIR/pkg" -w "$WORK/dracut-work" > dracut-build.log 2>&1; then
+    -m "$KERNEL_DIR/pkg" -w "$WORK/dracut-work" > dracut-build.log 2>&1; then
     DRACUT_NOTE="$MKDRACUT failed: $(tail -n 1 dracut-build.log)"
     rm -f dracut-initrd.img
 fi
 [ -z "$DRACUT_NOTE" ] || say "dracut: skipped ($DRACUT_NOTE)"
 
-# --- ISOs: identical layout and boot loader ------------------------------
-iso() { # OUT INITRD IMAGE APPEND
-    local t=$WORK/isotree
-    rm -rf "$t" && mkdir -p "$t/boot/isolinux" "$t/KNOPPIX"
-    cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$t/boot/isolinux/"
-    cp "$KERNEL" "$t/boot/isolinux/linux"
-    cp "$2" "$t/boot/isolinux/initrd.gz"
-    printf 'DEFAULT live\nPROMPT 0\nTIMEOUT 0\nLABEL live\n  KERNEL linux\n  APPEND initrd=initrd.gz %s\n' \
-        "$4" > "$t/boot/isolinux/isolinux.cfg"
-    ln "$3" "$t/KNOPPIX/KNOPPIX"
-    xorriso -as mkisofs -quiet -R -J -V KNOPPIX -o "$1" \
-        -b boot/isolinux/isolinux.bin -c boot/isolinux/boot.cat -no-emul-boot -boot-load-size 4 \
-        -boot-info-table -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin "$t" 2>/dev/null
-    rm -rf "$t"
-}
-iso ours.iso ours-initrd.gz ours.cloop "$APPEND"
-iso squashfs.iso theirs-initrd.gz theirs.squashfs "$APPEND"
+# --- ISOs: identical layout and boot loader (initramfs/mklive.sh) ---------
+MKLIVE_INITRD=ours-initrd.gz make_iso ours.iso "$APPEND" ours.cloop
+MKLIVE_INITRD=theirs-initrd.gz make_iso squashfs.iso "$APPEND" theirs.squashfs
 rm -f dracut.iso
-[ ! -f dracut-initrd.img ] || iso dracut.iso dracut-initrd.img ours.cloop "$APPEND root=live:cloop"
+[ ! -f dracut-initrd.img ] || MKLIVE_INITRD=dracut-initrd.img make_iso dracut.iso "$APPEND root=live:cloop" ours.cloop
 
 size() { if [ -f "$1" ]; then stat -c %s "$1"; else echo null; fi; }
 cat > sizes.json <<JSON
@@ -221,62 +125,29 @@ JSON
 if [ "$REUSE" = 0 ] || [ ! -f sizes.json ]; then build; else say "reusing the ISOs in $WORK"; fi
 
 # --- boots -------------------------------------------------------------------
-# boot NAME ROUND: one boot, serial console on a pipe, every line stamped
-# with the seconds since QEMU started; QEMU is stopped at BOOT-DONE. One
-# JSON line per boot goes to runs.jsonl.
-boot() {
-    python3 - "$1" "$2" "$TIMEOUT" "$MEM" "$SMP" <<'PY'
-import json, os, re, select, subprocess, sys, time
-name, rnd, timeout, mem, smp = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
-log_path = f"logs/{name}-{rnd}.log"
-cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", mem, "-smp", smp, "-nodefaults", "-no-reboot",
-       "-cdrom", f"{name}.iso", "-boot", "d", "-display", "none", "-serial", "stdio"]
-fail = re.compile(r"Kernel panic|boot failed|cloopbox rescue|bench-init: no CD|emergency mode|"
-                  r"Emergency shell|dracut Warning: FATAL|Could not boot")
-lines, buf, stop, done, cpu = [], b"", None, False, None
-load = float(open("/proc/loadavg").read().split()[0])
-t0 = time.monotonic()
-p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-tick = os.sysconf("SC_CLK_TCK")
-
-def qemu_cpu():
-    # user + system time of all QEMU threads: the emulation work, which
-    # (unlike wall time) hardly changes when other jobs load the host.
-    f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / tick
-fd = p.stdout.fileno()
-while not stop and not done:
-    left = t0 + timeout - time.monotonic()
-    if left <= 0:
-        stop = "timeout"
-        break
-    r, _, _ = select.select([fd], [], [], min(left, 1.0))
-    if not r:
-        continue
-    chunk = os.read(fd, 65536)
-    now = time.monotonic() - t0
-    if not chunk:
-        stop = "QEMU exited"
-        break
-    buf += chunk
-    while b"\n" in buf:
-        line, buf = buf.split(b"\n", 1)
-        text = line.decode(errors="replace").rstrip("\r")
-        lines.append((now, text))
-        # The guest prints ROOT-UP as soon as is-system-running returns;
-        # what it reports afterwards (until BOOT-DONE) is not boot time.
-        if text.startswith("ROOT-UP multi-user") and cpu is None:
-            cpu = qemu_cpu()
-        if text.startswith("BOOT-DONE"):
-            done = True
-        elif fail.search(text):
-            stop = "failure: " + text
-if p.poll() is None:
-    p.kill()
-p.wait()
-with open(log_path, "w") as f:
-    for t, text in lines:
-        f.write(f"{t:9.3f} {text}\n")
+# bench_boot NAME ROUND: one boot (lib.sh's boot: every console line
+# stamped with the seconds since QEMU started, in logs/*.log.times; QEMU's
+# CPU time at the guest's ROOT-UP: the emulation work, which, unlike wall
+# time, hardly changes when other jobs load the host); QEMU is stopped at
+# BOOT-DONE. One JSON line per boot goes to runs.jsonl.
+BENCH_FAIL="Kernel panic|boot failed|cloopbox rescue|bench-init: no CD|emergency mode|Emergency shell|dracut Warning: FATAL|Could not boot"
+bench_boot() {
+    local name=$1 rnd=$2
+    # The guest prints ROOT-UP as soon as is-system-running returns; what it
+    # reports afterwards (until BOOT-DONE) is not boot time.
+    BOOT_MARK="^ROOT-UP multi-user" QEMU_SMP=$SMP QEMU_MEM=$MEM boot "$name-$rnd" "^BOOT-DONE|$BENCH_FAIL" \
+        -cdrom "$name.iso" -boot d
+    python3 - "$name" "$rnd" "logs/$name-$rnd.log.times" "$BOOT_END" "${BOOT_CPU:--}" "$BOOT_LOAD" "$BENCH_FAIL" <<'PY'
+import json, re, sys
+name, rnd, log_path, end, cpu, load, fail = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6]), re.compile(sys.argv[7])
+lines = []
+for l in open(log_path, errors="replace"):
+    t, _, text = l.rstrip("\n").partition(" ")
+    lines.append((float(t), text))
+cpu = None if cpu == "-" else float(cpu)
+stop = {"timeout": "timeout", "exit": "QEMU exited"}.get(end)
+if end == "until" and not any(t.startswith("BOOT-DONE") for _, t in lines):
+    stop = "failure: " + next((t for _, t in lines if fail.search(t)), "?")
 res = {"name": name, "round": rnd, "error": stop, "log": log_path, "load_at_start": load}
 if cpu is not None:
     res["qemu_cpu_s"] = round(cpu, 2)
@@ -329,13 +200,13 @@ NAMES=()
 for c in "${WANTED[@]}"; do
     if [ -f "$c.iso" ]; then NAMES+=("$c"); else say "$c: no ISO, not booted"; fi
 done
-rm -f runs.jsonl logs/*.log
+rm -f runs.jsonl logs/*.log logs/*.log.times
 say "$RUNS rounds of ${#NAMES[@]} boots (${NAMES[*]}), rotated order, -smp $SMP"
 cut -d' ' -f1-3 /proc/loadavg > load-before
 for ((r = 1; r <= RUNS; r++)); do
     n=${#NAMES[@]}
     for ((i = 0; i < n; i++)); do
-        boot "${NAMES[$(((i + r - 1) % n))]}" "$r"
+        bench_boot "${NAMES[$(((i + r - 1) % n))]}" "$r"
     done
 done
 cut -d' ' -f1-3 /proc/loadavg > load-after

@@ -8,7 +8,8 @@
 #
 # -r reuses the ISOs of the previous run (no rebuild) and only boots.
 #
-# Contenders (each an El Torito ISO with isolinux, the image at KNOPPIX/KNOPPIX):
+# Contenders (each a hybrid ISO of initramfs/mklive.sh, booted by isolinux,
+# the image at KNOPPIX/KNOPPIX):
 #   ours-iso   cloopbox initramfs; iso9660 in cloop (64 KiB blocks, zlib -L 9),
 #              served by cloopd on /dev/nbd0, overlayfs on top (as Knoppix)
 #   ours-ext4  cloopbox initramfs; ext4 in cloop, block-level cowfile on tmpfs
@@ -58,46 +59,17 @@ TIMEOUT=${QEMU_TIMEOUT:-600}
 APPEND="console=ttyS0 panic=-1 loglevel=4"
 say() { printf '[boot-bench] %s\n' "$*" >&2; }
 
-need() { # COMMAND PACKAGE
-    command -v "$1" >/dev/null || { echo "boot-bench: missing $1 (apt-get install $2)" >&2; exit 1; }
-}
-need qemu-system-x86_64 qemu-system-x86
-need xorriso xorriso
-need mksquashfs squashfs-tools
-need mkfs.ext4 e2fsprogs
-need cpio cpio
-need depmod kmod
-need python3 python3
-[ -f /usr/lib/ISOLINUX/isolinux.bin ] || { echo "boot-bench: apt-get install isolinux" >&2; exit 1; }
-[ -f /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || { echo "boot-bench: apt-get install syslinux-common" >&2; exit 1; }
-BUSYBOX=/bin/busybox
-if [ ! -x $BUSYBOX ] || readelf -lW $BUSYBOX | grep -q INTERP; then
-    echo "boot-bench: $BUSYBOX must be static (apt-get install busybox-static)" >&2
-    exit 1
-fi
-
-# The Debian kernel that qemu-test.sh unpacks (dpkg -x, not installed).
-KDIR=$ROOT/work/qemu/kernel
-if [ ! -f "$KDIR/vmlinuz" ]; then
-    say "no kernel at $KDIR: running ./qemu-test.sh smoke to fetch it"
-    "$ROOT/qemu-test.sh" smoke >&2
-fi
-KERNEL=$KDIR/vmlinuz
-KVER=$(cat "$KDIR/version")
-MODSRC=$KDIR/pkg/lib/modules/$KVER
-
-mkdir -p "$WORK/logs"
-cd "$WORK"
+# The Debian kernel, the images, ISOs (initramfs/mklive.sh) and the boot
+# runner: tests/qemu/lib.sh, shared with qemu-test.sh.
+LOGS=$WORK/logs
+# shellcheck source=tests/qemu/lib.sh
+. "$ROOT/tests/qemu/lib.sh"
+bench_setup boot-bench
 
 # build: the root tree, the images, both initramfs images and the ISOs,
 # into $WORK; sizes.json records what the report needs about them.
 build() {
-if [ -n "${CLOOPBOX:-}" ]; then
-    BINARY="$CLOOPBOX"
-else
-    CLOOPBOX=$("$ROOT/scripts/build-static.sh")
-    BINARY="scripts/build-static.sh at $(git -C "$ROOT" describe --always --dirty)"
-fi
+bench_binary
 "$ROOT/bench/rootfs-image.sh" "$BENCH" >/dev/null
 
 # --- the root tree -----------------------------------------------------------
@@ -108,147 +80,31 @@ rm -f tree/.complete
 mkdir -p tree/opt/bench
 cp $BUSYBOX tree/opt/bench/busybox
 [ ! -e tree/sbin/init ] || { echo "boot-bench: the root tree already has a /sbin/init" >&2; exit 1; }
-cat > tree/sbin/init <<'INIT'
-#!/bin/sh
-# PID 1 of the benchmark's root: report, time a whole-tree read, power off.
-BB=/opt/bench/busybox
-read up _ < /proc/uptime
-echo "ROOT-UP uptime=$up"
-echo "ROOTFS: $($BB awk '$2 == "/" { l = $1 " " $3 } END { print l }' /proc/mounts)"
-$BB dmesg | $BB grep -E 'Run /init|cloopbox|bench-init' | $BB sed 's/^/DMESG: /'
-snap() {
-    echo "SNAP-$1 uptime $($BB cut -d' ' -f1 /proc/uptime)"
-    echo "SNAP-$1 $($BB grep '^cpu ' /proc/stat)"
-    # sectors read, reads completed
-    $BB awk -v s="SNAP-$1" '$3 ~ /^(sr0|nbd0|loop0)$/ { print s, "disk", $3, $6, $4 }' /proc/diskstats
-    # CPU ticks (user, system) of every task; root-storage daemons ('@' in
-    # argv[0]) are named @daemon.
-    for p in /proc/[0-9]*; do
-        name=$($BB cat $p/comm 2> /dev/null) || continue
-        case $($BB tr '\0' ' ' < $p/cmdline 2> /dev/null) in @*) name=@daemon ;; esac
-        echo "SNAP-$1 task ${p#/proc/} $name $($BB sed 's/^.*) //' $p/stat | $BB awk '{ print $12, $13 }')"
-    done
-}
-for q in /sys/block/nbd0 /sys/block/loop0; do
-    [ -e $q/size ] && [ "$($BB cat $q/size)" != 0 ] || continue
-    echo "QUEUE: ${q##*/} lbs $($BB cat $q/queue/logical_block_size) max_sectors_kb $($BB cat $q/queue/max_sectors_kb) read_ahead_kb $($BB cat $q/queue/read_ahead_kb)"
-done
-$BB sync
-echo 3 > /proc/sys/vm/drop_caches
-cd /
-set --
-for d in *; do
-    case $d in proc | sys | dev | run | tmp | mnt-system | lost+found) ;; *) set -- "$@" "$d" ;; esac
-done
-snap A
-$BB sh -c '/opt/bench/busybox tar cf /dev/null "$@" 2> /dev/null; echo "TAR-STATUS $?";
-    /opt/bench/busybox sed -n "s/^rchar: /TAR-RCHAR /p" /proc/$$/io
-    echo "TAR-CPU $(/opt/bench/busybox sed "s/^.*) //" /proc/$$/stat | /opt/bench/busybox cut -d" " -f14,15)"' sh "$@"
-snap B
-# What one extra pass over the data costs here: 210 MB written into and
-# read out of a pipe (two copies, as through the NBD socket).
-t0=$($BB cut -d' ' -f1 /proc/uptime)
-$BB dd if=/dev/zero bs=131072 count=1600 2> /dev/null | $BB dd of=/dev/null bs=131072 2> /dev/null
-echo "PIPE-210MB $t0 $($BB cut -d' ' -f1 /proc/uptime)"
-echo "BENCH-DONE"
-$BB poweroff -f
-INIT
-chmod 0755 tree/sbin/init
+install -m 0755 "$GUEST/bench-init.sh" tree/sbin/init
 TREE_BYTES=$(du -sb tree | cut -f1)
 
 # --- images ------------------------------------------------------------------
 say "images: iso9660 and ext4 in cloop (-B 65536 -L 9), squashfs (gzip, -b 65536)"
-xorriso -as mkisofs -quiet -R -V KNOPPIX_FS -o fs.iso tree
-"$CLOOPBOX" create_compressed_fs -q -t "$(nproc)" -B 65536 -L 9 fs.iso ours-iso.cloop
+cloop_of iso9660 tree ours-iso.cloop
 # ext4 with a quarter free and 4 KiB blocks (mkfs.ext4 picks 1 KiB below
 # 512 MiB; a real live root is bigger).
 EXT4_MB=$((TREE_BYTES * 4 / 3 / 1048576 + 64))
-rm -f fs.ext4 && truncate -s "${EXT4_MB}M" fs.ext4
-mkfs.ext4 -q -F -b 4096 -L KNOPPIX_FS -d tree -E lazy_itable_init=0,lazy_journal_init=0 fs.ext4
-"$CLOOPBOX" create_compressed_fs -q -t "$(nproc)" -B 65536 -L 9 fs.ext4 ours-ext4.cloop
-FS_ISO_BYTES=$(stat -c %s fs.iso)
-FS_EXT4_BYTES=$(stat -c %s fs.ext4)
-rm -f fs.iso fs.ext4
+cloop_of ext4 tree ours-ext4.cloop --fs-size "$EXT4_MB"
+FS_ISO_BYTES=$("$CLOOPBOX" cloopinfo ours-iso.cloop | awk '/^uncompressed size:/ { print $3 }')
+FS_EXT4_BYTES=$((EXT4_MB * 1048576))
 mksquashfs tree theirs.squashfs -noappend -quiet -no-progress -comp gzip -b 65536 >/dev/null
 
 # --- initramfs images --------------------------------------------------------
 say "initramfs: ours (initramfs/mkinitramfs.sh) and a minimal busybox one"
-"$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX" -k "$KVER" -m "$KDIR/pkg" -o ours-initrd.gz
+"$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
 # Size only: ours without the busybox rescue shell.
-"$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX" -k "$KVER" -m "$KDIR/pkg" -s none -o ours-initrd-noshell.gz
+"$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX" -k "$KVER" -m "$KERNEL_DIR/pkg" -s none -o ours-initrd-noshell.gz
 
-# Their modules in dependency order, from the same kernel: depmod on a
-# scratch index (the unpacked package ships no modules.dep), then
-# modprobe --show-depends. Built-in ones print nothing.
-scratch=$WORK/modscratch
-rm -rf "$scratch" && mkdir -p "$scratch/lib/modules/$KVER"
-ln -s "$MODSRC/kernel" "$scratch/lib/modules/$KVER/kernel"
-cp "$MODSRC"/modules.builtin* "$MODSRC/modules.order" "$scratch/lib/modules/$KVER/"
-depmod -b "$scratch" "$KVER"
-mapfile -t THEIR_MODS < <(modprobe -d "$scratch" -S "$KVER" --show-depends -a ata_piix sr_mod isofs loop squashfs overlay |
-    awk '$1 == "insmod" && !seen[$2]++ { print $2 }')
-rm -rf theirs-initrd && mkdir -p theirs-initrd/{bin,dev,proc,sys,run,newroot,lib/modules}
-cp $BUSYBOX theirs-initrd/bin/busybox
-for a in sh mount umount insmod losetup mkdir switch_root sleep cat cut echo; do ln -s busybox "theirs-initrd/bin/$a"; done
-INSMODS=""
-for m in "${THEIR_MODS[@]}"; do
-    cp "$m" theirs-initrd/lib/modules/
-    INSMODS+="insmod /lib/modules/$(basename "$m")"$'\n'
-done
-cat > theirs-initrd/init <<INIT
-#!/bin/sh
-# The usual live boot, reduced to its steps: modules, the CD, the squashfs
-# on a loop device, overlayfs with a tmpfs upper, switch_root.
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs -o mode=0755 devtmpfs /dev
-mount -t tmpfs -o mode=0755 tmpfs /run
-mark() { echo "bench-init: \$*" > /dev/kmsg; }
-mark start
-$INSMODS
-mark modules loaded
-mkdir -p /run/live/medium /run/live/rootfs /run/live/overlay
-# Polled every 250 ms, as cloopbox's init polls for its medium.
-n=0
-until mount -t iso9660 -o ro /dev/sr0 /run/live/medium 2> /dev/null; do
-    n=\$((n + 1))
-    [ \$n -lt 240 ] || { echo "bench-init: no CD"; exec sh; }
-    sleep 0.25
-done
-mark medium mounted
-losetup -r /dev/loop0 /run/live/medium/KNOPPIX/KNOPPIX
-mount -t squashfs -o ro /dev/loop0 /run/live/rootfs
-mount -t tmpfs -o mode=0755 tmpfs /run/live/overlay
-mkdir -p /run/live/overlay/upper /run/live/overlay/work
-mount -t overlay -o lowerdir=/run/live/rootfs,upperdir=/run/live/overlay/upper,workdir=/run/live/overlay/work overlay /newroot
-mark root mounted
-for d in dev proc sys run; do mount --move /\$d /newroot/\$d; done
-exec switch_root /newroot /sbin/init
-INIT
-chmod 0755 theirs-initrd/init
-find theirs-initrd -exec touch -h -d @0 {} +
-(cd theirs-initrd && find . -mindepth 1 -printf '%P\0' | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) |
-    gzip -9 -n > theirs-initrd.gz
+squashfs_initrd theirs-initrd.gz
 
-# --- ISOs: identical layout and boot loader ----------------------------------
-make_iso() { # OUT INITRD IMAGE
-    local t=$WORK/isotree
-    rm -rf "$t" && mkdir -p "$t/boot/isolinux" "$t/KNOPPIX"
-    cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$t/boot/isolinux/"
-    cp "$KERNEL" "$t/boot/isolinux/linux"
-    cp "$2" "$t/boot/isolinux/initrd.gz"
-    printf 'DEFAULT live\nPROMPT 0\nTIMEOUT 0\nLABEL live\n  KERNEL linux\n  APPEND initrd=initrd.gz %s\n' \
-        "$APPEND" > "$t/boot/isolinux/isolinux.cfg"
-    ln "$3" "$t/KNOPPIX/KNOPPIX"
-    xorriso -as mkisofs -quiet -R -J -V KNOPPIX -o "$1" \
-        -b boot/isolinux/isolinux.bin -c boot/isolinux/boot.cat -no-emul-boot -boot-load-size 4 \
-        -boot-info-table -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin "$t"
-    rm -rf "$t"
-}
-make_iso ours-iso.iso ours-initrd.gz ours-iso.cloop
-make_iso ours-ext4.iso ours-initrd.gz ours-ext4.cloop
-make_iso squashfs.iso theirs-initrd.gz theirs.squashfs
+# --- ISOs: identical layout and boot loader (initramfs/mklive.sh) -------------
+for c in ours-iso ours-ext4; do MKLIVE_INITRD=ours-initrd.gz make_iso "$c.iso" "$APPEND" "$c.cloop"; done
+MKLIVE_INITRD=theirs-initrd.gz make_iso squashfs.iso "$APPEND" theirs.squashfs
 
 cat > sizes.json <<JSON
 {"tree_bytes": $TREE_BYTES, "fs_iso_bytes": $FS_ISO_BYTES, "fs_ext4_bytes": $FS_EXT4_BYTES,
@@ -256,7 +112,7 @@ cat > sizes.json <<JSON
  "iso": {"ours-iso": $(stat -c %s ours-iso.iso), "ours-ext4": $(stat -c %s ours-ext4.iso), "squashfs": $(stat -c %s squashfs.iso)},
  "initrd": {"ours-iso": $(stat -c %s ours-initrd.gz), "ours-ext4": $(stat -c %s ours-initrd.gz), "squashfs": $(stat -c %s theirs-initrd.gz)},
  "initrd_ours_noshell": $(stat -c %s ours-initrd-noshell.gz),
- "their_modules": "$(for m in "${THEIR_MODS[@]}"; do basename "$m" .ko; done | tr '\n' ' ' | sed 's/ $//')",
+ "their_modules": "$SQUASHFS_MODULES",
  "kernel": "$KVER", "qemu": "$(qemu-system-x86_64 --version | head -1)", "mem": $MEM,
  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')", "nproc": $(nproc),
  "host_kernel": "$(uname -r)", "append": "$APPEND", "binary": "$BINARY"}
@@ -266,46 +122,23 @@ JSON
 if [ "$REUSE" = 0 ] || [ ! -f sizes.json ]; then build; else say "reusing the ISOs in $WORK"; fi
 
 # --- boots -------------------------------------------------------------------
-# boot NAME SMP ROUND: one boot with the serial console on a pipe; every line
-# is stamped with the seconds since QEMU was started; one JSON line per boot
-# goes to runs.jsonl.
-boot() {
-    python3 - "$1" "$2" "$3" "$TIMEOUT" "$MEM" <<'PY'
-import json, os, re, select, subprocess, sys, time
-name, smp, rnd, timeout, mem = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-log_path = f"logs/{name}-smp{smp}-{rnd}.log"
-cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", mem, "-smp", str(smp), "-nodefaults", "-no-reboot",
-       "-cdrom", f"{name}.iso", "-boot", "d", "-display", "none", "-serial", "stdio"]
-lines, buf, stop = [], b"", None
-t0 = time.monotonic()
-p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-fd = p.stdout.fileno()
-while not stop:
-    left = t0 + timeout - time.monotonic()
-    if left <= 0:
-        stop = "timeout"
-        break
-    r, _, _ = select.select([fd], [], [], min(left, 1.0))
-    if not r:
-        continue
-    chunk = os.read(fd, 65536)
-    now = time.monotonic() - t0
-    if not chunk:
-        break
-    buf += chunk
-    while b"\n" in buf:
-        line, buf = buf.split(b"\n", 1)
-        text = line.decode(errors="replace").rstrip("\r")
-        lines.append((now, text))
-        if re.search(r"Kernel panic|boot failed|cloopbox rescue|bench-init: no CD", text):
-            stop = "failure: " + text
-if p.poll() is None:
-    p.kill()
-p.wait()
-total = time.monotonic() - t0
-with open(log_path, "w") as f:
-    for t, text in lines:
-        f.write(f"{t:9.3f} {text}\n")
+# bench_boot NAME SMP ROUND: one boot (lib.sh's boot: every console line
+# stamped with the seconds since QEMU was started, in logs/*.log.times);
+# one JSON line per boot goes to runs.jsonl.
+bench_boot() {
+    local name=$1 smp=$2 rnd=$3 log=$1-smp$2-$3
+    QEMU_SMP=$smp QEMU_MEM=$MEM boot "$log" "Kernel panic|boot failed|cloopbox rescue|bench-init: no CD" \
+        -cdrom "$name.iso" -boot d
+    python3 - "$name" "$smp" "$rnd" "logs/$log.log.times" "$BOOT_TOTAL" "$BOOT_END" <<'PY'
+import json, re, sys
+name, smp, rnd, log_path, total, end = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), sys.argv[6]
+lines = []
+for l in open(log_path, errors="replace"):
+    t, _, text = l.rstrip("\n").partition(" ")
+    lines.append((float(t), text))
+stop = "timeout" if end == "timeout" else None
+if end == "until":
+    stop = "failure: " + next((t for _, t in lines if re.search(r"Kernel panic|boot failed|cloopbox rescue|bench-init: no CD", t)), "?")
 res = {"name": name, "smp": smp, "round": rnd, "total_s": round(total, 3), "error": stop, "log": log_path}
 snap = {"A": {}, "B": {}}
 for t, text in lines:
@@ -392,14 +225,14 @@ IFS=, read -ra NAMES <<< "$CONTENDERS"
 read -ra SMPS <<< "$SMP"
 PAIRS=()
 for s in "${SMPS[@]}"; do for c in "${NAMES[@]}"; do PAIRS+=("$c $s"); done; done
-rm -f runs.jsonl logs/*.log
+rm -f runs.jsonl logs/*.log logs/*.log.times
 say "$RUNS rounds of ${#PAIRS[@]} boots (${NAMES[*]} at -smp ${SMPS[*]}), rotated order"
 cut -d' ' -f1-3 /proc/loadavg > load-before
 for ((r = 1; r <= RUNS; r++)); do
     n=${#PAIRS[@]}
     for ((i = 0; i < n; i++)); do
         # shellcheck disable=SC2086
-        boot ${PAIRS[$(((i + r - 1) % n))]} "$r"
+        bench_boot ${PAIRS[$(((i + r - 1) % n))]} "$r"
     done
 done
 cut -d' ' -f1-3 /proc/loadavg > load-after

@@ -1,15 +1,16 @@
 # shellcheck shell=bash
-# dracut scenarios, sourced by qemu-test.sh: live roots booted by a dracut
+# dracut scenarios, sourced by qemu-test.sh (helpers from tests/qemu/lib.sh):
+# live roots booted by a dracut
 # initramfs that carries dracut-module/50cloopbox instead of our own init,
 # with -kernel/-initrd/-append and the medium as a CD.
 #
 #   dracut          systemd in the initrd (dracut's systemd modules), the
 #                   Debian systemd root of tests/qemu/debian.sh
-#                   (prepare_debian, its CD as it is) up to multi-user,
+#                   (lib.sh's prepare_debian, its CD as it is) up to multi-user,
 #                   then systemctl poweroff through our exit initramfs
 #   dracut-shell    the same with dracut's shell init (no systemd in the
 #                   initrd)
-#   dracut-iso9660  systemd in the initrd, the busybox root of qemu-test.sh
+#   dracut-iso9660  systemd in the initrd, the busybox root of lib.sh
 #                   in an iso9660 image: read-only on nbd, overlayfs root;
 #                   selected Knoppix-style by rd.cloopbox, without root=
 #   dracut-no-medium  dracut's shell init and no medium: the reason, then
@@ -56,10 +57,6 @@ daemon_pid() {
 # what keeps it alive differs between the flavours (docs/dracut.md).
 dracut_debian() {
     local name=$1 flavour=$2 pid1=$3 cgroup=$4 t0=$SECONDS
-    if ! declare -F prepare_debian > /dev/null; then
-        record "$name" FAIL 0 "needs prepare_debian from tests/qemu/debian.sh"
-        return 0
-    fi
     build_dracut "$name" "$flavour" || return 0
     prepare_debian
     # shellcheck disable=SC2034 # boot() reads it
@@ -91,42 +88,21 @@ scenario_dracut() { dracut_debian dracut systemd systemd /system.slice/dracut-in
 scenario_dracut-shell() { dracut_debian dracut-shell shell init /init.scope; }
 
 # --- dracut-iso9660 ----------------------------------------------------------
-# The busybox root (qemu-test.sh's make_rootfs and GUEST_INIT) behind a
-# first /sbin/init that reports what the root sees of the initrd: each
-# daemon the hook logged, by pid, still alive with its argv and cgroup, and
-# the exit initramfs as systemd-shutdown would check it (access X_OK).
-# shellcheck disable=SC2016 # a guest script: it expands in the guest
-DRACUT_ROOT_INIT='#!/bin/sh
-PATH=/bin:/sbin
-echo "DRACUT-ROOT: up"
-dmesg | sed -n "s/.*cloopbox-dracut: /DRACUT-KMSG: /p"
-for pid in $(dmesg | sed -n "s/.*cloopbox-dracut: \/dev\/nbd[0-9]* served by pid \([0-9]*\) .*/\1/p"); do
-    if [ -r /proc/$pid/cmdline ]; then
-        echo "SURVIVED: pid $pid argv $(tr "\0" " " < /proc/$pid/cmdline)"
-        echo "SURVIVED-cgroup: pid $pid $(cat /proc/$pid/cgroup)"
-    else
-        echo "LOST: pid $pid"
-    fi
-done
-echo "RUN-MOUNT: $(awk "\$2 == \"/run\" { print \$4 }" /proc/mounts)"
-[ -x /run/initramfs/shutdown ] && echo "EXITRD: /run/initramfs/shutdown executable"
-[ -f /run/initramfs/etc/initrd-release ] && echo "EXITRD: etc/initrd-release"
-[ -e /run/initramfs/.need_shutdown ] && echo "EXITRD: .need_shutdown present"
-exec /sbin/init.guest
-'
-
+# The busybox root (lib.sh's make_rootfs) behind a first /sbin/init
+# (guest/dracut-root-init.sh) that reports what the root sees of the
+# initrd: each daemon the hook logged, by pid, still alive with its argv and
+# cgroup, and the exit initramfs as systemd-shutdown would check it.
 scenario_dracut-iso9660() {
-    local name=dracut-iso9660 root=$DRACUT_WORK/rootfs tree=$DRACUT_WORK/isotree
+    local name=dracut-iso9660 root=$DRACUT_WORK/rootfs
     build_dracut "$name" systemd || return 0
     make_rootfs "$root"
     mv "$root/sbin/init" "$root/sbin/init.guest"
-    printf '%s' "$DRACUT_ROOT_INIT" > "$root/sbin/init"
-    chmod 0755 "$root/sbin/init"
+    install -m 0755 "$GUEST/dracut-root-init.sh" "$root/sbin/init"
     # systemctl switch-root refuses a new root without os-release.
     printf 'NAME="cloopbox test root"\nID=cloopbox-test\n' > "$root/etc/os-release"
-    rm -rf "$tree" && mkdir -p "$tree/KNOPPIX"
-    cloop_of iso9660 "$root" "$tree/KNOPPIX/KNOPPIX"
-    xorriso -as mkisofs -quiet -R -J -V KNOPPIX -o "$DRACUT_WORK/cd-iso.iso" "$tree"
+    cloop_of iso9660 "$root" "$DRACUT_WORK/root-iso.cloop"
+    MKLIVE_INITRD=$DRACUT_WORK/initrd-systemd.img make_iso "$DRACUT_WORK/cd-iso.iso" "$APPEND_BASE rd.cloopbox" \
+        "$DRACUT_WORK/root-iso.cloop"
     boot "$name" "CHECKS-DONE|$DRACUT_FAILED" -kernel "$KERNEL" -initrd "$DRACUT_WORK/initrd-systemd.img" \
         -append "$APPEND_BASE rd.cloopbox" -cdrom "$DRACUT_WORK/cd-iso.iso"
     local pid

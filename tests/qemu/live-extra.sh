@@ -1,9 +1,7 @@
 # Scenarios for toram, ISO files on a disk, persistence and the media
-# check, on the small busybox live root of qemu-test.sh (prepare_live).
+# check, on the small busybox live root of tests/qemu/lib.sh (prepare_live).
 # Sourced by qemu-test.sh.
 ALL_SCENARIOS+=(toram iso-in-file iso-in-file-vfat persist persist-overlay media-check)
-
-SHUTDOWN_UNTIL="cloopbox-shutdown: (clean|unclean) shutdown|Kernel panic|boot failed|cloopbox rescue|EXITRD: pivot_root failed"
 
 # toram: copy to RAM with a media check first, eject, the host removes
 # the disc, and the system reads every file; then toram refused on a

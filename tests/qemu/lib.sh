@@ -1,0 +1,368 @@
+# shellcheck shell=bash
+# The shell library for QEMU work, sourced by qemu-test.sh, the scenario
+# files tests/qemu/*.sh and the boot benchmarks bench/boot*.sh:
+#
+#   fetch_kernel        Debian's linux-image-amd64, unpacked with dpkg -x
+#                       (not installed): KERNEL, KVER, MODDIR
+#   build_cloopbox      the static binary: CLOOPBOX_BIN
+#   build_initrd        our initramfs (initramfs/mkinitramfs.sh): $WORK/initrd.gz
+#   make_cpio           a gzip'ed newc archive of a directory
+#   mklive              initramfs/mklive.sh, the only ISO and image builder
+#   cloop_of, make_iso  images and ISOs through mklive
+#   make_rootfs, prepare_live   the busybox live root of the test scenarios
+#   debian_tree, debian_ext4_cloop, prepare_debian   the Debian systemd root
+#   squashfs_initrd     the "usual live boot" busybox initramfs (benchmarks)
+#   bench_setup, bench_binary   what the boot benchmarks share
+#   boot                one guest, through tests/qemu/boot.py (the one runner)
+#   check, check_absent, record, report   pass conditions and result records
+#
+# Before sourcing, a script may set WORK (scratch, default work/qemu of the
+# tree), LOGS (default $WORK/logs), INTERACTIVE (1: consoles on this tty).
+# Every guest script lives in tests/qemu/guest/.
+
+QEMU_LIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ROOT=${ROOT:-$QEMU_LIB_ROOT}
+WORK=${WORK:-$QEMU_LIB_ROOT/work/qemu}
+LOGS=${LOGS:-$WORK/logs}
+GUEST=$QEMU_LIB_ROOT/tests/qemu/guest
+INTERACTIVE=${INTERACTIVE:-0}
+# The kernel is shared by the scenarios and the benchmarks.
+KERNEL_DIR=${KERNEL_DIR:-$QEMU_LIB_ROOT/work/qemu/kernel}
+MKLIVE=$QEMU_LIB_ROOT/initramfs/mklive.sh
+# Scenario names: qemu-test.sh and every scenario file add theirs.
+ALL_SCENARIOS=()
+RESULTS=()
+mkdir -p "$WORK" "$LOGS"
+
+log() { printf '[qemu-test] %s\n' "$*" >&2; }
+
+# --- the Debian kernel, unpacked (not installed) ---------------------------
+fetch_kernel() {
+    local kdir=$KERNEL_DIR
+    if [ ! -f "$kdir/vmlinuz" ]; then
+        local pkg
+        pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+        [ -n "$pkg" ] || { log "cannot resolve linux-image-amd64 (apt-get update?)"; exit 1; }
+        log "fetching $pkg"
+        rm -rf "$kdir" && mkdir -p "$kdir/pkg"
+        (cd "$kdir" && apt-get download -qq "$pkg" && dpkg -x ./*.deb pkg)
+        cp "$kdir"/pkg/boot/vmlinuz-* "$kdir/vmlinuz"
+        basename "$kdir"/pkg/lib/modules/* > "$kdir/version"
+    fi
+    KERNEL=$kdir/vmlinuz
+    KVER=$(cat "$kdir/version")
+    MODDIR=$kdir/pkg/lib/modules/$KVER
+}
+
+build_cloopbox() {
+    [ -n "${CLOOPBOX_BIN:-}" ] || CLOOPBOX_BIN=$("$QEMU_LIB_ROOT/scripts/build-static.sh")
+}
+
+# make_cpio DIR OUT: a gzip-compressed newc archive of DIR.
+make_cpio() {
+    (cd "$1" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -9 > "$2"
+}
+
+build_initrd() {
+    [ -f "$WORK/initrd.gz" ] && [ "$WORK/initrd.gz" -nt "$CLOOPBOX_BIN" ] &&
+        [ "$WORK/initrd.gz" -nt "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" ] && return 0
+    "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BIN" -k "$KVER" -m "$KERNEL_DIR/pkg" \
+        -o "$WORK/initrd.gz"
+}
+
+# mklive ARGS...: initramfs/mklive.sh with our binary and kernel, quiet.
+mklive() {
+    "$MKLIVE" -q --binary "$CLOOPBOX_BIN" --kernel "$KERNEL" --modules "$KERNEL_DIR/pkg" --kver "$KVER" "$@"
+}
+
+# cloop_of KIND DIR OUT [MKLIVE ARGS...]: DIR as an ext4 (48 MiB unless
+# --fs-size) or iso9660 filesystem, compressed with our
+# create_compressed_fs (64 KiB blocks, as Knoppix does).
+cloop_of() {
+    local kind=$1 dir=$2 out=$3 size=()
+    shift 3
+    [ "$kind" != ext4 ] || size=(--fs-size 48)
+    mklive --image-only --root "$dir" --fs "$kind" "${size[@]}" "$@" -o "$out"
+}
+
+# make_iso OUT APPEND IMAGE...: the hybrid BIOS/UEFI ISO of mklive.sh with
+# our initramfs and the images as KNOPPIX/KNOPPIX, KNOPPIX1, ... MKLIVE_ARGS
+# (an array) adds options. WRONG_SUMS=1 makes sha256sum.txt list wrong
+# sums, for the media-check test.
+make_iso() {
+    local out=$1 append=$2 img args=()
+    shift 2
+    for img in "$@"; do args+=(--image "$img"); done
+    if [ "${WRONG_SUMS:-0}" = 1 ]; then
+        local add=$WORK/wrongsums.$$
+        rm -rf "$add" && mkdir -p "$add"
+        (
+            cd "$add" && n=0
+            for img in "$@"; do
+                if [ $n = 0 ]; then name=KNOPPIX; else name=KNOPPIX$n; fi
+                printf '%s  KNOPPIX/%s\n' "$(sha256sum < "$img" | cut -d' ' -f1 | sed 's/^./0/; s/^00/11/')" "$name"
+                n=$((n + 1))
+            done > sha256sum.txt
+        )
+        args+=(--add "$add")
+    fi
+    mklive --initrd "${MKLIVE_INITRD:-$WORK/initrd.gz}" --append "$append" "${args[@]}" \
+        ${MKLIVE_ARGS[@]+"${MKLIVE_ARGS[@]}"} -o "$out"
+    [ "${WRONG_SUMS:-0}" != 1 ] || rm -rf "$WORK/wrongsums.$$"
+}
+
+# --- the busybox live root of the test scenarios ---------------------------
+# Its /sbin/init (guest/init.sh) reports what the checks look for: how / is
+# mounted, the NBD mounts, the cow tmpfs, the root-storage daemons, that a
+# write sticks; cloopbox.test=NAME runs /tests/NAME.sh; then it powers off.
+make_rootfs() { # DIR
+    local r=$1
+    rm -rf "$r" && mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp,root,mnt-system}
+    cp /bin/busybox "$r/bin/busybox"
+    for a in $(/bin/busybox --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
+    cp "$CLOOPBOX_BIN" "$r/bin/cloopbox"
+    ln -s cloopbox "$r/bin/cowdev"
+    install -m 0755 "$GUEST/init.sh" "$r/sbin/init"
+    mkdir -p "$r/tests" "$r/lib/modules"
+    cp "$GUEST"/*.sh "$r/tests/"
+    # The root has no module tree; the UEFI checks (guest/efi.sh) need
+    # efivarfs, a signed module of the kernel package.
+    cp "$MODDIR/kernel/fs/efivarfs/efivarfs.ko" "$r/lib/modules/"
+    echo "cloopbox test root" > "$r/etc/issue"
+}
+
+APPEND_BASE="console=ttyS0 panic=-1 loglevel=4"
+[ "$INTERACTIVE" = 1 ] && APPEND_BASE+=" cloopbox.demo=shell"
+UNTIL_LIVE="CHECKS-DONE|boot failed|Kernel panic|cloopbox rescue"
+SHUTDOWN_UNTIL="cloopbox-shutdown: (clean|unclean) shutdown|Kernel panic|boot failed|cloopbox rescue|EXITRD: pivot_root failed"
+BLOCK_COW_CHECKS=("ROOTFS: /dev/nbd[0-9]+ ext4" "COWMOUNT: tmpfs" "COWFILE: KNOPPIX.cow" "DAEMON: [0-9]+ @cloopd"
+    "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot" "LIVE: ok" "MNT-SYSTEM: ok"
+    "CTL: +copy-on-write file: /run/initramfs/cow/KNOPPIX.cow" "CTL: +cowblocks in use: +[1-9]" "CHECKS-DONE")
+OVERLAY_CHECKS=("ROOTFS: overlay overlay" "NBDMOUNT: /dev/nbd[0-9]+ /run/initramfs/images/0 iso9660"
+    "COWMOUNT: tmpfs" "DAEMON: [0-9]+ @cloopd" "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot"
+    "CTL: +read-only file: /run/initramfs/live/KNOPPIX/KNOPPIX" "CHECKS-DONE")
+
+# prepare_live: the busybox root as ext4 and iso9660 in cloop, and the CD
+# with the ext4 one, once per run.
+prepare_live() {
+    [ -n "${LIVE_READY:-}" ] && return 0
+    build_initrd
+    make_rootfs "$WORK/rootfs"
+    cloop_of ext4 "$WORK/rootfs" "$WORK/root-ext4.cloop"
+    cloop_of iso9660 "$WORK/rootfs" "$WORK/root-iso.cloop"
+    make_iso "$WORK/cd-ext4.iso" "$APPEND_BASE" "$WORK/root-ext4.cloop"
+    LIVE_READY=1
+}
+
+# --- the Debian systemd root -----------------------------------------------
+# The root comes from tests/qemu/mkdebian.sh as a tarball, DEBIAN_TAR
+# (default work/qemu/debian-root.tar; set it to share one across trees).
+DEBIAN_TAR=${DEBIAN_TAR:-$QEMU_LIB_ROOT/work/qemu/debian-root.tar}
+
+# debian_tree DIR: the Debian root from DEBIAN_TAR, unpacked into DIR, with
+# the test pieces: the check (guest/debian-check.sh, started by
+# cloopbox-test.service through systemd-run once multi-user is reached),
+# cowdev (our binary, staged by init as /run/initramfs/shutdown), and no
+# getty on the serial port (agetty's vhangup would cut the check off its
+# tty).
+debian_tree() {
+    local t=$1
+    rm -rf "$t" && mkdir -p "$t"
+    tar --numeric-owner -xf "$DEBIAN_TAR" -C "$t"
+    install -D -m 0755 "$GUEST/debian-check.sh" "$t/usr/local/sbin/cloopbox-check"
+    ln -s /run/initramfs/shutdown "$t/usr/local/sbin/cowdev"
+    cat > "$t/etc/systemd/system/cloopbox-test.service" <<'UNIT'
+[Unit]
+Description=cloopbox test: start the checks outside the boot transaction
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/systemd-run --no-block --unit=cloopbox-check --description="cloopbox checks" /usr/local/sbin/cloopbox-check
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    mkdir -p "$t/etc/systemd/system/multi-user.target.wants"
+    ln -s ../cloopbox-test.service "$t/etc/systemd/system/multi-user.target.wants/cloopbox-test.service"
+    ln -s /dev/null "$t/etc/systemd/system/serial-getty@ttyS0.service"
+}
+
+# debian_ext4_cloop TREE OUT: TREE as ext4 (4 KiB blocks, a quarter plus
+# 256 MiB free for the writes of the checks: mklive's default), compressed
+# with 64 KiB blocks. Inode tables and journal are written by mkfs, so the
+# guest's ext4lazyinit has nothing to do.
+debian_ext4_cloop() {
+    mklive --image-only --root "$1" --fs ext4 -o "$2"
+}
+
+# prepare_debian: the tarball (built once), the tree, the image and the
+# ISO, for the systemd scenarios:
+#   DEBIAN_TREE    the unpacked root with the test pieces (debian_tree)
+#   DEBIAN_CLOOP   that tree as ext4 in cloop (64 KiB blocks)
+#   DEBIAN_ISO     a bootable CD with our initramfs and DEBIAN_CLOOP
+#   DEBIAN_APPEND  its kernel command line
+# The image is rebuilt only when the tarball, the check or this file changed.
+prepare_debian() {
+    [ -n "${DEBIAN_READY:-}" ] && return 0
+    build_initrd
+    "$QEMU_LIB_ROOT/tests/qemu/mkdebian.sh" "$DEBIAN_TAR"
+    local dir=$WORK/debian key
+    mkdir -p "$dir"
+    DEBIAN_TREE=$dir/tree
+    DEBIAN_CLOOP=$dir/root-ext4.cloop
+    DEBIAN_ISO=$dir/debian.iso
+    # systemd logs to the console, so its kills (or their absence) and the
+    # shutdown sequence are in the serial log.
+    DEBIAN_APPEND="$APPEND_BASE systemd.log_target=console"
+    key="$(stat -c '%s %Y' "$DEBIAN_TAR") $(cat "${BASH_SOURCE[0]}" "$GUEST/debian-check.sh" | sha256sum | cut -c1-16)"
+    if [ ! -f "$DEBIAN_CLOOP" ] || [ "$(cat "$dir/key" 2>/dev/null)" != "$key" ]; then
+        log "debian: unpacking $DEBIAN_TAR and compressing the root"
+        debian_tree "$DEBIAN_TREE"
+        debian_ext4_cloop "$DEBIAN_TREE" "$DEBIAN_CLOOP"
+        echo "$key" > "$dir/key"
+    fi
+    make_iso "$DEBIAN_ISO" "$DEBIAN_APPEND" "$DEBIAN_CLOOP"
+    DEBIAN_READY=1
+}
+
+# squashfs_initrd OUT: the usual live boot of the benchmarks' contender, a
+# busybox initramfs (guest/squashfs-init.sh) with the modules it insmods
+# (from the same kernel, in dependency order) that loop-mounts a squashfs
+# from the CD with overlayfs on top.
+squashfs_initrd() {
+    local out=$1 dir=$WORK/squashfs-initrd scratch=$WORK/modscratch mods m
+    rm -rf "$scratch" && mkdir -p "$scratch/lib/modules/$KVER"
+    ln -s "$MODDIR/kernel" "$scratch/lib/modules/$KVER/kernel"
+    cp "$MODDIR"/modules.builtin* "$MODDIR/modules.order" "$scratch/lib/modules/$KVER/"
+    depmod -b "$scratch" "$KVER"
+    # Built-in modules print nothing.
+    mapfile -t mods < <(modprobe -d "$scratch" -S "$KVER" --show-depends -a ata_piix sr_mod isofs loop squashfs overlay |
+        awk '$1 == "insmod" && !seen[$2]++ { print $2 }')
+    rm -rf "$dir" && mkdir -p "$dir"/{bin,dev,proc,sys,run,newroot,lib/modules}
+    cp /bin/busybox "$dir/bin/busybox"
+    for a in sh mount umount insmod losetup mkdir switch_root sleep cat cut echo; do ln -s busybox "$dir/bin/$a"; done
+    for m in "${mods[@]}"; do
+        cp "$m" "$dir/lib/modules/"
+        basename "$m" >> "$dir/lib/modules/load"
+    done
+    install -m 0755 "$GUEST/squashfs-init.sh" "$dir/init"
+    find "$dir" -exec touch -h -d @0 {} +
+    (cd "$dir" && find . -mindepth 1 -printf '%P\0' | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) |
+        gzip -9 -n > "$out"
+    SQUASHFS_MODULES=$(for m in "${mods[@]}"; do basename "$m" .ko; done | tr '\n' ' ' | sed 's/ $//')
+    rm -rf "$dir" "$scratch"
+}
+
+# --- the boot benchmarks ------------------------------------------------------
+# bench_setup NAME: the tools the boot benchmarks need, a static busybox
+# (BUSYBOX), the kernel; then into $WORK. NAME prefixes the errors.
+bench_setup() {
+    local name=$1 need
+    for need in qemu-system-x86_64:qemu-system-x86 xorriso:xorriso mksquashfs:squashfs-tools mkfs.ext4:e2fsprogs \
+        cpio:cpio depmod:kmod python3:python3; do
+        command -v "${need%%:*}" > /dev/null ||
+            { echo "$name: missing ${need%%:*} (apt-get install ${need#*:})" >&2; exit 1; }
+    done
+    BUSYBOX=/bin/busybox
+    if [ ! -x $BUSYBOX ] || readelf -lW $BUSYBOX | grep -q INTERP; then
+        echo "$name: $BUSYBOX must be static (apt-get install busybox-static)" >&2
+        exit 1
+    fi
+    fetch_kernel
+    mkdir -p "$WORK/logs"
+    cd "$WORK" || exit 1
+}
+
+# bench_binary: CLOOPBOX (the benchmark's setting, or scripts/build-static.sh)
+# as CLOOPBOX_BIN; BINARY says which, for the report.
+bench_binary() {
+    if [ -n "${CLOOPBOX:-}" ]; then
+        BINARY="$CLOOPBOX"
+    else
+        CLOOPBOX=$("$QEMU_LIB_ROOT/scripts/build-static.sh")
+        BINARY="scripts/build-static.sh at $(git -C "$QEMU_LIB_ROOT" describe --always --dirty)"
+    fi
+    CLOOPBOX_BIN=$CLOOPBOX
+}
+
+# --- boot ----------------------------------------------------------------
+# boot NAME UNTIL [qemu args...]: runs a guest (QEMU -accel tcg, QEMU_MEM
+# MiB, QEMU_SMP CPUs, default 1024 and 2) with its serial console in
+# $LOGS/NAME.log (and each line's host time in NAME.log.times) until a line
+# matches the extended regex UNTIL (then the guest is stopped), it powers
+# off, or TIMEOUT seconds pass. Sets BOOT_SECS to the time from QEMU's start
+# to the guest's first line that matches BOOT_MARK (default ROOT-UP; empty if
+# none), BOOT_TOTAL, BOOT_CPU
+# (QEMU's CPU seconds by ROOT-UP), BOOT_LOAD (load average at the start)
+# and BOOT_END (until, exit or timeout). With KICK_AT (a regex) and KICK_CMD
+# set, sends KICK_CMD to the QEMU monitor once KICK_AT appears: hot-plugging
+# a late USB stick, ejecting a CD.
+boot() {
+    local name=$1 until=$2
+    shift 2
+    local qemu=(qemu-system-x86_64 -accel tcg -m "${QEMU_MEM:-1024}" -smp "${QEMU_SMP:-2}" -nodefaults -no-reboot "$@")
+    BOOT_SECS="" BOOT_TOTAL="" BOOT_CPU="" BOOT_LOAD="" BOOT_END=""
+    if [ "$INTERACTIVE" = 1 ]; then
+        "${qemu[@]}" -nographic
+        return 0
+    fi
+    local kick=()
+    [ -z "${KICK_AT:-}" ] || kick=(--kick-at "$KICK_AT" --kick-cmd "$KICK_CMD")
+    local out
+    out=$(python3 "$QEMU_LIB_ROOT/tests/qemu/boot.py" --log "$LOGS/$name.log" --until "$until" \
+        --timeout "${TIMEOUT:-300}" --mark "${BOOT_MARK:-ROOT-UP}" --monitor "$WORK/$name.mon" --silent-limit "${SILENT_LIMIT:-120}" \
+        --restarts "$LOGS/restarts.txt" "${kick[@]}" -- "${qemu[@]}")
+    read -r BOOT_SECS BOOT_TOTAL BOOT_CPU BOOT_LOAD BOOT_END <<< "$out"
+    [ "$BOOT_SECS" != - ] || BOOT_SECS=""
+    [ "$BOOT_CPU" != - ] || BOOT_CPU=""
+}
+
+# --- results -------------------------------------------------------------
+record() { # NAME STATUS SECONDS DETAIL
+    RESULTS+=("$(printf '%-14s %-4s %6ss  %s' "$1" "$2" "$3" "$4")")
+}
+
+# check NAME DETAIL PATTERN...: PASS if every extended regex is in the log.
+check() {
+    local name=$1 detail=$2 log=$LOGS/$1.log missing="" pat
+    shift 2
+    if [ "$INTERACTIVE" = 1 ]; then
+        record "$name" "-" "-" "interactive: not checked"
+        return 0
+    fi
+    for pat in "$@"; do grep -qE -- "$pat" "$log" || missing+="'$pat' "; done
+    if grep -q "Kernel panic" "$log"; then missing+="(kernel panic) "; fi
+    if [ -z "$missing" ]; then
+        record "$name" PASS "${BOOT_SECS:-$BOOT_TOTAL}" "$detail"
+    else
+        record "$name" FAIL "${BOOT_SECS:-$BOOT_TOTAL}" "missing $missing- see $log"
+    fi
+}
+
+# check_absent NAME DETAIL ABSENT-ARRAY PATTERN...: check, but FAIL first
+# if any regex of the array named ABSENT-ARRAY is in the log.
+check_absent() {
+    local name=$1 detail=$2 log=$LOGS/$1.log found="" pat
+    local -n absent=$3
+    shift 3
+    if [ "$INTERACTIVE" != 1 ]; then
+        for pat in "${absent[@]}"; do grep -qE -- "$pat" "$log" && found+="'$pat' "; done
+    fi
+    if [ -n "$found" ]; then
+        record "$name" FAIL "${BOOT_SECS:-$BOOT_TOTAL}" "found $found- see $log"
+        return 0
+    fi
+    check "$name" "$detail" "$@"
+}
+
+# report: the summary table; non-zero if a scenario failed.
+report() {
+    local failed passed
+    printf '\n%-14s %-4s %7s  %s\n' scenario res time detail
+    printf '%s\n' "${RESULTS[@]}"
+    [ -f "$LOGS/restarts.txt" ] && sed 's/^/qemu-test: /' "$LOGS/restarts.txt"
+    failed=$(printf '%s\n' "${RESULTS[@]}" | grep -c ' FAIL ' || true)
+    passed=$(printf '%s\n' "${RESULTS[@]}" | grep -c ' PASS ' || true)
+    echo "qemu-test: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}
