@@ -39,7 +39,7 @@ scenario_debian-systemd() {
         "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot" "WRITE-READBACK: ok" \
         "TRIM-OUT: /: .* trimmed" "TRIM: OK" "CTL: +copy-on-write file: /run/initramfs/cow/KNOPPIX.cow" \
         "DAEMON-ALIVE: $pid [RS]" "CHECKS-DONE" "cloopbox-shutdown: /dev/nbd[0-9]+ \\(pid $pid\\)" \
-        "cloopbox-shutdown: clean shutdown, poweroff" "reboot: Power down"
+        "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached" "reboot: Power down"
 }
 
 # --- scenario: sigstop -------------------------------------------------------

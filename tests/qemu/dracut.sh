@@ -79,7 +79,7 @@ dracut_debian() {
         "DAEMON-cgroup: 0::$cgroup" \
         "DAEMON-oom: -1000" "WRITE: written at boot" "WRITE-READBACK: ok" "TRIM: OK" "DAEMON-ALIVE: $pid [RS]" \
         "CHECKS-DONE" "cloopbox-shutdown: /dev/nbd[0-9]+ \\(pid $pid\\)" \
-        "cloopbox-shutdown: clean shutdown, poweroff" "reboot: Power down"
+        "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached" "reboot: Power down"
 }
 
 # systemd in the initrd: the daemon stays in the initqueue unit's cgroup

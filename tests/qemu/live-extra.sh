@@ -113,7 +113,7 @@ scenario_persist() {
         "persistence: creating /run/initramfs/persist/live/knoppix.cow" \
         "served on /dev/nbd0 by pid [0-9]+ with the persistent cowfile" "PERSIST-1: written" \
         "cloopbox-shutdown: /dev/nbd0 \(pid [0-9]+\): /dev/nbd0 detached, cowfile flushed" \
-        "cloopbox-shutdown: clean shutdown, poweroff"
+        "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached"
     # Crash: the guest cuts its power in the middle of a cowfile flush
     # (guest/persist.sh says how), so the cowfile is left DIRTY on the
     # disk, and the next boot must repair it and keep every synced write.
@@ -132,7 +132,7 @@ scenario_persist() {
     check persist-3 "after the crash: the cowfile repaired, everything synced before it is there" \
         "persistence: /run/initramfs/persist/live/knoppix.cow was not closed cleanly" \
         "cloopd: /run/initramfs/persist/live/knoppix.cow: was not closed cleanly; repaired" \
-        "PERSIST-3: found boot one and boot two" "cloopbox-shutdown: clean shutdown, poweroff"
+        "PERSIST-3: found boot one and boot two" "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached"
     # The host reads the cowfile the guest left: clean, and merged into
     # the image with a clean fsck and the synced file.
     local hostlog=$LOGS/persist-host.log
@@ -172,10 +172,10 @@ scenario_persist-overlay() {
     check persist-overlay-1 "overlay upper on a disk found by LABEL=, written, clean shutdown" \
         "persistence: /live/overlay on /dev/vda1" \
         "persistence: overlay upper directory /run/initramfs/persist/live/overlay/upper" "ROOTFS: overlay overlay" \
-        "OVERLAY-PERSIST-1: written" "cloopbox-shutdown: clean shutdown, poweroff"
+        "OVERLAY-PERSIST-1: written" "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached"
     boot persist-overlay-2 "$SHUTDOWN_UNTIL" "${args[@]}"
     check persist-overlay-2 "the next boot finds the file in the upper directory" \
-        "OVERLAY-PERSIST-2: found kept in the upper directory" "cloopbox-shutdown: clean shutdown, poweroff"
+        "OVERLAY-PERSIST-2: found kept in the upper directory" "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached"
 }
 
 # media-check: a data block of the image damaged: testcd names it, and

@@ -15,14 +15,10 @@
 #                         disk: the same checks say Secure Boot is off
 #   bios-usb-persistence  SeaBIOS, the ISO made with --persistence written
 #                         to a USB disk: a file written in one boot is
-#                         found in the next, with no boot option typed.
-#                         Not in the default list yet: init mounts such a
-#                         disk's medium through the whole disk, which keeps
-#                         the kernel from mounting its persistence partition
-#                         (EBUSY); it passes once init's medium search
-#                         (src/boot/scan.rs) tries a partition that starts
-#                         at sector 0 before its disk. Run it by name.
-ALL_SCENARIOS+=(uefi-secureboot uefi)
+#                         found in the next, with no boot option typed
+#                         (init mounts the medium through the disk's first
+#                         partition, so the persistence partition is free).
+ALL_SCENARIOS+=(uefi-secureboot uefi bios-usb-persistence)
 
 OVMF=/usr/share/OVMF
 UEFI_WORK=$WORK/uefi
@@ -52,7 +48,7 @@ usb_disk_args() {
 EFI_ROOT_CHECKS=("ROOTFS: /dev/nbd[0-9]+ ext4" "COWFILE: KNOPPIX.cow" "DAEMON: [0-9]+ @cloopd" "WRITE: written at boot"
     "CTL: +cowblocks in use: +[1-9]" "EFI: booted through UEFI" "EFI: efivarfs module loaded"
     "cloopbox-shutdown: /dev/nbd[0-9]+ \\(pid [0-9]+\\): /dev/nbd[0-9]+ detached, cowfile flushed"
-    "cloopbox-shutdown: clean shutdown, poweroff")
+    "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached")
 
 scenario_uefi-secureboot() {
     prepare_live
@@ -96,11 +92,11 @@ scenario_bios-usb-persistence() {
     check bios-usb-persistence-1 "BIOS from a USB disk: the appended partition found by its label, cowfile created, file written, clean shutdown" \
         "cloopbox: medium: /dev/sd[a-z][0-9]* \\(iso9660" "persistence: /live/knoppix.cow on /dev/sd[a-z][0-9]+" \
         "persistence: creating $cow" "served on /dev/nbd0 by pid [0-9]+ with the persistent cowfile" \
-        "USB-PERSIST-1: wrote kept from boot" "cloopbox-shutdown: clean shutdown, poweroff"
+        "USB-PERSIST-1: wrote kept from boot" "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached"
     local id
     id=$(tr -d '\r' < "$LOGS/bios-usb-persistence-1.log" | sed -n 's/^USB-PERSIST-1: wrote kept from boot //p')
     boot bios-usb-persistence-2 "$SHUTDOWN_UNTIL" -machine q35 "${USB_ARGS[@]}"
     check bios-usb-persistence-2 "second boot from the same disk: the file of boot one (its boot id) is there" \
         "persistence: using $cow" "USB-PERSIST-2: found kept from boot ${id:-NONE}" \
-        "cloopbox-shutdown: clean shutdown, poweroff"
+        "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached"
 }

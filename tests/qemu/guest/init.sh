@@ -16,6 +16,8 @@ for p in /proc/[0-9]*; do
 done
 echo "written at boot $(cat /proc/sys/kernel/random/boot_id)" > /root/written && sync && echo "WRITE: $(cat /root/written)"
 [ -f /etc/knoppix1 ] && echo "MULTI: $(cat /etc/knoppix1)"
+# A file in both images: the multi scenario checks that KNOPPIX's wins.
+echo "ISSUE: $(cat /etc/issue)"
 # The control sockets are abstract: they still answer after switch_root.
 cowdev -l -v 2>&1 | sed "s/^/CTL: /"
 [ -e /mnt-system/KNOPPIX/KNOPPIX ] && echo "MNT-SYSTEM: ok"
