@@ -16,7 +16,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
-WORK=${WORK:-$ROOT/work/qemu}
+# KERNEL_SUITE=trixie runs the scenarios under Debian 13's 6.12 kernel, in
+# their own scratch directory (tests/qemu/lib.sh fetches that kernel).
+KERNEL_SUITE=${KERNEL_SUITE:-bookworm}
+if [ "$KERNEL_SUITE" = bookworm ]; then
+    WORK=${WORK:-$ROOT/work/qemu}
+else
+    WORK=${WORK:-$ROOT/work/qemu-$KERNEL_SUITE}
+    KERNEL_TAG=@$KERNEL_SUITE
+fi
 TIMEOUT=${QEMU_TIMEOUT:-300}
 INTERACTIVE=0
 SCENARIOS=()

@@ -30,6 +30,9 @@ scripts/build-deb.sh >/dev/null
 step "qemu-test.sh"
 ./qemu-test.sh 2>&1 | tee -a "$LOG"
 
+step "qemu-test.sh: the core scenarios under Debian 13's kernel (6.12), and a Debian 13 root"
+KERNEL_SUITE=trixie ./qemu-test.sh cd cd-iso9660 usb uefi-secureboot debian13-systemd 2>&1 | tee -a "$LOG"
+
 # One closing line that counts every test run above (cargo's per-binary
 # "test result" lines plus the QEMU scenarios).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

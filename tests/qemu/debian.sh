@@ -11,6 +11,8 @@
 # itself. The check prints its markers on /dev/ttyS0.
 
 ALL_SCENARIOS+=(debian-systemd sigstop)
+# debian13-systemd: the same with a Debian 13 root (systemd 257), run by
+# name under KERNEL_SUITE=trixie (test.sh does), as DEBIAN_SUITE=trixie.
 
 # --- scenario: debian-systemd ------------------------------------------------
 # Debian bookworm (systemd, udev) from a CD through our initramfs: ext4 in
@@ -21,9 +23,23 @@ ALL_SCENARIOS+=(debian-systemd sigstop)
 # 22-39 s), plus about 20 s to build the image on a first run and, without
 # a tarball, 40 s to 2 min for debootstrap.
 scenario_debian-systemd() {
+    debian_systemd debian-systemd
+}
+
+scenario_debian13-systemd() {
+    # Locals: prepare_debian's results for this root stay out of the way of
+    # a debian-systemd in the same run.
+    local DEBIAN_SUITE=trixie DEBIAN_TAR=$QEMU_LIB_ROOT/work/qemu/debian-trixie-root.tar DEBIAN_READY=""
+    local DEBIAN_TREE DEBIAN_CLOOP DEBIAN_ISO DEBIAN_APPEND
+    debian_systemd debian13-systemd
+}
+
+# debian_systemd NAME: boots prepare_debian's CD as scenario NAME.
+debian_systemd() {
+    local name=$1
     prepare_debian
-    local TIMEOUT=${QEMU_TIMEOUT:-600} log=$LOGS/debian-systemd.log t0=$SECONDS
-    boot debian-systemd "reboot: Power down|Kernel panic|boot failed|cloopbox rescue" \
+    local TIMEOUT=${QEMU_TIMEOUT:-600} log=$LOGS/$name.log t0=$SECONDS
+    boot "$name" "reboot: Power down|Kernel panic|boot failed|cloopbox rescue" \
         -cdrom "$DEBIAN_ISO" -boot d
     local pid pids=() forbid
     mapfile -t pids < <(tr -d '\r' < "$log" | awk '$1 == "DAEMON:" { print $2 }')
@@ -32,7 +48,7 @@ scenario_debian-systemd() {
         "Sending SIGKILL to PID" "Killing process .*cloopd" "Killing process $pid "
         "likely to block re-mounting" "cloopbox-shutdown: unclean" "SD-VERDICT: FAIL" "TIMEOUT")
     local multi=${BOOT_SECS:-?}
-    check_absent debian-systemd \
+    check_absent "$name" \
         "systemd multi-user at ${multi}s on /dev/nbdN ext4, fstrim freed tmpfs, clean exitrd poweroff; run $((SECONDS - t0))s" \
         forbid "SD-STATE: (running|degraded)" "SD-VERDICT: ok" "SD-MULTI-USER: active" \
         "ROOTFS: /dev/nbd[0-9]+ ext4" "COWMOUNT: tmpfs" "DAEMON: $pid @cloopd .*--root-daemon" \

@@ -27,7 +27,11 @@ LOGS=${LOGS:-$WORK/logs}
 GUEST=$QEMU_LIB_ROOT/tests/qemu/guest
 INTERACTIVE=${INTERACTIVE:-0}
 # The kernel is shared by the scenarios and the benchmarks.
-KERNEL_DIR=${KERNEL_DIR:-$QEMU_LIB_ROOT/work/qemu/kernel}
+if [ "${KERNEL_SUITE:-bookworm}" = bookworm ]; then
+    KERNEL_DIR=${KERNEL_DIR:-$QEMU_LIB_ROOT/work/qemu/kernel}
+else
+    KERNEL_DIR=${KERNEL_DIR:-$QEMU_LIB_ROOT/work/qemu/kernel-$KERNEL_SUITE}
+fi
 MKLIVE=$QEMU_LIB_ROOT/initramfs/mklive.sh
 # Scenario names: qemu-test.sh and every scenario file add theirs.
 ALL_SCENARIOS=()
@@ -37,17 +41,45 @@ mkdir -p "$WORK" "$LOGS"
 log() { printf '[qemu-test] %s\n' "$*" >&2; }
 
 # --- the Debian kernel, unpacked (not installed) ---------------------------
+# KERNEL_SUITE picks it: bookworm (Debian 12, 6.1; the default) or trixie
+# (Debian 13, 6.12, modules as .ko.xz under usr/lib/modules, no
+# modules.dep in the package). Trixie's comes through a private apt
+# configuration whose mirror is the machine's own (debian.sources); the
+# machine's apt sources are never touched.
+KERNEL_SUITE=${KERNEL_SUITE:-bookworm}
+# private_apt SUITE: sets APT_PRIVATE to apt-get options for SUITE alone,
+# with its own lists and cache under work/apt-SUITE, updated once.
+private_apt() {
+    local suite=$1 b=$QEMU_LIB_ROOT/work/apt-$1 mirror
+    mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    mkdir -p "$b"/{lists/partial,cache/archives/partial,parts}
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$mirror" "$suite" > "$b/parts/$suite.sources"
+    APT_PRIVATE=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$b/parts" -o "Dir::State::Lists=$b/lists"
+        -o "Dir::Cache=$b/cache" -o "Dir::Cache::Archives=$b/cache/archives" -o Dir::State::Status=/dev/null)
+    [ -f "$b/updated" ] || { apt-get "${APT_PRIVATE[@]}" update -qq && : > "$b/updated"; }
+}
+
 fetch_kernel() {
     local kdir=$KERNEL_DIR
     if [ ! -f "$kdir/vmlinuz" ]; then
-        local pkg
-        pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-        [ -n "$pkg" ] || { log "cannot resolve linux-image-amd64 (apt-get update?)"; exit 1; }
-        log "fetching $pkg"
+        local pkg apt=()
+        if [ "$KERNEL_SUITE" != bookworm ]; then
+            private_apt "$KERNEL_SUITE"
+            apt=("${APT_PRIVATE[@]}")
+        fi
+        pkg=$(apt-cache "${apt[@]}" depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+        [ -n "$pkg" ] || { log "cannot resolve linux-image-amd64 of $KERNEL_SUITE (apt-get update?)"; exit 1; }
+        log "fetching $pkg ($KERNEL_SUITE)"
         rm -rf "$kdir" && mkdir -p "$kdir/pkg"
-        (cd "$kdir" && apt-get download -qq "$pkg" && dpkg -x ./*.deb pkg)
+        (cd "$kdir" && apt-get "${apt[@]}" download -qq "$pkg" && dpkg -x ./*.deb pkg)
+        # Merged /usr (trixie): the modules are under usr/lib/modules.
+        [ -e "$kdir/pkg/lib" ] || ln -s usr/lib "$kdir/pkg/lib"
         cp "$kdir"/pkg/boot/vmlinuz-* "$kdir/vmlinuz"
         basename "$kdir"/pkg/lib/modules/* > "$kdir/version"
+        [ -f "$kdir/pkg/lib/modules/$(cat "$kdir/version")/modules.dep" ] ||
+            depmod -b "$kdir/pkg" "$(cat "$kdir/version")"
     fi
     KERNEL=$kdir/vmlinuz
     KVER=$(cat "$kdir/version")
@@ -127,7 +159,13 @@ make_rootfs() { # DIR
     cp "$GUEST"/*.sh "$r/tests/"
     # The root has no module tree; the UEFI checks (guest/efi.sh) need
     # efivarfs, a signed module of the kernel package.
-    cp "$MODDIR/kernel/fs/efivarfs/efivarfs.ko" "$r/lib/modules/"
+    # (6.12 ships it as .ko.xz: unpacked, busybox insmod loads it; the
+    # signature is inside the module, so it stays valid.)
+    if [ -f "$MODDIR/kernel/fs/efivarfs/efivarfs.ko" ]; then
+        cp "$MODDIR/kernel/fs/efivarfs/efivarfs.ko" "$r/lib/modules/"
+    else
+        xz -dc "$MODDIR/kernel/fs/efivarfs/efivarfs.ko.xz" > "$r/lib/modules/efivarfs.ko"
+    fi
     echo "cloopbox test root" > "$r/etc/issue"
 }
 
@@ -163,7 +201,14 @@ prepare_live() {
 # --- the Debian systemd root -----------------------------------------------
 # The root comes from tests/qemu/mkdebian.sh as a tarball, DEBIAN_TAR
 # (default work/qemu/debian-root.tar; set it to share one across trees).
-DEBIAN_TAR=${DEBIAN_TAR:-$QEMU_LIB_ROOT/work/qemu/debian-root.tar}
+# DEBIAN_SUITE: the Debian release of that root (bookworm, or trixie for
+# the Debian 13 scenarios); tests/qemu/mkdebian.sh builds each tarball once.
+DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
+if [ "$DEBIAN_SUITE" = bookworm ]; then
+    DEBIAN_TAR=${DEBIAN_TAR:-$QEMU_LIB_ROOT/work/qemu/debian-root.tar}
+else
+    DEBIAN_TAR=${DEBIAN_TAR:-$QEMU_LIB_ROOT/work/qemu/debian-$DEBIAN_SUITE-root.tar}
+fi
 
 # debian_tree DIR: the Debian root from DEBIAN_TAR, unpacked into DIR, with
 # the test pieces: the check (guest/debian-check.sh, started by
@@ -211,8 +256,10 @@ debian_ext4_cloop() {
 prepare_debian() {
     [ -n "${DEBIAN_READY:-}" ] && return 0
     build_initrd
-    "$QEMU_LIB_ROOT/tests/qemu/mkdebian.sh" "$DEBIAN_TAR"
+    MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || echo http://deb.debian.org/debian) \
+        SUITE=$DEBIAN_SUITE "$QEMU_LIB_ROOT/tests/qemu/mkdebian.sh" "$DEBIAN_TAR"
     local dir=$WORK/debian key
+    [ "$DEBIAN_SUITE" = bookworm ] || dir=$WORK/debian-$DEBIAN_SUITE
     mkdir -p "$dir"
     DEBIAN_TREE=$dir/tree
     DEBIAN_CLOOP=$dir/root-ext4.cloop
@@ -324,8 +371,11 @@ boot() {
 }
 
 # --- results -------------------------------------------------------------
+# KERNEL_TAG: appended to every result's name in runs under another kernel
+# (qemu-test.sh sets it for KERNEL_SUITE=trixie), so the two runs' lines
+# stay apart in the summary.
 record() { # NAME STATUS SECONDS DETAIL
-    RESULTS+=("$(printf '%-14s %-4s %6ss  %s' "$1" "$2" "$3" "$4")")
+    RESULTS+=("$(printf '%-14s %-4s %6ss  %s' "$1${KERNEL_TAG:-}" "$2" "$3" "$4")")
 }
 
 # check NAME DETAIL PATTERN...: PASS if every extended regex is in the log.
