@@ -4,7 +4,8 @@
 # reference peers (Debian's cloop-utils and QEMU's cloop driver) and through
 # cloopbox itself, checking that every path gives the original bytes. Then
 # it builds a demo live ISO (an iso9660 root inside cloop, as Knoppix ships
-# it) and boots it in QEMU with cloopbox as the initramfs /init.
+# it) with initramfs/mklive.sh and boots it in QEMU with cloopbox as the
+# initramfs /init.
 #
 # Usage: ./demo.sh [-i|--interactive]   (-i: a shell in the booted live system)
 set -euo pipefail
@@ -64,7 +65,7 @@ rm -f "$WORK"/back.*
 
 say "compression round trip done: $(stat -c %s "$IMG") bytes -> $(stat -c %s "$WORK/sample.cloop") bytes"
 
-say "boot the demo live ISO in QEMU (Debian kernel, TCG; cloopbox is /init)"
+say "boot the demo live ISO (a hybrid BIOS/UEFI ISO made by initramfs/mklive.sh) in QEMU (Debian kernel, TCG; cloopbox is /init)"
 ./qemu-test.sh "${INTERACTIVE[@]}" cd-iso9660
 if [ ${#INTERACTIVE[@]} -eq 0 ]; then
     say "what the live system reported on its console"

@@ -31,7 +31,7 @@ SCENARIOS=()
 for arg in "$@"; do
     case $arg in
         -i | --interactive) INTERACTIVE=1 ;;
-        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
         *) SCENARIOS+=("$arg") ;;
     esac
 done

@@ -141,7 +141,7 @@ bench_boot() {
 import json, re, sys
 name, rnd, log_path, end, cpu, load, fail = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6]), re.compile(sys.argv[7])
 lines = []
-for l in open(log_path, errors="replace"):
+for l in open(log_path, errors="replace", newline="\n"):
     t, _, text = l.rstrip("\n").partition(" ")
     lines.append((float(t), text))
 cpu = None if cpu == "-" else float(cpu)

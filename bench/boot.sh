@@ -133,7 +133,7 @@ bench_boot() {
 import json, re, sys
 name, smp, rnd, log_path, total, end = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), sys.argv[6]
 lines = []
-for l in open(log_path, errors="replace"):
+for l in open(log_path, errors="replace", newline="\n"):
     t, _, text = l.rstrip("\n").partition(" ")
     lines.append((float(t), text))
 stop = "timeout" if end == "timeout" else None

@@ -108,7 +108,9 @@ def run_once(a, qemu, log, times):
         *done, buf = buf.split(b"\n")
         texts = [d.decode(errors="replace").rstrip("\r") for d in done]
         for text in texts:
-            times.write(f"{now:.3f} {text}\n")
+            # One line per line: a carriage return inside (progress output)
+            # would split it for readers with universal newlines.
+            times.write(f"{now:.3f} {text.replace(chr(13), '')}\n")
         times.flush()
         # The unfinished line counts too: a shell prompt has no newline.
         for text in texts + [buf.decode(errors="replace")]:
@@ -121,7 +123,7 @@ def run_once(a, qemu, log, times):
                 until_at, end = now + 1.0, "until"
     stop(p)
     if buf:
-        times.write(f"{time.monotonic() - t0:.3f} {buf.decode(errors='replace').rstrip()}\n")
+        times.write(f"{time.monotonic() - t0:.3f} {buf.decode(errors='replace').rstrip().replace(chr(13), '')}\n")
     return mark_s, time.monotonic() - t0, cpu_s, end
 
 

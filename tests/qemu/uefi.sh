@@ -39,9 +39,12 @@ ovmf_args() {
     OVMF_ARGS+=(-drive "if=pflash,format=raw,unit=1,file=$vars")
 }
 
-# usb_disk_args IMAGE: the image as a USB stick on xHCI, booted first.
-usb_disk_args() {
-    USB_ARGS=(-device qemu-xhci,id=xhci -drive "if=none,id=stick,format=raw,file=$1"
+# usb_stick ISO STICK: the ISO written to a USB stick 64 MiB larger than it,
+# as dd does to a real one; USB_ARGS plug it into xHCI, booted first.
+usb_stick() {
+    cp "$1" "$2"
+    truncate -s +64M "$2"
+    USB_ARGS=(-device qemu-xhci,id=xhci -drive "if=none,id=stick,format=raw,file=$2"
         -device usb-storage,bus=xhci.0,drive=stick,bootindex=0)
 }
 
@@ -68,11 +71,11 @@ scenario_uefi-secureboot() {
 scenario_uefi() {
     prepare_live
     mkdir -p "$UEFI_WORK"
-    local img=$UEFI_WORK/uefi-usb.img
+    local iso=$UEFI_WORK/uefi.iso
     local MKLIVE_ARGS=(--no-secure-boot)
-    make_iso "$img" "$APPEND_BASE cloopbox.test=efi" "$WORK/root-ext4.cloop"
+    make_iso "$iso" "$APPEND_BASE cloopbox.test=efi" "$WORK/root-ext4.cloop"
     ovmf_args 0 "$UEFI_WORK/vars-uefi.fd"
-    usb_disk_args "$img"
+    usb_stick "$iso" "$UEFI_WORK/uefi-usb.img"
     local TIMEOUT=${QEMU_TIMEOUT:-600}
     boot uefi "$SHUTDOWN_UNTIL" "${OVMF_ARGS[@]}" "${USB_ARGS[@]}"
     check uefi "OVMF without Secure Boot, unsigned GRUB, ISO on a USB disk: guest sees SecureBoot=0, no lockdown; root on nbd; exitrd poweroff" \
@@ -83,10 +86,10 @@ scenario_uefi() {
 scenario_bios-usb-persistence() {
     prepare_live
     mkdir -p "$UEFI_WORK"
-    local img=$UEFI_WORK/persistence-usb.img
+    local iso=$UEFI_WORK/persistence.iso
     local MKLIVE_ARGS=(--persistence 64M)
-    make_iso "$img" "$APPEND_BASE cloopbox.test=usb-persist" "$WORK/root-ext4.cloop"
-    usb_disk_args "$img"
+    make_iso "$iso" "$APPEND_BASE cloopbox.test=usb-persist" "$WORK/root-ext4.cloop"
+    usb_stick "$iso" "$UEFI_WORK/persistence-usb.img"
     local cow=/run/initramfs/persist/live/knoppix.cow
     boot bios-usb-persistence-1 "$SHUTDOWN_UNTIL" -machine q35 "${USB_ARGS[@]}"
     check bios-usb-persistence-1 "BIOS from a USB disk: the appended partition found by its label, cowfile created, file written, clean shutdown" \
