@@ -153,16 +153,12 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return crate::applets::fail(APPLET, format!("--root-daemon: re-executing as @cloopd: {e}"));
         }
     }
-    match parse_args(args.get(1..).unwrap_or_default()) {
-        Ok(Some(a)) => match serve::run(a) {
+    match crate::applets::parsed(APPLET, USAGE, parse_args(args.get(1..).unwrap_or_default())) {
+        Ok(a) => match serve::run(a) {
             Ok(()) => 0,
             Err(e) => crate::applets::fail(APPLET, e),
         },
-        Ok(None) => {
-            print!("{USAGE}");
-            0
-        }
-        Err(e) => crate::applets::fail(APPLET, e),
+        Err(status) => status,
     }
 }
 
