@@ -109,10 +109,7 @@ fn parse_args(args: &[OsString]) -> Result<Action, String> {
 pub fn main(args: Vec<OsString>) -> i32 {
     let action = match parse_args(args.get(1..).unwrap_or_default()) {
         Ok(a) => a,
-        Err(e) => {
-            eprint!("{NAME}: {e}\n{USAGE}");
-            return 1;
-        }
+        Err(e) => return crate::applets::usage_error(NAME, USAGE, &e),
     };
     let result = match action {
         Action::Help => {
