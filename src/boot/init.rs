@@ -214,7 +214,7 @@ fn serve(image: &Path, cow: Option<&Path>, block_size: u32, log: &Log) -> io::Re
         flags: vec!["--root-daemon".into(), "--block-size".into(), block_size.to_string().into()],
         capture_stderr: false,
     };
-    log.debug(&format!("starting cloopd for {} (cow {cow:?})", image.display()));
+    log.debug(&format!("starting {}", req.describe()));
     // The daemon outlives us; after switch_root the new init reaps it.
     match crate::serve::spawn::spawn(&req) {
         Ok(started) => Ok((started.device, started.pid)),

@@ -20,8 +20,9 @@ pub const MAX_STDERR: u64 = 64 * 1024;
 /// (`--background` closes it right after the device line).
 const STDERR_WAIT: Duration = Duration::from_secs(3);
 
-/// A server to start: `cloopd [FLAGS] --device DEVICE [--cow COW] -- IMAGE`.
+/// A server to start: `cloopd IMAGE --device DEVICE [FLAGS] [--cow COW]`.
 pub struct Request<'a> {
+    /// Absolute (a relative one could start with `-`).
     pub image: &'a Path,
     pub cow: Option<&'a Path>,
     /// `auto` or `/dev/nbdN`.
@@ -67,14 +68,21 @@ impl std::fmt::Display for SpawnError {
 }
 
 impl Request<'_> {
+    /// The command as it will run, for debug messages.
+    pub fn describe(&self) -> String {
+        format!("{:?}", self.command())
+    }
+
     fn command(&self) -> Command {
         let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
         let mut cmd = Command::new(exe);
-        cmd.arg0(self.argv0).args(&self.flags).args(["--device", self.device]);
+        // The image first: `ps` shows `@cloopd IMAGE --device ...`, which
+        // the boot scenarios check. Callers give absolute paths, so the
+        // image cannot be taken for a flag.
+        cmd.arg0(self.argv0).arg(self.image).args(["--device", self.device]).args(&self.flags);
         if let Some(cow) = self.cow {
             cmd.arg("--cow").arg(cow);
         }
-        cmd.arg("--").arg(self.image);
         let stderr = if self.capture_stderr { Stdio::piped() } else { Stdio::inherit() };
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
         cmd
@@ -116,9 +124,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_command_line_puts_the_image_last() {
+    fn the_command_line_puts_the_image_first() {
         let req = Request {
-            image: Path::new("-odd.img"),
+            image: Path::new("/m/KNOPPIX"),
             cow: Some(Path::new("/c.cow")),
             device: "auto",
             argv0: "@cloopd",
@@ -127,7 +135,7 @@ mod tests {
         };
         let cmd = req.command();
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(args, ["--root-daemon", "--device", "auto", "--cow", "/c.cow", "--", "-odd.img"]);
+        assert_eq!(args, ["/m/KNOPPIX", "--device", "auto", "--root-daemon", "--cow", "/c.cow"]);
     }
 
     #[test]
