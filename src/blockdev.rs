@@ -1,10 +1,25 @@
 //! The one small block-device trait that every layer implements.
 //!
-//! A stack is built bottom-up: image reader → cow overlay → cache → NBD
-//! transport. Each layer owns only the layer below it. The read half is its
-//! own supertrait, so a layer that must never write to what is below it (the
-//! cow overlay over an image) takes a `R: ReadAt` and a write to the base is
-//! a compile error, not a convention.
+//! A stack is built bottom-up; each layer owns only the layer below it:
+//!
+//! ```text
+//!   NBD transport ── [Metered] ── [cow Overlay] ── [Cache] ── cloop Image | FileDev
+//! ```
+//!
+//! (see the README's "How it is built" for the file of each layer). The
+//! read half is its own supertrait, so a layer that must never write to
+//! what is below it (the cow overlay over an image) takes a `R: ReadAt` and
+//! a write to the base is a compile error, not a convention.
+//!
+//! Besides the data path, the traits carry the *queries* the transport
+//! asks of a stack, nbdkit's `next_ops` style: [`ReadAt::extents`]
+//! (`base:allocation`), [`ReadAt::is_resident`] (can a read be answered
+//! without slow work), [`ReadAt::prefetch`] (`NBD_CMD_CACHE`) and
+//! [`BlockDev::write_is_fast`]. Each has a safe default ("everything is
+//! data", "not resident", "no cache", "not fast"), so a new bottom layer
+//! only implements `size` and `read_at`; a layer in the middle answers a
+//! query from what it knows and asks the layer below for the rest, and a
+//! pass-through layer ([`ReadOnly`], `Arc`, the meter) forwards every one.
 //!
 //! Errors are `io::Error` because the top of every stack is a wire protocol
 //! that speaks errno; a layer that has a richer error type converts at this
@@ -19,6 +34,49 @@ pub trait ReadAt: Send + Sync {
     /// Fill `buf` from `offset`. `offset + buf.len()` must not exceed
     /// `size()`; the caller (the protocol edge) validates requests once.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Describes `[offset, offset+len)` (already validated to be inside
+    /// the device) as runs of data and of bytes that read as zeros
+    /// (`base:allocation`). The runs may cover less than `len` but cover at
+    /// least one byte when `len > 0`; "data" is always a correct answer.
+    /// Must be cheap: clients ask before reading.
+    fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        let _ = offset;
+        Ok(vec![Extent::data(len)])
+    }
+
+    /// True when reading the range needs no decompression, network or
+    /// other slow work (the transport then answers it on the connection
+    /// thread). `false` is always correct.
+    fn is_resident(&self, offset: u64, len: u64) -> bool {
+        let _ = (offset, len);
+        false
+    }
+
+    /// Loads the range into a cache at or below this layer
+    /// (`NBD_CMD_CACHE`); `None` means there is no cache to fill, and the
+    /// caller reads the range instead.
+    fn prefetch(&self, offset: u64, len: u64) -> Option<io::Result<()>> {
+        let _ = (offset, len);
+        None
+    }
+}
+
+/// One run of a [`ReadAt::extents`] answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub len: u64,
+    /// The run reads as zeros (NBD: a hole that reads as zeros).
+    pub zero: bool,
+}
+
+impl Extent {
+    pub fn data(len: u64) -> Extent {
+        Extent { len, zero: false }
+    }
+    pub fn zero(len: u64) -> Extent {
+        Extent { len, zero: true }
+    }
 }
 
 /// What a layer supports; computed once when the stack is built.
@@ -46,6 +104,102 @@ pub trait BlockDev: ReadAt {
     fn trim(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Every write acknowledged before this call is durable when it returns.
     fn flush(&self) -> io::Result<()>;
+
+    /// True when writing (or zeroing or trimming) the range is a plain
+    /// write to a local file, with no read of a slow base (the transport
+    /// then runs it on the connection thread). `false` is always correct.
+    fn write_is_fast(&self, offset: u64, len: u64) -> bool {
+        let _ = (offset, len);
+        false
+    }
+}
+
+/// Forwards everything, queries included, so a shared layer is a layer.
+impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        (**self).extents(offset, len)
+    }
+    fn is_resident(&self, offset: u64, len: u64) -> bool {
+        (**self).is_resident(offset, len)
+    }
+    fn prefetch(&self, offset: u64, len: u64) -> Option<io::Result<()>> {
+        (**self).prefetch(offset, len)
+    }
+}
+
+impl<T: BlockDev + ?Sized> BlockDev for std::sync::Arc<T> {
+    fn caps(&self) -> Caps {
+        (**self).caps()
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).write_zeroes(offset, len)
+    }
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).trim(offset, len)
+    }
+    fn flush(&self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn write_is_fast(&self, offset: u64, len: u64) -> bool {
+        (**self).write_is_fast(offset, len)
+    }
+}
+
+/// A read-only view of a [`ReadAt`] as a [`BlockDev`]: every mutating
+/// method fails with `EROFS`, flush succeeds (nothing is ever dirty), and
+/// the queries pass through. An export with no cowfile is one of these;
+/// the transport never calls the mutating methods anyway, because the
+/// export is advertised read-only and validation refuses writes first.
+pub struct ReadOnly<R>(pub R);
+
+fn read_only_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ReadOnlyFilesystem, "the export is read-only")
+}
+
+impl<R: ReadAt> ReadAt for ReadOnly<R> {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        self.0.extents(offset, len)
+    }
+    fn is_resident(&self, offset: u64, len: u64) -> bool {
+        self.0.is_resident(offset, len)
+    }
+    fn prefetch(&self, offset: u64, len: u64) -> Option<io::Result<()>> {
+        self.0.prefetch(offset, len)
+    }
+}
+
+impl<R: ReadAt> BlockDev for ReadOnly<R> {
+    fn caps(&self) -> Caps {
+        // Nothing changes, so every connection trivially sees the same data.
+        Caps { multi_conn: true, ..Caps::default() }
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn write_zeroes(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn trim(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Validates that `[offset, offset+len)` lies inside a device of `size`
@@ -166,5 +320,40 @@ mod tests {
         dev.read_at(&mut buf, 0).unwrap();
         assert_eq!(buf, [0, 0, 7, 7, 1, 2, 3, 7]);
         assert!(dev.read_at(&mut buf, 12).is_err());
+    }
+
+    /// Answers every query with something no default gives.
+    struct Knowing;
+
+    impl ReadAt for Knowing {
+        fn size(&self) -> u64 {
+            100
+        }
+        fn read_at(&self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
+            buf.fill(0);
+            Ok(())
+        }
+        fn extents(&self, _offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+            Ok(vec![Extent::zero(len)])
+        }
+        fn is_resident(&self, _offset: u64, _len: u64) -> bool {
+            true
+        }
+        fn prefetch(&self, _offset: u64, _len: u64) -> Option<io::Result<()>> {
+            Some(Ok(()))
+        }
+    }
+
+    #[test]
+    fn defaults_are_safe_and_wrappers_forward_queries() {
+        let plain = MemDev::new(vec![1; 100]);
+        assert_eq!(plain.extents(10, 20).unwrap(), vec![Extent::data(20)]);
+        assert!(!plain.is_resident(0, 1) && plain.prefetch(0, 1).is_none() && !plain.write_is_fast(0, 1));
+        let wrapped = ReadOnly(std::sync::Arc::new(ReadOnly(Knowing)));
+        assert_eq!(wrapped.extents(0, 7).unwrap(), vec![Extent::zero(7)]);
+        assert!(wrapped.is_resident(0, 1));
+        assert!(matches!(wrapped.prefetch(0, 1), Some(Ok(()))));
+        assert_eq!(wrapped.write_at(&[1], 0).unwrap_err().kind(), io::ErrorKind::ReadOnlyFilesystem);
+        assert!(wrapped.flush().is_ok() && wrapped.caps().multi_conn && !wrapped.caps().write);
     }
 }

@@ -1,6 +1,6 @@
 //! A decompressed-block cache, as its own layer over any [`ReadAt`].
 //!
-//! Design (nbd.md §0, §7.4):
+//! Design (docs/nbd-protocol.md, "The kernel client"; docs/nbd-server.md):
 //! * **Granule = the image's block size.** A 4 KiB read of a 64 KiB cloop
 //!   block reads (decompresses) the whole block once; the other fifteen
 //!   4 KiB reads of that block are served from memory.
@@ -15,7 +15,7 @@
 //! * **Zero blocks take no space.** Every loaded block is checked for being
 //!   all zeros; the answer goes into a 2-bit-per-block map (unknown, data,
 //!   zero) and zero blocks are never stored, just filled in. The same map
-//!   answers `base:allocation` queries (see [`Cache::extents`]); an
+//!   answers `base:allocation` queries (see `extents` in its [`ReadAt`] implementation); an
 //!   optional probe (e.g. "its compressed form is tiny") lets a status
 //!   query decode likely-zero blocks it has not seen yet.
 //!
@@ -34,7 +34,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::blockdev::{check_range, BlockDev, Caps, ReadAt};
+use crate::blockdev::{check_range, BlockDev, Caps, Extent, ReadAt};
 use crate::bufpool::Buf;
 
 /// Shards of the cache. More shards means less lock contention; each must
@@ -370,7 +370,7 @@ impl<B: ReadAt> Cache<B> {
     }
 
     /// Loads every block of the range into the cache (`NBD_CMD_CACHE`).
-    pub fn prefetch(&self, offset: u64, len: u64) -> io::Result<()> {
+    fn load_range(&self, offset: u64, len: u64) -> io::Result<()> {
         check_range(self.size, offset, len)?;
         if len == 0 {
             return Ok(());
@@ -379,49 +379,6 @@ impl<B: ReadAt> Cache<B> {
             self.get(b)?;
         }
         Ok(())
-    }
-
-    /// Whether every block of the range is in memory or known to be zero.
-    pub fn is_resident(&self, offset: u64, len: u64) -> bool {
-        if len == 0 || check_range(self.size, offset, len).is_err() {
-            return false;
-        }
-        let (first, last) = (offset / self.granule, (offset + len - 1) / self.granule);
-        (first..=last).all(|b| self.zeros.get(b) == Known::Zero || self.shard(b).index.contains_key(&b))
-    }
-
-    /// Describes `[offset, offset+len)` as (length, is_zero) runs, from the
-    /// zero map. Unknown blocks count as data, except probe candidates,
-    /// which are loaded (at most [`PROBE_BUDGET`] of them; the answer then
-    /// stops short, which the NBD protocol allows). Fails only for a range
-    /// outside the device.
-    pub fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<(u64, bool)>> {
-        check_range(self.size, offset, len)?;
-        let mut out: Vec<(u64, bool)> = Vec::new();
-        let (mut pos, end) = (offset, offset + len);
-        let mut budget = PROBE_BUDGET;
-        while pos < end {
-            let b = pos / self.granule;
-            let mut known = self.zeros.get(b);
-            if known == Known::Unknown && self.probe.as_ref().is_some_and(|p| p(b)) {
-                if budget == 0 {
-                    break;
-                }
-                budget -= 1;
-                // A block that fails to load is reported as data; the read
-                // of it will report the error.
-                let _ = self.get(b);
-                known = self.zeros.get(b);
-            }
-            let next = ((b + 1) * self.granule).min(end);
-            let zero = known == Known::Zero;
-            match out.last_mut() {
-                Some(last) if last.1 == zero => last.0 += next - pos,
-                _ => out.push((next - pos, zero)),
-            }
-            pos = next;
-        }
-        Ok(out)
     }
 
     /// Forgets every block overlapping the range, including its zero-map
@@ -476,6 +433,53 @@ impl<B: ReadAt> ReadAt for Cache<B> {
         }
         Ok(())
     }
+
+    /// Whether every block of the range is in memory or known to be zero.
+    fn is_resident(&self, offset: u64, len: u64) -> bool {
+        if len == 0 || check_range(self.size, offset, len).is_err() {
+            return false;
+        }
+        let (first, last) = (offset / self.granule, (offset + len - 1) / self.granule);
+        (first..=last).all(|b| self.zeros.get(b) == Known::Zero || self.shard(b).index.contains_key(&b))
+    }
+
+    /// Describes `[offset, offset+len)` as (length, is_zero) runs, from the
+    /// zero map. Unknown blocks count as data, except probe candidates,
+    /// which are loaded (at most [`PROBE_BUDGET`] of them; the answer then
+    /// stops short, which the NBD protocol allows). Fails only for a range
+    /// outside the device.
+    fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        check_range(self.size, offset, len)?;
+        let mut out: Vec<Extent> = Vec::new();
+        let (mut pos, end) = (offset, offset + len);
+        let mut budget = PROBE_BUDGET;
+        while pos < end {
+            let b = pos / self.granule;
+            let mut known = self.zeros.get(b);
+            if known == Known::Unknown && self.probe.as_ref().is_some_and(|p| p(b)) {
+                if budget == 0 {
+                    break;
+                }
+                budget -= 1;
+                // A block that fails to load is reported as data; the read
+                // of it will report the error.
+                let _ = self.get(b);
+                known = self.zeros.get(b);
+            }
+            let next = ((b + 1) * self.granule).min(end);
+            let zero = known == Known::Zero;
+            match out.last_mut() {
+                Some(last) if last.zero == zero => last.len += next - pos,
+                _ => out.push(Extent { len: next - pos, zero }),
+            }
+            pos = next;
+        }
+        Ok(out)
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) -> Option<io::Result<()>> {
+        Some(self.load_range(offset, len))
+    }
 }
 
 /// Write-through with invalidation, method by method.
@@ -500,6 +504,9 @@ impl<B: BlockDev> BlockDev for Cache<B> {
     }
     fn flush(&self) -> io::Result<()> {
         self.lower.flush()
+    }
+    fn write_is_fast(&self, offset: u64, len: u64) -> bool {
+        self.lower.write_is_fast(offset, len)
     }
 }
 
@@ -612,9 +619,12 @@ mod tests {
             .with_zero_probe(Box::new(|b| b == 1 || b == 2));
         assert_eq!(c.known(1), Known::Unknown);
         // Blocks 1 and 2 are probed (loaded); 0 and 3 are unknown = data.
-        assert_eq!(c.extents(0, 4 * 4096).unwrap(), vec![(4096, false), (8192, true), (4096, false)]);
+        assert_eq!(
+            c.extents(0, 4 * 4096).unwrap(),
+            vec![Extent::data(4096), Extent::zero(8192), Extent::data(4096)]
+        );
         assert_eq!(c.known(1), Known::Zero);
-        assert_eq!(c.extents(4096 + 5, 10).unwrap(), vec![(10, true)]);
+        assert_eq!(c.extents(4096 + 5, 10).unwrap(), vec![Extent::zero(10)]);
         let mut buf = vec![1u8; 8192];
         c.read_at(&mut buf, 4096).unwrap();
         assert!(buf.iter().all(|&b| b == 0));
@@ -696,7 +706,7 @@ mod tests {
     fn prefetch_fills_the_cache() {
         let data = pattern(8 * 4096 + 10);
         let c = Cache::new(counting(data.clone()), 4096, 1 << 20).unwrap();
-        c.prefetch(4096 + 1, 3 * 4096).unwrap();
+        c.prefetch(4096 + 1, 3 * 4096).unwrap().unwrap();
         assert!(c.is_resident(4096, 4 * 4096));
         assert!(!c.is_resident(0, 1));
         assert_eq!(c.lower().reads.load(Ordering::SeqCst), 4);
@@ -704,7 +714,7 @@ mod tests {
         c.read_at(&mut buf, 4096).unwrap();
         assert_eq!(buf, data[4096..5 * 4096]);
         assert_eq!(c.lower().reads.load(Ordering::SeqCst), 4);
-        assert!(c.prefetch(8 * 4096, 11).is_err());
+        assert!(c.prefetch(8 * 4096, 11).unwrap().is_err());
     }
 
     #[test]

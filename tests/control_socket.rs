@@ -208,6 +208,23 @@ fn cloopbox(args: &[&str]) -> std::process::Output {
     Process::new(BIN).args(args).output().expect("run cloopbox")
 }
 
+/// `cowdev -a` starts cloopd through `serve::spawn`: when the server does
+/// not come up, its own words (captured from its stderr) are the reason.
+#[test]
+fn cowdev_attach_reports_why_the_server_did_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("missing image.cloop");
+    let cow = dir.path().join("c.cow");
+    let out = cloopbox(&["cowdev", "-a", image.to_str().unwrap(), cow.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!("cowdev: cannot attach {} with {}: cloopd: ", image.display(), cow.display());
+    assert!(err.starts_with(&want), "{err}");
+    assert!(err.contains("missing image.cloop"), "the server's reason is relayed: {err}");
+    assert!(!cow.exists(), "no cowfile is made for a server that never started");
+}
+
 #[test]
 fn cowdev_and_cowsync_talk_to_servers() {
     let f = fixture();

@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloopbox::blockdev::{BlockDev, Caps, MemDev, ReadAt};
-use cloopbox::cache::Cache;
-use cloopbox::cow::overlay::{Overlay, OverlayOptions};
+use cloopbox::blockdev::{BlockDev, Caps, Extent, MemDev, ReadAt};
 use cloopbox::nbd::proto::*;
-use cloopbox::nbd::{Config, Export, Extent, Hints, Listener, Server};
+use cloopbox::nbd::{Config, Export, Listener, Server};
+use cloopbox::serve::{self, Options};
 
 const SIZE: usize = 1 << 20;
 
@@ -716,34 +715,40 @@ fn structured_reads_and_errors() {
     c.finish();
 }
 
-/// Reports the middle third of the export as a zero hole.
-struct ThirdsHints;
+/// `pattern`, whose middle third the device reports as a zero hole.
+struct Thirds(MemDev);
 
-impl Hints for ThirdsHints {
-    fn extents(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> io::Result<()> {
+impl ReadAt for Thirds {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
         let third = SIZE as u64 / 3;
+        let mut out = Vec::new();
         let mut pos = offset;
         let end = offset + len;
         while pos < end {
-            let (stop, flags) = if pos < third {
-                (third, 0)
+            let (stop, zero) = if pos < third {
+                (third, false)
             } else if pos < 2 * third {
-                (2 * third, STATE_HOLE | STATE_ZERO)
+                (2 * third, true)
             } else {
-                (u64::MAX, 0)
+                (u64::MAX, false)
             };
             let n = stop.min(end) - pos;
-            out.push(Extent { len: n, flags });
+            out.push(Extent { len: n, zero });
             pos += n;
         }
-        Ok(())
+        Ok(out)
     }
 }
 
 #[test]
 fn block_status_reports_the_stacks_extents() {
-    let mut export = Export::read_only(Arc::new(MemDev::new(pattern(SIZE))));
-    export.hints = Some(Arc::new(ThirdsHints));
+    let export = Export::read_only(Arc::new(Thirds(MemDev::new(pattern(SIZE)))));
     let server = Server::new(export, config(1)).unwrap();
     let mut c = Client::connect(&server);
     c.go(true, true);
@@ -790,34 +795,41 @@ fn base_with_zero_blocks() -> Vec<u8> {
     data
 }
 
-/// The layers cloopd stacks for `--cow` over a cloop image: cowfile over a
-/// decompressed-block cache (whose zero map knows the base's zero blocks).
-type CowStack = Overlay<Cache<MemDev>>;
-
-/// cloopd's glue: the cowfile describes its units, the cache the rest.
-struct CowHints(Arc<CowStack>);
-
-impl Hints for CowHints {
-    fn extents(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> io::Result<()> {
-        let cache = self.0.base();
-        for (n, zero) in self.0.extents(offset, len, |o, l| cache.extents(o, l))? {
-            out.push(Extent { len: n, flags: if zero { STATE_HOLE | STATE_ZERO } else { 0 } });
-        }
-        Ok(())
-    }
+/// `data` as a cloop image of 64 KiB blocks, made by the real binary.
+fn cloop_image(dir: &std::path::Path, data: &[u8]) -> std::path::PathBuf {
+    let raw = dir.join("base.img");
+    std::fs::write(&raw, data).unwrap();
+    let image = dir.join("base.cloop");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_cloopbox"))
+        .args(["create_compressed_fs", "-q", "-B", "65536"])
+        .arg(&raw)
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    image
 }
 
-fn cow_server(dir: &std::path::Path) -> (Arc<CowStack>, Arc<Server>) {
-    // Probing every block makes the cache's zero map complete from the
-    // first query, as the image's tiny zero blocks do in cloopd.
-    let cache = Cache::new(MemDev::new(base_with_zero_blocks()), BLOCK as u32, 1 << 20)
-        .unwrap()
-        .with_zero_probe(Box::new(|_| true));
-    let opts = OverlayOptions { warn: Arc::new(|m| panic!("unexpected warning: {m}")), ..Default::default() };
-    let overlay = Arc::new(Overlay::open(cache, &dir.join("test.cow"), &opts).unwrap());
-    let mut export = Export::writable(overlay.clone());
-    export.hints = Some(Arc::new(CowHints(overlay.clone())));
-    (overlay, Server::new(export, config(2)).unwrap())
+/// The stack cloopd serves for `IMAGE --cow COWFILE` (cowfile over the
+/// decompressed-block cache over the cloop image, under the meter), built
+/// by `serve`, as cloopd builds it; the image's zero blocks compress to a
+/// few bytes, so the cache's zero probe finds them on the first query.
+fn cow_server(dir: &std::path::Path) -> (Served, Arc<Server>) {
+    let image = cloop_image(dir, &base_with_zero_blocks());
+    let mut o = Options::new(image);
+    o.cow = Some(dir.join("test.cow"));
+    o.cache_size = 1 << 20;
+    let serve::Stack { export, summary, meter, cow_stats, .. } =
+        serve::build(&o, Arc::new(|m| panic!("unexpected warning: {m}"))).unwrap();
+    assert!(summary.contains("cache 1") && summary.contains("cow "), "{summary}");
+    let served = Served { meter, cow: cow_stats.unwrap() };
+    (served, Server::new(export, config(2)).unwrap())
+}
+
+/// What the stack's status handles say.
+struct Served {
+    meter: Arc<cloopbox::control::meter::Metered>,
+    cow: cloopbox::control::target::CowStats,
 }
 
 /// Every byte the map claims is zero reads as zero, every byte that is not
@@ -844,7 +856,7 @@ fn zero_runs(map: &[(u64, u64, bool)]) -> Vec<(u64, u64)> {
 #[test]
 fn cow_block_status_reports_what_reads_as_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (overlay, server) = cow_server(dir.path());
+    let (stack, server) = cow_server(dir.path());
     let mut c = Client::connect(&server);
     let (size, _) = c.go(true, true);
     // Nothing written yet: exactly the base's zero blocks.
@@ -888,7 +900,8 @@ fn cow_block_status_reports_what_reads_as_zero() {
     let one = c.block_status(8, CMD_FLAG_REQ_ONE, 2 * BLOCK, 2 * BLOCK as u32);
     assert_eq!(one, vec![(8192, STATE_HOLE | STATE_ZERO)]);
     c.finish();
-    assert!(overlay.stats().cowused > 0);
+    assert!((stack.cow)().cowused > 0);
+    assert!(stack.meter.stats().bytes_written > 0);
 }
 
 #[test]
@@ -914,16 +927,7 @@ fn cow_block_status_of_a_fragmented_cowfile_is_exact_to_the_unit() {
 #[test]
 fn cloopd_cow_block_status_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("base.img");
-    std::fs::write(&raw, base_with_zero_blocks()).unwrap();
-    let image = dir.path().join("base.cloop");
-    let made = std::process::Command::new(env!("CARGO_BIN_EXE_cloopbox"))
-        .args(["create_compressed_fs", "-q", "-B", "65536"])
-        .arg(&raw)
-        .arg(&image)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let image = cloop_image(dir.path(), &base_with_zero_blocks());
     let cow = dir.path().join("disk.cow");
     let sock = dir.path().join("nbd.sock");
     let expect_zero = |map: &[(u64, u64, bool)], zeros: &[(u64, u64)]| assert_eq!(zero_runs(map), zeros);

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
+
+use crate::applets::json_string;
 use std::path::PathBuf;
 
 use crate::cloop::extract::{decode_in_order, Flow};
@@ -58,13 +60,9 @@ fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    let args = match parse_args(args.get(1..).unwrap_or_default()) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{USAGE}");
-            return 0;
-        }
-        Err(e) => return crate::applets::fail(APPLET, e),
+    let args = match crate::applets::parsed(APPLET, USAGE, parse_args(args.get(1..).unwrap_or_default())) {
+        Ok(args) => args,
+        Err(status) => return status,
     };
     let image = match Image::open(&args.image) {
         Ok(image) => image,
@@ -205,10 +203,10 @@ fn text(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
 fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
     let info = image.info();
     let mut fields = vec![
-        ("file", quote(&image.path().display().to_string())),
-        ("version", quote(&info.version.to_string())),
-        ("version_detail", quote(&version_detail(info.version))),
-        ("header", quote(header_position(info))),
+        ("file", json_string(&image.path().display().to_string())),
+        ("version", json_string(&info.version.to_string())),
+        ("version_detail", json_string(&version_detail(info.version))),
+        ("header", json_string(header_position(info))),
         ("block_size", info.block_size.to_string()),
         ("blocks", info.num_blocks.to_string()),
         ("size", info.size.to_string()),
@@ -217,7 +215,7 @@ fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
         ("index_offset", info.index_offset.to_string()),
         ("index_size", info.index_len.to_string()),
     ];
-    let codecs: Vec<String> = stats.codecs.iter().map(|(k, v)| format!("{}: {v}", quote(k))).collect();
+    let codecs: Vec<String> = stats.codecs.iter().map(|(k, v)| format!("{}: {v}", json_string(k))).collect();
     fields.push(("codecs", format!("{{{}}}", codecs.join(", "))));
     fields.push(("links", stats.links.to_string()));
     fields.push(("zero_length_blocks", stats.zero_length.to_string()));
@@ -235,7 +233,7 @@ fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
                     "{{\"block\": {}, \"offset\": {}, \"error\": {}}}",
                     b.block,
                     b.offset,
-                    quote(&b.error)
+                    json_string(&b.error)
                 )
             })
             .collect();
@@ -246,34 +244,9 @@ fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
     format!("{{\n{}\n}}\n", body.join(",\n"))
 }
 
-/// A JSON string literal.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(quote("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\u0001é\"");
-    }
 
     #[test]
     fn args_need_exactly_one_image() {

@@ -17,16 +17,15 @@
 //! `-d` checks mounts itself instead of relying on the driver's EBUSY.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::control::client::{self, ClientError, DETACH_TIMEOUT, REQUEST_TIMEOUT};
 use crate::control::proto::{display_path, socket_name};
 use crate::control::{Command, Info};
 use crate::nbd::kernel::parse_device;
+use crate::serve::spawn;
 use crate::sys::mountinfo;
 
 const NAME: &str = "cowdev";
@@ -54,10 +53,6 @@ Needs root. Exit status: 0 ok, 1 usage, 2 errors.
 
 /// How long a detached server may take to exit after its reply.
 const EXIT_WAIT: Duration = Duration::from_secs(10);
-/// Longest device line accepted from cloopd.
-const MAX_LINE: u64 = 4096;
-/// How much of cloopd's stderr is relayed.
-const MAX_STDERR: u64 = 64 * 1024;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Action {
@@ -114,10 +109,7 @@ fn parse_args(args: &[OsString]) -> Result<Action, String> {
 pub fn main(args: Vec<OsString>) -> i32 {
     let action = match parse_args(args.get(1..).unwrap_or_default()) {
         Ok(a) => a,
-        Err(e) => {
-            eprint!("{NAME}: {e}\n{USAGE}");
-            return 1;
-        }
+        Err(e) => return crate::applets::usage_error(NAME, USAGE, &e),
     };
     let result = match action {
         Action::Help => {
@@ -146,44 +138,23 @@ fn absolute(path: &Path) -> Result<PathBuf, String> {
 /// whatever it said on stderr until it went to the background.
 fn attach(rdo: &Path, cow: &Path, device: &str) -> Result<(), String> {
     let (rdo, cow) = (absolute(rdo)?, absolute(cow)?);
-    let mut child = Process::new("/proc/self/exe")
-        .arg0("cloopd")
-        .args(["--background", "-q", "--device", device, "--cow"])
-        .arg(&cow)
-        .arg("--")
-        .arg(&rdo)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting cloopd: {e}"))?;
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (tx, said) = std::sync::mpsc::channel();
-    // Read on the side, so a chatty server cannot fill the pipe and stall
-    // before its device line.
-    std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = stderr.take(MAX_STDERR).read_to_end(&mut text);
-        let _ = tx.send(String::from_utf8_lossy(&text).into_owned());
-    });
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let _ = BufReader::new(stdout.take(MAX_LINE)).read_line(&mut line);
-    let line = line.trim_end();
-    if line.starts_with("/dev/nbd") {
-        println!("{line}");
-        // cloopd closes its stderr right after the device line.
-        if let Ok(text) = said.recv_timeout(Duration::from_secs(3)) {
-            eprint!("{text}");
-        }
+    let req = spawn::Request {
+        image: &rdo,
+        cow: Some(&cow),
+        device,
+        argv0: "cloopd",
+        flags: vec!["--background".into(), "-q".into()],
+        capture_stderr: true,
+    };
+    match spawn::spawn(&req) {
         // The server lives on in its own session; init reaps it.
-        return Ok(());
+        Ok(started) => {
+            println!("{}", started.device.display());
+            eprint!("{}", started.said);
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot attach {} with {}: {e}", rdo.display(), cow.display())),
     }
-    let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-    let text = said.recv_timeout(Duration::from_secs(3)).unwrap_or_default();
-    let text = text.trim_end();
-    let why = if text.is_empty() { format!("cloopd exited ({status})") } else { text.to_string() };
-    Err(format!("cannot attach {} with {}: {why}", rdo.display(), cow.display()))
 }
 
 fn not_ours(index: u32, e: ClientError) -> String {

@@ -68,25 +68,12 @@ pub fn listing(path: &Path, h: &Header) -> String {
     )
 }
 
-fn json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out += "\\\"",
-            '\\' => out += "\\\\",
-            c if (c as u32) < 0x20 => out += &format!("\\u{:04x}", c as u32),
-            c => out.push(c),
-        }
-    }
-    out + "\""
-}
-
 pub fn to_json(path: &Path, h: &Header) -> String {
     format!(
         "{{\"file\":{},\"abi\":\"{}\",\"state\":\"{}\",\"dirty\":{},\"packed\":{},\"merged\":{},\"flags\":{},\
          \"version\":{},\"data_offset\":{},\"mapunit\":{},\"mapsize\":{},\"bitmap_blocks\":{},\"cowused\":{},\
          \"rdoblocks\":{},\"fingerprint\":{}}}\n",
-        json_string(&path.to_string_lossy()),
+        crate::applets::json_string(&path.to_string_lossy()),
         h.abi.name(),
         if h.is_dirty() { "dirty" } else { "clean" },
         h.is_dirty(),

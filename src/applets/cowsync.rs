@@ -20,20 +20,10 @@ Needs root. Exit status: 0 ok, 1 if any server failed.
 ";
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    match crate::getopt::parse(args.get(1..).unwrap_or_default(), "h", &["help"]) {
-        Ok(p) if !p.opts.is_empty() => {
-            print!("{USAGE}");
-            return 0;
-        }
+    match crate::applets::parse_flags(NAME, USAGE, args.get(1..).unwrap_or_default(), "h", &["help"]) {
         Ok(p) if p.operands.is_empty() => {}
-        Ok(_) => {
-            eprint!("{NAME}: takes no arguments\n{USAGE}");
-            return 1;
-        }
-        Err(e) => {
-            eprint!("{NAME}: {e}\n{USAGE}");
-            return 1;
-        }
+        Ok(_) => return crate::applets::usage_error(NAME, USAGE, "takes no arguments"),
+        Err(status) => return status,
     }
     rustix::fs::sync();
     let devices = match client::devices() {

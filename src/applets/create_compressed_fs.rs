@@ -1,6 +1,6 @@
 //! `create_compressed_fs [options] INFILE OUTFILE`: compress a filesystem
 //! image into a cloop image, command-line compatible with Debian
-//! cloop-utils 3.14 (formats.md A11.1).
+//! cloop-utils 3.14 (docs/formats.md).
 //!
 //! Parsing ([`parse_args`]) only turns flags into [`Args`] (what the user
 //! typed, with cloop-utils' clamping messages); [`request`] turns that into

@@ -48,12 +48,8 @@ struct Args {
     output: Option<PathBuf>,
 }
 
-enum Parsed {
-    Run(Args),
-    Help,
-}
-
-fn parse_args(args: &[OsString]) -> Result<Parsed, String> {
+/// The command line; `Ok(None)` means --help.
+fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
     let parsed = crate::getopt::parse(args, "qt:h", &["quiet", "threads=", "help"])?;
     let mut quiet = false;
     let mut threads = 0;
@@ -64,7 +60,7 @@ fn parse_args(args: &[OsString]) -> Result<Parsed, String> {
                 let value = opt.value.as_deref().unwrap_or_default();
                 threads = value.parse().map_err(|_| format!("bad thread count '{value}'"))?;
             }
-            _ => return Ok(Parsed::Help),
+            _ => return Ok(None),
         }
     }
     let mut operands = parsed.operands.into_iter().map(PathBuf::from);
@@ -76,17 +72,13 @@ fn parse_args(args: &[OsString]) -> Result<Parsed, String> {
     if threads == 0 {
         threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
-    Ok(Parsed::Run(Args { quiet, threads, input, output }))
+    Ok(Some(Args { quiet, threads, input, output }))
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    let args = match parse_args(args.get(1..).unwrap_or_default()) {
-        Ok(Parsed::Run(args)) => args,
-        Ok(Parsed::Help) => {
-            print!("{USAGE}");
-            return 0;
-        }
-        Err(e) => return crate::applets::fail(APPLET, e),
+    let args = match crate::applets::parsed(APPLET, USAGE, parse_args(args.get(1..).unwrap_or_default())) {
+        Ok(args) => args,
+        Err(status) => return status,
     };
     match run(&args) {
         Ok(()) => 0,
@@ -205,15 +197,15 @@ mod tests {
 
     #[test]
     fn parses_both_syntaxes_and_options() {
-        let Ok(Parsed::Run(a)) = parse_args(&args(&["-q", "-t", "3", "in.cloop", "-"])) else { panic!() };
+        let Ok(Some(a)) = parse_args(&args(&["-q", "-t", "3", "in.cloop", "-"])) else { panic!() };
         assert!(a.quiet);
         assert_eq!(a.threads, 3);
         assert_eq!(a.input, PathBuf::from("in.cloop"));
         assert_eq!(a.output, None);
-        let Ok(Parsed::Run(a)) = parse_args(&args(&["in", "out"])) else { panic!() };
+        let Ok(Some(a)) = parse_args(&args(&["in", "out"])) else { panic!() };
         assert_eq!(a.output, Some(PathBuf::from("out")));
         assert!(a.threads >= 1);
-        assert!(matches!(parse_args(&args(&["--help"])), Ok(Parsed::Help)));
+        assert!(matches!(parse_args(&args(&["--help"])), Ok(None)));
         assert!(parse_args(&args(&[])).is_err());
         assert!(parse_args(&args(&["a", "b", "c"])).is_err());
         assert!(parse_args(&args(&["-t", "x", "a"])).is_err());

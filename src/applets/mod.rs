@@ -209,6 +209,43 @@ pub fn parse_flags(
     Ok(parsed)
 }
 
+/// The end of an applet's own flag parsing (`parse_args` returning
+/// `Ok(None)` for `--help`): help prints the usage on stdout and exits 0, an
+/// error is `applet: error` on stderr and exit 1; either way `Err` holds
+/// the exit status to return. (The cowloop tools' convention, the usage
+/// after every error, is [`parse_flags`].)
+pub fn parsed<A>(applet: &str, usage: &str, parsed: Result<Option<A>, String>) -> Result<A, i32> {
+    match parsed {
+        Ok(Some(args)) => Ok(args),
+        Ok(None) => {
+            print!("{usage}");
+            Err(0)
+        }
+        Err(e) => Err(fail(applet, e)),
+    }
+}
+
+/// A JSON string literal (for the applets' `--json` output).
+pub fn json_string(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Prints `applet: message` on stderr and returns the exit status 1; used
 /// by applets for their final error.
 pub fn fail(applet: &str, err: impl std::fmt::Display) -> i32 {
@@ -225,6 +262,11 @@ mod tests {
         for pair in APPLETS.windows(2) {
             assert!(pair[0].name < pair[1].name, "{} !< {}", pair[0].name, pair[1].name);
         }
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\u0001é\"");
     }
 
     #[test]

@@ -22,10 +22,9 @@
 //! drops to the rescue shell (`/bin/sh`, if the initramfs has one), or
 //! waits with the message on screen.
 
-use std::io::{self, BufRead, BufReader};
-use std::os::unix::process::CommandExt;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::cmdline::Cmdline;
 use super::isofile;
@@ -206,32 +205,25 @@ pub struct Served {
 
 /// Starts a root-storage daemon for `image` and returns its device.
 fn serve(image: &Path, cow: Option<&Path>, block_size: u32, log: &Log) -> io::Result<(PathBuf, u32)> {
-    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/init"));
-    let mut cmd = Command::new(exe);
-    // argv[0] starts with '@': systemd leaves root-storage daemons alone.
-    cmd.arg0("@cloopd").arg(image).args(["--device", "auto", "--root-daemon", "--block-size"]);
-    cmd.arg(block_size.to_string());
-    if let Some(cow) = cow {
-        cmd.arg("--cow").arg(cow);
-    }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-    log.debug(&format!("starting {cmd:?}"));
-    let mut child = cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("starting cloopd: {e}")))?;
-    let pid = child.id();
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout is piped");
-    BufReader::new(stdout).read_line(&mut line)?;
-    let device = line.trim();
-    if !device.starts_with("/dev/") {
-        let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-        return Err(io::Error::other(format!(
+    let req = crate::serve::spawn::Request {
+        image,
+        cow,
+        device: "auto",
+        // argv[0] starts with '@': systemd leaves root-storage daemons alone.
+        argv0: "@cloopd",
+        flags: vec!["--root-daemon".into(), "--block-size".into(), block_size.to_string().into()],
+        capture_stderr: false,
+    };
+    log.debug(&format!("starting {}", req.describe()));
+    // The daemon outlives us; after switch_root the new init reaps it.
+    match crate::serve::spawn::spawn(&req) {
+        Ok(started) => Ok((started.device, started.pid)),
+        Err(e @ crate::serve::spawn::SpawnError::Start(_)) => Err(io::Error::other(e.to_string())),
+        Err(crate::serve::spawn::SpawnError::NoDevice { status, .. }) => Err(io::Error::other(format!(
             "cloopd for {} did not attach a device ({status})",
             image.display()
-        )));
+        ))),
     }
-    // The daemon outlives us; after switch_root the new init reaps it.
-    std::mem::forget(child);
-    Ok((PathBuf::from(device), pid))
 }
 
 /// Where this boot's changes go.

@@ -1,7 +1,7 @@
 //! Booting from an ISO file on a disk (`bootfrom=/dev/sda1/k.iso`,
 //! `findiso=`, `iso-scan/filename=`): the file is attached read-only to a
 //! free loop device with partition scanning (hybrid ISOs carry a
-//! partition table; boot.md §6, dracut#2464), and the loop device is then
+//! partition table; docs/boot-design.md, dracut#2464), and the loop device is then
 //! searched like any medium.
 
 use std::io;

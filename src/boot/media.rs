@@ -2,7 +2,7 @@
 //!
 //! A device is the medium when, mounted read-only, it has
 //! `<knoppix_dir>/<knoppix_name>`. Labels and UUIDs are never trusted
-//! (boot.md §6). The search repeats until the timeout, because USB sticks
+//! (docs/boot-design.md). The search repeats until the timeout, because USB sticks
 //! and their partitions appear late; each filesystem is mounted at most
 //! once, whichever device node shows it (a hybrid ISO is the same
 //! filesystem on `sdb` and `sdb1`).

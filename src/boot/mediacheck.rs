@@ -3,7 +3,7 @@
 //! with a checksum file on the medium if one names them, with a progress
 //! line, cancellable from the console with Enter. It checks what the boot
 //! will read, not the whole disc, and a bad block is reported with the
-//! image, block and offset (boot.md §6: checks that hang for hours or
+//! image, block and offset (docs/boot-design.md: checks that hang for hours or
 //! fail without saying why are the complaint).
 
 use std::path::{Path, PathBuf};

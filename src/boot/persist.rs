@@ -17,7 +17,8 @@ use super::log::Log;
 use super::probe::probe;
 use super::scan::candidates;
 use crate::blockdev::{FileDev, ReadAt};
-use crate::cow::{cowfile, header};
+use crate::cow::cowfile;
+use crate::cow::open::BaseId;
 use crate::sys::mountinfo;
 
 /// Where the persistence filesystem is mounted, unless it already was.
@@ -127,12 +128,11 @@ pub fn check_cowfile(path: &Path, base: &dyn ReadAt) -> CowCheck {
         Ok(h) => h,
         Err(e) => return CowCheck::Foreign(e.to_string()),
     };
-    let numblocks = base.size() >> 10;
-    let fp = match header::fingerprint(base, numblocks) {
-        Ok(fp) => fp,
+    let id = match BaseId::of(base) {
+        Ok(id) => id,
         Err(e) => return CowCheck::Foreign(format!("cannot read the image for its fingerprint: {e}")),
     };
-    match head.check_for_base(numblocks, fp) {
+    match head.check_for_base(id.numblocks, id.fingerprint) {
         Err(e) => CowCheck::Foreign(format!("it belongs to a different image: {e}")),
         Ok(_) if head.is_dirty() => CowCheck::Dirty,
         Ok(_) => CowCheck::Clean,

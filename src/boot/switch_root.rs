@@ -1,6 +1,6 @@
 //! Handing the root over to the live system: switch_root done right.
 //!
-//! The order and the paranoia follow BusyBox and util-linux (boot.md §4),
+//! The order and the paranoia follow BusyBox and util-linux (docs/boot-design.md),
 //! with the checks they skip:
 //!
 //! 1. *Before anything is deleted*: the new root must be a mount point, and

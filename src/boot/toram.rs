@@ -1,7 +1,7 @@
 //! `toram`: copy the images into RAM, then let the medium go.
 //!
 //! The copy goes to its own tmpfs, sized to the images, after checking
-//! that it leaves enough memory to run the system (boot.md §6: copying
+//! that it leaves enough memory to run the system (docs/boot-design.md: copying
 //! what does not fit must be refused cleanly, not halt the boot). The
 //! progress line gives percent, throughput and ETA.
 

@@ -1,7 +1,7 @@
 //! Version detection and header parsing.
 //!
 //! Detection goes by signature first and uses index-content heuristics only
-//! where no signature exists (formats.md A2.1; SliTaz's heuristics misdetect
+//! where no signature exists (docs/formats.md, "Detection"; SliTaz's heuristics misdetect
 //! real V4 images, so they never override a signature):
 //!
 //! 1. The 136-byte header at offset 0: byte 0x0b/0x0c `V4` is V4, `V2`/`V3`
@@ -21,7 +21,7 @@ use std::fmt;
 
 use super::codec::Codec;
 use super::error::Error;
-use super::reader::Source;
+use super::source::Source;
 
 /// Size of `struct cloop_head`: 128-byte preamble, block size, block count.
 pub const HEADER_LEN: u64 = 136;
@@ -227,7 +227,7 @@ fn from_header_first(src: &Source, head: &[u8]) -> Result<Option<Detected>, Erro
 }
 
 /// Images without a usable signature: classify by the first index words,
-/// in the order SliTaz's `build_index` uses (formats.md A2.1, A4).
+/// in the order SliTaz's `build_index` uses (docs/formats.md, "Detection").
 fn legacy(src: &Source, block_size: u32, n: u32) -> Result<Detected, Error> {
     let mut words = [0u8; 16];
     let avail = src.len().saturating_sub(HEADER_LEN).min(16) as usize;

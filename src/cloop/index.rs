@@ -1,7 +1,7 @@
 //! Index tables of every cloop version, turned into one in-memory form.
 //!
 //! Each version stores "where is block i and how is it compressed"
-//! differently (formats.md A3–A8): (n+1) absolute offsets of 4 or 8 bytes in
+//! differently (docs/formats.md): (n+1) absolute offsets of 4 or 8 bytes in
 //! either byte order (0.68, 1.0, 2.0, uzip), the same with a compressor
 //! nibble and links (4.0), 16-byte records (Accelerated KNOPPIX), a
 //! zlib-compressed table of sizes with flags and links in a tail (SliTaz
@@ -21,7 +21,7 @@
 use super::codec::Codec;
 use super::detect::{Detected, Layout, TableEntry, Version, CLOOP3_INDEX_HEAD_LEN, HEADER_LEN};
 use super::error::Error;
-use super::reader::Source;
+use super::source::Source;
 
 /// The most blocks an image may have: 32 Mi blocks, i.e. 2 TiB at the
 /// usual 64 KiB block size (128 GiB at 4 KiB). It bounds the in-memory
@@ -417,7 +417,7 @@ fn load_records(src: &Source, bs: u32, index_offset: u64, n: u64) -> Result<Vec<
     Ok(entries)
 }
 
-/// SliTaz V3 tail: u32 BE table_size, index_size, num_blocks (formats.md A5).
+/// SliTaz V3 tail: u32 BE table_size, index_size, num_blocks (docs/formats.md, "V3").
 const SLITAZ_TAIL_LEN: u64 = 12;
 /// The 2011 tail: u32 BE index_size (= entry size), num_blocks.
 const SLITAZ_OLD_TAIL_LEN: u64 = 8;
@@ -629,7 +629,7 @@ fn load_slitaz_plain(src: &Source, bs: u32, entry_size: u32, n: u64) -> Result<I
     Ok(builder.finish(version, table_at, table_len))
 }
 
-/// dplasa's flag bits (the `#define`s the tool really writes; formats.md A6).
+/// dplasa's flag bits (the `#define`s the tool really writes; docs/formats.md, "CLOOP3").
 fn dplasa_codec(flags: u32) -> Option<Codec> {
     Some(match flags {
         0x00 => Codec::Stored,

@@ -19,7 +19,6 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -28,41 +27,11 @@ pub use super::detect::{Version, HEADER_LEN, MAX_BLOCK_SIZE};
 use super::error::{Error, ImagePath};
 use super::index::{self, Entry};
 pub use super::index::{max_compressed_len, Kind, MAX_BLOCKS};
+use super::source::Source;
 use crate::blockdev::{check_range, ReadAt};
 
 /// Slots kept for `read_at` (each holds one decoded block).
 const MAX_POOLED_SLOTS: usize = 16;
-
-/// The image file: `pread` with bounds checks and errors that name it.
-pub(crate) struct Source {
-    file: File,
-    path: ImagePath,
-    len: u64,
-}
-
-impl Source {
-    pub(crate) fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub(crate) fn path(&self) -> ImagePath {
-        Arc::clone(&self.path)
-    }
-
-    /// Reads exactly `buf.len()` bytes at `offset`; a range past the end is
-    /// a [`Error::Truncated`] naming `what`.
-    pub(crate) fn read_exact_at(&self, buf: &mut [u8], offset: u64, what: &'static str) -> Result<(), Error> {
-        let len = buf.len() as u64;
-        let truncated = || Error::Truncated { path: self.path(), what, offset, len, file_len: self.len };
-        if offset.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(truncated());
-        }
-        self.file.read_exact_at(buf, offset).map_err(|source| match source.kind() {
-            io::ErrorKind::UnexpectedEof => truncated(),
-            _ => Error::Io { path: self.path(), offset, len, source },
-        })
-    }
-}
 
 /// What the header and index say about an image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,7 +97,7 @@ impl Image {
         // Seeking gives the size of block devices too (metadata says 0).
         let len =
             (&file).seek(SeekFrom::End(0)).map_err(|source| Error::Open { path: path.clone(), source })?;
-        let src = Source { file, path, len };
+        let src = Source::new(file, path, len);
         let mut first_error = None;
         for candidate in super::detect::detect(&src) {
             let loaded = candidate.and_then(|det| Ok((det, index::load(&src, &det)?)));
@@ -149,7 +118,7 @@ impl Image {
             block_size: det.block_size,
             num_blocks: index.entries.len() as u64,
             size: index.size,
-            file_len: src.len,
+            file_len: src.len(),
             index_offset: index.index_offset,
             index_len: index.index_len,
             last_block_len: index.last_len,
@@ -162,7 +131,7 @@ impl Image {
     }
 
     pub fn path(&self) -> &Path {
-        &self.src.path
+        self.src.name()
     }
 
     /// Bytes block `index` decodes to (0 for a block that does not exist).

@@ -1,7 +1,7 @@
 //! The cloop writer: a filesystem image in, a cloop image out.
 //!
 //! Output is V2 for zlib, byte for byte in the layout Debian cloop-utils 3.14
-//! writes (formats.md A3): its preamble, n+1 u64 BE offsets, contiguous
+//! writes (docs/formats.md, "V2"): its preamble, n+1 u64 BE offsets, contiguous
 //! zlib blocks, the last block zero-padded to the block size, nothing after
 //! the data. Any other codec writes V4.0 header first, with the codec in the
 //! top nibble of each index entry and incompressible blocks stored raw

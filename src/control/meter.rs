@@ -2,13 +2,14 @@
 //! read and write, for the status block's "bytes read" and "bytes
 //! written". It sits at the top of the stack, so it counts what was
 //! served, not what the layers below did to serve it. Failed requests are
-//! not counted; zeroing and trimming count as neither.
+//! not counted; zeroing and trimming count as neither. The queries
+//! (extents, residency, prefetch) pass through uncounted.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::blockdev::{BlockDev, Caps, ReadAt};
+use crate::blockdev::{BlockDev, Caps, Extent, ReadAt};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MeterStats {
@@ -57,6 +58,15 @@ impl ReadAt for Metered {
         self.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+    fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        self.inner.extents(offset, len)
+    }
+    fn is_resident(&self, offset: u64, len: u64) -> bool {
+        self.inner.is_resident(offset, len)
+    }
+    fn prefetch(&self, offset: u64, len: u64) -> Option<io::Result<()>> {
+        self.inner.prefetch(offset, len)
+    }
 }
 
 impl BlockDev for Metered {
@@ -77,6 +87,9 @@ impl BlockDev for Metered {
     }
     fn flush(&self) -> io::Result<()> {
         self.inner.flush()
+    }
+    fn write_is_fast(&self, offset: u64, len: u64) -> bool {
+        self.inner.write_is_fast(offset, len)
     }
 }
 

@@ -23,7 +23,7 @@ pub const MAX_REPLY: usize = 64 * 1024;
 /// What a client can ask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// The status block (formats.md B9's `/proc/cow/N`, plus cache and
+    /// The status block (cowloop's `/proc/cow/N`, docs/formats.md, plus cache and
     /// traffic counters).
     Status,
     /// Flush the stack: cowfile data, bitmap and a clean header.

@@ -1,4 +1,4 @@
-//! The status block: `/proc/cow/N` of cowloop 3.1 (formats.md B9), label
+//! The status block: `/proc/cow/N` of cowloop 3.1 (docs/formats.md), label
 //! for label where the meaning carries over, then what a userspace server
 //! adds (the device, the block cache, bytes served).
 //!

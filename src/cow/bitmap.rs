@@ -1,5 +1,5 @@
 //! The cowfile bitmap: bit `b` (byte `b >> 3`, bit `b & 7`, LSB first) says
-//! whether 1 KiB block `b` of the rdofile lives in the cowfile (B6).
+//! whether 1 KiB block `b` of the rdofile lives in the cowfile (docs/formats.md, "Geometry").
 //!
 //! It is held whole in memory (1 bit per KiB: 128 KiB for a 1 GiB rdofile,
 //! capped by [`super::header::MAX_MAPSIZE`]) together with its population
@@ -57,7 +57,7 @@ impl Bitmap {
         self.count
     }
 
-    /// The `cowused` rule of a clean file (B7: "inconsistent cowfile admi").
+    /// The `cowused` rule of a clean file (the driver's "inconsistent cowfile admi").
     pub fn check_count(&self, cowused: u64, cowused_offset: u64) -> Result<(), FormatError> {
         if cowused != self.count {
             return Err(FormatError::Inconsistent { cowused, counted: self.count, offset: cowused_offset });
@@ -165,6 +165,23 @@ impl Bitmap {
         })
     }
 
+    /// The set runs cut into pieces of at most `max` units, in order, as
+    /// `(first_block, count, units_before)`: the walk every copy of cowfile
+    /// data takes (merging into the rdofile, packing, unpacking), where
+    /// `units_before` is the piece's position in a packed savefile.
+    pub fn pieces(&self, max: u64) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        let max = max.max(1);
+        let mut before = 0;
+        self.set_runs()
+            .flat_map(move |(first, count)| {
+                (first..first + count).step_by(max as usize).map(move |b| (b, (first + count - b).min(max)))
+            })
+            .map(move |(block, n)| {
+                before += n;
+                (block, n, before - n)
+            })
+    }
+
     /// Set bits at or beyond `numblocks`.
     pub fn beyond_end(&self) -> impl Iterator<Item = u64> + '_ {
         let nbits = self.bytes.len() as u64 * 8;
@@ -224,5 +241,16 @@ mod tests {
         assert!(map.clear(300));
         assert_eq!(map.count(), 0);
         assert!(map.check_count(1, 48).is_err());
+    }
+
+    #[test]
+    fn pieces_cut_runs_and_count_what_came_before() {
+        let mut m = Bitmap::new(64, 1024);
+        for b in [1, 2, 3, 4, 5, 9, 20, 21] {
+            m.set(b);
+        }
+        let got: Vec<_> = m.pieces(2).collect();
+        assert_eq!(got, vec![(1, 2, 0), (3, 2, 2), (5, 1, 4), (9, 1, 5), (20, 2, 6)]);
+        assert_eq!(m.pieces(100).map(|p| p.1).sum::<u64>(), m.count());
     }
 }

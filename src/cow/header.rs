@@ -1,5 +1,5 @@
 //! The cowloop 3.1 head block, its two ABIs, the geometry the driver derives
-//! from an rdofile, and the rdofile fingerprint (formats.md B3–B5).
+//! from an rdofile, and the rdofile fingerprint (docs/formats.md, "cowloop cowfiles").
 //!
 //! `struct cowhead` holds `unsigned long` fields, so its layout follows the
 //! ABI of the kernel that wrote it: 32 bytes on i386, 56 on x86_64, both
@@ -75,7 +75,7 @@ impl Abi {
     }
 
     /// The fingerprint as the driver stores it: the C `int` result, converted
-    /// to `unsigned long`, which sign-extends on x86_64 (B5).
+    /// to `unsigned long`, which sign-extends on x86_64 (docs/formats.md, "Fingerprint").
     pub fn store_fingerprint(self, fp: u32) -> u64 {
         match self {
             Abi::X86_64 => fp as i32 as i64 as u64,
@@ -90,7 +90,7 @@ impl Abi {
         }
     }
 
-    /// Detects the layout from the first 16 bytes (B3).
+    /// Detects the layout from the first 16 bytes (docs/formats.md, "Header: two ABIs").
     pub fn detect(head: &[u8]) -> Abi {
         match head.get(12..16) {
             Some(w) if w == [0, 0, 0, 0] => Abi::X86_64,
@@ -121,7 +121,7 @@ pub struct Header {
     pub cowused: u64,
 }
 
-/// What the driver derives from an rdofile of `numblocks` KiB (B4).
+/// What the driver derives from an rdofile of `numblocks` KiB (docs/formats.md, "Geometry").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
     pub numblocks: u64,
@@ -281,7 +281,7 @@ impl Header {
     }
 
     /// The rules the driver applied when it activated a cowfile over an
-    /// rdofile of `numblocks` blocks with fingerprint `fp` (B7), minus the
+    /// rdofile of `numblocks` blocks with fingerprint `fp` (docs/cow.md, "Opening a cowfile"), minus the
     /// bitmap checks (see [`super::bitmap::Bitmap::from_disk`]).
     pub fn check_for_base(&self, numblocks: u64, fp: u32) -> Result<Geometry, FormatError> {
         let geom = self.check_layout()?;
@@ -316,7 +316,7 @@ impl Header {
     }
 }
 
-/// The driver's "checksum of the first blocks" (B5) as the C `int` it
+/// The driver's "checksum of the first blocks" (docs/formats.md, "Fingerprint") as the C `int` it
 /// computes: one byte-sum (mod 256) from each of the first four 1 KiB
 /// blocks whose sum is non-zero. Use [`Abi::store_fingerprint`] to get the
 /// stored value. Like the driver, a mostly-zero rdofile is read until four

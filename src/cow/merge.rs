@@ -14,8 +14,9 @@
 use super::bitmap::Bitmap;
 use super::cowfile::{lock, read_bitmap, read_header, read_zero_filled, write_header};
 use super::error::{CowError, FormatError};
-use super::header::{fingerprint, Header, FLAG_MERGED, F_COWUSED, MAPUNIT};
-use crate::blockdev::{FileDev, ReadAt};
+use super::header::{Header, FLAG_MERGED, F_COWUSED, MAPUNIT};
+use super::open::BaseId;
+use crate::blockdev::FileDev;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -64,10 +65,9 @@ impl Merge {
             .map_err(|e| CowError::io(rdo_path, "cannot open", None, e))?;
         let reader = FileDev::from_file(rdo.try_clone().map_err(|e| CowError::io(rdo_path, "dup", None, e))?)
             .map_err(|e| CowError::io(rdo_path, "size", None, e))?;
-        let numblocks = reader.size() >> 10;
-        let fp = fingerprint(&reader, numblocks)
-            .map_err(|e| CowError::io(rdo_path, "read for the fingerprint", None, e))?;
-        header.check_related(numblocks, fp).map_err(|p| CowError::format(cow_path, p))?;
+        let id =
+            BaseId::of(&reader).map_err(|e| CowError::io(rdo_path, "read for the fingerprint", None, e))?;
+        header.check_related(id.numblocks, id.fingerprint).map_err(|p| CowError::format(cow_path, p))?;
         Ok(Merge {
             cow,
             cow_path: cow_path.to_path_buf(),
@@ -87,22 +87,17 @@ impl Merge {
     pub fn run(self, progress: &mut dyn FnMut(u64)) -> Result<u64, CowError> {
         let mut buf = vec![0u8; (COPY_UNITS * MAPUNIT) as usize];
         let mut done = 0;
-        for (first, count) in self.bitmap.set_runs() {
-            let mut block = first;
-            while block < first + count {
-                let n = (first + count - block).min(COPY_UNITS);
-                let chunk = &mut buf[..(n * MAPUNIT) as usize];
-                let from = self.header.doffset + block * MAPUNIT;
-                read_zero_filled(&self.cow, chunk, from)
-                    .map_err(|e| CowError::io(&self.cow_path, "read data", Some(from), e))?;
-                let to = block * MAPUNIT;
-                self.rdo
-                    .write_all_at(chunk, to)
-                    .map_err(|e| CowError::io(&self.rdo_path, "write", Some(to), e))?;
-                block += n;
-                done += n;
-                progress(done * MAPUNIT);
-            }
+        for (block, n, before) in self.bitmap.pieces(COPY_UNITS) {
+            let chunk = &mut buf[..(n * MAPUNIT) as usize];
+            let from = self.header.doffset + block * MAPUNIT;
+            read_zero_filled(&self.cow, chunk, from)
+                .map_err(|e| CowError::io(&self.cow_path, "read data", Some(from), e))?;
+            let to = block * MAPUNIT;
+            self.rdo
+                .write_all_at(chunk, to)
+                .map_err(|e| CowError::io(&self.rdo_path, "write", Some(to), e))?;
+            done = before + n;
+            progress(done * MAPUNIT);
         }
         self.rdo.sync_all().map_err(|e| CowError::io(&self.rdo_path, "fsync", None, e))?;
         let mut header = self.header;

@@ -18,6 +18,7 @@ pub mod cowfile;
 pub mod error;
 pub mod header;
 pub mod merge;
+pub mod open;
 pub mod overlay;
 pub mod pack;
 mod rangelock;

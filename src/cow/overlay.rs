@@ -47,13 +47,14 @@
 //! flush runs.
 
 use super::bitmap::Bitmap;
-use super::cowfile::{self, BaseId};
+use super::cowfile;
 use super::error::CowError;
-use super::header::{self, Header, FLAG_DIRTY, HEAD_BLOCK, MAPUNIT, MAP_CHUNK};
+use super::header::{Header, FLAG_DIRTY, HEAD_BLOCK, MAPUNIT, MAP_CHUNK};
+use super::open::{open_for_base, BaseId};
 use super::rangelock::RangeLock;
 use super::repair::RepairReport;
 use super::space::SpaceWatch;
-use crate::blockdev::{check_range, BlockDev, Caps, ReadAt};
+use crate::blockdev::{check_range, BlockDev, Caps, Extent, ReadAt};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -71,13 +72,13 @@ pub const MAX_EXTENT_RUNS: usize = 4096;
 
 /// `(length, reads_as_zero)` runs, neighbours with equal state merged.
 #[derive(Default)]
-struct Runs(Vec<(u64, bool)>);
+struct Runs(Vec<Extent>);
 
 impl Runs {
     fn push(&mut self, len: u64, zero: bool) {
         match self.0.last_mut() {
-            Some(last) if last.1 == zero => last.0 += len,
-            _ if len > 0 => self.0.push((len, zero)),
+            Some(last) if last.zero == zero => last.len += len,
+            _ if len > 0 => self.0.push(Extent { len, zero }),
             _ => {}
         }
     }
@@ -185,10 +186,9 @@ impl<B: ReadAt> Overlay<B> {
         if base_len % U != 0 {
             (opts.warn)(&format!("{} truncated to multiple of 1024 bytes", opts.base_name));
         }
-        let fingerprint = header::fingerprint(&base, numblocks)
+        let id = BaseId::of(&base)
             .map_err(|e| CowError::io(Path::new(&opts.base_name), "read for the fingerprint", None, e))?;
-        let opened =
-            cowfile::open_for_base(path, BaseId { numblocks, fingerprint }, opts.create, opts.repair)?;
+        let opened = open_for_base(path, id, opts.create, opts.repair)?;
         let file_end = cowfile::file_len(&opened.file, path)?;
         let chunks = opened.header.mapsize.div_ceil(MAP_CHUNK) as usize;
         let overlay = Overlay {
@@ -538,24 +538,19 @@ impl<B: ReadAt> Overlay<B> {
 
 /// `base:allocation` (what NBD_CMD_BLOCK_STATUS reports).
 impl<B: ReadAt> Overlay<B> {
-    /// Describes `[offset, offset+len)` as `(length, reads_as_zero)` runs.
+    /// Describes `[offset, offset+len)` as runs of data and zeros.
     ///
     /// A unit in the cowfile reads as zeros exactly where the cowfile has
     /// a hole or has not grown to (it was trimmed or zeroed, which punches
     /// it); anywhere else in the cowfile it counts as data, even if the
     /// bytes written happen to be zeros. Units not in the cowfile are
-    /// described by `base(offset, len)` for their byte range, which may
-    /// cover less than asked (an empty answer counts as data).
+    /// described by the base's [`ReadAt::extents`] for their byte range,
+    /// which may cover less than asked (an empty answer counts as data).
     ///
     /// The answer claims zero only where a read would now return zeros,
     /// covers at least one byte when `len > 0`, and may stop early: once
-    /// it holds [`MAX_EXTENT_RUNS`] runs, or where `base` stopped short.
-    pub fn extents(
-        &self,
-        offset: u64,
-        len: u64,
-        mut base: impl FnMut(u64, u64) -> io::Result<Vec<(u64, bool)>>,
-    ) -> io::Result<Vec<(u64, bool)>> {
+    /// it holds [`MAX_EXTENT_RUNS`] runs, or where the base stopped short.
+    fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
         check_range(self.size, offset, len)?;
         let end = offset + len;
         let mut out = Runs::default();
@@ -564,7 +559,7 @@ impl<B: ReadAt> Overlay<B> {
             let whole = if in_cow {
                 self.cow_extents(from, to, &mut out)?
             } else {
-                base_extents(base(from, to - from)?, to - from, &mut out)
+                base_extents(self.base.extents(from, to - from)?, to - from, &mut out)
             };
             if !whole || out.full() {
                 break;
@@ -625,13 +620,13 @@ impl<B: ReadAt> Overlay<B> {
 
 /// Appends the base's answer for a range of `len` bytes; false if it
 /// covered less than that (or `out` filled up).
-fn base_extents(got: Vec<(u64, bool)>, len: u64, out: &mut Runs) -> bool {
+fn base_extents(got: Vec<Extent>, len: u64, out: &mut Runs) -> bool {
     if got.is_empty() {
         out.push(len, false);
         return true;
     }
     let mut covered = 0;
-    for (n, zero) in got {
+    for Extent { len: n, zero } in got {
         let n = n.min(len - covered);
         if n == 0 {
             break;
@@ -704,6 +699,20 @@ impl<B: ReadAt> ReadAt for Overlay<B> {
         }
         Ok(())
     }
+
+    fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        self.allocation(offset, len)
+    }
+
+    /// The base's answer for the whole range: it is right for the units
+    /// not in the cowfile, and units in the cowfile are a local pread.
+    fn is_resident(&self, offset: u64, len: u64) -> bool {
+        self.base.is_resident(offset, len)
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) -> Option<io::Result<()>> {
+        self.base.prefetch(offset, len)
+    }
 }
 
 impl<B: ReadAt> BlockDev for Overlay<B> {
@@ -729,6 +738,11 @@ impl<B: ReadAt> BlockDev for Overlay<B> {
     fn flush(&self) -> io::Result<()> {
         self.flush_now()
     }
+
+    /// Whole units are written without reading the base.
+    fn write_is_fast(&self, offset: u64, len: u64) -> bool {
+        offset % U == 0 && len % U == 0
+    }
 }
 
 impl<B: ReadAt> Drop for Overlay<B> {
@@ -748,9 +762,7 @@ mod tests {
     use crate::blockdev::MemDev;
 
     fn open(dir: &Path, base: MemDev) -> Overlay<MemDev> {
-        let opts =
-            OverlayOptions { warn: Arc::new(|m| panic!("unexpected warning: {m}")), ..Default::default() };
-        Overlay::open(base, &dir.join("t.cow"), &opts).unwrap()
+        open_over(dir, base)
     }
 
     /// Bytes `[offset, offset+len)` as the device reads them.
@@ -760,16 +772,53 @@ mod tests {
         buf
     }
 
+    /// A base that answers `base:allocation` with `answer(len)` and
+    /// records what it was asked.
+    struct Told {
+        dev: MemDev,
+        answer: fn(u64) -> Vec<Extent>,
+        asked: Mutex<Vec<(u64, u64)>>,
+    }
+
+    impl Told {
+        fn new(dev: MemDev, answer: fn(u64) -> Vec<Extent>) -> Told {
+            Told { dev, answer, asked: Mutex::new(Vec::new()) }
+        }
+    }
+
+    impl ReadAt for Told {
+        fn size(&self) -> u64 {
+            self.dev.size()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.dev.read_at(buf, offset)
+        }
+        fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+            self.asked.lock().unwrap().push((offset, len));
+            Ok((self.answer)(len))
+        }
+    }
+
+    fn open_over<B: ReadAt>(dir: &Path, base: B) -> Overlay<B> {
+        let opts =
+            OverlayOptions { warn: Arc::new(|m| panic!("unexpected warning: {m}")), ..Default::default() };
+        Overlay::open(base, &dir.join("t.cow"), &opts).unwrap()
+    }
+
+    fn pairs(runs: &[Extent]) -> Vec<(u64, bool)> {
+        runs.iter().map(|e| (e.len, e.zero)).collect()
+    }
+
     #[test]
     fn extents_never_claim_zero_for_data_and_find_holes() {
         let dir = tempfile::tempdir().unwrap();
+        // MemDev answers with the default: everything is data.
         let o = open(dir.path(), MemDev::new(vec![0x11; 1 << 20]));
         o.write_at(&[1; 4096], 8192).unwrap();
         o.write_zeroes(65536, 65536).unwrap();
         o.write_at(&[0; 4096], 200_000).unwrap(); // unaligned: partial units hold zeros as data
         o.trim(300_000, 1000).unwrap(); // within one unit: written zeros, data
-        let base_is_data = |_: u64, l: u64| Ok(vec![(l, false)]);
-        let runs = o.extents(0, 1 << 20, base_is_data).unwrap();
+        let runs = pairs(&o.extents(0, 1 << 20).unwrap());
         assert_eq!(runs.iter().map(|r| r.0).sum::<u64>(), 1 << 20);
         let mut pos = 0;
         for &(len, zero) in &runs {
@@ -789,33 +838,39 @@ mod tests {
     #[test]
     fn extents_take_the_base_answer_and_stop_where_it_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let o = open(dir.path(), MemDev::new(vec![0; 1 << 20]));
+        let short = Told::new(MemDev::new(vec![0; 1 << 20]), |len| vec![Extent::zero(len.min(2000))]);
+        let o = open_over(dir.path(), short);
         o.write_at(&[3; 1024], 4096).unwrap();
-        let mut asked = Vec::new();
-        let runs = o
-            .extents(1000, 10_000, |off, len| {
-                asked.push((off, len));
-                Ok(vec![(len.min(2000), true)])
-            })
-            .unwrap();
+        let runs = o.extents(1000, 10_000).unwrap();
         // The base's first range is [1000, 4096); it answers 2000 bytes
         // only, and the answer stops there.
-        assert_eq!(asked, vec![(1000, 3096)]);
-        assert_eq!(runs, vec![(2000, true)]);
+        assert_eq!(*o.base().asked.lock().unwrap(), vec![(1000, 3096)]);
+        assert_eq!(pairs(&runs), vec![(2000, true)]);
+        assert!(o.extents(1 << 20, 1).is_err());
         // An empty answer from the base counts as data.
-        let runs = o.extents(0, 8192, |_, _| Ok(vec![])).unwrap();
-        assert_eq!(runs, vec![(8192, false)]);
-        assert!(o.extents(1 << 20, 1, |_, l| Ok(vec![(l, false)])).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let o = open_over(dir.path(), Told::new(MemDev::new(vec![0; 1 << 20]), |_| vec![]));
+        assert_eq!(pairs(&o.extents(0, 8192).unwrap()), vec![(8192, false)]);
+    }
+
+    #[test]
+    fn queries_reach_the_base_and_whole_units_write_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = open(dir.path(), MemDev::new(vec![0; 1 << 20]));
+        assert!(o.write_is_fast(2048, 4096) && !o.write_is_fast(100, 1024) && !o.write_is_fast(0, 1000));
+        // The base (a MemDev) has no cache and nothing is resident.
+        assert!(o.prefetch(0, 4096).is_none() && !o.is_resident(0, 4096));
     }
 
     #[test]
     fn extents_of_a_fragmented_cowfile_are_capped() {
         let dir = tempfile::tempdir().unwrap();
-        let o = open(dir.path(), MemDev::new(vec![0; 16 << 20]));
+        let zeros = Told::new(MemDev::new(vec![0; 16 << 20]), |len| vec![Extent::zero(len)]);
+        let o = open_over(dir.path(), zeros);
         for unit in 0..4000u64 {
             o.write_at(&[5; 1024], unit * 2048).unwrap();
         }
-        let runs = o.extents(0, 16 << 20, |_, l| Ok(vec![(l, true)])).unwrap();
+        let runs = pairs(&o.extents(0, 16 << 20).unwrap());
         assert!(runs.len() <= MAX_EXTENT_RUNS + 1, "{} runs", runs.len());
         assert!(runs.len() >= MAX_EXTENT_RUNS, "{} runs", runs.len());
         let covered: u64 = runs.iter().map(|r| r.0).sum();

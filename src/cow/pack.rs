@@ -1,4 +1,4 @@
-//! cowpack savefiles (B10): a cowfile without its holes.
+//! cowpack savefiles (docs/cow.md, "Tools"): a cowfile without its holes.
 //!
 //! Plain savefile: the header (`sizeof(struct cowhead)` bytes, PACKED set)
 //! at 0, the bitmap at 1024, then only the blocks whose bit is set,
@@ -187,22 +187,14 @@ fn write_savefile(
     sink.put(0, &packed.encode()).map_err(werr(0))?;
     sink.put(HEAD_BLOCK, map.bytes()).map_err(werr(HEAD_BLOCK))?;
     let mut buf = vec![0u8; (COPY_UNITS * MAPUNIT) as usize];
-    let mut out_block = 0;
-    for (first, count) in map.set_runs() {
-        let mut block = first;
-        while block < first + count {
-            let n = (first + count - block).min(COPY_UNITS);
-            let chunk = &mut buf[..(n * MAPUNIT) as usize];
-            let from = header.doffset + block * MAPUNIT;
-            read_zero_filled(cow, chunk, from)
-                .map_err(|e| CowError::io(cow_path, "read data", Some(from), e))?;
-            let to = header.doffset + out_block * MAPUNIT;
-            sink.put(to, chunk).map_err(werr(to))?;
-            block += n;
-            out_block += n;
-        }
+    for (block, n, out_block) in map.pieces(COPY_UNITS) {
+        let chunk = &mut buf[..(n * MAPUNIT) as usize];
+        let from = header.doffset + block * MAPUNIT;
+        read_zero_filled(cow, chunk, from).map_err(|e| CowError::io(cow_path, "read data", Some(from), e))?;
+        let to = header.doffset + out_block * MAPUNIT;
+        sink.put(to, chunk).map_err(werr(to))?;
     }
-    Ok(PackReport { blocks: out_block })
+    Ok(PackReport { blocks: map.count() })
 }
 
 /// `cowpack -u [-z]`: savefile → cowfile.
@@ -273,24 +265,17 @@ fn write_cowfile(
     sink.put(0, &cow.encode()).map_err(werr(0))?;
     sink.put(HEAD_BLOCK, map.bytes()).map_err(werr(HEAD_BLOCK))?;
     let mut buf = vec![0u8; (COPY_UNITS * MAPUNIT) as usize];
-    let mut in_block = 0;
-    for (first, count) in map.set_runs() {
-        let mut block = first;
-        while block < first + count {
-            let n = (first + count - block).min(COPY_UNITS);
-            let chunk = &mut buf[..(n * MAPUNIT) as usize];
-            let from = header.doffset + in_block * MAPUNIT;
-            source.get(from, chunk).map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => {
-                    CowError::format(save_path, FormatError::TruncatedSavefile { block, offset: from })
-                }
-                _ => CowError::io(save_path, "read", Some(from), e),
-            })?;
-            let to = header.doffset + block * MAPUNIT;
-            sink.put(to, chunk).map_err(werr(to))?;
-            block += n;
-            in_block += n;
-        }
+    for (block, n, in_block) in map.pieces(COPY_UNITS) {
+        let chunk = &mut buf[..(n * MAPUNIT) as usize];
+        let from = header.doffset + in_block * MAPUNIT;
+        source.get(from, chunk).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                CowError::format(save_path, FormatError::TruncatedSavefile { block, offset: from })
+            }
+            _ => CowError::io(save_path, "read", Some(from), e),
+        })?;
+        let to = header.doffset + block * MAPUNIT;
+        sink.put(to, chunk).map_err(werr(to))?;
     }
-    Ok(PackReport { blocks: in_block })
+    Ok(PackReport { blocks: map.count() })
 }

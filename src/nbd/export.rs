@@ -3,20 +3,15 @@
 //!
 //! The transport only ever sees an `Arc<dyn BlockDev>`. A read-only stack
 //! (an image with no cowfile) is a [`ReadAt`] and is wrapped in
-//! [`ReadOnly`], whose mutating methods fail with `EROFS`; the transport
-//! never calls them anyway because the export is advertised read-only and
-//! validation refuses writes first.
-//!
-//! Optional knowledge the transport can use but does not need lives in the
-//! [`Hints`] trait: `base:allocation` extents for `NBD_CMD_BLOCK_STATUS`,
-//! and whether a read can be answered without slow work (so the connection
-//! thread may answer it inline instead of queueing it for a worker).
+//! [`ReadOnly`]. What the transport may ask beyond reads and writes
+//! (`base:allocation` extents, whether a request can run on the connection
+//! thread, `NBD_CMD_CACHE`) are the block-device traits' query methods, so
+//! every stack answers them, with safe defaults where a layer knows nothing.
 
-use std::io;
 use std::sync::Arc;
 
 use super::proto::*;
-use crate::blockdev::{BlockDev, Caps, ReadAt};
+use crate::blockdev::{BlockDev, ReadAt, ReadOnly};
 
 /// `NBD_INFO_BLOCK_SIZE` values (proto.md "Size constraints").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,52 +34,6 @@ impl BlockSizes {
     }
 }
 
-/// One `base:allocation` extent: `len` bytes with `STATE_*` flags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Extent {
-    pub len: u64,
-    pub flags: u32,
-}
-
-/// Optional knowledge about a stack. Every method has a safe answer, so a
-/// stack without hints is served correctly, just with less information.
-pub trait Hints: Send + Sync {
-    /// Appends extents describing `[offset, offset+len)` (already validated
-    /// to be inside the export) to `out`. The extents may cover less than
-    /// `len` but must cover at least one byte and must not overlap. Flags
-    /// of 0 ("allocated data") are always correct. Must be cheap: clients
-    /// call it before reading.
-    fn extents(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> io::Result<()> {
-        let _ = offset;
-        out.push(Extent { len, flags: 0 });
-        Ok(())
-    }
-
-    /// True when writing (or zeroing or trimming) the range is a plain
-    /// write to a local file, with no read of a compressed base; the
-    /// connection thread then runs it itself. `false` is always correct.
-    fn write_is_fast(&self, offset: u64, len: u32) -> bool {
-        let _ = (offset, len);
-        false
-    }
-
-    /// Loads the range into the stack's cache (`NBD_CMD_CACHE`); `None`
-    /// means the stack has no cache to fill, and the transport reads the
-    /// range through the device instead.
-    fn prefetch(&self, offset: u64, len: u64) -> Option<io::Result<()>> {
-        let _ = (offset, len);
-        None
-    }
-
-    /// True when reading the range needs no decompression or other slow
-    /// work; the connection thread then answers it itself, saving a hand
-    /// over to a worker. `false` is always correct.
-    fn read_is_fast(&self, offset: u64, len: u32) -> bool {
-        let _ = (offset, len);
-        false
-    }
-}
-
 /// The single export a server offers.
 pub struct Export {
     /// The name clients select; the empty name (the default export) is
@@ -94,7 +43,6 @@ pub struct Export {
     pub dev: Arc<dyn BlockDev>,
     pub read_only: bool,
     pub block_sizes: BlockSizes,
-    pub hints: Option<Arc<dyn Hints>>,
     /// `NBD_CMD_WRITE_ZEROES` is always cheap (metadata only) on this stack,
     /// so `NBD_FLAG_SEND_FAST_ZERO` can be honoured truthfully.
     pub fast_zero: bool,
@@ -110,7 +58,6 @@ impl Export {
             dev,
             read_only,
             block_sizes: BlockSizes::for_preferred(4096),
-            hints: None,
             fast_zero: false,
         }
     }
@@ -150,42 +97,6 @@ impl Export {
         set(rw && caps.write_zeroes && self.fast_zero, FLAG_SEND_FAST_ZERO);
         set(caps.multi_conn, FLAG_CAN_MULTI_CONN);
         f
-    }
-}
-
-/// A read-only view of a [`ReadAt`] as a [`BlockDev`]: every mutating
-/// method fails with `EROFS`, flush succeeds (nothing is ever dirty).
-pub struct ReadOnly<R: ?Sized>(pub Arc<R>);
-
-fn read_only_error() -> io::Error {
-    io::Error::new(io::ErrorKind::ReadOnlyFilesystem, "the export is read-only")
-}
-
-impl<R: ReadAt + ?Sized> ReadAt for ReadOnly<R> {
-    fn size(&self) -> u64 {
-        self.0.size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_at(buf, offset)
-    }
-}
-
-impl<R: ReadAt + ?Sized> BlockDev for ReadOnly<R> {
-    fn caps(&self) -> Caps {
-        // Nothing changes, so every connection trivially sees the same data.
-        Caps { multi_conn: true, ..Caps::default() }
-    }
-    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
-        Err(read_only_error())
-    }
-    fn write_zeroes(&self, _offset: u64, _len: u64) -> io::Result<()> {
-        Err(read_only_error())
-    }
-    fn trim(&self, _offset: u64, _len: u64) -> io::Result<()> {
-        Err(read_only_error())
-    }
-    fn flush(&self) -> io::Result<()> {
-        Ok(())
     }
 }
 

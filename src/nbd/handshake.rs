@@ -1,4 +1,4 @@
-//! The fixed newstyle handshake (proto.md "Handshake", nbd.md §1.2).
+//! The fixed newstyle handshake (proto.md "Handshake", docs/nbd-protocol.md).
 //!
 //! [`negotiate`] runs over any `Read + Write`, so tests and the fuzz
 //! target can feed it bytes. It answers one option at a time and returns

@@ -4,7 +4,7 @@
 //! generic netlink (`NBD_CMD_CONNECT`), and a thread of ours runs the
 //! transmission phase on the other (the kernel never handshakes). The
 //! kernel holds its own reference to its ends, so nothing of ours sits in
-//! a kernel wait that a signal could break (boot.md 3.6).
+//! a kernel wait that a signal could break (docs/boot-design.md).
 
 use std::io;
 use std::os::fd::AsFd;

@@ -23,7 +23,7 @@ pub mod server;
 pub mod transmission;
 pub mod wire;
 
-pub use export::{BlockSizes, Export, Extent, Hints, ReadOnly};
+pub use export::{BlockSizes, Export};
 pub use handshake::Negotiated;
 pub use server::{Config, Listener, Server};
 pub use transmission::{End, Limits};

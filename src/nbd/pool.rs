@@ -2,7 +2,7 @@
 //!
 //! Decompression is CPU work, so the pool has one thread per core by
 //! default, not one per connection (nbdkit's xz filter serialises per
-//! connection; qcow2 caps at 4 threads: nbd.md §2). Jobs run in the order
+//! connection; qcow2 caps at 4 threads: docs/nbd-protocol.md). Jobs run in the order
 //! they were queued (FIFO), which the flush barrier relies on: when a
 //! FLUSH job starts, every write its connection received before it has
 //! already been taken by some worker.

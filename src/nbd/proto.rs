@@ -3,7 +3,7 @@
 //! Everything here works on byte slices and does no I/O, so it can be unit
 //! tested and fuzzed directly. Constant names follow the NBD protocol
 //! specification (NetworkBlockDevice/nbd `doc/proto.md`, summarised in
-//! shared/docs/nbd.md §1) without their `NBD_` prefix; the module path says
+//! docs/nbd-protocol.md) without their `NBD_` prefix; the module path says
 //! that. All integers on the wire are big-endian.
 //!
 //! Only the compact request and reply headers are implemented: extended

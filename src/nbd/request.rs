@@ -5,8 +5,8 @@
 //! request before it passes, so a client's claimed length never sizes a
 //! buffer unless it is within [`MAX_PAYLOAD`] and inside the export.
 //!
-//! Error choice follows proto.md ("Error values", summarised in nbd.md
-//! §1.4): EINVAL for malformed requests and reads past the end, ENOSPC for
+//! Error choice follows proto.md ("Error values", summarised in
+//! docs/nbd-protocol.md): EINVAL for malformed requests and reads past the end, ENOSPC for
 //! writes past the end, EPERM for writes to a read-only export. A WRITE
 //! whose payload cannot be read safely (longer than [`MAX_PAYLOAD`]) closes
 //! the connection, since its payload would otherwise be parsed as requests.

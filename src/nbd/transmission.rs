@@ -30,12 +30,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::export::{Export, Extent};
+use super::export::Export;
 use super::handshake::{Negotiated, ALLOCATION_CONTEXT_ID};
 use super::pool::Pool;
 use super::proto::*;
 use super::request::{validate, Command, Session, Verdict};
 use super::wire::{Batch, Inflight, Replies, Ticket, Wire};
+use crate::blockdev::{BlockDev, Extent, ReadAt};
 use crate::bufpool::Buf;
 
 /// Per-connection bounds.
@@ -359,13 +360,15 @@ fn dispatch<R: Read>(
     // queue depth 1.
     let alone = inflight.count() == 1 && r.buffer().is_empty();
     let inline = alone
-        || conn.export.hints.as_ref().is_some_and(|h| match cmd {
-            Command::Read { offset, len } => h.read_is_fast(offset, len),
+        || match cmd {
+            Command::Read { offset, len } => conn.export.dev.is_resident(offset, len.into()),
             Command::Write { offset, len, fua: false }
             | Command::Trim { offset, len, fua: false }
-            | Command::WriteZeroes { offset, len, fua: false, .. } => h.write_is_fast(offset, len),
+            | Command::WriteZeroes { offset, len, fua: false, .. } => {
+                conn.export.dev.write_is_fast(offset, len.into())
+            }
             _ => false,
-        });
+        };
     if inline {
         batch.add(conn.run(cookie, cmd, payload, write), ticket, &conn.replies);
     } else {
@@ -470,7 +473,7 @@ impl Conn {
 
     fn prefetch(&self, offset: u64, len: u32) -> io::Result<()> {
         let total = u64::from(len).min(CACHE_LIMIT);
-        if let Some(done) = self.export.hints.as_ref().and_then(|h| h.prefetch(offset, total)) {
+        if let Some(done) = self.export.dev.prefetch(offset, total) {
             return done;
         }
         let mut scratch = vec![0u8; (total as usize).min(CACHE_CHUNK)];
@@ -484,14 +487,10 @@ impl Conn {
     }
 
     fn block_status(&self, cookie: u64, offset: u64, len: u32, req_one: bool) -> Buf {
-        let mut raw = Vec::new();
-        let found = match &self.export.hints {
-            Some(h) => h.extents(offset, len.into(), &mut raw),
-            None => Ok(()),
+        let raw = match self.export.dev.extents(offset, len.into()) {
+            Ok(raw) => raw,
+            Err(e) => return self.fail(cookie, CMD_BLOCK_STATUS, (offset, len), &e),
         };
-        if let Err(e) = found {
-            return self.fail(cookie, CMD_BLOCK_STATUS, (offset, len), &e);
-        }
         let limit = if req_one { 1 } else { MAX_EXTENTS };
         let extents = clip_extents(&raw, len, limit);
         let payload_len = 4 + 8 * extents.len();
@@ -513,10 +512,11 @@ impl Conn {
     }
 }
 
-/// Merges neighbours with equal flags, drops empty extents, and cuts the
-/// list to the requested length and at most `limit` entries. Always
-/// returns at least one extent: a stack that described nothing gets the
-/// safe answer "data".
+/// The stack's runs as `base:allocation` (length, flags) pairs: zeros are
+/// a hole that reads as zeros. Merges neighbours with equal flags, drops
+/// empty runs, and cuts the list to the requested length and at most
+/// `limit` entries. Always returns at least one extent: a stack that
+/// described nothing gets the safe answer "data".
 pub fn clip_extents(raw: &[Extent], len: u32, limit: usize) -> Vec<(u32, u32)> {
     let mut out: Vec<(u32, u32)> = Vec::new();
     let mut left = u64::from(len);
@@ -526,11 +526,12 @@ pub fn clip_extents(raw: &[Extent], len: u32, limit: usize) -> Vec<(u32, u32)> {
         }
         let take = e.len.min(left);
         left -= take;
+        let flags = if e.zero { STATE_HOLE | STATE_ZERO } else { 0 };
         let full = out.len() == limit;
         match out.last_mut() {
-            Some(last) if last.1 == e.flags => last.0 += take as u32,
+            Some(last) if last.1 == flags => last.0 += take as u32,
             _ if full => break,
-            _ => out.push((take as u32, e.flags)),
+            _ => out.push((take as u32, flags)),
         }
     }
     if out.is_empty() {
@@ -582,13 +583,14 @@ mod tests {
 
     #[test]
     fn extents_are_merged_clipped_and_never_empty() {
-        let e = |len, flags| Extent { len, flags };
-        let raw = [e(10, 3), e(5, 3), e(0, 0), e(20, 0), e(100, 3)];
+        let (z, d) = (Extent::zero, Extent::data);
+        let raw = [z(10), z(5), d(0), d(20), z(100)];
         assert_eq!(clip_extents(&raw, 40, 10), vec![(15, 3), (20, 0), (5, 3)]);
         assert_eq!(clip_extents(&raw, 40, 1), vec![(15, 3)]);
         assert_eq!(clip_extents(&raw, 12, 10), vec![(12, 3)]);
         assert_eq!(clip_extents(&[], 7, 10), vec![(7, 0)]);
-        assert_eq!(clip_extents(&[e(u64::MAX, 2)], u32::MAX, 10), vec![(u32::MAX, 2)]);
+        assert_eq!(clip_extents(&[z(u64::MAX)], u32::MAX, 10), vec![(u32::MAX, 3)]);
+        assert_eq!(STATE_HOLE | STATE_ZERO, 3);
     }
 
     #[test]

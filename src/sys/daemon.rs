@@ -1,5 +1,5 @@
 //! What a root-storage daemon does to itself so that the root filesystem
-//! it serves cannot deadlock or kill it (boot.md 3.5):
+//! it serves cannot deadlock or kill it (docs/boot-design.md):
 //!
 //! * `mlockall(MCL_CURRENT | MCL_FUTURE)`: none of our pages can be swapped
 //!   out, so serving never waits for I/O on the device being served;

@@ -3,6 +3,9 @@
 //! file on a disk). This is the crate's only `unsafe` code; each call has
 //! its own SAFETY argument, and the structures are checked against the
 //! kernel's sizes by tests.
+// The one audited exception to Cargo.toml's `unsafe_code = "deny"`; clippy's
+// `undocumented_unsafe_blocks` (also denied there) holds every block here to
+// its SAFETY comment.
 #![allow(unsafe_code)]
 
 use std::io;

@@ -3,10 +3,10 @@
 //! Netlink, not the ioctl interface, because `NBD_DO_IT` makes a process sit
 //! in an interruptible kernel wait, and any signal there (systemd sends
 //! SIGSTOP to everything at switch-root and shutdown) shuts the device down
-//! (boot.md 3.6). With netlink the kernel takes its own reference on each
+//! (docs/boot-design.md). With netlink the kernel takes its own reference on each
 //! socket and nobody waits in the kernel.
 //!
-//! Constants from `include/uapi/linux/nbd-netlink.h` (boot.md 3.2).
+//! Constants from `include/uapi/linux/nbd-netlink.h` (docs/boot-design.md).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};

@@ -1,6 +1,6 @@
 //! The bytes the writer puts in front of the data: header and index.
 //!
-//! Layout (formats.md A3, A7.1), header first in both versions:
+//! Layout (docs/formats.md, "V2" and "V4"), header first in both versions:
 //!
 //! ```text
 //! 0      128         132         136                        136+8(n+1)

@@ -1,0 +1,349 @@
+//! The server's life, from the built stack to a clean exit.
+//!
+//! Stopping: SIGINT or SIGTERM stop the listeners, let every connection
+//! finish its in-flight requests, flush the stack (the cowfile's bitmap
+//! and clean header) and return. Signals arrive through signal-hook's
+//! self-pipe iterator, which keeps this crate free of `unsafe`.
+//!
+//! With a kernel device the server also answers on its control socket
+//! (`crate::control`, `@cloopbox/nbdN`): a `detach` there takes the same
+//! path, except that a failed flush or disconnect leaves the device
+//! attached and is reported to the client, and the client's answer waits
+//! for the final flush. The socket is bound before the device line is
+//! printed, so whoever reads that line can control the server at once.
+//!
+//! The stop is ordered: flush, then detach (the disconnect makes the
+//! kernel drop its queue), then stop the control socket (freeing its name
+//! for the next server), then wait for the connections, then flush again.
+
+use std::ffi::OsString;
+use std::io::{self, Write as _};
+use std::net::TcpListener;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use super::{stack, Options, Stack};
+use crate::blockdev::BlockDev;
+use crate::boot::log::Log;
+use crate::control;
+use crate::cow::overlay::WarnFn;
+use crate::nbd::{self, Listener, Server};
+
+const APPLET: &str = "cloopd";
+/// How long a stop waits for connections to finish their requests.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds a unix socket with mode 0600, replacing a stale socket file (one
+/// nobody answers on) but never a live socket or any other file.
+fn bind_unix(path: &Path) -> Result<UnixListener, String> {
+    let err = |e: io::Error| format!("--unix {}: {e}", path.display());
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!("--unix {}: exists and is not a socket", path.display()));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!("--unix {}: another server is listening there", path.display()));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    // The umask is process-wide, but no other thread exists yet.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let bound = UnixListener::bind(path);
+    rustix::process::umask(old);
+    bound.map_err(err)
+}
+
+fn bind_all(o: &Options) -> Result<(Vec<Listener>, Vec<String>), String> {
+    let (mut listeners, mut names) = (Vec::new(), Vec::new());
+    for path in &o.unix {
+        listeners.push(Listener::Unix(bind_unix(path)?, path.clone()));
+        names.push(format!("unix:{}", path.display()));
+    }
+    for addr in &o.tcp {
+        let l = TcpListener::bind(addr).map_err(|e| format!("--tcp {addr}: {e}"))?;
+        names.push(format!("tcp:{}", l.local_addr().map_err(|e| format!("--tcp {addr}: {e}"))?));
+        listeners.push(Listener::Tcp(l));
+    }
+    Ok((listeners, names))
+}
+
+/// What the main thread waits for.
+enum Event {
+    Signal(i32),
+    /// Every kernel connection is closed.
+    KernelGone,
+    /// A `detach` from the control socket; answered once we have stopped.
+    Detach(control::Pending),
+}
+
+/// Flushes the stack, then asks the kernel to disconnect: the flush
+/// first, because the disconnect makes the kernel drop its queue.
+fn flush_and_detach(dev: &dyn BlockDev, index: u32) -> Result<(), String> {
+    dev.flush().map_err(|e| format!("flush before disconnect failed: {e}"))?;
+    nbd::kernel::detach(index).map_err(|e| format!("disconnecting /dev/nbd{index}: {e}"))
+}
+
+/// Starts the control socket of `/dev/nbdN`. A server that was just
+/// detached from the same device may still hold the name for a moment,
+/// so a busy name is retried for a few seconds.
+fn start_control(index: u32, target: control::Target) -> io::Result<control::ControlServer> {
+    let name = control::proto::socket_name(index);
+    let target = Arc::new(target);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match control::server::start(&name, target.clone()) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// --background: leaves the caller's session and terminal behind once the
+/// device line is out.
+fn to_background() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
+    rustix::stdio::dup2_stdout(&null)?;
+    rustix::stdio::dup2_stderr(&null)?;
+    Ok(())
+}
+
+/// Where messages go: stderr in the foreground, the console and kmsg for
+/// a daemon.
+struct Say(Option<Arc<Log>>);
+
+impl Say {
+    fn info(&self, msg: &str) {
+        match &self.0 {
+            Some(log) => log.info(msg),
+            None => eprintln!("{APPLET}: {msg}"),
+        }
+    }
+    fn warn_fn(&self) -> WarnFn {
+        match &self.0 {
+            Some(log) => {
+                let log = log.clone();
+                Arc::new(move |msg| log.warn(msg))
+            }
+            None => Arc::new(|msg| eprintln!("{APPLET}: {msg}")),
+        }
+    }
+}
+
+/// What the control socket reports, taken from the stack.
+struct Status {
+    dev: Arc<dyn BlockDev>,
+    meter: Arc<crate::control::meter::Metered>,
+    cow: Option<control::target::CowStats>,
+    cache: Option<control::target::CacheStats>,
+}
+
+/// The kernel device and its control socket, once attached.
+struct Attached {
+    index: u32,
+    control: Option<control::ControlServer>,
+}
+
+/// Attaches `server` to the kernel, starts the control socket, prints the
+/// device line and goes to the background if asked.
+fn attach(
+    o: &Options,
+    server: &Arc<Server>,
+    (index, block_size): (Option<u32>, u32),
+    status: Status,
+    events: &Sender<Event>,
+) -> Result<Attached, String> {
+    let opts = nbd::kernel::AttachOptions {
+        index,
+        connections: o.connections,
+        block_size,
+        backend: format!("cloopbox:{}", o.image.display()),
+    };
+    let attachment = nbd::kernel::attach(server, &opts).map_err(|e| format!("--device: {e}"))?;
+    let (index, device) = (attachment.index, attachment.device());
+    let detach_events = events.clone();
+    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+    let target = control::Target {
+        info: control::Info {
+            device: device.display().to_string(),
+            pid: std::process::id(),
+            image: absolute(&o.image),
+            cow: o.cow.as_ref().map(absolute),
+        },
+        dev: status.dev,
+        meter: status.meter,
+        cow: status.cow,
+        cache: status.cache,
+        detach: Box::new(move |pending| {
+            let _ = detach_events.send(Event::Detach(pending));
+        }),
+    };
+    // Before the device line: whoever reads it can control us at once.
+    let control = start_control(index, target)
+        .map_err(|e| eprintln!("{APPLET}: {e}; cowdev and cowsync cannot reach this server"))
+        .ok();
+    // The device path alone on stdout, for scripts and init.
+    println!("{}", device.display());
+    let _ = io::stdout().flush();
+    if o.background {
+        to_background().map_err(|e| format!("--background: /dev/null: {e}"))?;
+    }
+    let events = events.clone();
+    std::thread::spawn(move || {
+        attachment.wait();
+        let _ = events.send(Event::KernelGone);
+    });
+    Ok(Attached { index, control })
+}
+
+/// Waits for a reason to stop; a granted `detach` comes back to be
+/// answered after the final flush.
+fn wait_for_stop(
+    o: &Options,
+    event: &Receiver<Event>,
+    dev: &dyn BlockDev,
+    attached: Option<u32>,
+    say: &Say,
+) -> (&'static str, Option<control::Pending>) {
+    loop {
+        match event.recv() {
+            Ok(Event::Signal(sig)) if o.root_daemon => say.info(&format!(
+                "ignoring signal {sig}: this daemon serves a root filesystem; detach with cowdev -d"
+            )),
+            // No terminal to hang up on: a leftover of the caller's session.
+            Ok(Event::Signal(SIGHUP)) => {}
+            Ok(Event::Signal(sig)) => return (if sig == SIGINT { "SIGINT" } else { "SIGTERM" }, None),
+            Ok(Event::Detach(pending)) => {
+                let Some(index) = attached else { continue };
+                match flush_and_detach(dev, index) {
+                    Ok(()) => return ("detach requested", Some(pending)),
+                    // Still attached and serving: the client decides.
+                    Err(e) => {
+                        say.info(&format!("detach requested: {e}; still serving /dev/nbd{index}"));
+                        pending.reply(Err(format!("{e}; /dev/nbd{index} is still attached")));
+                    }
+                }
+            }
+            Ok(Event::KernelGone) | Err(_) => return ("the kernel disconnected", None),
+        }
+    }
+}
+
+/// The startup line: on stdout in the foreground (scripts and tests wait
+/// for it), to the log for a daemon.
+fn announce(summary: &str, names: &[String], device: Option<(u32, u32)>, say: &Say) {
+    let mut places = names.to_vec();
+    if let Some((i, block_size)) = device {
+        places.push(format!("/dev/nbd{i} ({block_size} byte sectors)"));
+    }
+    let line = format!("serving {summary} on {}", places.join(", "));
+    if say.0.is_some() {
+        say.info(&line);
+    } else {
+        println!("{APPLET}: {line}");
+        let _ = io::stdout().flush();
+    }
+}
+
+/// Serves `o` until a signal, a `detach` or the kernel ends it, then stops
+/// in order; `Ok` once the final flush succeeded.
+pub fn run(o: Options) -> Result<(), String> {
+    let daemon = o.root_daemon || o.background;
+    if o.background {
+        // Fails only when we already lead a process group (started from
+        // a shell with job control); SIGHUP is ignored below then.
+        let _ = rustix::process::setsid();
+    }
+    let say = Say(daemon.then(|| Arc::new(Log::open(APPLET, false))));
+    if let (Some(log), true) = (&say.0, o.root_daemon) {
+        for missing in crate::sys::daemon::harden() {
+            log.warn(&missing);
+        }
+    }
+    // Registered before any thread exists, so no signal is missed.
+    let watched: &[i32] = if daemon { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
+    let mut signals =
+        signal_hook::iterator::Signals::new(watched).map_err(|e| format!("signal handlers: {e}"))?;
+    let Stack { export, summary, device_block, meter, cow_stats, cache_stats } =
+        stack::build(&o, say.warn_fn())?;
+    let (listeners, names) = bind_all(&o)?;
+    let dev = export.dev.clone();
+    let cfg = nbd::Config {
+        name: APPLET.into(),
+        threads: o.threads,
+        max_connections: o.max_connections.max(o.connections + 1),
+        ..nbd::Config::default()
+    };
+    let server = Server::new(export, cfg).map_err(|e| format!("worker threads: {e}"))?;
+    let mut accepters = Vec::new();
+    for l in listeners {
+        accepters.push(server.listen(l).map_err(|e| format!("listener thread: {e}"))?);
+    }
+    let (events, event) = std::sync::mpsc::channel::<Event>();
+    let mut attached = match o.device {
+        Some(index) => {
+            let status = Status { dev: dev.clone(), meter, cow: cow_stats, cache: cache_stats };
+            Some(attach(&o, &server, (index, device_block), status, &events)?)
+        }
+        None => None,
+    };
+    let index = attached.as_ref().map(|a| a.index);
+    if !o.quiet {
+        announce(&summary, &names, index.map(|i| (i, device_block)), &say);
+    }
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if events.send(Event::Signal(sig)).is_err() {
+                break;
+            }
+        }
+    });
+    let (reason, detach_request) = wait_for_stop(&o, &event, &*dev, index, &say);
+    if let Some(index) = index.filter(|_| detach_request.is_none() && reason != "the kernel disconnected") {
+        if let Err(e) = flush_and_detach(&*dev, index) {
+            say.info(&format!("{reason}: {e}"));
+        }
+    }
+    // The device is gone: free its control name for the next server.
+    if let Some(c) = attached.as_mut().and_then(|a| a.control.take()) {
+        c.stop();
+    }
+    if !server.stop(STOP_TIMEOUT) {
+        say.info(&format!("{reason}: some connections did not finish within {STOP_TIMEOUT:?}"));
+    }
+    for t in accepters {
+        let _ = t.join();
+    }
+    let flushed = dev.flush().map_err(|e| format!("{reason}: final flush failed: {e}"));
+    if let Some(pending) = detach_request {
+        let device = index.map(|i| format!("/dev/nbd{i}")).unwrap_or_default();
+        pending.reply(flushed.clone().map(|()| format!("{device} detached, cowfile flushed\n")));
+    }
+    flushed?;
+    if !o.quiet {
+        say.info(&format!("{reason}: stopped cleanly"));
+    }
+    Ok(())
+}
+
+/// A root-storage daemon's argv[0] starts with '@' (systemd's convention
+/// for processes to leave alone at shutdown); re-executes ourselves to get
+/// it. `None` when the name is already right; an error otherwise (exec
+/// returns only on failure).
+pub fn ensure_at_name(args: &[OsString]) -> Option<io::Error> {
+    use std::os::unix::process::CommandExt;
+    let argv0 = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    if argv0.starts_with('@') {
+        return None;
+    }
+    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from(&argv0));
+    Some(std::process::Command::new(exe).arg0("@cloopd").args(args.get(1..).unwrap_or_default()).exec())
+}

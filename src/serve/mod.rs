@@ -1,0 +1,71 @@
+//! Serving an image over NBD: everything between a parsed command line
+//! and a running server, so that `cloopd` is a thin front-end and tests
+//! exercise the very stack production serves.
+//!
+//! * [`base`]: opening the bottom layer (a cloop image, or a file raw);
+//! * [`stack`]: stacking cache, cow overlay and meter over it;
+//! * [`daemon`]: the server's life: signals, kernel attach, control
+//!   socket, the event loop and the ordered stop;
+//! * [`spawn`]: starting a `cloopd` child and reading its device line
+//!   (used by `init`, `liveroot` and `cowdev`).
+
+pub mod base;
+pub mod daemon;
+pub mod spawn;
+pub mod stack;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use daemon::run;
+pub use stack::{build, Stack};
+
+/// Default size of the decompressed-block cache.
+pub const DEFAULT_CACHE: u64 = 64 << 20;
+
+/// What to serve and how: `cloopd`'s command line, validated but not yet
+/// acted on.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Options {
+    pub image: PathBuf,
+    pub cow: Option<PathBuf>,
+    pub unix: Vec<PathBuf>,
+    pub tcp: Vec<SocketAddr>,
+    /// 0 disables the cache.
+    pub cache_size: u64,
+    pub max_connections: usize,
+    pub threads: usize,
+    pub export_name: String,
+    pub description: Option<String>,
+    pub quiet: bool,
+    /// A kernel device to attach: `Some(None)` takes a free one.
+    pub device: Option<Option<u32>>,
+    pub connections: usize,
+    /// The device's logical block size; `None` probes the filesystem.
+    pub block_size: Option<u32>,
+    pub root_daemon: bool,
+    pub background: bool,
+}
+
+impl Options {
+    /// Serve `image` read-only with the defaults, on nothing yet.
+    pub fn new(image: impl Into<PathBuf>) -> Options {
+        Options {
+            image: image.into(),
+            cow: None,
+            unix: Vec::new(),
+            tcp: Vec::new(),
+            cache_size: DEFAULT_CACHE,
+            max_connections: 64,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            export_name: String::new(),
+            description: None,
+            quiet: false,
+            device: None,
+            connections: 1,
+            block_size: None,
+            root_daemon: false,
+            background: false,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Stacking the layers over the base, top to bottom:
+//!
+//! ```text
+//!   [Metered] ── [cow Overlay] ── [Cache] ── cloop Image | FileDev
+//! ```
+//!
+//! The cache exists only over cloop images (a raw file already has the
+//! page cache) and only when the cache size is not 0; the overlay only
+//! with a cowfile; the meter always, at the top, so it counts what the
+//! clients were served. The transport asks its queries (extents,
+//! residency, prefetch) of the top, and each layer passes them down.
+
+use std::sync::Arc;
+
+use super::base::{open_base, zero_probe, Base};
+use super::Options;
+use crate::blockdev::{BlockDev, ReadAt};
+use crate::cache::Cache;
+use crate::control::meter::Metered;
+use crate::control::target::{CacheStats, CowStats};
+use crate::cow::overlay::{Overlay, OverlayOptions, WarnFn};
+use crate::nbd::{BlockSizes, Export};
+use crate::units::Bytes;
+
+/// The built stack and what to say about it.
+pub struct Stack {
+    pub export: Export,
+    /// "IMAGE (what it is, size) read-only|cow COWFILE".
+    pub summary: String,
+    /// The logical block size a kernel device should have.
+    pub device_block: u32,
+    /// Handles for the control socket's status.
+    pub meter: Arc<Metered>,
+    pub cow_stats: Option<CowStats>,
+    pub cache_stats: Option<CacheStats>,
+}
+
+/// The image (cached when it is a cloop image), its block size and what
+/// it is.
+struct Read {
+    dev: Arc<dyn ReadAt>,
+    block_size: u32,
+    what: String,
+    cache_stats: Option<CacheStats>,
+}
+
+fn read_layers(o: &Options) -> Result<Read, String> {
+    let image = match open_base(&o.image)? {
+        Base::Raw(file) => {
+            return Ok(Read { dev: Arc::new(file), block_size: 4096, what: "raw".into(), cache_stats: None })
+        }
+        Base::Cloop(image) => image,
+    };
+    let info = image.info().clone();
+    let what =
+        format!("{} image, {} blocks of {}", info.version, info.num_blocks, Bytes(info.block_size.into()));
+    if o.cache_size == 0 {
+        let what = what + ", no cache";
+        return Ok(Read { dev: image, block_size: info.block_size, what, cache_stats: None });
+    }
+    let probe = zero_probe(image.clone());
+    let cache = Cache::new(image, info.block_size, o.cache_size)
+        .map_err(|e| format!("{}: {e}", o.image.display()))?
+        .with_zero_probe(probe);
+    let cache = Arc::new(cache);
+    let what = format!("{what}, cache {}", Bytes(cache.capacity()));
+    let counted = cache.clone();
+    let cache_stats: Option<CacheStats> = Some(Box::new(move || counted.stats()));
+    Ok(Read { dev: cache, block_size: info.block_size, what, cache_stats })
+}
+
+/// The filesystem inside decides the device's logical block size: an
+/// iso9660 does not mount on 4096-byte sectors, an ext4 with 4 KiB blocks
+/// is best served with 4096.
+fn device_block(o: &Options, read: &dyn ReadAt) -> u32 {
+    o.block_size.unwrap_or_else(|| {
+        crate::boot::probe::probe(read)
+            .map(|fs| crate::boot::probe::min_io_size(read, &fs).min(4096))
+            .unwrap_or(512)
+    })
+}
+
+/// Opens the image and stacks the layers `o` asks for. `warn` reports the
+/// layers' trouble while serving (a cowfile running out of space): on
+/// stderr in the foreground, to the console and kmsg for a daemon, whose
+/// stderr is gone.
+pub fn build(o: &Options, warn: WarnFn) -> Result<Stack, String> {
+    let Read { dev: read, block_size, what, cache_stats } = read_layers(o)?;
+    let size = read.size();
+    let device_block = device_block(o, &*read);
+    let mut cow_stats: Option<CowStats> = None;
+    let (mut export, rw) = match &o.cow {
+        None => (Export::read_only(read), "read-only".to_string()),
+        Some(path) => {
+            let opts = OverlayOptions {
+                create: true,
+                repair: true,
+                base_name: o.image.display().to_string(),
+                warn: warn.clone(),
+                ..OverlayOptions::default()
+            };
+            let overlay = Overlay::open(read, path, &opts).map_err(|e| e.to_string())?;
+            if let Some(report) = overlay.repaired() {
+                warn(&format!("{}: was not closed cleanly; repaired: {report:?}", path.display()));
+            }
+            let created = if overlay.created() { ", created" } else { "" };
+            let overlay = Arc::new(overlay);
+            let counted = overlay.clone();
+            cow_stats = Some(Box::new(move || counted.stats()));
+            (Export::writable(overlay as Arc<dyn BlockDev>), format!("cow {}{created}", path.display()))
+        }
+    };
+    export.name = o.export_name.clone();
+    export.description = o.description.clone().unwrap_or_else(|| format!("{} ({what})", o.image.display()));
+    export.block_sizes = BlockSizes::for_preferred(block_size);
+    let meter = Arc::new(Metered::new(export.dev.clone()));
+    export.dev = meter.clone();
+    let summary = format!("{} ({what}, {}) {rw}", o.image.display(), Bytes(size));
+    Ok(Stack { export, summary, device_block, meter, cow_stats, cache_stats })
+}
