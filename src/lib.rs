@@ -21,3 +21,4 @@ pub mod nbd;
 pub mod progress;
 pub mod sys;
 pub mod units;
+pub mod verity;
