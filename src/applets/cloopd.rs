@@ -78,6 +78,13 @@ device. Without --cow the export is read-only.
                           -1000, PR_SET_IO_FLUSHER, log to /dev/kmsg, and
                           SIGTERM/SIGHUP/SIGINT are ignored; only a kernel
                           disconnect (cowdev -d) ends it
+  --root-hash HEX         verify every 4096-byte block against a dm-verity
+                          hash tree with this trusted root hash before it
+                          is cached or served; a block that does not match
+                          is EIO and reported, never served
+  --verity-tree FILE      the hash tree (default IMAGE.verity)
+  --check-at-most-once    hash each block only the first time it is read
+                          (dm-verity's option: weaker, see verity(1))
   --export-name NAME      the export's name (default: empty; the empty
                           name is always accepted)
   --description TEXT      the export's description
@@ -114,6 +121,15 @@ pub struct Args {
     block_size: Option<u32>,
     root_daemon: bool,
     background: bool,
+    verity: Verity,
+}
+
+/// `--root-hash`, `--verity-tree`, `--check-at-most-once`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Verity {
+    root: Option<crate::verity::Digest>,
+    tree: Option<PathBuf>,
+    once: bool,
 }
 
 fn parse_count(opt: &str, value: &str) -> Result<usize, String> {
@@ -154,6 +170,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
         "block-size=",
         "root-daemon",
         "background",
+        "root-hash=",
+        "verity-tree=",
+        "check-at-most-once",
         "quiet",
         "help",
     ];
@@ -174,6 +193,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
         block_size: None,
         root_daemon: false,
         background: false,
+        verity: Verity::default(),
     };
     for opt in parsed.opts {
         let value = opt.value.unwrap_or_default();
@@ -201,6 +221,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
             },
             "root-daemon" => a.root_daemon = true,
             "background" => a.background = true,
+            "root-hash" => a.verity.root = Some(crate::verity::format::parse_root_hash(&value)?),
+            "verity-tree" => a.verity.tree = Some(value.into()),
+            "check-at-most-once" => a.verity.once = true,
             "q" | "quiet" => a.quiet = true,
             _ => return Ok(None),
         }
@@ -213,6 +236,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
     }
     if a.root_daemon && a.device.is_none() {
         return Err("--root-daemon serves a kernel device: it needs --device".into());
+    }
+    if a.verity.root.is_none() && (a.verity.tree.is_some() || a.verity.once) {
+        return Err("--verity-tree and --check-at-most-once need --root-hash".into());
     }
     if a.background && a.device.is_none() {
         return Err("--background detaches once a kernel device is attached: it needs --device".into());
@@ -256,7 +282,7 @@ fn zero_probe(image: Arc<Image>) -> crate::cache::ZeroProbe {
 /// and whether a write is a plain cowfile write.
 #[derive(Default)]
 struct StackHints {
-    cache: Option<Arc<Cache<ReadOnly<Image>>>>,
+    cache: Option<Arc<Cache<ReadOnly<dyn ReadAt>>>>,
     cow: Option<Arc<Overlay<ReadOnly<dyn ReadAt>>>>,
     /// The cowfile's unit: writes aligned to it need no read of the base.
     cow_unit: Option<u64>,
@@ -306,22 +332,35 @@ struct Stack {
 /// daemon, whose stderr is gone.
 fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
     let base = open_base(&a.image)?;
+    // --root-hash: the verifying layer right above the image (below the cache).
+    let verify = |lower: Arc<dyn ReadAt>, what: &mut String| match a.verity.root {
+        None => Ok(lower),
+        Some(root) => {
+            let options =
+                crate::verity::layer::Options { check_at_most_once: a.verity.once, warn: Some(warn.clone()) };
+            let (layer, summary) =
+                crate::verity::serve_layer(&a.image, a.verity.tree.as_deref(), root, lower, options)?;
+            *what = format!("{what}, {summary}");
+            Ok::<_, String>(layer)
+        }
+    };
     let mut hints = StackHints::default();
     let mut cache_stats: Option<control::target::CacheStats> = None;
     let (read, block_size, what): (Arc<dyn ReadAt>, u32, String) = match base {
         Base::Cloop(image) => {
             let info = image.info().clone();
-            let what = format!(
+            let mut what = format!(
                 "{} image, {} blocks of {}",
                 info.version,
                 info.num_blocks,
                 Bytes(info.block_size.into())
             );
+            let lower = verify(image.clone(), &mut what)?;
             if a.cache_size == 0 {
-                (image as Arc<dyn ReadAt>, info.block_size, what + ", no cache")
+                (lower, info.block_size, what + ", no cache")
             } else {
                 let probe = zero_probe(image.clone());
-                let cache = Cache::new(ReadOnly(image), info.block_size, a.cache_size)
+                let cache = Cache::new(ReadOnly(lower), info.block_size, a.cache_size)
                     .map_err(|e| format!("{}: {e}", a.image.display()))?
                     .with_zero_probe(probe);
                 let cache = Arc::new(cache);
@@ -332,7 +371,10 @@ fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
                 (cache, info.block_size, what)
             }
         }
-        Base::Raw(file) => (Arc::new(file), 4096, "raw".to_string()),
+        Base::Raw(file) => {
+            let mut what = "raw".to_string();
+            (verify(Arc::new(file), &mut what)?, 4096, what)
+        }
     };
     let size = read.size();
     // The filesystem inside decides the device's logical block size: an
@@ -706,5 +748,12 @@ mod tests {
         assert!(args(&["img", "--unix", "/s", "--max-connections", "x"]).is_err());
         assert!(args(&["img", "--unix", "/s", "--cache-size", "12Q"]).is_err());
         assert!(args(&["img", "--unix", "/s", "--bogus"]).is_err());
+        assert!(args(&["img", "--unix", "/s", "--verity-tree", "t"]).unwrap_err().contains("--root-hash"));
+        assert!(args(&["img", "--unix", "/s", "--root-hash", "ab"]).unwrap_err().contains("1 bytes"));
+        let v = args(&["img", "--unix", "/s", "--root-hash", &"ab".repeat(32), "--check-at-most-once"])
+            .unwrap()
+            .unwrap()
+            .verity;
+        assert_eq!((v.root, v.tree, v.once), (Some([0xab; 32]), None, true));
     }
 }

@@ -63,3 +63,29 @@ pub fn blocks<E>(
 
 #[cfg(test)]
 mod tests;
+
+/// The verifying layer for a server: opens `tree` (default IMAGE.verity),
+/// verifies its upper levels against `root` and stacks
+/// [`layer::Verified`] on `lower`. Returns the layer and a summary for
+/// the startup line. Any problem is an error: a server asked to verify
+/// never serves unverified data.
+pub fn serve_layer(
+    image: &Path,
+    tree: Option<&Path>,
+    root: Digest,
+    lower: std::sync::Arc<dyn crate::blockdev::ReadAt>,
+    options: layer::Options,
+) -> Result<(std::sync::Arc<dyn crate::blockdev::ReadAt>, String), String> {
+    let path = tree.map_or_else(|| tree_path_for(image), Path::to_path_buf);
+    if tree.is_none() && !path.exists() {
+        return Err(format!(
+            "--root-hash: no hash tree {} next to the image (give --verity-tree FILE)",
+            path.display()
+        ));
+    }
+    let opened = tree::Tree::open(&path, root, lower.size()).map_err(|e| e.to_string())?;
+    let summary = format!("verity {} root {}", path.display(), &format::to_hex(&root)[..16]);
+    let name = image.display().to_string();
+    let layer = layer::Verified::new(lower, std::sync::Arc::new(opened), name, options);
+    Ok((std::sync::Arc::new(layer), summary))
+}
