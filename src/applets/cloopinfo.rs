@@ -398,7 +398,7 @@ mod tests {
         let a = |l: &[&str]| parse_args(&l.iter().map(OsString::from).collect::<Vec<_>>());
         let Ok(Some(args)) = a(&["--verify", "img", "--json", "-t", "2"]) else { panic!() };
         assert!(args.verify && args.json);
-        assert!(a(&["--root-hash", &"00".repeat(32), "img"]).unwrap_err().contains("--verify"));
+        assert!(a(&["--root-hash", &"00".repeat(32), "img"]).err().unwrap().contains("--verify"));
         assert!(a(&["--verify", "--root-hash", "abc", "img"]).is_err());
         let Ok(Some(args)) = a(&["--verify", "--root-hash", &"0A".repeat(32), "img"]) else { panic!() };
         assert_eq!(args.root_hash, Some([10; 32]));

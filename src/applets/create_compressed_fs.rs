@@ -173,7 +173,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 
 /// `--verity`: the tree file, staged under a temporary name (renamed into
 /// place only when image and tree are complete), and its salt.
-fn verity_tree(args: &Args) -> Result<Option<(writer::Staged, File, PathBuf, Vec<u8>)>, String> {
+fn verity_tree(args: &Args) -> Result<Option<StagedTree>, String> {
     let Some(file) = &args.verity else {
         return match args.salt {
             Some(_) => Err("--salt is the hash tree's salt: it needs --verity".into()),
@@ -203,7 +203,15 @@ fn verity_tree(args: &Args) -> Result<Option<(writer::Staged, File, PathBuf, Vec
         None => default_salt()?,
     };
     let (staged, file) = writer::Staged::create(&path, "hash tree").map_err(|e| e.to_string())?;
-    Ok(Some((staged, file, path, salt)))
+    Ok(Some(StagedTree { staged, file, path, salt }))
+}
+
+/// The tree file of `--verity` before the writer starts.
+struct StagedTree {
+    staged: writer::Staged,
+    file: File,
+    path: PathBuf,
+    salt: Vec<u8>,
 }
 
 /// 32 bytes from SOURCE_DATE_EPOCH when it is set (the same input then
@@ -372,7 +380,7 @@ fn operands(a: &mut Args, ops: &[OsString]) -> Result<(), String> {
 /// The hash tree of `--verity`: its file until the writer starts, then
 /// the builder fed with every uncompressed block.
 enum TreeJob {
-    Staged((writer::Staged, File, PathBuf, Vec<u8>)),
+    Staged(StagedTree),
     Building(writer::Staged, PathBuf, Box<crate::verity::build::Builder>),
 }
 
@@ -447,7 +455,7 @@ impl Report {
 
 impl Observer for Report {
     fn start(&mut self, s: &Start) {
-        if let Some(TreeJob::Staged((staged, file, path, salt))) = self.tree.take() {
+        if let Some(TreeJob::Staged(StagedTree { staged, file, path, salt })) = self.tree.take() {
             let expected = s.expected_blocks.map(|n| n * u64::from(s.block_size));
             let name = staged.temp_path().display().to_string();
             let builder = crate::verity::build::Builder::new(file, name, &salt, expected);
@@ -583,11 +591,11 @@ mod tests {
         assert_eq!(run(&["--salt", "00ff", "a", "b"]).unwrap().salt, Some(vec![0, 255]));
         assert!(run(&["--salt", "xyz", "a", "b"]).is_err());
         let a = run(&["--salt", "00", "a", "b"]).unwrap();
-        assert!(verity_tree(&a).unwrap_err().contains("needs --verity"));
+        assert!(verity_tree(&a).err().unwrap().contains("needs --verity"));
         let a = run(&["--verity", "-m", "a", "-"]).unwrap();
-        assert!(verity_tree(&a).unwrap_err().contains("--verity=FILE"));
+        assert!(verity_tree(&a).err().unwrap().contains("--verity=FILE"));
         let a = run(&["--verity=a", "a", "b"]).unwrap();
-        assert!(verity_tree(&a).unwrap_err().contains("also a"));
+        assert!(verity_tree(&a).err().unwrap().contains("also a"));
     }
 
     #[test]

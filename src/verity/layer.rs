@@ -121,7 +121,15 @@ impl<R: ReadAt + ?Sized> Verified<R> {
                 Err(e) => {
                     self.failed.fetch_add(1, Ordering::Relaxed);
                     wide.fill(0);
-                    let msg = format!("{}: verity: {e}; read refused", self.name);
+                    let msg = match e {
+                        super::Error::DataBlock { .. } => format!("{}: verity: {e}; read refused", self.name),
+                        _ => format!(
+                            "{}: verity: data block {index} (bytes {}..{}) cannot be checked: {e}; read refused",
+                            self.name,
+                            index * BLOCK_U64,
+                            (index + 1) * BLOCK_U64
+                        ),
+                    };
                     if self.reported.set(index) {
                         if let Some(warn) = &self.warn {
                             warn(&msg);
