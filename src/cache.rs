@@ -192,7 +192,8 @@ pub struct Cache<B> {
     shared_loads: AtomicU64,
 }
 
-fn is_zero(buf: &[u8]) -> bool {
+/// Whether `buf` is all zeros (16 bytes at a time).
+pub(crate) fn is_zero(buf: &[u8]) -> bool {
     let mut words = buf.chunks_exact(16);
     let tail = words.remainder();
     tail.iter().all(|&b| b == 0)

@@ -37,18 +37,32 @@ pub type Digest = [u8; DIGEST];
 
 /// SHA-256 with the salt already fed in: `salted.hash(block)` is
 /// `sha256(salt || block)`, the hash of format version 1.
+///
+/// The digest of an all-zero 4 KiB block is computed once: filesystem
+/// images are often mostly zeros (60 % of the benchmark's root
+/// filesystem), and comparing a block with zero is ten times cheaper than
+/// hashing it. It is the same digest, so nothing is trusted that was not
+/// checked.
 #[derive(Clone)]
-pub struct Salted(Sha256);
+pub struct Salted {
+    state: Sha256,
+    zero: Digest,
+}
 
 impl Salted {
     pub fn new(salt: &[u8]) -> Self {
-        let mut h = Sha256::new();
-        h.update(salt);
-        Salted(h)
+        let mut state = Sha256::new();
+        state.update(salt);
+        let mut h = state.clone();
+        h.update([0u8; BLOCK]);
+        Salted { state, zero: h.finalize().into() }
     }
 
     pub fn hash(&self, block: &[u8]) -> Digest {
-        let mut h = self.0.clone();
+        if block.len() == BLOCK && crate::cache::is_zero(block) {
+            return self.zero;
+        }
+        let mut h = self.state.clone();
         h.update(block);
         h.finalize().into()
     }
@@ -325,5 +339,15 @@ mod tests {
         let d = Salted::new(&[0]).hash(&[1, 2]);
         let want: Digest = Sha256::digest([0u8, 1, 2]).into();
         assert_eq!(d, want);
+        // The zero shortcut gives the real digest, and only for zeros.
+        let mut block = vec![0u8; BLOCK];
+        let salted = Salted::new(b"s");
+        let real = |b: &[u8]| -> Digest { Sha256::digest([&b"s"[..], b].concat()).into() };
+        assert_eq!(salted.hash(&block), real(&block));
+        for at in [0, 15, 16, 4095] {
+            block[at] = 1;
+            assert_eq!(salted.hash(&block), real(&block), "{at}");
+            block[at] = 0;
+        }
     }
 }
