@@ -121,6 +121,15 @@ fn veritysetup_verifies_our_tree_and_we_accept_its_tree() {
         printed.lines().find(|l| l.starts_with("Root hash:")).unwrap().split_whitespace().last().unwrap();
     let out = cloopbox(&[&"verity", &"-q", &extracted, &random, &other_root]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // cloopd serves the raw file verified with veritysetup's tree.
+    let server = Cloopd::try_start(
+        d,
+        &extracted,
+        &["--root-hash", other_root, "--verity-tree", random.to_str().unwrap()],
+    )
+    .unwrap();
+    assert!(server.banner.contains("raw, verity"), "{}", server.banner);
+    assert!(copy(&server, d).unwrap() == data);
 }
 
 #[test]

@@ -61,6 +61,9 @@ impl Bitmap {
     }
 }
 
+/// The largest per-thread buffer for unaligned reads kept between reads.
+const WIDE_KEEP: usize = 1 << 20;
+
 thread_local! {
     /// Buffer for reads that are not whole aligned blocks.
     static WIDE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -172,17 +175,16 @@ impl<R: ReadAt + ?Sized> ReadAt for Verified<R> {
                 .lower
                 .read_at(&mut wide[..valid], wide_start)
                 .and_then(|()| self.check(&mut wide, first, valid));
+            let from = (offset - wide_start) as usize;
             match result {
-                Ok(()) => {
-                    let from = (offset - wide_start) as usize;
-                    buf.copy_from_slice(&wide[from..from + buf.len()]);
-                    Ok(())
-                }
-                Err(e) => {
-                    buf.fill(0);
-                    Err(e)
-                }
+                Ok(()) => buf.copy_from_slice(&wide[from..from + buf.len()]),
+                Err(_) => buf.fill(0),
             }
+            // Unaligned requests are small; do not keep a big one's buffer.
+            if wide.capacity() > WIDE_KEEP {
+                *wide = Vec::new();
+            }
+            result
         })
     }
 }
