@@ -192,7 +192,8 @@ pub struct Cache<B> {
     shared_loads: AtomicU64,
 }
 
-fn is_zero(buf: &[u8]) -> bool {
+/// Whether `buf` is all zeros (16 bytes at a time).
+pub(crate) fn is_zero(buf: &[u8]) -> bool {
     let mut words = buf.chunks_exact(16);
     let tail = words.remainder();
     tail.iter().all(|&b| b == 0)
@@ -424,9 +425,14 @@ impl<B: ReadAt> ReadAt for Cache<B> {
             if within == 0 && take == self.block_len(b) {
                 self.read_whole(b, dst)?;
             } else {
-                match self.get(b)? {
-                    Block::Zero => dst.fill(0),
-                    Block::Data(d) => dst.copy_from_slice(&d[within..within + take]),
+                match self.get(b) {
+                    Ok(Block::Zero) => dst.fill(0),
+                    Ok(Block::Data(d)) => dst.copy_from_slice(&d[within..within + take]),
+                    // Bad data somewhere in the block (a verity mismatch in
+                    // one 4 KiB piece): retry just the part asked for, so
+                    // one bad piece does not fail its neighbours.
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => self.lower.read_at(dst, pos)?,
+                    Err(e) => return Err(e),
                 }
             }
             done += take;
@@ -665,7 +671,8 @@ mod tests {
                 8192
             }
             fn read_at(&self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
-                if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                // Twice: the block load, then the retry of the piece asked for.
+                if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "block 0: bad zlib stream"));
                 }
                 buf.fill(3);
@@ -679,6 +686,31 @@ mod tests {
         assert!(e.to_string().contains("bad zlib"));
         c.read_at(&mut buf, 0).unwrap();
         assert_eq!(buf, [3; 16]);
+    }
+
+    #[test]
+    fn a_bad_piece_fails_only_reads_that_touch_it() {
+        // Like the verity layer: any read covering bytes 100..110 is bad.
+        struct BadPiece;
+        impl ReadAt for BadPiece {
+            fn size(&self) -> u64 {
+                8192
+            }
+            fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+                if offset < 110 && offset + buf.len() as u64 > 100 {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "bytes 100..110 do not match"));
+                }
+                buf.fill(5);
+                Ok(())
+            }
+        }
+        let c = Cache::new(BadPiece, 4096, 1 << 20).unwrap();
+        let mut buf = [0u8; 16];
+        c.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [5; 16]);
+        c.read_at(&mut buf, 200).unwrap();
+        assert!(c.read_at(&mut buf, 98).unwrap_err().to_string().contains("100..110"));
+        assert!(!c.is_resident(0, 10), "a block that failed was stored");
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub struct Parsed {
 }
 
 /// `short` is a getopt spec ("B:L:bq": a colon marks a value); `long` lists
-/// long option names, with a trailing `=` when they take a value.
+/// long option names, with a trailing `=` when they take a value and `?`
+/// when the value is optional (then only `--name=VALUE` gives one).
 pub fn parse(args: &[OsString], short: &str, long: &[&str]) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
     let mut iter = args.iter();
@@ -38,7 +39,8 @@ pub fn parse(args: &[OsString], short: &str, long: &[&str]) -> Result<Parsed, St
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (body, None),
             };
-            let takes_value = if long.contains(&name) {
+            let optional = long.iter().any(|l| l.strip_suffix('?') == Some(name));
+            let takes_value = if long.contains(&name) || optional {
                 false
             } else if long.iter().any(|l| l.strip_suffix('=') == Some(name)) {
                 true
@@ -46,6 +48,7 @@ pub fn parse(args: &[OsString], short: &str, long: &[&str]) -> Result<Parsed, St
                 return Err(format!("unknown option '--{name}'"));
             };
             let value = match (takes_value, inline) {
+                (false, Some(v)) if optional => Some(v),
                 (false, Some(_)) => return Err(format!("option '--{name}' takes no value")),
                 (false, None) => None,
                 (true, Some(v)) => Some(v),
@@ -132,5 +135,20 @@ mod tests {
         assert!(parse(&args(&["--nope"]), "", &["json"]).unwrap_err().contains("--nope"));
         assert!(parse(&args(&["--json=1"]), "", &["json"]).is_err());
         assert!(parse(&args(&["-:"]), "a:", &[]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod optional_value_tests {
+    use super::*;
+
+    #[test]
+    fn an_optional_value_is_only_taken_inline() {
+        let argv: Vec<OsString> =
+            ["--verity", "in", "--verity=t.v", "out"].iter().map(OsString::from).collect();
+        let p = parse(&argv, "", &["verity?"]).unwrap();
+        let got: Vec<Option<String>> = p.opts.iter().map(|o| o.value.clone()).collect();
+        assert_eq!(got, vec![None, Some("t.v".into())]);
+        assert_eq!(p.operands, vec![OsString::from("in"), OsString::from("out")]);
     }
 }

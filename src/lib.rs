@@ -23,3 +23,4 @@ pub mod progress;
 pub mod serve;
 pub mod sys;
 pub mod units;
+pub mod verity;

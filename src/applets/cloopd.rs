@@ -46,6 +46,13 @@ device. Without --cow the export is read-only.
                           -1000, PR_SET_IO_FLUSHER, log to /dev/kmsg, and
                           SIGTERM/SIGHUP/SIGINT are ignored; only a kernel
                           disconnect (cowdev -d) ends it
+  --root-hash HEX         verify every 4096-byte block against a dm-verity
+                          hash tree with this trusted root hash before it
+                          is cached or served; a block that does not match
+                          is EIO and reported, never served
+  --verity-tree FILE      the hash tree (default IMAGE.verity)
+  --check-at-most-once    hash each block only the first time it is read
+                          (dm-verity's option: weaker, see verity(1))
   --export-name NAME      the export's name (default: empty; the empty
                           name is always accepted)
   --description TEXT      the export's description
@@ -97,6 +104,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
         "block-size=",
         "root-daemon",
         "background",
+        "root-hash=",
+        "verity-tree=",
+        "check-at-most-once",
         "quiet",
         "help",
     ];
@@ -128,6 +138,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
             },
             "root-daemon" => a.root_daemon = true,
             "background" => a.background = true,
+            "root-hash" => a.verity.root = Some(crate::verity::format::parse_root_hash(&value)?),
+            "verity-tree" => a.verity.tree = Some(value.into()),
+            "check-at-most-once" => a.verity.once = true,
             "q" | "quiet" => a.quiet = true,
             _ => return Ok(None),
         }
@@ -140,6 +153,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
     }
     if a.root_daemon && a.device.is_none() {
         return Err("--root-daemon serves a kernel device: it needs --device".into());
+    }
+    if a.verity.root.is_none() && (a.verity.tree.is_some() || a.verity.once) {
+        return Err("--verity-tree and --check-at-most-once need --root-hash".into());
     }
     if a.background && a.device.is_none() {
         return Err("--background detaches once a kernel device is attached: it needs --device".into());
@@ -212,5 +228,12 @@ mod tests {
         assert!(args(&["img", "--unix", "/s", "--max-connections", "x"]).is_err());
         assert!(args(&["img", "--unix", "/s", "--cache-size", "12Q"]).is_err());
         assert!(args(&["img", "--unix", "/s", "--bogus"]).is_err());
+        assert!(args(&["img", "--unix", "/s", "--verity-tree", "t"]).unwrap_err().contains("--root-hash"));
+        assert!(args(&["img", "--unix", "/s", "--root-hash", "ab"]).unwrap_err().contains("1 bytes"));
+        let v = args(&["img", "--unix", "/s", "--root-hash", &"ab".repeat(32), "--check-at-most-once"])
+            .unwrap()
+            .unwrap()
+            .verity;
+        assert_eq!((v.root, v.tree, v.once), (Some([0xab; 32]), None, true));
     }
 }

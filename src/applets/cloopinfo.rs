@@ -19,12 +19,19 @@ use crate::cloop::reader::{Image, ImageInfo, Kind, Version};
 const APPLET: &str = "cloopinfo";
 
 const USAGE: &str = "\
-Usage: cloopinfo [--verify] [--json] [-t N] IMAGE
+Usage: cloopinfo [--verify [--root-hash HEX]] [--verity-tree FILE] [--json]
+                 [-t N] IMAGE
 
 Describe a cloop image of any version: format, header position, block size
-and count, sizes, codecs used, links and the largest block.
+and count, sizes, codecs used, links and the largest block, and whether a
+dm-verity hash tree is present (IMAGE.verity) with the root hash it leads to.
 
   --verify           decode every block; list bad ones, exit 1 if any
+  --root-hash HEX    with --verify: also check every 4096-byte block of the
+                     uncompressed image against the hash tree and this
+                     trusted root hash (as the verity applet does); exit 1
+                     if any block does not match
+  --verity-tree FILE the hash tree (default IMAGE.verity)
   --json             print a JSON object instead of text
   -t, --threads N    threads for --verify (default: one per CPU)
   -h, --help         show this help
@@ -35,14 +42,21 @@ struct Args {
     json: bool,
     threads: usize,
     image: PathBuf,
+    root_hash: Option<crate::verity::Digest>,
+    tree: Option<PathBuf>,
 }
 
 fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
-    let parsed = crate::getopt::parse(args, "t:h", &["verify", "json", "threads=", "help"])?;
+    let long = ["verify", "json", "threads=", "root-hash=", "verity-tree=", "help"];
+    let parsed = crate::getopt::parse(args, "t:h", &long)?;
     let (mut verify, mut json, mut threads) = (false, false, 0);
+    let (mut root_hash, mut tree) = (None, None);
     for opt in &parsed.opts {
+        let value = opt.value.as_deref().unwrap_or_default();
         match opt.name.as_str() {
             "verify" => verify = true,
+            "root-hash" => root_hash = Some(crate::verity::format::parse_root_hash(value)?),
+            "verity-tree" => tree = Some(PathBuf::from(value)),
             "json" => json = true,
             "t" | "threads" => {
                 let value = opt.value.as_deref().unwrap_or_default();
@@ -56,7 +70,10 @@ fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
     if threads == 0 {
         threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
-    Ok(Some(Args { verify, json, threads, image: image.into() }))
+    if root_hash.is_some() && !verify {
+        return Err("--root-hash is checked by --verify: give both".into());
+    }
+    Ok(Some(Args { verify, json, threads, image: image.into(), root_hash, tree }))
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
@@ -69,15 +86,69 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Err(e) => return crate::applets::fail(APPLET, e),
     };
     let stats = Stats::of(&image);
-    let bad = args.verify.then(|| verify(&image, args.threads));
-    let report =
-        if args.json { json(&image, &stats, bad.as_deref()) } else { text(&image, &stats, bad.as_deref()) };
+    let tree_path = args.tree.clone().unwrap_or_else(|| crate::verity::tree_path_for(&args.image));
+    let tree = Tree::describe(&tree_path, &image, args.tree.is_some());
+    let checked = match (args.verify, args.root_hash) {
+        (true, Some(root)) => {
+            match crate::verity::check::verify_image(&args.image, &tree_path, root, args.threads, true) {
+                Ok(report) => Some((root, report)),
+                Err(e) => return crate::applets::fail(APPLET, e),
+            }
+        }
+        _ => None,
+    };
+    // With a root hash, the verity check decodes every block and reports
+    // decoding errors too; no second pass.
+    let bad = (args.verify && checked.is_none()).then(|| verify(&image, args.threads));
+    let report = if args.json {
+        json(&image, &stats, bad.as_deref(), &tree, checked.as_ref())
+    } else {
+        text(&image, &stats, bad.as_deref(), &tree, checked.as_ref())
+    };
     print!("{report}");
+    let verity_bad = checked.as_ref().is_some_and(|(_, r)| r.bad_count > 0);
     match bad {
         Some(bad) if !bad.is_empty() => 1,
+        _ if verity_bad => 1,
         _ => 0,
     }
 }
+
+/// What cloopinfo says about the hash tree.
+struct Tree {
+    path: PathBuf,
+    /// `None`: no tree file; `Some(Err)`: present but unusable.
+    state: Option<Result<(u64, String), String>>,
+}
+
+impl Tree {
+    /// The tree's data blocks and the root hash its top block leads to
+    /// (for a one-block image, the digest of that block).
+    fn describe(path: &std::path::Path, image: &Image, named: bool) -> Tree {
+        use crate::blockdev::ReadAt;
+        let state = if !named && !path.exists() {
+            None
+        } else {
+            Some(crate::verity::tree::claimed_root(path).map_err(|e| e.to_string()).and_then(
+                |(info, root)| {
+                    let root = match root {
+                        Some(root) => root,
+                        None => {
+                            let mut block = vec![0u8; crate::verity::BLOCK];
+                            let n = image.size().min(block.len() as u64) as usize;
+                            image.read_at(&mut block[..n], 0).map_err(|e| e.to_string())?;
+                            crate::verity::format::Salted::new(&info.superblock.salt).hash(&block)
+                        }
+                    };
+                    Ok((info.geometry.data_blocks, crate::verity::format::to_hex(&root)))
+                },
+            ))
+        };
+        Tree { path: path.to_path_buf(), state }
+    }
+}
+
+type Checked = (crate::verity::Digest, crate::verity::check::Report);
 
 /// What the index says, counted over all blocks.
 struct Stats {
@@ -160,7 +231,7 @@ fn ratio(info: &ImageInfo) -> f64 {
     }
 }
 
-fn text(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
+fn text(image: &Image, stats: &Stats, bad: Option<&[Bad]>, tree: &Tree, checked: Option<&Checked>) -> String {
     let info = image.info();
     let mut out = String::new();
     let mut line = |key: &str, value: String| {
@@ -187,6 +258,27 @@ fn text(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
         "largest block",
         stats.largest.map_or("-".into(), |(block, len)| format!("{len} bytes (block {block})")),
     );
+    line(
+        "verity tree",
+        match &tree.state {
+            None => "none".into(),
+            Some(Ok((blocks, root))) => {
+                format!("{} ({blocks} data blocks), root hash {root}", tree.path.display())
+            }
+            Some(Err(e)) => format!("unusable: {e}"),
+        },
+    );
+    if let Some((root, report)) = checked {
+        let hex = crate::verity::format::to_hex(root);
+        if report.bad_count == 0 {
+            line("verify", format!("all {} data blocks match root hash {hex}", report.data_blocks));
+        } else {
+            line("verify", format!("{} of {} data blocks bad", report.bad_count, report.data_blocks));
+            for b in &report.bad {
+                line("bad data block", format!("{} at offset {}: {}", b.block, b.offset, b.error));
+            }
+        }
+    }
     if let Some(bad) = bad {
         if bad.is_empty() {
             line("verify", format!("all {} blocks OK", info.num_blocks));
@@ -200,7 +292,7 @@ fn text(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
     out
 }
 
-fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
+fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>, tree: &Tree, checked: Option<&Checked>) -> String {
     let info = image.info();
     let mut fields = vec![
         ("file", json_string(&image.path().display().to_string())),
@@ -225,6 +317,34 @@ fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>) -> String {
             .largest
             .map_or("null".into(), |(block, len)| format!("{{\"block\": {block}, \"size\": {len}}}")),
     ));
+    let (tree_path, tree_root, tree_error) = match &tree.state {
+        None => ("null".to_string(), "null".to_string(), "null".to_string()),
+        Some(Ok((_, root))) => {
+            (json_string(&tree.path.display().to_string()), json_string(root), "null".into())
+        }
+        Some(Err(e)) => (json_string(&tree.path.display().to_string()), "null".into(), json_string(e)),
+    };
+    fields.push(("verity_tree", tree_path));
+    fields.push(("verity_root_hash", tree_root));
+    fields.push(("verity_error", tree_error));
+    if let Some((_, report)) = checked {
+        let list: Vec<String> = report
+            .bad
+            .iter()
+            .map(|b| {
+                format!(
+                    "{{\"block\": {}, \"offset\": {}, \"error\": {}}}",
+                    b.block,
+                    b.offset,
+                    json_string(&b.error)
+                )
+            })
+            .collect();
+        fields.push(("verified", (report.bad_count == 0).to_string()));
+        fields.push(("verity_data_blocks", report.data_blocks.to_string()));
+        fields.push(("verity_bad_count", report.bad_count.to_string()));
+        fields.push(("verity_bad_blocks", format!("[{}]", list.join(", "))));
+    }
     if let Some(bad) = bad {
         let list: Vec<String> = bad
             .iter()
@@ -253,6 +373,10 @@ mod tests {
         let a = |l: &[&str]| parse_args(&l.iter().map(OsString::from).collect::<Vec<_>>());
         let Ok(Some(args)) = a(&["--verify", "img", "--json", "-t", "2"]) else { panic!() };
         assert!(args.verify && args.json);
+        assert!(a(&["--root-hash", &"00".repeat(32), "img"]).err().unwrap().contains("--verify"));
+        assert!(a(&["--verify", "--root-hash", "abc", "img"]).is_err());
+        let Ok(Some(args)) = a(&["--verify", "--root-hash", &"0A".repeat(32), "img"]) else { panic!() };
+        assert_eq!(args.root_hash, Some([10; 32]));
         assert_eq!(args.threads, 2);
         assert!(a(&[]).is_err());
         assert!(a(&["a", "b"]).is_err());

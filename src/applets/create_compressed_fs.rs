@@ -8,7 +8,8 @@
 //! from cloop-utils are listed in the help text and the man page.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use crate::cloop::codec::{Codec, EncodeOptions, ZlibEffort};
 use crate::cloop::writer::{self, BlockDone, Observer, Plan, Start, Strategy, ZOPFLI_ITERATIONS};
@@ -58,6 +59,14 @@ Options (as Debian cloop-utils 3.14):
 Our additions:
   --codec NAME  zlib (default, V2), xz, lz4, zstd or none (V4.0 images). In
                 V4 a block that does not get smaller is stored raw.
+  --verity[=FILE]  also write a dm-verity hash tree (format 1, sha256, 4 KiB
+                blocks) of the uncompressed image to FILE (default
+                OUTFILE.verity), computed while compressing, and print
+                'root hash: HEX' on stdout (on stderr when the image goes
+                to stdout, which needs an explicit FILE)
+  --salt HEX    the tree's salt (hex, at most 256 bytes; '-' for none).
+                Default: 32 bytes derived from SOURCE_DATE_EPOCH when it is
+                set (reproducible builds), else 32 random bytes
   -h, --help    this help
 
 Old syntax: a pure number as INFILE or OUTFILE (create_compressed_fs image
@@ -98,6 +107,9 @@ struct Args {
     notices: Vec<String>,
     /// Operand ignored by the old syntax, worth a warning even when quiet.
     ignored: Option<String>,
+    /// `--verity[=FILE]`: `Some(None)` is OUTFILE.verity.
+    verity: Option<Option<PathBuf>>,
+    salt: Option<Vec<u8>>,
 }
 
 enum Parsed {
@@ -132,9 +144,18 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     let quiet = args.quiet;
     let mut report = Report::new(args.verbose, quiet);
+    let tree = match verity_tree(&args) {
+        Ok(tree) => tree,
+        Err(e) => return crate::applets::fail(APPLET, e),
+    };
+    let image_on_stdout = args.output.is_none();
+    report.tree = tree.map(TreeJob::Staged);
     match writer::create(request(*args), &mut report) {
         Ok(summary) => {
             report.done(&summary);
+            if let Err(e) = report.finish_tree(image_on_stdout) {
+                return crate::applets::fail(APPLET, e);
+            }
             if summary.excess_input {
                 eprintln!(
                     "WARNING: got more data than expected. Trailing data is ignored, your image may be incomplete."
@@ -148,6 +169,66 @@ pub fn main(args: Vec<OsString>) -> i32 {
             crate::applets::fail(APPLET, e)
         }
     }
+}
+
+/// `--verity`: the tree file, staged under a temporary name (renamed into
+/// place only when image and tree are complete), and its salt.
+fn verity_tree(args: &Args) -> Result<Option<StagedTree>, String> {
+    let Some(file) = &args.verity else {
+        return match args.salt {
+            Some(_) => Err("--salt is the hash tree's salt: it needs --verity".into()),
+            None => Ok(None),
+        };
+    };
+    let path = match (file, &args.output) {
+        (Some(f), _) => f.clone(),
+        (None, Some(out)) => crate::verity::tree_path_for(out),
+        (None, None) => {
+            return Err("the image goes to standard output: give the tree a name, --verity=FILE".into())
+        }
+    };
+    let same = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    };
+    let clash = [args.input.as_deref(), args.output.as_deref(), args.header_file.as_deref()];
+    if let Some(other) = clash.into_iter().flatten().find(|o| same(o, &path) || *o == path) {
+        return Err(format!("--verity {}: that is also {}", path.display(), other.display()));
+    }
+    let salt = match &args.salt {
+        Some(salt) => salt.clone(),
+        None => default_salt()?,
+    };
+    let (staged, file) = writer::Staged::create(&path, "hash tree").map_err(|e| e.to_string())?;
+    Ok(Some(StagedTree { staged, file, path, salt }))
+}
+
+/// The tree file of `--verity` before the writer starts.
+struct StagedTree {
+    staged: writer::Staged,
+    file: File,
+    path: PathBuf,
+    salt: Vec<u8>,
+}
+
+/// 32 bytes from SOURCE_DATE_EPOCH when it is set (the same input then
+/// gives the same tree and root hash), else 32 random bytes as veritysetup
+/// makes.
+fn default_salt() -> Result<Vec<u8>, String> {
+    if let Some(epoch) = std::env::var_os("SOURCE_DATE_EPOCH") {
+        let epoch = epoch.to_string_lossy();
+        let salted = crate::verity::format::Salted::new(b"cloopbox verity salt\0");
+        return Ok(salted.hash(epoch.trim().as_bytes()).to_vec());
+    }
+    let mut salt = vec![0u8; crate::verity::format::DEFAULT_SALT_LEN];
+    use std::io::Read;
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut salt))
+        .map_err(|e| format!("/dev/urandom: {e} (give --salt HEX)"))?;
+    Ok(salt)
 }
 
 fn request(args: Args) -> writer::Request {
@@ -199,7 +280,8 @@ fn number<T: std::str::FromStr>(opt: &str, text: &str) -> Result<T, String> {
 }
 
 fn parse_args(argv: &[OsString]) -> Result<Parsed, String> {
-    let parsed = crate::getopt::parse(argv, "B:L:bmf:rs:S:t:a:j:p:lqvh", &["codec=", "help"])?;
+    let parsed =
+        crate::getopt::parse(argv, "B:L:bmf:rs:S:t:a:j:p:lqvh", &["codec=", "verity?", "salt=", "help"])?;
     let mut a = Args::default();
     for opt in &parsed.opts {
         let v = opt.value.as_deref().unwrap_or("");
@@ -242,6 +324,8 @@ fn parse_args(argv: &[OsString]) -> Result<Parsed, String> {
                 }
                 a.codec = Some(codec);
             }
+            "verity" => a.verity = Some(opt.value.as_ref().map(PathBuf::from)),
+            "salt" => a.salt = Some(crate::verity::format::parse_salt(v)?),
             other => return Err(format!("unhandled option -{other}")),
         }
     }
@@ -293,6 +377,13 @@ fn operands(a: &mut Args, ops: &[OsString]) -> Result<(), String> {
     }
 }
 
+/// The hash tree of `--verity`: its file until the writer starts, then
+/// the builder fed with every uncompressed block.
+enum TreeJob {
+    Staged(StagedTree),
+    Building(writer::Staged, PathBuf, Box<crate::verity::build::Builder>),
+}
+
 /// Progress and messages on stderr.
 struct Report {
     progress: Option<Progress>,
@@ -300,11 +391,35 @@ struct Report {
     quiet: bool,
     /// Input and output bytes at the last block, for the final progress line.
     last: (u64, u64),
+    tree: Option<TreeJob>,
 }
 
 impl Report {
     fn new(verbose: bool, quiet: bool) -> Self {
-        Self { progress: None, verbose, quiet, last: (0, 0) }
+        Self { progress: None, verbose, quiet, last: (0, 0), tree: None }
+    }
+
+    /// Completes the tree, renames it into place and prints the root hash.
+    fn finish_tree(&mut self, image_on_stdout: bool) -> Result<(), String> {
+        let Some(TreeJob::Building(staged, path, builder)) = self.tree.take() else { return Ok(()) };
+        let (built, file) = builder.finish().map_err(|e| e.to_string())?;
+        file.sync_all().map_err(|e| format!("{}: {e}", path.display()))?;
+        staged.commit().map_err(|e| e.to_string())?;
+        let hex = crate::verity::format::to_hex(&built.root);
+        if !self.quiet {
+            eprintln!(
+                "hash tree: {} ({} bytes, {} data blocks of 4096)",
+                path.display(),
+                built.geometry.file_len(),
+                built.geometry.data_blocks
+            );
+        }
+        if image_on_stdout {
+            eprintln!("root hash: {hex}");
+        } else {
+            println!("root hash: {hex}");
+        }
+        Ok(())
     }
 
     fn end_progress(&mut self) {
@@ -340,6 +455,12 @@ impl Report {
 
 impl Observer for Report {
     fn start(&mut self, s: &Start) {
+        if let Some(TreeJob::Staged(StagedTree { staged, file, path, salt })) = self.tree.take() {
+            let expected = s.expected_blocks.map(|n| n * u64::from(s.block_size));
+            let name = staged.temp_path().display().to_string();
+            let builder = crate::verity::build::Builder::new(file, name, &salt, expected);
+            self.tree = Some(TreeJob::Building(staged, path, Box::new(builder)));
+        }
         if self.quiet {
             return;
         }
@@ -366,6 +487,13 @@ impl Observer for Report {
             p.update(b.input_done, Some(b.output_done));
         } else if self.verbose && !self.quiet {
             eprintln!("Blk# {:5}: {} -> {} bytes ({})", b.index, b.input_len, b.compressed_len, b.codec);
+        }
+    }
+
+    fn uncompressed(&mut self, block: &[u8]) -> std::io::Result<()> {
+        match &mut self.tree {
+            Some(TreeJob::Building(_, _, builder)) => builder.update(block),
+            _ => Ok(()),
         }
     }
 
@@ -454,6 +582,20 @@ mod tests {
         assert_eq!(a.threads, None);
         assert!(a.notices[0].starts_with("Bad thread count"));
         assert_eq!(run(&["-t", "3", "a", "b"]).unwrap().threads, Some(3));
+    }
+
+    #[test]
+    fn verity_and_salt() {
+        assert_eq!(run(&["--verity", "a", "b"]).unwrap().verity, Some(None));
+        assert_eq!(run(&["--verity=t", "a", "b"]).unwrap().verity, Some(Some("t".into())));
+        assert_eq!(run(&["--salt", "00ff", "a", "b"]).unwrap().salt, Some(vec![0, 255]));
+        assert!(run(&["--salt", "xyz", "a", "b"]).is_err());
+        let a = run(&["--salt", "00", "a", "b"]).unwrap();
+        assert!(verity_tree(&a).err().unwrap().contains("needs --verity"));
+        let a = run(&["--verity", "-m", "a", "-"]).unwrap();
+        assert!(verity_tree(&a).err().unwrap().contains("--verity=FILE"));
+        let a = run(&["--verity=a", "a", "b"]).unwrap();
+        assert!(verity_tree(&a).err().unwrap().contains("also a"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod exitrd;
 mod extract_compressed_fs;
 mod init;
 mod liveroot;
+mod verity;
 
 /// An applet's entry point. `args[0]` is the applet name as invoked; the
 /// return value is the process exit status.
@@ -71,6 +72,11 @@ pub static APPLETS: &[Applet] = &[
         name: "liveroot",
         summary: "find the medium, serve it and mount the root (for dracut)",
         main: liveroot::main,
+    },
+    Applet {
+        name: "verity",
+        summary: "verify an image against a dm-verity hash tree and root hash",
+        main: verity::main,
     },
 ];
 

@@ -42,6 +42,7 @@ use std::path::PathBuf;
 pub use encode::zlib_limit;
 pub use error::Error;
 pub use format::Format;
+pub use output::Staged;
 pub use plan::Plan;
 
 use crate::cloop::codec::{Codec, EncodeOptions, ZlibEffort};
@@ -157,6 +158,12 @@ pub trait Observer {
     fn block(&mut self, _block: &BlockDone) {}
     /// A step after the last block, e.g. "writing index".
     fn step(&mut self, _what: &str) {}
+    /// Each block's uncompressed bytes, in order, as the image holds them
+    /// (the last block zero-padded), e.g. for a hash tree; an error aborts
+    /// the run.
+    fn uncompressed(&mut self, _block: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An observer that ignores everything.

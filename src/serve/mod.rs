@@ -45,6 +45,18 @@ pub struct Options {
     pub block_size: Option<u32>,
     pub root_daemon: bool,
     pub background: bool,
+    /// `--root-hash`, `--verity-tree`, `--check-at-most-once`.
+    pub verity: Verity,
+}
+
+/// Verified serving: every block checked against a dm-verity hash tree
+/// whose root hash is trusted (docs/verity.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verity {
+    pub root: Option<crate::verity::Digest>,
+    /// The tree; `None` is `IMAGE.verity`.
+    pub tree: Option<PathBuf>,
+    pub once: bool,
 }
 
 impl Options {
@@ -66,6 +78,7 @@ impl Options {
             block_size: None,
             root_daemon: false,
             background: false,
+            verity: Verity::default(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Stacking the layers over the base, top to bottom:
 //!
 //! ```text
-//!   [Metered] ── [cow Overlay] ── [Cache] ── cloop Image | FileDev
+//!   [Metered] ── [cow Overlay] ── [Cache] ── [verity] ── cloop Image | FileDev
 //! ```
 //!
 //! The cache exists only over cloop images (a raw file already has the
-//! page cache) and only when the cache size is not 0; the overlay only
+//! page cache) and only when the cache size is not 0; the verity layer
+//! only with `--root-hash`, right above the image, so every block is
+//! checked before the cache keeps it or a client gets it; the overlay only
 //! with a cowfile; the meter always, at the top, so it counts what the
 //! clients were served. The transport asks its queries (extents,
 //! residency, prefetch) of the top, and each layer passes them down.
@@ -44,22 +46,41 @@ struct Read {
     cache_stats: Option<CacheStats>,
 }
 
-fn read_layers(o: &Options) -> Result<Read, String> {
+/// With `--root-hash`, the verifying layer over `lower`; else `lower`.
+fn verified(
+    o: &Options,
+    lower: Arc<dyn ReadAt>,
+    what: &mut String,
+    warn: &WarnFn,
+) -> Result<Arc<dyn ReadAt>, String> {
+    let Some(root) = o.verity.root else { return Ok(lower) };
+    let options =
+        crate::verity::layer::Options { check_at_most_once: o.verity.once, warn: Some(warn.clone()) };
+    let (layer, summary) =
+        crate::verity::serve_layer(&o.image, o.verity.tree.as_deref(), root, lower, options)?;
+    *what = format!("{what}, {summary}");
+    Ok(layer)
+}
+
+fn read_layers(o: &Options, warn: &WarnFn) -> Result<Read, String> {
     let image = match open_base(&o.image)? {
         Base::Raw(file) => {
-            return Ok(Read { dev: Arc::new(file), block_size: 4096, what: "raw".into(), cache_stats: None })
+            let mut what = "raw".to_string();
+            let dev = verified(o, Arc::new(file), &mut what, warn)?;
+            return Ok(Read { dev, block_size: 4096, what, cache_stats: None });
         }
         Base::Cloop(image) => image,
     };
     let info = image.info().clone();
-    let what =
+    let mut what =
         format!("{} image, {} blocks of {}", info.version, info.num_blocks, Bytes(info.block_size.into()));
+    let lower = verified(o, image.clone(), &mut what, warn)?;
     if o.cache_size == 0 {
         let what = what + ", no cache";
-        return Ok(Read { dev: image, block_size: info.block_size, what, cache_stats: None });
+        return Ok(Read { dev: lower, block_size: info.block_size, what, cache_stats: None });
     }
-    let probe = zero_probe(image.clone());
-    let cache = Cache::new(image, info.block_size, o.cache_size)
+    let probe = zero_probe(image);
+    let cache = Cache::new(lower, info.block_size, o.cache_size)
         .map_err(|e| format!("{}: {e}", o.image.display()))?
         .with_zero_probe(probe);
     let cache = Arc::new(cache);
@@ -85,7 +106,7 @@ fn device_block(o: &Options, read: &dyn ReadAt) -> u32 {
 /// stderr in the foreground, to the console and kmsg for a daemon, whose
 /// stderr is gone.
 pub fn build(o: &Options, warn: WarnFn) -> Result<Stack, String> {
-    let Read { dev: read, block_size, what, cache_stats } = read_layers(o)?;
+    let Read { dev: read, block_size, what, cache_stats } = read_layers(o, &warn)?;
     let size = read.size();
     let device_block = device_block(o, &*read);
     let mut cow_stats: Option<CowStats> = None;

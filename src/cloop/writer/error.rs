@@ -35,6 +35,8 @@ pub enum Error {
     Encode { block: u64, source: CodecError },
     /// Fewer blocks arrived than the header already announced.
     BlockCount { path: String, expected: u64, got: u64 },
+    /// The observer of the uncompressed data failed (writing a hash tree).
+    Observer(io::Error),
 }
 
 impl fmt::Display for Error {
@@ -73,6 +75,7 @@ impl fmt::Display for Error {
             Error::BlockCount { path, expected, got } => {
                 write!(f, "{path}: the header announces {expected} blocks but {got} were written")
             }
+            Error::Observer(e) => write!(f, "{e}"),
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Block<'a> {
     pub data: &'a [u8],
     /// Input bytes in this block (less than the block size only at the end).
     pub input_len: usize,
+    /// The uncompressed block as the image holds it (zero-padded at the end).
+    pub input: &'a [u8],
 }
 
 #[derive(Default)]
@@ -53,7 +55,7 @@ impl Slot {
             Some(Payload::Encoded(codec)) => (codec, &self.output[..]),
             Some(Payload::Raw) | None => (Codec::Stored, &self.input[..]),
         };
-        Block { index, codec, data, input_len: self.input_len }
+        Block { index, codec, data, input_len: self.input_len, input: &self.input }
     }
 }
 

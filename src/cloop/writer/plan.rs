@@ -232,6 +232,7 @@ impl<R: Read + Send> Job<'_, R> {
         let mut input_done = 0u64;
         pipeline::run(reader, *settings, *threads, *in_flight, |b: Block<'_>| {
             check_block_count(index.num_blocks() + 1, bs)?;
+            observer.uncompressed(b.input).map_err(Error::Observer)?;
             put(b.data)?;
             index.push(b.codec, b.data.len())?;
             *raw_blocks += u64::from(b.codec == Codec::Stored);
