@@ -216,6 +216,22 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == b'*')
 }
 
+/// A device's modalias: its `modalias` file, or the `MODALIAS=` line of
+/// its `uevent` file. Some buses have only the latter: an SD card on the
+/// mmc bus shows `MODALIAS=mmc:block` in `uevent` and has no `modalias`
+/// file, and without it `mmc_block` is never loaded.
+fn modalias_of(dev: &Path) -> Option<String> {
+    let alias = match std::fs::read_to_string(dev.join("modalias")) {
+        Ok(a) => a,
+        Err(_) => {
+            let uevent = std::fs::read_to_string(dev.join("uevent")).ok()?;
+            uevent.lines().find_map(|l| l.strip_prefix("MODALIAS="))?.to_string()
+        }
+    };
+    let alias = alias.trim();
+    (!alias.is_empty()).then(|| alias.to_string())
+}
+
 /// Every device modalias the kernel shows now.
 pub fn device_modaliases(sys_bus: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -223,12 +239,7 @@ pub fn device_modaliases(sys_bus: &Path) -> Vec<String> {
     for bus in buses.flatten() {
         let Ok(devices) = std::fs::read_dir(bus.path().join("devices")) else { continue };
         for dev in devices.flatten() {
-            if let Ok(alias) = std::fs::read_to_string(dev.path().join("modalias")) {
-                let alias = alias.trim();
-                if !alias.is_empty() {
-                    out.push(alias.to_string());
-                }
-            }
+            out.extend(modalias_of(&dev.path()));
         }
     }
     out.sort();
@@ -448,7 +459,11 @@ malformed line without colon
             std::fs::write(d.join("modalias"), alias).unwrap();
         }
         std::fs::create_dir_all(root.path().join("usb/devices/usb1")).unwrap(); // no modalias
-        assert_eq!(device_modaliases(root.path()), ["pci:v00008086d00007010", "scsi:t-0x05"]);
+                                                                                // The mmc bus: only a uevent file carries the alias.
+        let card = root.path().join("mmc/devices/mmc0:aaaa");
+        std::fs::create_dir_all(&card).unwrap();
+        std::fs::write(card.join("uevent"), "DRIVER=mmcblk\nMMC_TYPE=SD\nMODALIAS=mmc:block\n").unwrap();
+        assert_eq!(device_modaliases(root.path()), ["mmc:block", "pci:v00008086d00007010", "scsi:t-0x05"]);
     }
 
     #[test]
