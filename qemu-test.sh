@@ -7,9 +7,13 @@
 # the markers the guest prints, and writes one summary line per scenario.
 # Logs stay in $WORK/logs. Exit status is non-zero if any scenario failed.
 #
-# Usage: ./qemu-test.sh [SCENARIO...]     (default: all)
+# Usage: ./qemu-test.sh [-j N] [SCENARIO...]     (default: all)
 #   -i, --interactive   boot the scenarios with the console on this terminal
 #                       (the live scenarios then end in a shell in the guest)
+#   -j N                run N scenarios at once (default QEMU_JOBS, else 2;
+#                       1 when interactive): each in its own subshell, its
+#                       output in $WORK/logs/NAME.run; the shared artifacts
+#                       are built first, results reported in scenario order
 # Scenarios live here and in tests/qemu/*.sh; the helpers they share (kernel,
 # initramfs, ISOs through initramfs/mklive.sh, boot, checks) in
 # tests/qemu/lib.sh. QEMU_MEM sets the guest RAM (MiB, default 1024).
@@ -27,17 +31,23 @@ else
 fi
 TIMEOUT=${QEMU_TIMEOUT:-300}
 INTERACTIVE=0
+JOBS=${QEMU_JOBS:-2}
 SCENARIOS=()
-for arg in "$@"; do
-    case $arg in
+while [ $# -gt 0 ]; do
+    case $1 in
         -i | --interactive) INTERACTIVE=1 ;;
-        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) SCENARIOS+=("$arg") ;;
+        -j) JOBS=${2:?-j needs a number}; shift ;;
+        -j*) JOBS=${1#-j} ;;
+        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        *) SCENARIOS+=("$1") ;;
     esac
+    shift
 done
+case $JOBS in '' | *[!0-9]* | 0) echo "qemu-test: -j wants a positive number, not '$JOBS'" >&2; exit 2 ;; esac
+[ "$INTERACTIVE" != 1 ] || JOBS=1
 # shellcheck source=tests/qemu/lib.sh
 . tests/qemu/lib.sh
-rm -f "$LOGS/restarts.txt"
+rm -f "$LOGS/restarts.txt" "$WORK"/.ready-*
 # Scenarios defined here; tests/qemu/*.sh add more (each appends its names).
 ALL_SCENARIOS+=(smoke cd cd-iso9660 usb hybrid multi no-medium corrupt-image kernel-nbd)
 
@@ -90,7 +100,6 @@ scenario_cd() {
 # read-only, with overlayfs on top.
 scenario_cd-iso9660() {
     prepare_live
-    make_iso "$WORK/cd-iso.iso" "$APPEND_BASE" "$WORK/root-iso.cloop"
     boot cd-iso9660 "$UNTIL_LIVE" -cdrom "$WORK/cd-iso.iso" -boot d
     check cd-iso9660 "iso9660 image read-only on nbd, overlayfs root" "${OVERLAY_CHECKS[@]}"
 }
@@ -227,12 +236,18 @@ for f in tests/qemu/*.sh; do
 done
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ALL_SCENARIOS[@]}")
 
-build_cloopbox
-fetch_kernel
 for s in "${SCENARIOS[@]}"; do
     declare -F "scenario_$s" >/dev/null || { log "unknown scenario '$s' (have: ${ALL_SCENARIOS[*]})"; exit 2; }
-    log "scenario $s"
-    "scenario_$s"
 done
+build_cloopbox
+fetch_kernel
+if [ "$JOBS" = 1 ]; then
+    for s in "${SCENARIOS[@]}"; do
+        log "scenario $s"
+        "scenario_$s"
+    done
+else
+    run_parallel "$JOBS" "${SCENARIOS[@]}"
+fi
 
 report

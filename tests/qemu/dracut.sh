@@ -30,9 +30,18 @@ DRACUT_FAILED="Kernel panic|no live root|Entering emergency mode|Could not boot|
 # build_dracut FLAVOUR: the initramfs, rebuilt when the binary, the module
 # or the builder changed. Returns non-zero (after recording a FAIL for
 # NAME) if dracut could not build it.
+# Under a lock: the parallel jobs of qemu-test.sh share DRACUT_WORK.
 build_dracut() { # NAME FLAVOUR
-    local name=$1 flavour=$2 out=$DRACUT_WORK/initrd-$2.img
+    local fd rc=0
     mkdir -p "$DRACUT_WORK"
+    exec {fd}> "$DRACUT_WORK/.lock"
+    flock "$fd"
+    build_dracut_locked "$@" || rc=$?
+    exec {fd}>&-
+    return "$rc"
+}
+build_dracut_locked() { # NAME FLAVOUR
+    local name=$1 flavour=$2 out=$DRACUT_WORK/initrd-$2.img
     if [ -f "$out" ] && [ "$out" -nt "$CLOOPBOX_BIN" ] &&
         [ -z "$(find dracut-module tests/qemu/mkdracut.sh -newer "$out" -print -quit)" ]; then
         return 0

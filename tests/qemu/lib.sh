@@ -95,11 +95,32 @@ make_cpio() {
     (cd "$1" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -9 > "$2"
 }
 
+# once NAME CMD...: CMD once per run (QEMU_RUN_ID) for every job of a
+# parallel run: under the lock $WORK/.lock-NAME, skipped when its stamp is
+# there, so two jobs never build the same files at once, nor twice.
+QEMU_RUN_ID=${QEMU_RUN_ID:-$$.$(date +%s)}
+export QEMU_RUN_ID
+once() {
+    local name=$1 stamp=$WORK/.ready-$1.$QEMU_RUN_ID
+    shift
+    (
+        flock 9
+        if [ ! -f "$stamp" ]; then
+            "$@"
+            : > "$stamp"
+        fi
+    ) 9> "$WORK/.lock-$name"
+}
+
 build_initrd() {
-    [ -f "$WORK/initrd.gz" ] && [ "$WORK/initrd.gz" -nt "$CLOOPBOX_BIN" ] &&
-        [ "$WORK/initrd.gz" -nt "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" ] && return 0
-    "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BIN" -k "$KVER" -m "$KERNEL_DIR/pkg" \
-        -o "$WORK/initrd.gz"
+    # Under the lock: a parallel job finds it either absent or complete.
+    (
+        flock 9
+        [ -f "$WORK/initrd.gz" ] && [ "$WORK/initrd.gz" -nt "$CLOOPBOX_BIN" ] &&
+            [ "$WORK/initrd.gz" -nt "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" ] && exit 0
+        "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BIN" -k "$KVER" -m "$KERNEL_DIR/pkg" \
+            -o "$WORK/initrd.gz"
+    ) 9> "$WORK/.lock-initrd"
 }
 
 # mklive ARGS...: initramfs/mklive.sh with our binary and kernel, quiet.
@@ -126,7 +147,7 @@ make_iso() {
     shift 2
     for img in "$@"; do args+=(--image "$img"); done
     if [ "${WRONG_SUMS:-0}" = 1 ]; then
-        local add=$WORK/wrongsums.$$
+        local add=$WORK/wrongsums.$BASHPID
         rm -rf "$add" && mkdir -p "$add"
         (
             cd "$add" && n=0
@@ -140,7 +161,7 @@ make_iso() {
     fi
     mklive --initrd "${MKLIVE_INITRD:-$WORK/initrd.gz}" --append "$append" "${args[@]}" \
         ${MKLIVE_ARGS[@]+"${MKLIVE_ARGS[@]}"} -o "$out"
-    [ "${WRONG_SUMS:-0}" != 1 ] || rm -rf "$WORK/wrongsums.$$"
+    [ "${WRONG_SUMS:-0}" != 1 ] || rm -rf "$WORK/wrongsums.$BASHPID"
 }
 
 # --- the busybox live root of the test scenarios ---------------------------
@@ -186,16 +207,21 @@ OVERLAY_CHECKS=("ROOTFS: overlay overlay" "NBDMOUNT: /dev/nbd[0-9]+ /run/initram
     "COWMOUNT: tmpfs" "DAEMON: [0-9]+ @cloopd" "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot"
     "CTL: +read-only file: /run/initramfs/live/KNOPPIX/KNOPPIX" "CHECKS-DONE")
 
-# prepare_live: the busybox root as ext4 and iso9660 in cloop, and the CD
-# with the ext4 one, once per run.
+# prepare_live: the busybox root as ext4 and iso9660 in cloop, and the CDs
+# with each (cd-ext4.iso, cd-iso.iso), once per run.
+# (once: the parallel jobs of qemu-test.sh share them.)
 prepare_live() {
     [ -n "${LIVE_READY:-}" ] && return 0
     build_initrd
+    once live prepare_live_build
+    LIVE_READY=1
+}
+prepare_live_build() {
     make_rootfs "$WORK/rootfs"
     cloop_of ext4 "$WORK/rootfs" "$WORK/root-ext4.cloop"
     cloop_of iso9660 "$WORK/rootfs" "$WORK/root-iso.cloop"
     make_iso "$WORK/cd-ext4.iso" "$APPEND_BASE" "$WORK/root-ext4.cloop"
-    LIVE_READY=1
+    make_iso "$WORK/cd-iso.iso" "$APPEND_BASE" "$WORK/root-iso.cloop"
 }
 
 # --- the Debian systemd root -----------------------------------------------
@@ -256,9 +282,7 @@ debian_ext4_cloop() {
 prepare_debian() {
     [ -n "${DEBIAN_READY:-}" ] && return 0
     build_initrd
-    MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || echo http://deb.debian.org/debian) \
-        SUITE=$DEBIAN_SUITE "$QEMU_LIB_ROOT/tests/qemu/mkdebian.sh" "$DEBIAN_TAR"
-    local dir=$WORK/debian key
+    local dir=$WORK/debian
     [ "$DEBIAN_SUITE" = bookworm ] || dir=$WORK/debian-$DEBIAN_SUITE
     mkdir -p "$dir"
     DEBIAN_TREE=$dir/tree
@@ -267,7 +291,14 @@ prepare_debian() {
     # systemd logs to the console, so its kills (or their absence) and the
     # shutdown sequence are in the serial log.
     DEBIAN_APPEND="$APPEND_BASE systemd.log_target=console"
-    key="$(stat -c '%s %Y' "$DEBIAN_TAR") $(cat "${BASH_SOURCE[0]}" "$GUEST/debian-check.sh" | sha256sum | cut -c1-16)"
+    once "debian-$DEBIAN_SUITE" prepare_debian_build "$dir"
+    DEBIAN_READY=1
+}
+prepare_debian_build() { # DIR
+    local dir=$1 key
+    MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || echo http://deb.debian.org/debian) \
+        SUITE=$DEBIAN_SUITE "$QEMU_LIB_ROOT/tests/qemu/mkdebian.sh" "$DEBIAN_TAR"
+    key="$(stat -c '%s %Y' "$DEBIAN_TAR") $(cat "$QEMU_LIB_ROOT/tests/qemu/lib.sh" "$GUEST/debian-check.sh" | sha256sum | cut -c1-16)"
     if [ ! -f "$DEBIAN_CLOOP" ] || [ "$(cat "$dir/key" 2>/dev/null)" != "$key" ]; then
         log "debian: unpacking $DEBIAN_TAR and compressing the root"
         debian_tree "$DEBIAN_TREE"
@@ -275,7 +306,6 @@ prepare_debian() {
         echo "$key" > "$dir/key"
     fi
     make_iso "$DEBIAN_ISO" "$DEBIAN_APPEND" "$DEBIAN_CLOOP"
-    DEBIAN_READY=1
 }
 
 # squashfs_initrd OUT: the usual live boot of the benchmarks' contender, a
@@ -409,6 +439,46 @@ check_absent() {
         return 0
     fi
     check "$name" "$detail" "$@"
+}
+
+# run_parallel N SCENARIO...: the scenarios, N at a time, each in its own
+# subshell (output in $LOGS/NAME.run, results in $LOGS/NAME.results);
+# their results are then recorded in the order given. What jobs share is
+# built once: the initramfs here, the prepare_* artifacts through once.
+run_parallel() {
+    local jobs=$1 s pid rc running=0 t0=$SECONDS
+    shift
+    local -A name_of start_of
+    build_initrd
+    for s in "$@"; do
+        rm -f "$LOGS/$s.results" "$LOGS/$s.rc"
+        while [ "$running" -ge "$jobs" ]; do run_parallel_reap; done
+        log "scenario $s: started (output in $LOGS/$s.run)"
+        (
+            RESULTS=()
+            trap 'echo $? > "$LOGS/$s.rc"; printf "%s\n" ${RESULTS[@]+"${RESULTS[@]}"} > "$LOGS/$s.results"' EXIT
+            "scenario_$s"
+        ) > "$LOGS/$s.run" 2>&1 &
+        name_of[$!]=$s start_of[$!]=$SECONDS
+        running=$((running + 1))
+    done
+    while [ "$running" -gt 0 ]; do run_parallel_reap; done
+    for s in "$@"; do
+        [ ! -s "$LOGS/$s.results" ] || mapfile -t -O "${#RESULTS[@]}" RESULTS < "$LOGS/$s.results"
+        rc=$(cat "$LOGS/$s.rc" 2>/dev/null || echo "?")
+        if [ ! -s "$LOGS/$s.results" ] || [ "$rc" != 0 ]; then
+            record "$s" FAIL - "job ended with status $rc - see $LOGS/$s.run"
+        fi
+    done
+    log "$# scenarios, $jobs at a time: $((SECONDS - t0))s"
+}
+# run_parallel_reap: waits for one job of run_parallel (its locals).
+run_parallel_reap() {
+    pid=""
+    wait -n -p pid || true
+    [ -n "$pid" ] || { running=0; return 0; }
+    log "scenario ${name_of[$pid]}: done in $((SECONDS - ${start_of[$pid]}))s"
+    running=$((running - 1))
 }
 
 # report: the summary table; non-zero if a scenario failed.

@@ -32,13 +32,13 @@ scenario_toram() {
 # part_disk OUT FSTYPE LABEL SIZE_MB FILE... : a disk image with one
 # partition of FSTYPE holding the files (each "SRC:DEST").
 part_disk() {
-    local out=$1 fstype=$2 label=$3 size=$4 part=$WORK/part.$$ spec src dest
+    local out=$1 fstype=$2 label=$3 size=$4 part=$WORK/part.$BASHPID spec src dest
     shift 4
     rm -f "$out" "$part"
     truncate -s "${size}M" "$part"
     case $fstype in
         ext4)
-            local tree=$WORK/parttree.$$
+            local tree=$WORK/parttree.$BASHPID
             rm -rf "$tree" && mkdir -p "$tree"
             for spec in "$@"; do
                 src=${spec%%:*} dest=${spec#*:}
@@ -79,7 +79,6 @@ scenario_iso-in-file() {
 # FAT USB stick, found on any device through findiso=.
 scenario_iso-in-file-vfat() {
     prepare_live
-    make_iso "$WORK/cd-iso.iso" "$APPEND_BASE" "$WORK/root-iso.cloop"
     part_disk "$WORK/isodisk-vfat.img" vfat STICK 100 "$WORK/cd-iso.iso:boot/KNOPPIX.ISO"
     boot iso-in-file-vfat "$UNTIL_LIVE" -kernel "$KERNEL" -initrd "$WORK/initrd.gz" \
         -append "$APPEND_BASE findiso=/boot/knoppix.iso" -device qemu-xhci,id=xhci \
@@ -162,7 +161,6 @@ scenario_persist() {
 # directory on an ext4 partition: written in one boot, found in the next.
 scenario_persist-overlay() {
     prepare_live
-    make_iso "$WORK/cd-iso.iso" "$APPEND_BASE" "$WORK/root-iso.cloop"
     local disk=$WORK/persist-overlay.img
     part_disk "$disk" ext4 PERSIST 64
     local args=(-kernel "$KERNEL" -initrd "$WORK/initrd.gz" -cdrom "$WORK/cd-iso.iso"

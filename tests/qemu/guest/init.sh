@@ -22,6 +22,19 @@ echo "ISSUE: $(cat /etc/issue)"
 cowdev -l -v 2>&1 | sed "s/^/CTL: /"
 [ -e /mnt-system/KNOPPIX/KNOPPIX ] && echo "MNT-SYSTEM: ok"
 [ -e /run/initramfs/live/KNOPPIX/KNOPPIX ] && echo "LIVE: ok"
+# Every disk with the drivers bound along its path to the root bus (the
+# storage-controller scenarios check theirs), and the modules loaded.
+for b in /sys/block/*; do
+    case ${b##*/} in loop* | nbd* | ram* | zram*) continue ;; esac
+    p=$(readlink -f "$b/device" 2>/dev/null) || continue
+    d=""
+    while [ -n "$p" ] && [ "$p" != /sys/devices ]; do
+        [ -e "$p/driver" ] && d="$d $(basename "$(readlink "$p/driver")")"
+        p=${p%/*}
+    done
+    echo "BLOCKDEV: ${b##*/}$d"
+done
+echo "MODULES: $(cut -d" " -f1 /proc/modules | sort | tr "\n" " ")"
 # Scenario-specific steps: cloopbox.test=NAME runs /tests/NAME.sh here.
 for t in $(tr " " "\n" < /proc/cmdline | sed -n "s/^cloopbox.test=//p"); do
     [ -f /tests/$t.sh ] && . /tests/$t.sh
