@@ -134,6 +134,9 @@ pub struct Decoder {
     zlib: libdeflater::Decompressor,
     /// Made on the first zstd block (a context is about 100 KiB).
     zstd: Option<zstd::zstd_safe::DCtx<'static>>,
+    /// The last compressed block that decoded to `zero_len` zero bytes.
+    zero: Option<(Codec, Vec<u8>)>,
+    zero_len: usize,
 }
 
 impl Default for Decoder {
@@ -144,11 +147,30 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new() -> Self {
-        Self { zlib: libdeflater::Decompressor::new(), zstd: None }
+        Self { zlib: libdeflater::Decompressor::new(), zstd: None, zero: None, zero_len: 0 }
     }
 
     /// Decodes `src` into exactly `dst.len()` bytes.
     pub fn decode(&mut self, codec: Codec, src: &[u8], dst: &mut [u8]) -> Result<(), CodecError> {
+        // Writers encode every all-zero block to the same bytes; decoding
+        // is deterministic, so those bytes, once seen to give zeros, give
+        // zeros again. libdeflate inflates runs of zeros 3× slower than
+        // zlib-rs (BENCHMARKS.md), and disk images are often half zeros.
+        if let Some((zc, zsrc)) = &self.zero {
+            if *zc == codec && zsrc.len() == src.len() && dst.len() == self.zero_len && zsrc[..] == *src {
+                dst.fill(0);
+                return Ok(());
+            }
+        }
+        self.decode_stream(codec, src, dst)?;
+        if codec != Codec::Stored && src.len() * 64 < dst.len() && crate::cloop::writer::is_zero(dst) {
+            self.zero = Some((codec, src.to_vec()));
+            self.zero_len = dst.len();
+        }
+        Ok(())
+    }
+
+    fn decode_stream(&mut self, codec: Codec, src: &[u8], dst: &mut [u8]) -> Result<(), CodecError> {
         match codec {
             Codec::Zlib => self.inflate(src, dst),
             Codec::Stored => {
@@ -476,6 +498,26 @@ mod tests {
         // The decoder still works after all of that.
         dec.decode(Codec::Zstd, &packed, &mut out).unwrap();
         assert!(out == data);
+    }
+
+    #[test]
+    fn zero_blocks_are_remembered_only_for_the_same_bytes_and_length() {
+        let mut dec = Decoder::new();
+        for codec in [Codec::Zlib, Codec::Zstd] {
+            let zeros = encode(codec, &EncodeOptions::default(), &[0u8; 65536]).unwrap();
+            let mut out = vec![7u8; 65536];
+            dec.decode(codec, &zeros, &mut out).unwrap();
+            assert!(out.iter().all(|&b| b == 0));
+            out.fill(7);
+            dec.decode(codec, &zeros, &mut out).unwrap();
+            assert!(out.iter().all(|&b| b == 0), "{codec}: remembered zero block");
+            // Another length is decoded (and is an error), not answered from memory.
+            assert!(dec.decode(codec, &zeros, &mut out[..4096]).is_err(), "{codec}");
+            // Other bytes are decoded too.
+            let data = sample(65536);
+            dec.decode(codec, &encode(codec, &EncodeOptions::default(), &data).unwrap(), &mut out).unwrap();
+            assert!(out == data);
+        }
     }
 
     #[test]
