@@ -29,8 +29,9 @@ Options (as Debian cloop-utils 3.14):
   -B N      block size (default 65536; suffixes k K m M g G i). Clamped to
             512..1048576 and rounded down to a multiple of 512.
   -L N      compression level of the chosen codec (default 9):
-              1..9  zlib level, written by libdeflate (smaller and faster
-                    than zlib's own encoder; any zlib reader reads it)
+              1..9  zlib level, written by libdeflate (on filesystems
+                    smaller and faster than zlib's own encoder, see
+                    --deflate; any zlib reader reads it)
               10..12 libdeflate's slower near-optimal levels
               0     stored deflate blocks, still zlib (as cloop-utils)
               -1    zopfli: the smallest deflate stream we can make
