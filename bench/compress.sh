@@ -8,6 +8,10 @@
 # Environment: RUNS (timed runs per command, default 5), THREADS (default
 # nproc), BS (block size, default 131072), LEVEL (default 9).
 #
+# Since libdeflate writes zlib -L 1..12 and inflates every zlib block
+# (bench/codecs.sh, BENCHMARKS.md "Codec choice"), the flate2 backend
+# (zlib-rs or miniz) only matters here with LEVEL=0 or with --deflate zlib.
+#
 # cloopbox is built three ways: the shipped static binary
 # (scripts/build-static.sh: musl, flate2 over zlib-rs), the same with the
 # miniz_oxide backend (--no-default-features --features miniz, own target

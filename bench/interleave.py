@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times shell commands in interleaved rounds and writes hyperfine-style JSON.
 
-usage: interleave.py OUT.json RUNS [--prepare CMD] NAME=CMD...
+usage: interleave.py OUT.json RUNS [--no-warmup] [--prepare CMD] NAME=CMD...
 
 Every round runs each command once (one untimed warm-up round first), in an
 order rotated per round, so a burst of load from elsewhere on a shared
@@ -20,6 +20,9 @@ import time
 out_path, runs = sys.argv[1], int(sys.argv[2])
 args = sys.argv[3:]
 prepare = None
+warmup = 1
+if args[:1] == ["--no-warmup"]:
+    warmup, args = 0, args[1:]
 if args[:1] == ["--prepare"]:
     prepare, args = args[1], args[2:]
 commands = [a.split("=", 1) for a in args]
@@ -38,7 +41,7 @@ def timed(cmd):
 
 
 results = {name: {"wall": [], "cpu": []} for name, _ in commands}
-for round_ in range(runs + 1):
+for round_ in range(1 - warmup, runs + 1):
     shift = round_ % len(commands)
     for name, cmd in commands[shift:] + commands[:shift]:
         wall, cpu = timed(cmd)

@@ -100,8 +100,10 @@ fn block_size_is_clamped_with_cloop_utils_messages_and_takes_suffixes() {
 
 #[test]
 fn level_out_of_range_is_the_cloop_utils_error() {
-    for level in ["10", "-3", "fast"] {
-        let out = create(&["-L", level, "in", "out"]).output().unwrap();
+    // zlib takes -2..12 (libdeflate has 10..12), zlib's own algorithm -2..9.
+    for args in [&["-L", "13"][..], &["-L", "-3"], &["-L", "fast"], &["-L", "10", "--deflate", "zlib"]] {
+        let level = args.join(" ");
+        let out = create(&[args, &["in", "out"]].concat()).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "-L {level}");
         assert!(stderr(&out).contains("ERROR: Invalid compression method. Exiting..."), "{}", stderr(&out));
     }

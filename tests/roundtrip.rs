@@ -72,11 +72,12 @@ fn way() -> impl Strategy<Value = Way> {
 
 fn codec() -> impl Strategy<Value = (Codec, ZlibEffort)> {
     prop_oneof![
-        3 => (0..=9u32).prop_map(|l| (Codec::Zlib, ZlibEffort::Level(l))),
-        1 => Just((Codec::Xz, ZlibEffort::Level(9))),
-        1 => Just((Codec::Lz4, ZlibEffort::Level(9))),
-        1 => Just((Codec::Zstd, ZlibEffort::Level(9))),
-        1 => Just((Codec::Stored, ZlibEffort::Level(9))),
+        2 => (0..=9u32).prop_map(|l| (Codec::Zlib, ZlibEffort::Zlib(l))),
+        2 => (1..=12u32).prop_map(|l| (Codec::Zlib, ZlibEffort::Libdeflate(l))),
+        1 => Just((Codec::Xz, ZlibEffort::Zlib(9))),
+        1 => Just((Codec::Lz4, ZlibEffort::Zlib(9))),
+        1 => Just((Codec::Zstd, ZlibEffort::Zlib(9))),
+        1 => Just((Codec::Stored, ZlibEffort::Zlib(9))),
     ]
 }
 
@@ -138,7 +139,13 @@ fn check_reads_back(w: &Written, data: &[u8], options: &Options) {
 }
 
 fn options(block_size: u32, (codec, zlib): (Codec, ZlibEffort), threads: usize) -> Options {
-    Options { block_size, codec, encode: EncodeOptions { zlib, xz_preset: 1 }, threads, in_flight: None }
+    Options {
+        block_size,
+        codec,
+        encode: EncodeOptions { zlib, xz_preset: 1, zstd_level: 3 },
+        threads,
+        in_flight: None,
+    }
 }
 
 proptest! {
@@ -169,7 +176,7 @@ fn empty_input_gives_a_zero_block_image_for_every_codec_and_plan() {
     for codec in [Codec::Zlib, Codec::Xz, Codec::Lz4, Codec::Zstd, Codec::Stored] {
         for (i, way) in [Way::Direct, Way::Reuse, Way::Memory, Way::Spool, Way::Split].into_iter().enumerate()
         {
-            let opts = options(65536, (codec, ZlibEffort::Level(9)), 2);
+            let opts = options(65536, (codec, ZlibEffort::Zlib(9)), 2);
             let w = write(dir.path(), &[], opts, way, &format!("{codec}{i}"));
             assert_eq!(std::fs::metadata(&w.path).unwrap().len(), 144, "{codec} {way:?}");
             check_reads_back(&w, &[], &opts);
@@ -187,7 +194,7 @@ fn zopfli_and_best_read_back_and_are_not_larger_than_level_9() {
     data.truncate(70_001);
     let dir = tempfile::tempdir().unwrap();
     let level9 =
-        write(dir.path(), &data, options(16384, (Codec::Zlib, ZlibEffort::Level(9)), 2), Way::Direct, "l9");
+        write(dir.path(), &data, options(16384, (Codec::Zlib, ZlibEffort::Zlib(9)), 2), Way::Direct, "l9");
     for (tag, effort) in
         [("z", ZlibEffort::Zopfli { iterations: 3 }), ("b", ZlibEffort::Best { iterations: 3 })]
     {
@@ -213,7 +220,7 @@ fn v4_stores_incompressible_blocks_raw_at_full_block_size() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     for codec in [Codec::Lz4, Codec::Zstd, Codec::Xz] {
-        let opts = options(8192, (codec, ZlibEffort::Level(9)), 3);
+        let opts = options(8192, (codec, ZlibEffort::Zlib(9)), 3);
         let w = write(dir.path(), &noise, opts, Way::Direct, codec.name());
         check_reads_back(&w, &noise, &opts);
         assert_eq!(w.summary.raw_blocks, 5, "{codec}");

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::cloop::codec::{Codec, EncodeOptions, ZlibEffort};
+use crate::cloop::codec::{Codec, EncodeOptions, ZlibEffort, ZSTD_DEFAULT_LEVEL, ZSTD_LEVELS};
 use crate::cloop::writer::{self, BlockDone, Observer, Plan, Start, Strategy, ZOPFLI_ITERATIONS};
 use crate::progress::Progress;
 use crate::units::{parse_size, Bytes};
@@ -29,13 +29,19 @@ FreeBSD); --codec other than zlib writes V4.0 (cloop driver 4.x/5.x).
 Options (as Debian cloop-utils 3.14):
   -B N      block size (default 65536; suffixes k K m M g G i). Clamped to
             512..1048576 and rounded down to a multiple of 512.
-  -L N      compression level, -2..9 (default 9):
-              0..9  zlib level (0 = stored deflate blocks, still zlib)
+  -L N      compression level of the chosen codec (default 9):
+              1..9  zlib level, written by libdeflate (on filesystems
+                    smaller and faster than zlib's own encoder, see
+                    --deflate; any zlib reader reads it)
+              10..12 libdeflate's slower near-optimal levels
+              0     stored deflate blocks, still zlib (as cloop-utils)
               -1    zopfli: the smallest deflate stream we can make
                     (15 iterations; replaces cloop-utils' 7-Zip deflate)
               -2    per block the smaller of zlib 9 and zopfli
-            With --codec xz, 0..9 is the xz preset (default 6); ignored for
-            lz4, zstd and none.
+            With --codec xz, 0..9 is the xz preset (default 6); with
+            --codec zstd, 1..22 is the zstd level (default 19; 20..22 are
+            zstd's --ultra levels, no extra memory at cloop block sizes);
+            ignored for lz4 and none.
   -b        same as -L -2
   -t N      compressor threads (default: one per online CPU)
   -a N      blocks in flight (default 2*threads+2); memory is about
@@ -67,6 +73,9 @@ Our additions:
   --salt HEX    the tree's salt (hex, at most 256 bytes; '-' for none).
                 Default: 32 bytes derived from SOURCE_DATE_EPOCH when it is
                 set (reproducible builds), else 32 random bytes
+  --deflate zlib  write zlib streams with zlib's own algorithm (zlib-rs,
+                -L 0..9) instead of libdeflate: the blocks cloop-utils
+                writes, byte for byte at -B 4096; slower and larger.
   -h, --help    this help
 
 Old syntax: a pure number as INFILE or OUTFILE (create_compressed_fs image
@@ -94,6 +103,8 @@ struct Args {
     level: Option<i32>,
     /// `None` is zlib.
     codec: Option<Codec>,
+    /// `--deflate zlib`: zlib's algorithm instead of libdeflate.
+    zlib_algorithm: bool,
     threads: Option<usize>,
     in_flight: Option<usize>,
     expected_size: Option<u64>,
@@ -237,11 +248,13 @@ fn request(args: Args) -> writer::Request {
     let zlib = match args.level.unwrap_or(9) {
         -1 => ZlibEffort::Zopfli { iterations: ZOPFLI_ITERATIONS },
         -2 => ZlibEffort::Best { iterations: ZOPFLI_ITERATIONS },
-        level => ZlibEffort::Level(level.clamp(0, 9) as u32),
+        level if level <= 0 || args.zlib_algorithm => ZlibEffort::Zlib(level.clamp(0, 9) as u32),
+        level => ZlibEffort::Libdeflate(level as u32),
     };
-    let xz_preset = match (codec, args.level) {
-        (Codec::Xz, Some(level)) => level.clamp(0, 9) as u32,
-        _ => 6,
+    let (xz_preset, zstd_level) = match (codec, args.level) {
+        (Codec::Xz, Some(level)) => (level.clamp(0, 9) as u32, ZSTD_DEFAULT_LEVEL),
+        (Codec::Zstd, Some(level)) => (6, level),
+        _ => (6, ZSTD_DEFAULT_LEVEL),
     };
     writer::Request {
         input: args.input.map_or(writer::Input::Stdin, writer::Input::Path),
@@ -252,7 +265,7 @@ fn request(args: Args) -> writer::Request {
         options: writer::Options {
             block_size: args.block_size.unwrap_or(writer::DEFAULT_BLOCK_SIZE),
             codec,
-            encode: EncodeOptions { zlib, xz_preset },
+            encode: EncodeOptions { zlib, xz_preset, zstd_level },
             threads,
             in_flight: args.in_flight,
         },
@@ -280,8 +293,11 @@ fn number<T: std::str::FromStr>(opt: &str, text: &str) -> Result<T, String> {
 }
 
 fn parse_args(argv: &[OsString]) -> Result<Parsed, String> {
-    let parsed =
-        crate::getopt::parse(argv, "B:L:bmf:rs:S:t:a:j:p:lqvh", &["codec=", "verity?", "salt=", "help"])?;
+    let parsed = crate::getopt::parse(
+        argv,
+        "B:L:bmf:rs:S:t:a:j:p:lqvh",
+        &["codec=", "deflate=", "verity?", "salt=", "help"],
+    )?;
     let mut a = Args::default();
     for opt in &parsed.opts {
         let v = opt.value.as_deref().unwrap_or("");
@@ -289,9 +305,9 @@ fn parse_args(argv: &[OsString]) -> Result<Parsed, String> {
             "h" | "help" => return Ok(Parsed::Help),
             "B" => a.block_size = Some(block_size(v, &mut a.notices)?),
             "L" => {
-                let level = v.trim().parse().ok().filter(|l| (-2..=9).contains(l));
-                a.level =
-                    Some(level.ok_or("ERROR: Invalid compression method. Exiting... (-L takes -2..9)")?);
+                // The range depends on the codec: checked in `check_level`.
+                let level = v.trim().parse().ok().filter(|l| (-2..=*ZSTD_LEVELS.end()).contains(l));
+                a.level = Some(level.ok_or(LEVEL_RANGES)?);
             }
             "b" => a.level = Some(-2),
             "t" => {
@@ -326,17 +342,44 @@ fn parse_args(argv: &[OsString]) -> Result<Parsed, String> {
             }
             "verity" => a.verity = Some(opt.value.as_ref().map(PathBuf::from)),
             "salt" => a.salt = Some(crate::verity::format::parse_salt(v)?),
+            "deflate" => match v {
+                "zlib" => a.zlib_algorithm = true,
+                "libdeflate" => a.zlib_algorithm = false,
+                _ => return Err(format!("unknown deflate encoder '{v}' (zlib or libdeflate)")),
+            },
             other => return Err(format!("unhandled option -{other}")),
         }
     }
     if a.header_file.is_some() && a.strategy != Strategy::Auto {
         return Err("ERROR: Separate header file only with pure file output supported.".into());
     }
-    if let (Some(codec), Some(level @ ..=-1)) = (a.codec.filter(|&c| c != Codec::Zlib), a.level) {
-        return Err(format!("-L {level} and -b are zlib modes; they do not apply to --codec {codec}"));
-    }
+    check_level(&a)?;
     operands(&mut a, &parsed.operands)?;
     Ok(Parsed::Run(Box::new(a)))
+}
+
+const LEVEL_RANGES: &str = "ERROR: Invalid compression method. Exiting... (-L takes -2..12 \
+for zlib (0..9 with --deflate zlib), 0..9 for xz, 1..22 for zstd)";
+
+/// `-L` against the codec it applies to.
+fn check_level(a: &Args) -> Result<(), String> {
+    let codec = a.codec.unwrap_or(Codec::Zlib);
+    let Some(level) = a.level else { return Ok(()) };
+    if level < 0 && codec != Codec::Zlib {
+        return Err(format!("-L {level} and -b are zlib modes; they do not apply to --codec {codec}"));
+    }
+    let valid = match codec {
+        Codec::Zlib if a.zlib_algorithm => level <= 9,
+        Codec::Zlib => level <= 12,
+        Codec::Xz => level <= 9,
+        Codec::Zstd => ZSTD_LEVELS.contains(&level),
+        _ => true,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{LEVEL_RANGES}: -L {level} with --codec {codec}"))
+    }
 }
 
 const NO_REMOTE: &str = "remote compression (-l, HOSTS) is not supported: it is an \
@@ -538,10 +581,24 @@ mod tests {
         assert_eq!(run(&["-L", "-1", "a", "b"]).unwrap().level, Some(-1));
         assert_eq!(run(&["-b", "a", "b"]).unwrap().level, Some(-2));
         assert_eq!(run(&["-L", "0", "a", "b"]).unwrap().level, Some(0));
-        for bad in ["10", "-3", "x"] {
-            assert!(run(&["-L", bad, "a", "b"]).unwrap_err().contains("Invalid compression method"));
+        for bad in [&["-L", "13"][..], &["-L", "-3"], &["-L", "x"], &["-L", "10", "--deflate", "zlib"]] {
+            let err = run(&[bad, &["a", "b"]].concat()).unwrap_err();
+            assert!(err.contains("Invalid compression method"), "{bad:?}: {err}");
         }
         assert!(run(&["--codec", "xz", "-b", "a", "b"]).is_err());
+        assert!(run(&["--codec", "xz", "-L", "10", "a", "b"]).is_err());
+        assert!(run(&["--codec", "zstd", "-L", "0", "a", "b"]).is_err());
+        assert!(run(&["--codec", "zstd", "-L", "23", "a", "b"]).is_err());
+        assert!(run(&["--deflate", "7zip", "a", "b"]).is_err());
+        let a = run(&["-L", "22", "--codec", "zstd", "a", "b"]).unwrap();
+        assert_eq!(request(a).options.encode.zstd_level, 22);
+        let a = run(&["-L", "12", "a", "b"]).unwrap();
+        assert_eq!(request(a).options.encode.zlib, ZlibEffort::Libdeflate(12));
+        let a = run(&["-L", "9", "--deflate", "zlib", "a", "b"]).unwrap();
+        assert_eq!(request(a).options.encode.zlib, ZlibEffort::Zlib(9));
+        assert_eq!(request(run(&["-L", "0", "a", "b"]).unwrap()).options.encode.zlib, ZlibEffort::Zlib(0));
+        let zstd = request(run(&["--codec", "zstd", "a", "b"]).unwrap()).options.encode.zstd_level;
+        assert_eq!(zstd, ZSTD_DEFAULT_LEVEL);
     }
 
     #[test]

@@ -353,10 +353,7 @@ fn decompress_module(path: &Path, file: std::fs::File) -> io::Result<Vec<u8>> {
     let n = if name.ends_with(".xz") {
         lzma_rust2::XzReader::new(file, true).take(limit).read_to_end(&mut out)?
     } else if name.ends_with(".zst") {
-        ruzstd::decoding::StreamingDecoder::new(file)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
-            .take(limit)
-            .read_to_end(&mut out)?
+        zstd::stream::read::Decoder::new(file)?.take(limit).read_to_end(&mut out)?
     } else {
         flate2::read::GzDecoder::new(file).take(limit).read_to_end(&mut out)?
     };

@@ -39,13 +39,13 @@ mod plan;
 use std::io::Read;
 use std::path::PathBuf;
 
-pub use encode::zlib_limit;
+pub use encode::{is_zero, zlib_limit};
 pub use error::Error;
 pub use format::Format;
 pub use output::Staged;
 pub use plan::Plan;
 
-use crate::cloop::codec::{Codec, EncodeOptions, ZlibEffort};
+use crate::cloop::codec::{Codec, EncodeOptions};
 
 /// The largest block size the writer accepts: what our reader (and QEMU)
 /// accept. The applet clamps to 1 MiB, as cloop-utils does, because the
@@ -75,7 +75,7 @@ impl Default for Options {
         Self {
             block_size: DEFAULT_BLOCK_SIZE,
             codec: Codec::Zlib,
-            encode: EncodeOptions { zlib: ZlibEffort::Level(9), xz_preset: 6 },
+            encode: EncodeOptions::default(),
             threads: default_threads(),
             in_flight: None,
         }

@@ -6,9 +6,11 @@
 //!    ([`ZeroCache`]); disk images are often a fifth zeros. The cached bytes
 //!    are whatever the normal path made for the first zero block, so the
 //!    output does not depend on which worker got there first.
-//! 2. zlib levels 0–9 reuse one `flate2::Compress` per worker (reset per
-//!    block) instead of building a fresh encoder, whose state is several
-//!    hundred KiB of allocations.
+//! 2. Each worker reuses one encoder state (a libdeflate compressor, a
+//!    `flate2::Compress` reset per block, a zstd context) instead of
+//!    building a fresh one per block, whose state is several hundred KiB of
+//!    allocations. None of them carries anything from one block to the
+//!    next, so the output is the same for any thread count.
 //! 3. A zlib stream larger than [`zlib_limit`] is redone at level 0 (stored
 //!    deflate blocks in a zlib wrapper): V2 has no stored marker, and readers
 //!    (cloop-utils' extract_compressed_fs, our own) reject blocks much larger
@@ -63,11 +65,13 @@ pub struct BlockEncoder<'a> {
     settings: Settings,
     zeros: &'a ZeroCache,
     zlib: Option<(u32, Compress)>,
+    libdeflate: Option<libdeflater::Compressor>,
+    zstd: Option<zstd::zstd_safe::CCtx<'static>>,
 }
 
 impl<'a> BlockEncoder<'a> {
     pub fn new(settings: Settings, zeros: &'a ZeroCache) -> Self {
-        Self { settings, zeros, zlib: None }
+        Self { settings, zeros, zlib: None, libdeflate: None, zstd: None }
     }
 
     /// Encodes `block` (a full block) into `out` (cleared first).
@@ -92,6 +96,10 @@ impl<'a> BlockEncoder<'a> {
             Codec::Stored => return Ok(Payload::Raw),
             Codec::Zlib => self.zlib(block, out),
             Codec::Xz => xz(self.settings.options.xz_preset, block, out)?,
+            Codec::Zstd => {
+                let cctx = self.zstd.get_or_insert_with(zstd::zstd_safe::CCtx::create);
+                codec::zstd_frame(cctx, self.settings.options.zstd_level, block, out);
+            }
             _ => *out = codec::encode(codec, &self.settings.options, block)?,
         }
         if self.settings.format == Format::V4 && out.len() >= block.len() {
@@ -102,7 +110,11 @@ impl<'a> BlockEncoder<'a> {
 
     fn zlib(&mut self, block: &[u8], out: &mut Vec<u8>) {
         match self.settings.options.zlib {
-            ZlibEffort::Level(level) => self.deflate(level.min(9), block, out),
+            ZlibEffort::Zlib(level) => self.deflate(level.min(9), block, out),
+            ZlibEffort::Libdeflate(level) => {
+                let compressor = self.libdeflate.get_or_insert_with(|| codec::libdeflate_compressor(level));
+                codec::libdeflate_zlib(compressor, block, out);
+            }
             effort => {
                 let options = EncodeOptions { zlib: effort, ..self.settings.options };
                 *out = codec::encode(Codec::Zlib, &options, block)
@@ -170,7 +182,11 @@ mod tests {
     use crate::cloop::codec::Decoder;
 
     fn settings(codec: Codec, zlib: ZlibEffort) -> Settings {
-        Settings { format: Format::for_codec(codec), codec, options: EncodeOptions { zlib, xz_preset: 6 } }
+        Settings {
+            format: Format::for_codec(codec),
+            codec,
+            options: EncodeOptions { zlib, ..Default::default() },
+        }
     }
 
     fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -188,7 +204,7 @@ mod tests {
     #[test]
     fn reused_zlib_state_gives_the_same_bytes_as_a_fresh_encoder() {
         let zeros = ZeroCache::default();
-        let mut enc = BlockEncoder::new(settings(Codec::Zlib, ZlibEffort::Level(9)), &zeros);
+        let mut enc = BlockEncoder::new(settings(Codec::Zlib, ZlibEffort::Zlib(9)), &zeros);
         let text: Vec<u8> = (0..65536u32).map(|i| b"cloop writer "[(i % 13) as usize]).collect();
         let reference = codec::encode(Codec::Zlib, &EncodeOptions::default(), &text).unwrap();
         let mut out = Vec::new();
@@ -206,7 +222,7 @@ mod tests {
         for bs in [512, 4096, 65536, 1 << 20] {
             let data = noise(bs, bs as u64);
             for level in 0..=9 {
-                let mut enc = BlockEncoder::new(settings(Codec::Zlib, ZlibEffort::Level(level)), &zeros);
+                let mut enc = BlockEncoder::new(settings(Codec::Zlib, ZlibEffort::Zlib(level)), &zeros);
                 let mut out = Vec::new();
                 enc.encode(&data, &mut out).unwrap();
                 assert!(out.len() <= zlib_limit(bs), "bs {bs} level {level}: {}", out.len());
@@ -223,10 +239,10 @@ mod tests {
         let data = noise(4096, 3);
         let mut out = Vec::new();
         for codec in [Codec::Xz, Codec::Lz4, Codec::Zstd, Codec::Stored] {
-            let mut enc = BlockEncoder::new(settings(codec, ZlibEffort::Level(9)), &zeros);
+            let mut enc = BlockEncoder::new(settings(codec, ZlibEffort::Zlib(9)), &zeros);
             assert_eq!(enc.encode(&data, &mut out).unwrap(), Payload::Raw, "{codec}");
         }
-        let mut enc = BlockEncoder::new(settings(Codec::Zlib, ZlibEffort::Level(9)), &zeros);
+        let mut enc = BlockEncoder::new(settings(Codec::Zlib, ZlibEffort::Zlib(9)), &zeros);
         assert_eq!(enc.encode(&data, &mut out).unwrap(), Payload::Encoded(Codec::Zlib));
     }
 

@@ -175,7 +175,7 @@ mod tests {
         Settings {
             format: Format::V2,
             codec: Codec::Zlib,
-            options: EncodeOptions { zlib: ZlibEffort::Level(6), xz_preset: 6 },
+            options: EncodeOptions { zlib: ZlibEffort::Zlib(6), ..Default::default() },
         }
     }
 
