@@ -223,18 +223,35 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
 /// The base image, as a cloop image or a raw file.
 enum Base {
     Cloop(Arc<Image>),
-    Raw(FileDev),
+    Raw(Arc<dyn ReadAt>),
 }
 
-fn open_base(path: &Path) -> Result<Base, String> {
+fn open_base(path: &Path, a: &Args, warn: &crate::cow::overlay::WarnFn) -> Result<Base, String> {
+    if let Some(url) = path.to_str().filter(|p| crate::remote::is_url(p)) {
+        return open_remote_base(url, a, warn);
+    }
     match Image::open(path) {
         Ok(image) => Ok(Base::Cloop(Arc::new(image))),
         // Only "no cloop signature at all" means raw; a damaged image is
         // reported, never served as if it were a plain file.
         Err(CloopError::NotCloop { .. }) => {
-            FileDev::open(path).map(Base::Raw).map_err(|e| format!("{}: {e}", path.display()))
+            let file = FileDev::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Base::Raw(Arc::new(file)))
         }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An `http://` URL as the base: a cloop image, an ISO holding
+/// `KNOPPIX/KNOPPIX` (or the URL's `#PATH`), else a raw file. A root
+/// daemon waits for the server forever (see docs/remote.md).
+fn open_remote_base(url: &str, a: &Args, warn: &crate::cow::overlay::WarnFn) -> Result<Base, String> {
+    let opts = crate::remote::options(a.root_daemon, Some(warn.clone()));
+    let opened = crate::remote::open(url, opts).map_err(|e| e.to_string())?;
+    match Image::from_reader(opened.dev.clone(), Path::new(url)) {
+        Ok(image) => Ok(Base::Cloop(Arc::new(image))),
+        Err(CloopError::NotCloop { .. }) => Ok(Base::Raw(opened.dev)),
+        Err(e) => Err(format!("{}: {e}", opened.summary)),
     }
 }
 
@@ -305,7 +322,7 @@ struct Stack {
 /// of space): on stderr in the foreground, to the console and kmsg for a
 /// daemon, whose stderr is gone.
 fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
-    let base = open_base(&a.image)?;
+    let base = open_base(&a.image, a, &warn)?;
     let mut hints = StackHints::default();
     let mut cache_stats: Option<control::target::CacheStats> = None;
     let (read, block_size, what): (Arc<dyn ReadAt>, u32, String) = match base {
@@ -332,7 +349,7 @@ fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
                 (cache, info.block_size, what)
             }
         }
-        Base::Raw(file) => (Arc::new(file), 4096, "raw".to_string()),
+        Base::Raw(file) => (file, 4096, "raw".to_string()),
     };
     let size = read.size();
     // The filesystem inside decides the device's logical block size: an
@@ -518,7 +535,11 @@ fn run(a: Args) -> Result<(), String> {
             info: control::Info {
                 device: device.display().to_string(),
                 pid: std::process::id(),
-                image: std::path::absolute(&a.image).unwrap_or_else(|_| a.image.clone()),
+                image: if a.image.to_str().is_some_and(crate::remote::is_url) {
+                    a.image.clone()
+                } else {
+                    std::path::absolute(&a.image).unwrap_or_else(|_| a.image.clone())
+                },
                 cow: a.cow.as_ref().map(|c| std::path::absolute(c).unwrap_or_else(|_| c.clone())),
             },
             dev: dev.clone(),

@@ -66,7 +66,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Err(e) => return crate::applets::fail(APPLET, e),
     };
-    let image = match Image::open(&args.image) {
+    let image = match crate::remote::open_cloop(&args.image) {
         Ok(image) => image,
         Err(e) => return crate::applets::fail(APPLET, e),
     };

@@ -149,7 +149,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn open_image(input: &Path) -> Result<Image, Failure> {
     if input.as_os_str() != "-" {
-        return Image::open(input).map_err(|e| Failure::Extract(ExtractError::Read(e)));
+        return crate::remote::open_cloop(input).map_err(|e| Failure::Extract(ExtractError::Read(e)));
     }
     let name = Path::new("<stdin>");
     let stdin = io::stdin();

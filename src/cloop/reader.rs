@@ -19,7 +19,6 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -28,14 +27,14 @@ pub use super::detect::{Version, HEADER_LEN, MAX_BLOCK_SIZE};
 use super::error::{Error, ImagePath};
 use super::index::{self, Entry};
 pub use super::index::{max_compressed_len, Kind, MAX_BLOCKS};
-use crate::blockdev::{check_range, ReadAt};
+use crate::blockdev::{check_range, FileDev, ReadAt};
 
 /// Slots kept for `read_at` (each holds one decoded block).
 const MAX_POOLED_SLOTS: usize = 16;
 
 /// The image file: `pread` with bounds checks and errors that name it.
 pub(crate) struct Source {
-    file: File,
+    dev: Arc<dyn ReadAt>,
     path: ImagePath,
     len: u64,
 }
@@ -57,7 +56,7 @@ impl Source {
         if offset.checked_add(len).is_none_or(|end| end > self.len) {
             return Err(truncated());
         }
-        self.file.read_exact_at(buf, offset).map_err(|source| match source.kind() {
+        self.dev.read_at(buf, offset).map_err(|source| match source.kind() {
             io::ErrorKind::UnexpectedEof => truncated(),
             _ => Error::Io { path: self.path(), offset, len, source },
         })
@@ -123,12 +122,18 @@ impl Image {
     /// Reads the image from an open file (or block device); `path` is used
     /// in messages only.
     pub fn from_file(file: File, path: &Path) -> Result<Image, Error> {
-        use std::io::{Seek, SeekFrom};
+        // FileDev seeks to the end: that gives the size of block devices
+        // too (metadata says 0).
+        let dev = FileDev::from_file(file).map_err(|source| Error::Open { path: Arc::from(path), source })?;
+        Image::from_reader(Arc::new(dev), path)
+    }
+
+    /// Reads the image from any device (a remote file, a file inside an
+    /// ISO); `path` names it in messages.
+    pub fn from_reader(dev: Arc<dyn ReadAt>, path: &Path) -> Result<Image, Error> {
         let path: ImagePath = Arc::from(path);
-        // Seeking gives the size of block devices too (metadata says 0).
-        let len =
-            (&file).seek(SeekFrom::End(0)).map_err(|source| Error::Open { path: path.clone(), source })?;
-        let src = Source { file, path, len };
+        let len = dev.size();
+        let src = Source { dev, path, len };
         let mut first_error = None;
         for candidate in super::detect::detect(&src) {
             let loaded = candidate.and_then(|det| Ok((det, index::load(&src, &det)?)));

@@ -1,0 +1,537 @@
+//! [`RemoteFile`]: one file on an HTTP server as a [`ReadAt`] device.
+//!
+//! - **Pinned identity.** [`RemoteFile::open`] probes with
+//!   `Range: bytes=0-0` (following up to [`MAX_REDIRECTS`] redirects) and
+//!   pins the total length from `Content-Range` and the `ETag` and/or
+//!   `Last-Modified` validators. Every later request carries `If-Match`
+//!   (strong ETag) or `If-Unmodified-Since` (Last-Modified only), and its
+//!   answer is compared again (length, validators). A changed image is
+//!   reported once and every read from then on fails with EIO: data of two
+//!   images is never mixed.
+//! - **Retries.** Connection errors, timeouts, 5xx, 408 and 429 are retried
+//!   with exponential backoff, forever ([`Retry::Forever`], for a root
+//!   filesystem: I/O waits) or a bounded number of times. The outage and
+//!   the recovery are each reported once.
+//! - **Read-ahead and coalescing.** Reads that continue where an earlier one
+//!   ended fetch up to `readahead` bytes more in the same request; recent
+//!   ranges stay in a small bounded buffer. A read that falls inside a range
+//!   another thread is already fetching waits for it instead of asking
+//!   again.
+//! - **Parallel connections.** Up to `connections` kept-alive connections.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::client::{self, Pool};
+use super::http::{self, ContentRange, Head};
+use super::url::{Scheme, Url};
+use crate::blockdev::{check_range, ReadAt};
+
+/// Redirects followed by the first request.
+pub const MAX_REDIRECTS: usize = 5;
+/// Error bodies up to this size are read and dropped to keep the connection.
+const SKIP_LIMIT: u64 = 64 * 1024;
+
+/// How often a failed request is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// For a root filesystem: I/O waits until the server answers.
+    Forever,
+    /// Give up (with the last error) after this many retries.
+    Attempts(u32),
+}
+
+pub type LogFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Options {
+    pub retry: Retry,
+    /// First wait between attempts; doubles up to `backoff_max`.
+    pub backoff_start: Duration,
+    pub backoff_max: Duration,
+    pub connect_timeout: Duration,
+    /// For each read or write on a connection.
+    pub io_timeout: Duration,
+    /// Parallel connections.
+    pub connections: usize,
+    /// Bytes fetched beyond a sequential read.
+    pub readahead: usize,
+    /// Bytes of recent ranges kept.
+    pub buffer: usize,
+    /// Where the outage, recovery and changed-image messages go.
+    pub log: LogFn,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            retry: Retry::Attempts(4),
+            backoff_start: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(8),
+            connect_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(30),
+            connections: 4,
+            readahead: 512 * 1024,
+            buffer: 8 << 20,
+            log: Arc::new(|msg: &str| eprintln!("{msg}")),
+        }
+    }
+}
+
+/// What the probe pinned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub size: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.size)?;
+        if let Some(e) = &self.etag {
+            write!(f, ", ETag {e}")?;
+        }
+        if let Some(m) = &self.last_modified {
+            write!(f, ", Last-Modified {m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an attempt failed, and so what to do next.
+enum Fail {
+    /// Worth trying again (connection, timeout, 5xx, truncated transfer).
+    Retry(String),
+    /// This request cannot succeed.
+    Fatal(String),
+    /// The file on the server is not the one that was opened.
+    Changed(String),
+}
+
+fn transient(e: http::Error) -> Fail {
+    match e {
+        http::Error::Protocol(_) => Fail::Fatal(e.to_string()),
+        _ => Fail::Retry(e.to_string()),
+    }
+}
+
+struct Segment {
+    start: u64,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Buffers {
+    segs: VecDeque<Segment>,
+    bytes: usize,
+    /// Ranges being fetched now, `[start, end)`.
+    inflight: Vec<(u64, u64)>,
+    /// Ends of recent reads: a read starting at one of them is sequential.
+    recent_ends: VecDeque<u64>,
+}
+
+/// Counters for tests and status.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub bytes: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+pub struct RemoteFile {
+    url: Url,
+    id: Identity,
+    opts: Options,
+    pool: Pool,
+    bufs: Mutex<Buffers>,
+    fetched: Condvar,
+    changed: AtomicBool,
+    waiting: Mutex<bool>,
+    stats: Stats,
+}
+
+impl RemoteFile {
+    /// Probes `url` and pins the file's size and validators.
+    pub fn open(url: &Url, opts: Options) -> io::Result<RemoteFile> {
+        if url.scheme == Scheme::Https {
+            return Err(https_not_built(url));
+        }
+        let waiting = Mutex::new(false);
+        let (final_url, id, conn) = retrying(&opts, &waiting, url, "probe", || probe(url, &opts))?;
+        if id.etag.is_none() && id.last_modified.is_none() {
+            (opts.log)(&format!(
+                "{final_url}: the server sends neither ETag nor Last-Modified: only the length ({} bytes) can tell a replaced image",
+                id.size
+            ));
+        }
+        let pool = Pool::new(opts.connections, opts.connect_timeout, opts.io_timeout);
+        if let Some(c) = conn {
+            pool.adopt(c);
+        }
+        Ok(RemoteFile {
+            url: final_url,
+            id,
+            opts,
+            pool,
+            bufs: Mutex::new(Buffers::default()),
+            fetched: Condvar::new(),
+            changed: AtomicBool::new(false),
+            waiting,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Where the file is (after redirects).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.id
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.pool.open()
+    }
+
+    fn conditions(&self) -> Vec<(&'static str, &str)> {
+        match (&self.id.etag, &self.id.last_modified) {
+            (Some(e), _) if !e.starts_with("W/") => vec![("If-Match", e.as_str())],
+            (_, Some(m)) => vec![("If-Unmodified-Since", m.as_str())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Compares a response's validators with the pinned ones.
+    fn same_identity(&self, head: &Head) -> Result<(), Fail> {
+        let check = |name: &str, pinned: &Option<String>| -> Result<(), Fail> {
+            let now = head.one(name).map_err(transient)?;
+            match (pinned, now) {
+                (Some(p), Some(n)) if p != n => {
+                    Err(Fail::Changed(format!("{name} is now {n}, was {p} when the image was opened")))
+                }
+                _ => Ok(()),
+            }
+        };
+        check("etag", &self.id.etag)?;
+        check("last-modified", &self.id.last_modified)
+    }
+
+    /// One attempt at `[first, first + out.len())`.
+    fn fetch_once(&self, first: u64, out: &mut [u8]) -> Result<(), Fail> {
+        let last = first + out.len() as u64 - 1;
+        let range = format!("bytes={first}-{last}");
+        let mut headers = vec![("Range", range.as_str())];
+        headers.extend(self.conditions());
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let (mut lease, head) = client::exchange(&self.pool, &self.url, &headers).map_err(transient)?;
+        let status = head.status;
+        let framing = head.framing().map_err(transient)?;
+        let skip = |lease: client::Lease<'_>| {
+            let mut lease = lease;
+            if head.keep_alive() && matches!(lease.get().conn.skip_body(framing, SKIP_LIMIT), Ok(true)) {
+                lease.keep();
+            }
+        };
+        let what = format!("HTTP {status} {}", head.reason);
+        match status {
+            206 => {}
+            200 => {
+                // Never read a whole image we did not ask for.
+                self.same_identity(&head)?;
+                return Err(Fail::Fatal(format!(
+                    "{what}: the server sent the whole file instead of the range"
+                )));
+            }
+            412 => {
+                skip(lease);
+                return Err(Fail::Changed(format!("{what}: the image no longer matches what was opened")));
+            }
+            404 | 410 => {
+                skip(lease);
+                return Err(Fail::Changed(format!("{what}: the image is gone from the server")));
+            }
+            416 => {
+                let total = match head.content_range() {
+                    Ok(Some(ContentRange::Unsatisfied { total })) => format!(" (now {total} bytes)"),
+                    _ => String::new(),
+                };
+                skip(lease);
+                return Err(Fail::Changed(format!("{what}: the range is past the end of the file{total}")));
+            }
+            408 | 429 | 500..=599 => {
+                skip(lease);
+                return Err(Fail::Retry(what));
+            }
+            _ => {
+                skip(lease);
+                return Err(Fail::Fatal(what));
+            }
+        }
+        self.same_identity(&head)?;
+        match head.content_range().map_err(transient)? {
+            Some(ContentRange::Bytes { total, .. }) if total != self.id.size => {
+                return Err(Fail::Changed(format!("the file is now {total} bytes, was {}", self.id.size)));
+            }
+            Some(ContentRange::Bytes { first: f, last: l, .. }) if (f, l) == (first, last) => {}
+            other => {
+                return Err(Fail::Fatal(format!("{what}: asked for {range}, got Content-Range {other:?}")));
+            }
+        }
+        lease.get().conn.read_body(framing, out).map_err(transient)?;
+        self.stats.bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
+        if head.keep_alive() {
+            lease.keep();
+        }
+        Ok(())
+    }
+
+    fn mark_changed(&self, why: &str) {
+        if !self.changed.swap(true, Ordering::SeqCst) {
+            (self.opts.log)(&format!(
+                "{}: the image on the server changed ({why}); refusing to mix two images: reads that need the server fail with EIO from now on",
+                self.url
+            ));
+        }
+    }
+
+    /// Fetches `[first, first + out.len())` with retries.
+    fn fetch(&self, first: u64, out: &mut [u8]) -> io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let what = format!("bytes {first}-{}", first + out.len() as u64 - 1);
+        let result = retrying(&self.opts, &self.waiting, &self.url, &what, || {
+            if self.changed.load(Ordering::SeqCst) {
+                return Err(Fail::Changed(String::new()));
+            }
+            let r = self.fetch_once(first, out);
+            if matches!(r, Err(Fail::Retry(_))) {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        });
+        result.map_err(|e| {
+            if let Some(why) = e.get_ref().and_then(|i| i.downcast_ref::<ChangedError>()) {
+                if !why.0.is_empty() {
+                    self.mark_changed(&why.0);
+                }
+                return io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error());
+            }
+            e
+        })
+    }
+}
+
+#[derive(Debug)]
+struct ChangedError(String);
+impl std::fmt::Display for ChangedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "image changed: {}", self.0)
+    }
+}
+impl std::error::Error for ChangedError {}
+
+fn https_not_built(url: &Url) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{url}: HTTPS is not built yet (only http:// URLs work in this version)"),
+    )
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the retry policy
+/// gives up. The first retry of an outage and the first success after one
+/// are reported once each through `opts.log`.
+fn retrying<T>(
+    opts: &Options,
+    waiting: &Mutex<bool>,
+    url: &Url,
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T, Fail>,
+) -> io::Result<T> {
+    let mut delay = opts.backoff_start;
+    let mut retries = 0u32;
+    loop {
+        match attempt() {
+            Ok(v) => {
+                let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                if std::mem::take(&mut *w) {
+                    (opts.log)(&format!("{url}: the server answers again, I/O resumed"));
+                }
+                return Ok(v);
+            }
+            Err(Fail::Fatal(msg)) => return Err(io::Error::other(format!("{url}: {what}: {msg}"))),
+            Err(Fail::Changed(msg)) => return Err(io::Error::other(ChangedError(msg))),
+            Err(Fail::Retry(msg)) => {
+                if let Retry::Attempts(n) = opts.retry {
+                    if retries >= n {
+                        let tries = retries + 1;
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("{url}: {what}: {msg} (gave up after {tries} attempts)"),
+                        ));
+                    }
+                }
+                retries += 1;
+                {
+                    let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                    if !*w {
+                        *w = true;
+                        (opts.log)(&format!("{url}: server unreachable ({what}: {msg}), waiting"));
+                    }
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(opts.backoff_max);
+            }
+        }
+    }
+}
+
+/// The first request: `Range: bytes=0-0`, following redirects.
+fn probe(start: &Url, opts: &Options) -> Result<(Url, Identity, Option<client::Connection>), Fail> {
+    let mut url = start.clone();
+    for hop in 0..=MAX_REDIRECTS {
+        if url.scheme == Scheme::Https {
+            return Err(Fail::Fatal(https_not_built(&url).to_string()));
+        }
+        let mut c = client::connect(&url, opts.connect_timeout, opts.io_timeout).map_err(Fail::Retry)?;
+        client::send_get(&mut c, &url, &[("Range", "bytes=0-0")]).map_err(|e| Fail::Retry(e.to_string()))?;
+        let head = c.conn.read_head().map_err(transient)?;
+        let framing = head.framing().map_err(transient)?;
+        let what = format!("{url}: HTTP {} {}", head.status, head.reason);
+        match head.status {
+            206 => {
+                let total = match head.content_range().map_err(transient)? {
+                    Some(ContentRange::Bytes { first: 0, last: 0, total }) => total,
+                    other => {
+                        return Err(Fail::Fatal(format!(
+                            "{what}: asked for bytes 0-0, got Content-Range {other:?}"
+                        )))
+                    }
+                };
+                let mut one = [0u8; 1];
+                c.conn.read_body(framing, &mut one).map_err(transient)?;
+                let id = Identity {
+                    size: total,
+                    etag: head.one("etag").map_err(transient)?.map(str::to_string),
+                    last_modified: head.one("last-modified").map_err(transient)?.map(str::to_string),
+                };
+                return Ok((url, id, head.keep_alive().then_some(c)));
+            }
+            200 => {
+                return Err(Fail::Fatal(format!(
+                    "{what}: the server does not do range requests (it answered Range: bytes=0-0 with the whole file); lazy reading needs them"
+                )))
+            }
+            301 | 302 | 303 | 307 | 308 => {
+                let Some(location) = head.one("location").map_err(transient)? else {
+                    return Err(Fail::Fatal(format!("{what}: a redirect without Location")));
+                };
+                if hop == MAX_REDIRECTS {
+                    return Err(Fail::Fatal(format!("{what}: more than {MAX_REDIRECTS} redirects")));
+                }
+                url = url.join(location).map_err(|e| Fail::Fatal(format!("{what}: redirect to {e}")))?;
+            }
+            416 => {
+                let empty = matches!(head.content_range(), Ok(Some(ContentRange::Unsatisfied { total: 0 })));
+                let why = if empty { "the file is empty" } else { "the server refused the range bytes=0-0" };
+                return Err(Fail::Fatal(format!("{what}: {why}")));
+            }
+            408 | 429 | 500..=599 => return Err(Fail::Retry(format!("HTTP {} {}", head.status, head.reason))),
+            _ => return Err(Fail::Fatal(what)),
+        }
+    }
+    unreachable!("the loop returns on its last hop")
+}
+
+impl ReadAt for RemoteFile {
+    fn size(&self) -> u64 {
+        self.id.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(self.id.size, offset, buf.len() as u64)?;
+        let end = offset + buf.len() as u64;
+        let mut pos = offset;
+        let mut st = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            // Whatever the buffer holds from `pos` on.
+            while pos < end {
+                let Some(seg) =
+                    st.segs.iter().find(|s| s.start <= pos && pos < s.start + s.data.len() as u64)
+                else {
+                    break;
+                };
+                let from = (pos - seg.start) as usize;
+                let n = (seg.data.len() - from).min((end - pos) as usize);
+                let at = (pos - offset) as usize;
+                buf[at..at + n].copy_from_slice(&seg.data[from..from + n]);
+                pos += n as u64;
+            }
+            if pos == end {
+                note_end(&mut st, end);
+                return Ok(());
+            }
+            if self.changed.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()));
+            }
+            // Another thread is fetching it: wait instead of asking again.
+            if st.inflight.iter().any(|&(a, b)| a <= pos && pos < b) {
+                st = self.fetched.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            break;
+        }
+        let sequential = pos > offset || st.recent_ends.contains(&offset);
+        let mut fetch_end =
+            if sequential { end.saturating_add(self.opts.readahead as u64).min(self.id.size) } else { end };
+        // Read-ahead stops where another fetch starts.
+        for &(a, _) in &st.inflight {
+            if a > pos && a < fetch_end {
+                fetch_end = a.max(end);
+            }
+        }
+        st.inflight.push((pos, fetch_end));
+        drop(st);
+
+        let mut data = vec![0u8; (fetch_end - pos) as usize];
+        let result = self.fetch(pos, &mut data);
+
+        let mut st = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = st.inflight.iter().position(|&r| r == (pos, fetch_end)) {
+            st.inflight.swap_remove(i);
+        }
+        if result.is_ok() {
+            let at = (pos - offset) as usize;
+            buf[at..].copy_from_slice(&data[..(end - pos) as usize]);
+            note_end(&mut st, end);
+            if data.len() <= self.opts.buffer / 2 {
+                st.bytes += data.len();
+                st.segs.push_back(Segment { start: pos, data });
+                while st.bytes > self.opts.buffer {
+                    let Some(old) = st.segs.pop_front() else { break };
+                    st.bytes -= old.data.len();
+                }
+            }
+        }
+        drop(st);
+        self.fetched.notify_all();
+        result
+    }
+}
+
+fn note_end(st: &mut Buffers, end: u64) {
+    if st.recent_ends.len() == 8 {
+        st.recent_ends.pop_front();
+    }
+    st.recent_ends.push_back(end);
+}
