@@ -427,6 +427,9 @@ fn probe(start: &Url, opts: &Options) -> Result<(Url, Identity, Option<client::C
                 };
                 return Ok((url, id, head.keep_alive().then_some(c)));
             }
+            200 if framing == http::Framing::Length(0) => {
+                return Err(Fail::Fatal(format!("{what}: the file is empty")));
+            }
             200 => {
                 return Err(Fail::Fatal(format!(
                     "{what}: the server does not do range requests (it answered Range: bytes=0-0 with the whole file); lazy reading needs them"
