@@ -386,4 +386,37 @@ pub(crate) mod tests {
         img[s(21) + 68 + 26] = 1;
         expect_err(img, "interleaved");
     }
+
+    /// Seeded random byte changes in the descriptors and directories of
+    /// the tiny ISO: errors or results inside the image, never a panic.
+    #[test]
+    fn mutated_images_never_panic() {
+        let base = tiny_iso();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let hot: Vec<usize> = (16 * 2048..16 * 2048 + 200)
+            .chain(20 * 2048..20 * 2048 + 200)
+            .chain(21 * 2048..21 * 2048 + 200)
+            .collect();
+        for _ in 0..5000 {
+            let mut img = base.clone();
+            for _ in 0..1 + next() % 3 {
+                let i = hot[(next() % hot.len() as u64) as usize];
+                img[i] = next() as u8;
+            }
+            let dev = MemDev::new(img);
+            if let Ok(found) = knoppix_images(&dev) {
+                for (_, extents) in found {
+                    for (start, len) in extents {
+                        assert!(start + len <= dev.size());
+                    }
+                }
+            }
+        }
+    }
 }
