@@ -20,7 +20,8 @@ const USAGE: &str = "\
 Usage: cloopinfo [--verify] [--json] [-t N] IMAGE
 
 Describe a cloop image of any version: format, header position, block size
-and count, sizes, codecs used, links and the largest block.
+and count, sizes, codecs used, links and the largest block. IMAGE may be an
+http:// URL (also of an ISO holding KNOPPIX/KNOPPIX, or URL#PATH in one).
 
   --verify           decode every block; list bad ones, exit 1 if any
   --json             print a JSON object instead of text
