@@ -431,6 +431,8 @@ enum Mode {
     /// Sleeps this long before the first answer on each connection.
     Slow(Duration),
     Chunked,
+    /// Five bytes of junk after every body.
+    Extra,
     /// 200 with the whole body to every request.
     NoRanges,
 }
@@ -592,6 +594,9 @@ fn serve(s: TcpStream, data: &[u8], mode: &Mutex<Mode>, requests: &AtomicUsize) 
                             format!("HTTP/1.1 206 Partial\r\n{cr}Content-Length: {}\r\n\r\n", body.len())
                                 .into_bytes();
                         r.extend_from_slice(body);
+                        if m == Mode::Extra {
+                            r.extend_from_slice(b"JUNK!");
+                        }
                         r
                     }
                 }
@@ -621,6 +626,12 @@ fn misbehaving_servers_are_detected_never_short_data() {
     let srv = TestServer::start(data.clone(), Mode::Chunked);
     let (opts, _log) = quiet_opts(Retry::Attempts(1));
     let rf = RemoteFile::open(&srv.url(), opts.clone()).unwrap();
+    assert!(read_all(&rf, 9000) == data);
+    // Junk after the bodies: the connection is replaced, the data exact.
+    let srv = TestServer::start(data.clone(), Mode::Extra);
+    let (mut one, _log) = quiet_opts(Retry::Attempts(1));
+    one.connections = 1;
+    let rf = RemoteFile::open(&srv.url(), one).unwrap();
     assert!(read_all(&rf, 9000) == data);
     // No range support: a clear error at open.
     let srv = TestServer::start(data.clone(), Mode::NoRanges);

@@ -21,6 +21,12 @@ pub struct Connection {
     pub reused: bool,
 }
 
+impl Connection {
+    fn buffered_garbage(&self) -> bool {
+        self.conn.buffered() > 0
+    }
+}
+
 pub fn connect(url: &Url, connect_timeout: Duration, io_timeout: Duration) -> Result<Connection, String> {
     let addrs = (url.host.as_str(), url.port)
         .to_socket_addrs()
@@ -69,9 +75,16 @@ pub fn exchange<'p>(
     headers: &[(&str, &str)],
 ) -> Result<(Lease<'p>, Head), http::Error> {
     let mut lease = pool.take(url).map_err(|e| http::Error::Io(std::io::Error::other(e)))?;
+    // Bytes left over from an earlier response (a server that sent more
+    // than it announced) would be read as this answer's head.
+    if lease.get().buffered_garbage() {
+        lease.replace(url).map_err(|e| http::Error::Io(std::io::Error::other(e)))?;
+    }
     let first = round_trip(lease.get(), url, headers);
     let result = match first {
-        Err(e) if lease.get().reused && is_stale(&e) => {
+        // A kept-alive connection may also carry bytes a broken server
+        // sent after an earlier body: that is no reason to fail this read.
+        Err(e) if lease.get().reused && (is_stale(&e) || matches!(e, http::Error::Protocol(_))) => {
             lease.replace(url).map_err(|e| http::Error::Io(std::io::Error::other(e)))?;
             round_trip(lease.get(), url, headers)
         }
