@@ -289,7 +289,8 @@ impl RemoteFile {
         }
         lease.get().conn.read_body(framing, out).map_err(transient)?;
         self.stats.bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
-        if head.keep_alive() {
+        // A body delimited by the end of the connection used it up.
+        if head.keep_alive() && framing != http::Framing::UntilClose {
             lease.keep();
         }
         Ok(())
@@ -425,7 +426,8 @@ fn probe(start: &Url, opts: &Options) -> Result<(Url, Identity, Option<client::C
                     etag: head.one("etag").map_err(transient)?.map(str::to_string),
                     last_modified: head.one("last-modified").map_err(transient)?.map(str::to_string),
                 };
-                return Ok((url, id, head.keep_alive().then_some(c)));
+                let reusable = head.keep_alive() && framing != http::Framing::UntilClose;
+                return Ok((url, id, reusable.then_some(c)));
             }
             200 if framing == http::Framing::Length(0) => {
                 return Err(Fail::Fatal(format!("{what}: the file is empty")));
