@@ -102,3 +102,35 @@ pub fn open_cloop(path: &std::path::Path) -> Result<crate::cloop::reader::Image,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blockdev::MemDev;
+
+    #[test]
+    fn inside_iso_picks_the_knoppix_file_or_passes_through() {
+        let iso: Arc<dyn ReadAt> = Arc::new(MemDev::new(crate::iso9660::tests::tiny_iso()));
+        let (dev, what) = inside_iso(iso.clone(), None, "cd").unwrap();
+        assert_eq!(dev.size(), 4096 + 100);
+        assert!(what.contains("ISO file KNOPPIX/KNOPPIX"), "{what}");
+        let mut first = [0u8; 4];
+        dev.read_at(&mut first, 4096).unwrap();
+        // The second extent starts at sector 24: sector 23 is skipped.
+        let at = 2 * 2048;
+        assert_eq!(
+            first,
+            [(at % 251) as u8, ((at + 1) % 251) as u8, ((at + 2) % 251) as u8, ((at + 3) % 251) as u8]
+        );
+        let (dev, _) = inside_iso(iso.clone(), Some("knoppix/knoppix1"), "cd").unwrap();
+        assert_eq!(dev.size(), 10);
+        let e = inside_iso(iso, Some("KNOPPIX/KNOPPIX9"), "cd").err().unwrap().to_string();
+        assert!(e.contains("cd: the ISO has no file KNOPPIX/KNOPPIX9"), "{e}");
+
+        let plain: Arc<dyn ReadAt> = Arc::new(MemDev::new(vec![7; 100_000]));
+        let (dev, _) = inside_iso(plain.clone(), None, "f").unwrap();
+        assert_eq!(dev.size(), 100_000);
+        let e = inside_iso(plain, Some("KNOPPIX/KNOPPIX"), "f").err().unwrap().to_string();
+        assert!(e.contains("no ISO 9660 image"), "{e}");
+    }
+}
