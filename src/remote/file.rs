@@ -32,6 +32,8 @@ use crate::blockdev::{check_range, ReadAt};
 
 /// Redirects followed by the first request.
 pub const MAX_REDIRECTS: usize = 5;
+/// The first read-ahead of a sequential run.
+pub const MIN_READAHEAD: usize = 64 * 1024;
 /// Error bodies up to this size are read and dropped to keep the connection.
 const SKIP_LIMIT: u64 = 64 * 1024;
 
@@ -57,7 +59,8 @@ pub struct Options {
     pub io_timeout: Duration,
     /// Parallel connections.
     pub connections: usize,
-    /// Bytes fetched beyond a sequential read.
+    /// Most bytes fetched beyond a sequential read: the window starts at
+    /// [`MIN_READAHEAD`] and doubles with each read that continues a run.
     pub readahead: usize,
     /// Bytes of recent ranges kept.
     pub buffer: usize,
@@ -130,8 +133,9 @@ struct Buffers {
     bytes: usize,
     /// Ranges being fetched now, `[start, end)`.
     inflight: Vec<(u64, u64)>,
-    /// Ends of recent reads: a read starting at one of them is sequential.
-    recent_ends: VecDeque<u64>,
+    /// Ends of recent reads and their read-ahead windows: a read starting
+    /// at one of them continues a sequential run.
+    recent_ends: VecDeque<(u64, usize)>,
 }
 
 /// Counters for tests and status.
@@ -468,6 +472,7 @@ impl ReadAt for RemoteFile {
         let end = offset + buf.len() as u64;
         let mut pos = offset;
         let mut st = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        let run = st.recent_ends.iter().find(|&&(e, _)| e == offset).map(|&(_, w)| w);
         loop {
             // Whatever the buffer holds from `pos` on.
             while pos < end {
@@ -483,7 +488,7 @@ impl ReadAt for RemoteFile {
                 pos += n as u64;
             }
             if pos == end {
-                note_end(&mut st, end);
+                note_end(&mut st, end, run.unwrap_or(0));
                 return Ok(());
             }
             if self.changed.load(Ordering::SeqCst) {
@@ -496,9 +501,13 @@ impl ReadAt for RemoteFile {
             }
             break;
         }
-        let sequential = pos > offset || st.recent_ends.contains(&offset);
-        let mut fetch_end =
-            if sequential { end.saturating_add(self.opts.readahead as u64).min(self.id.size) } else { end };
+        let window = match run {
+            Some(w) => (w * 2).clamp(MIN_READAHEAD, self.opts.readahead.max(MIN_READAHEAD)),
+            None if pos > offset => MIN_READAHEAD,
+            None => 0,
+        }
+        .min(self.opts.readahead);
+        let mut fetch_end = end.saturating_add(window as u64).min(self.id.size);
         // Read-ahead stops where another fetch starts.
         for &(a, _) in &st.inflight {
             if a > pos && a < fetch_end {
@@ -518,7 +527,7 @@ impl ReadAt for RemoteFile {
         if result.is_ok() {
             let at = (pos - offset) as usize;
             buf[at..].copy_from_slice(&data[..(end - pos) as usize]);
-            note_end(&mut st, end);
+            note_end(&mut st, end, window);
             if data.len() <= self.opts.buffer / 2 {
                 st.bytes += data.len();
                 st.segs.push_back(Segment { start: pos, data });
@@ -534,9 +543,10 @@ impl ReadAt for RemoteFile {
     }
 }
 
-fn note_end(st: &mut Buffers, end: u64) {
+fn note_end(st: &mut Buffers, end: u64, window: usize) {
     if st.recent_ends.len() == 8 {
         st.recent_ends.pop_front();
     }
-    st.recent_ends.push_back(end);
+    st.recent_ends.retain(|&(e, _)| e != end);
+    st.recent_ends.push_back((end, window));
 }
