@@ -54,9 +54,11 @@ count() {  # requests bytes connections of the access log, then clear it
 : > "$dir/access.log"
 "$bin" cloopinfo "$url" > /dev/null
 echo "cloopinfo URL: $(count)"
-"$bin" extract_compressed_fs -q "$url" "$dir/out"
+"$bin" extract_compressed_fs -q -t 1 "$url" "$dir/out"
 cmp "$dir/out" "$dir/raw" 2>/dev/null || cmp -n "$(stat -c %s "$dir/raw")" "$dir/out" "$dir/raw"
-echo "extract URL: $(count)"
+echo "extract -t 1 URL: $(count)"
+"$bin" extract_compressed_fs -q "$url" "$dir/out"
+echo "extract (one thread per CPU) URL: $(count)"
 hyperfine -N --style none --runs "$runs" --export-json "$dir/times.json" \
     -n local "$bin extract_compressed_fs -q -t 1 $dir/www/img.cloop $dir/out" \
     -n http "$bin extract_compressed_fs -q -t 1 $url $dir/out" > /dev/null
