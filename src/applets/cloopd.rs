@@ -253,7 +253,8 @@ fn open_remote_base(url: &str, a: &Args, warn: &crate::cow::overlay::WarnFn) -> 
     match Image::from_reader(opened.dev.clone(), Path::new(url)) {
         Ok(image) => Ok(Base::Cloop(Arc::new(image))),
         Err(CloopError::NotCloop { .. }) => Ok(Base::Raw(opened.dev)),
-        Err(e) => Err(format!("{}: {e}", opened.summary)),
+        // The error names the URL already.
+        Err(e) => Err(e.to_string()),
     }
 }
 
