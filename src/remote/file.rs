@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::client::{self, Pool};
@@ -146,7 +146,14 @@ pub struct Stats {
     pub retries: AtomicU64,
 }
 
+/// A remote file: the state shared with its background read-ahead thread.
 pub struct RemoteFile {
+    shared: Arc<Shared>,
+    /// Ranges for the read-ahead thread to fetch, `[start, end)`.
+    ahead: Mutex<Option<mpsc::Sender<(u64, u64)>>>,
+}
+
+struct Shared {
     url: Url,
     id: Identity,
     opts: Options,
@@ -176,7 +183,7 @@ impl RemoteFile {
         if let Some(c) = conn {
             pool.adopt(c);
         }
-        Ok(RemoteFile {
+        let shared = Arc::new(Shared {
             url: final_url,
             id,
             opts,
@@ -186,27 +193,53 @@ impl RemoteFile {
             changed: AtomicBool::new(false),
             waiting,
             stats: Stats::default(),
-        })
+        });
+        Ok(RemoteFile { shared, ahead: Mutex::new(None) })
     }
 
     /// Where the file is (after redirects).
     pub fn url(&self) -> &Url {
-        &self.url
+        &self.shared.url
     }
 
     pub fn identity(&self) -> &Identity {
-        &self.id
+        &self.shared.id
     }
 
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// Connections open now.
     pub fn connections(&self) -> usize {
-        self.pool.open()
+        self.shared.pool.open()
     }
 
+    /// Hands `[start, end)` to the read-ahead thread (started on first
+    /// use; it ends when this file is dropped and the channel closes).
+    fn read_ahead(&self, start: u64, end: u64) {
+        let mut tx = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        if tx.is_none() {
+            let (send, recv) = mpsc::channel::<(u64, u64)>();
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new().name("http-readahead".into()).spawn(move || {
+                while let Ok((a, b)) = recv.recv() {
+                    // Errors are the foreground reads' to report.
+                    let _ = shared.prefetch(a, b);
+                }
+            });
+            if spawned.is_err() {
+                return;
+            }
+            *tx = Some(send);
+        }
+        if let Some(send) = tx.as_ref() {
+            let _ = send.send((start, end));
+        }
+    }
+}
+
+impl Shared {
     fn conditions(&self) -> Vec<(&'static str, &str)> {
         match (&self.id.etag, &self.id.last_modified) {
             (Some(e), _) if !e.starts_with("W/") => vec![("If-Match", e.as_str())],
@@ -464,11 +497,90 @@ fn probe(start: &Url, opts: &Options) -> Result<(Url, Identity, Option<client::C
 
 impl ReadAt for RemoteFile {
     fn size(&self) -> u64 {
-        self.id.size
+        self.shared.id.size
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        check_range(self.id.size, offset, buf.len() as u64)?;
+        let (result, ahead) = self.shared.read_at(buf, offset);
+        if let Some((a, b)) = ahead {
+            self.read_ahead(a, b);
+        }
+        result
+    }
+}
+
+impl Shared {
+    /// Fetches `[start, end)` into the buffer unless it is there or being
+    /// fetched already (the read-ahead thread's work).
+    fn prefetch(&self, start: u64, end: u64) -> io::Result<()> {
+        let st = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        if self.changed.load(Ordering::SeqCst) || buffered_until(&st, start) > start {
+            return Ok(());
+        }
+        let mut end = end.min(self.id.size);
+        for &(a, _) in &st.inflight {
+            if a > start && a < end {
+                end = a;
+            }
+        }
+        if end <= start {
+            return Ok(());
+        }
+        let (mut st, result) = self.fetch_tracked(st, start, end);
+        let result = result.map(|data| self.store(&mut st, start, data));
+        drop(st);
+        self.fetched.notify_all();
+        result
+    }
+
+    /// Fetches `[start, end)` without holding the lock, listed as in
+    /// flight meanwhile so that other readers wait for it.
+    fn fetch_tracked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, Buffers>,
+        start: u64,
+        end: u64,
+    ) -> (MutexGuard<'a, Buffers>, io::Result<Vec<u8>>) {
+        st.inflight.push((start, end));
+        drop(st);
+        let mut data = vec![0u8; (end - start) as usize];
+        let result = self.fetch(start, &mut data).map(|()| data);
+        let mut st = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = st.inflight.iter().position(|&r| r == (start, end)) {
+            st.inflight.swap_remove(i);
+        }
+        (st, result)
+    }
+
+    /// Keeps a fetched range, dropping the oldest beyond the buffer size.
+    fn store(&self, st: &mut Buffers, start: u64, data: Vec<u8>) {
+        if data.len() <= self.opts.buffer / 2 {
+            st.bytes += data.len();
+            st.segs.push_back(Segment { start, data });
+            while st.bytes > self.opts.buffer {
+                let Some(old) = st.segs.pop_front() else { break };
+                st.bytes -= old.data.len();
+            }
+        }
+    }
+
+    /// What to read ahead after a read of a sequential run that ended at
+    /// `end` with read-ahead `window`: the next window past what is
+    /// buffered or being fetched, once less than a window is left.
+    fn next_ahead(&self, st: &Buffers, end: u64, window: usize) -> Option<(u64, u64)> {
+        if window == 0 {
+            return None;
+        }
+        let ready = buffered_until(st, end);
+        (ready < self.id.size && ready - end < window as u64)
+            .then(|| (ready, ready.saturating_add(window as u64).min(self.id.size)))
+    }
+
+    /// The read itself, and a range for the read-ahead thread.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> (io::Result<()>, Option<(u64, u64)>) {
+        if let Err(e) = check_range(self.id.size, offset, buf.len() as u64) {
+            return (Err(e), None);
+        }
         let end = offset + buf.len() as u64;
         let mut pos = offset;
         let mut st = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
@@ -488,11 +600,12 @@ impl ReadAt for RemoteFile {
                 pos += n as u64;
             }
             if pos == end {
-                note_end(&mut st, end, run.unwrap_or(0));
-                return Ok(());
+                let window = run.unwrap_or(0);
+                note_end(&mut st, end, window);
+                return (Ok(()), self.next_ahead(&st, end, window));
             }
             if self.changed.load(Ordering::SeqCst) {
-                return Err(io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()));
+                return (Err(io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error())), None);
             }
             // Another thread is fetching it: wait instead of asking again.
             if st.inflight.iter().any(|&(a, b)| a <= pos && pos < b) {
@@ -514,32 +627,33 @@ impl ReadAt for RemoteFile {
                 fetch_end = a.max(end);
             }
         }
-        st.inflight.push((pos, fetch_end));
-        drop(st);
-
-        let mut data = vec![0u8; (fetch_end - pos) as usize];
-        let result = self.fetch(pos, &mut data);
-
-        let mut st = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = st.inflight.iter().position(|&r| r == (pos, fetch_end)) {
-            st.inflight.swap_remove(i);
-        }
-        if result.is_ok() {
+        let (mut st, result) = self.fetch_tracked(st, pos, fetch_end);
+        let mut ahead = None;
+        let result = result.map(|data| {
             let at = (pos - offset) as usize;
             buf[at..].copy_from_slice(&data[..(end - pos) as usize]);
             note_end(&mut st, end, window);
-            if data.len() <= self.opts.buffer / 2 {
-                st.bytes += data.len();
-                st.segs.push_back(Segment { start: pos, data });
-                while st.bytes > self.opts.buffer {
-                    let Some(old) = st.segs.pop_front() else { break };
-                    st.bytes -= old.data.len();
-                }
-            }
-        }
+            self.store(&mut st, pos, data);
+            ahead = self.next_ahead(&st, end, window);
+        });
         drop(st);
         self.fetched.notify_all();
-        result
+        (result, ahead)
+    }
+}
+
+/// Where the data buffered or being fetched from `pos` on ends.
+fn buffered_until(st: &Buffers, mut pos: u64) -> u64 {
+    loop {
+        let seg = st.segs.iter().find(|s| s.start <= pos && pos < s.start + s.data.len() as u64);
+        let next = match seg {
+            Some(s) => s.start + s.data.len() as u64,
+            None => match st.inflight.iter().find(|&&(a, b)| a <= pos && pos < b) {
+                Some(&(_, b)) => b,
+                None => return pos,
+            },
+        };
+        pos = next;
     }
 }
 
