@@ -299,6 +299,56 @@ impl BlockDev for MemDev {
     }
 }
 
+/// Part of a device as a device of its own: the extents of a file inside
+/// an ISO 9660 image, in file order. Built once, checked against the size
+/// of the device below.
+pub struct Slice<R: ?Sized> {
+    /// `(offset in the file, offset below, length)`, ascending, contiguous.
+    extents: Vec<(u64, u64, u64)>,
+    size: u64,
+    inner: std::sync::Arc<R>,
+}
+
+impl<R: ReadAt + ?Sized> Slice<R> {
+    /// `extents` are `(offset below, length)` pairs, concatenated in order.
+    pub fn new(inner: std::sync::Arc<R>, extents: &[(u64, u64)]) -> io::Result<Self> {
+        let mut out = Vec::with_capacity(extents.len());
+        let mut size = 0u64;
+        for &(start, len) in extents {
+            check_range(inner.size(), start, len)?;
+            if len > 0 {
+                out.push((size, start, len));
+            }
+            size = size
+                .checked_add(len)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "slice longer than 2^64 bytes"))?;
+        }
+        Ok(Slice { extents: out, size, inner })
+    }
+}
+
+impl<R: ReadAt + ?Sized> ReadAt for Slice<R> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(self.size, offset, buf.len() as u64)?;
+        let mut done = 0usize;
+        let first = self.extents.partition_point(|&(at, _, len)| at + len <= offset);
+        for &(at, below, len) in &self.extents[first..] {
+            if done == buf.len() {
+                break;
+            }
+            let pos = offset + done as u64;
+            let within = pos - at;
+            let n = (len - within).min((buf.len() - done) as u64) as usize;
+            self.inner.read_at(&mut buf[done..done + n], below + within)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +405,24 @@ mod tests {
         assert!(matches!(wrapped.prefetch(0, 1), Some(Ok(()))));
         assert_eq!(wrapped.write_at(&[1], 0).unwrap_err().kind(), io::ErrorKind::ReadOnlyFilesystem);
         assert!(wrapped.flush().is_ok() && wrapped.caps().multi_conn && !wrapped.caps().write);
+    }
+
+    #[test]
+    fn slice_concatenates_extents() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let dev = std::sync::Arc::new(MemDev::new(data));
+        let s = Slice::new(dev.clone(), &[(10, 5), (50, 0), (40, 10), (0, 3)]).unwrap();
+        assert_eq!(s.size(), 18);
+        let mut buf = [0u8; 18];
+        s.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [10, 11, 12, 13, 14, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 0, 1, 2]);
+        let mut two = [0u8; 2];
+        s.read_at(&mut two, 4).unwrap();
+        assert_eq!(two, [14, 40]);
+        s.read_at(&mut two, 16).unwrap();
+        assert_eq!(two, [1, 2]);
+        assert!(s.read_at(&mut two, 17).is_err());
+        assert!(Slice::new(dev.clone(), &[(99, 2)]).is_err());
+        assert!(Slice::new(dev, &[(u64::MAX, 2)]).is_err());
     }
 }

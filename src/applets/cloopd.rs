@@ -18,7 +18,9 @@ const USAGE: &str = "\
 Usage: cloopd [OPTIONS] IMAGE
 
 Serve IMAGE over NBD: a cloop image of any version, a plain file or a block
-device. Without --cow the export is read-only.
+device. IMAGE may be an http:// URL (read lazily with range requests; an ISO
+there serves its KNOPPIX/KNOPPIX, or the file named by URL#PATH). Without
+--cow the export is read-only.
 
   --cow COWFILE           write to COWFILE (cowloop format; created when
                           missing, repaired when left dirty by a crash)

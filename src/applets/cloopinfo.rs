@@ -25,6 +25,8 @@ Usage: cloopinfo [--verify [--root-hash HEX]] [--verity-tree FILE] [--json]
 Describe a cloop image of any version: format, header position, block size
 and count, sizes, codecs used, links and the largest block, and whether a
 dm-verity hash tree is present (IMAGE.verity) with the root hash it leads to.
+IMAGE may be an http:// URL (also of an ISO holding KNOPPIX/KNOPPIX, or
+URL#PATH in one).
 
   --verify           decode every block; list bad ones, exit 1 if any
   --root-hash HEX    with --verify: also check every 4096-byte block of the
@@ -81,7 +83,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(args) => args,
         Err(status) => return status,
     };
-    let image = match Image::open(&args.image) {
+    let image = match crate::remote::open_cloop(&args.image) {
         Ok(image) => image,
         Err(e) => return crate::applets::fail(APPLET, e),
     };

@@ -31,7 +31,8 @@ Usage: extract_compressed_fs [-q] [-t N] INFILE [OUTFILE]
 
 Decompress a cloop image (any version: 0.68, 1.0, 2.0, SliTaz 3.0, dplasa
 CLOOP3, 4.0, FreeBSD uzip) to OUTFILE, or to stdout when OUTFILE is missing
-or '-'. INFILE '-' reads the image from stdin.
+or '-'. INFILE '-' reads the image from stdin; an http:// URL reads it with
+range requests (an ISO there: its KNOPPIX/KNOPPIX, or the file URL#PATH).
 
   -q, --quiet        no progress on stderr
   -t, --threads N    decompression threads (default: one per CPU)
@@ -141,7 +142,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn open_image(input: &Path) -> Result<Image, Failure> {
     if input.as_os_str() != "-" {
-        return Image::open(input).map_err(|e| Failure::Extract(ExtractError::Read(e)));
+        return crate::remote::open_cloop(input).map_err(|e| Failure::Extract(ExtractError::Read(e)));
     }
     let name = Path::new("<stdin>");
     let stdin = io::stdin();

@@ -28,7 +28,7 @@ use super::error::{Error, ImagePath};
 use super::index::{self, Entry};
 pub use super::index::{max_compressed_len, Kind, MAX_BLOCKS};
 use super::source::Source;
-use crate::blockdev::{check_range, ReadAt};
+use crate::blockdev::{check_range, FileDev, ReadAt};
 
 /// Slots kept for `read_at` (each holds one decoded block).
 const MAX_POOLED_SLOTS: usize = 16;
@@ -92,12 +92,18 @@ impl Image {
     /// Reads the image from an open file (or block device); `path` is used
     /// in messages only.
     pub fn from_file(file: File, path: &Path) -> Result<Image, Error> {
-        use std::io::{Seek, SeekFrom};
+        // FileDev seeks to the end: that gives the size of block devices
+        // too (metadata says 0).
+        let dev = FileDev::from_file(file).map_err(|source| Error::Open { path: Arc::from(path), source })?;
+        Image::from_reader(Arc::new(dev), path)
+    }
+
+    /// Reads the image from any device (a remote file, a file inside an
+    /// ISO); `path` names it in messages.
+    pub fn from_reader(dev: Arc<dyn ReadAt>, path: &Path) -> Result<Image, Error> {
         let path: ImagePath = Arc::from(path);
-        // Seeking gives the size of block devices too (metadata says 0).
-        let len =
-            (&file).seek(SeekFrom::End(0)).map_err(|source| Error::Open { path: path.clone(), source })?;
-        let src = Source::new(file, path, len);
+        let len = dev.size();
+        let src = Source::new(dev, path, len);
         let mut first_error = None;
         for candidate in super::detect::detect(&src) {
             let loaded = candidate.and_then(|det| Ok((det, index::load(&src, &det)?)));

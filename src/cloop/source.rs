@@ -3,24 +3,25 @@
 //! [`super::index`] and [`super::reader`], so that they all use it without
 //! importing one another in a circle.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::error::{Error, ImagePath};
+use crate::blockdev::ReadAt;
 
-/// The image file: `pread` with bounds checks and errors that name it.
+/// The image: reads with bounds checks and errors that name it. The bytes
+/// come from any device: a local file (`FileDev`, `pread`), a remote file,
+/// a file inside an ISO.
 pub(crate) struct Source {
-    file: File,
+    dev: Arc<dyn ReadAt>,
     path: ImagePath,
     len: u64,
 }
 
 impl Source {
-    /// `file` of `len` bytes, named `path` in messages.
-    pub(crate) fn new(file: File, path: ImagePath, len: u64) -> Source {
-        Source { file, path, len }
+    /// `dev` of `len` bytes, named `path` in messages.
+    pub(crate) fn new(dev: Arc<dyn ReadAt>, path: ImagePath, len: u64) -> Source {
+        Source { dev, path, len }
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -44,7 +45,7 @@ impl Source {
         if offset.checked_add(len).is_none_or(|end| end > self.len) {
             return Err(truncated());
         }
-        self.file.read_exact_at(buf, offset).map_err(|source| match source.kind() {
+        self.dev.read_at(buf, offset).map_err(|source| match source.kind() {
             io::ErrorKind::UnexpectedEof => truncated(),
             _ => Error::Io { path: self.path(), offset, len, source },
         })

@@ -175,7 +175,11 @@ fn attach(
         info: control::Info {
             device: device.display().to_string(),
             pid: std::process::id(),
-            image: absolute(&o.image),
+            image: if o.image.to_str().is_some_and(crate::remote::is_url) {
+                o.image.clone()
+            } else {
+                absolute(&o.image)
+            },
             cow: o.cow.as_ref().map(absolute),
         },
         dev: status.dev,

@@ -63,10 +63,10 @@ fn verified(
 }
 
 fn read_layers(o: &Options, warn: &WarnFn) -> Result<Read, String> {
-    let image = match open_base(&o.image)? {
+    let image = match open_base(&o.image, o.root_daemon, warn)? {
         Base::Raw(file) => {
             let mut what = "raw".to_string();
-            let dev = verified(o, Arc::new(file), &mut what, warn)?;
+            let dev = verified(o, file, &mut what, warn)?;
             return Ok(Read { dev, block_size: 4096, what, cache_stats: None });
         }
         Base::Cloop(image) => image,

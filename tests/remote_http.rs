@@ -1,0 +1,732 @@
+//! The remote layer (src/remote) against a real nginx on 127.0.0.1 and a
+//! small misbehaving server of our own (also on loopback).
+//!
+//! nginx: byte-exact reads of a cloop image and of one inside ISOs made by
+//! xorriso (through the library, `extract_compressed_fs URL`, `cloopinfo
+//! URL` and `cloopd URL` read with nbdcopy), connection reuse and the bytes
+//! sent from its access log, redirects, 404/416/5xx, and the image replaced
+//! on the server while open. Our server: truncated bodies, a lying
+//! Content-Length, 5xx then recovery, slow answers, chunked bodies, no
+//! range support, and a server that goes away and returns.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cloopbox::blockdev::{FileDev, ReadAt};
+use cloopbox::remote::{self, Options, RemoteFile, Retry, Url};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cloopbox");
+
+/// Test data: compressible but not trivial, different per `seed`.
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let line =
+            format!("line {} value {:x} {}\n", out.len(), x % 1000, "abcdefgh".repeat((x % 5) as usize));
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn make_cloop(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let raw = dir.join(format!("{name}.raw"));
+    std::fs::write(&raw, data).unwrap();
+    let out = dir.join(name);
+    let st = Command::new(BIN)
+        .args(["create_compressed_fs", "-q", "-B", "16384", "-L", "1", "-t", "1"])
+        .arg(&raw)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+fn quiet_opts(retry: Retry) -> (Options, Arc<Mutex<Vec<String>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    let opts = Options {
+        retry,
+        backoff_start: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        connect_timeout: Duration::from_secs(2),
+        io_timeout: Duration::from_secs(2),
+        connections: 2,
+        readahead: 64 * 1024,
+        buffer: 1 << 20,
+        log: Arc::new(move |m: &str| sink.lock().unwrap().push(m.to_string())),
+    };
+    (opts, log)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
+}
+
+// ---------------------------------------------------------------- nginx
+
+struct Nginx {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is not installed: scripts/setup.sh installs it (scripts/apt-packages.txt)");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("www")).unwrap();
+        std::fs::create_dir_all(p.join("tmp")).unwrap();
+        let port = free_port();
+        let d = p.display();
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    log_format t '$status $body_bytes_sent "$http_range" $connection $connection_requests $uri';
+    access_log {d}/access.log t;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    default_type application/octet-stream;
+    keepalive_requests 10000;
+    keepalive_timeout 60s;
+    server {{
+        listen 127.0.0.1:{port};
+        root {d}/www;
+        location = /moved {{ return 302 /img.cloop; }}
+        location = /moved-abs {{ return 301 http://127.0.0.1:{port}/img.cloop; }}
+        location = /loop {{ return 307 /loop; }}
+        location = /boom {{ return 503; }}
+    }}
+}}
+"#
+        );
+        std::fs::write(p.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(p)
+            .arg("-c")
+            .arg(p.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port);
+        Nginx { child, port, dir }
+    }
+
+    /// `data` as a cloop image at /`name`; returns the local copy and its length.
+    fn publish_cloop(&self, name: &str, data: &[u8]) -> (PathBuf, u64) {
+        let img = make_cloop(self.dir.path(), name, data);
+        let len = std::fs::copy(&img, self.www().join(name)).unwrap();
+        (img, len)
+    }
+
+    fn www(&self) -> PathBuf {
+        self.dir.path().join("www")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Access log lines: (status, bytes sent, range, connection, uri).
+    fn log(&self) -> Vec<(u16, u64, String, u64, String)> {
+        let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let (status, rest) = l.split_once(' ').unwrap();
+                let (bytes, rest) = rest.split_once(' ').unwrap();
+                let (range, rest) = rest[1..].split_once("\" ").unwrap();
+                let f: Vec<&str> = rest.split(' ').collect();
+                (
+                    status.parse().unwrap(),
+                    bytes.parse().unwrap(),
+                    range.to_string(),
+                    f[0].parse().unwrap(),
+                    f[2].to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn clear_log(&self) {
+        std::fs::write(self.dir.path().join("access.log"), "").unwrap();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_all(dev: &dyn ReadAt, chunk: usize) -> Vec<u8> {
+    let mut out = vec![0u8; dev.size() as usize];
+    for (i, c) in out.chunks_mut(chunk).enumerate() {
+        dev.read_at(c, (i * chunk) as u64).unwrap();
+    }
+    out
+}
+
+/// The cloop image at `url` (`#PATH` inside an ISO) and its remote file.
+fn remote_image(url: &str, opts: Options) -> (cloopbox::cloop::reader::Image, Arc<RemoteFile>) {
+    let opened = remote::open(url, opts).unwrap();
+    let image = cloopbox::cloop::reader::Image::from_reader(opened.dev, Path::new(url)).unwrap();
+    (image, opened.remote)
+}
+
+#[test]
+fn nginx_cloop_image_reads_back_byte_exact_over_few_connections() {
+    let ng = Nginx::start();
+    let data = payload(3 << 20, 1);
+    let (img, image_len) = ng.publish_cloop("img.cloop", &data);
+
+    // The raw remote file equals the local one, read in odd pieces.
+    let (opts, log) = quiet_opts(Retry::Attempts(2));
+    let url = Url::parse(&ng.url("/img.cloop")).unwrap();
+    let rf = RemoteFile::open(&url, opts.clone()).unwrap();
+    assert_eq!(rf.size(), image_len);
+    assert!(read_all(&rf, 7777) == std::fs::read(&img).unwrap());
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+
+    // The cloop image over HTTP decodes to the original data.
+    ng.clear_log();
+    let (image, _) = remote_image(&ng.url("/img.cloop"), opts);
+    assert!(read_all(&image, 16384) == data);
+
+    // Keep-alive: the log shows many requests over at most 2+1 connections
+    // (the probe's connection is handed to the pool).
+    let entries = ng.log();
+    let conns: HashSet<u64> = entries.iter().map(|e| e.3).collect();
+    assert!(entries.len() >= 10, "{} requests", entries.len());
+    assert!(conns.len() <= 3, "{} connections for {} requests", conns.len(), entries.len());
+    assert!(entries.iter().all(|e| e.0 == 206), "{entries:?}");
+    // Every request was a range, and read-ahead kept the total near the image size.
+    let sent: u64 = entries.iter().map(|e| e.1).sum();
+    assert!(entries.iter().all(|e| e.2.starts_with("bytes=")));
+    assert!(sent >= image_len && sent < image_len * 2, "sent {sent} for an image of {image_len}");
+}
+
+#[test]
+fn nginx_reading_a_few_blocks_fetches_far_less_than_the_image() {
+    let ng = Nginx::start();
+    let data = payload(16 << 20, 2);
+    let (_, image_len) = ng.publish_cloop("big.cloop", &data);
+    let (opts, _log) = quiet_opts(Retry::Attempts(2));
+    let (image, remote) = remote_image(&ng.url("/big.cloop"), opts);
+    let mut buf = vec![0u8; 4096];
+    for off in [0u64, 5 << 20, 9 << 20, 15 << 20] {
+        image.read_at(&mut buf, off).unwrap();
+        assert_eq!(buf[..], data[off as usize..off as usize + 4096]);
+    }
+    let sent: u64 = ng.log().iter().map(|e| e.1).sum();
+    assert!(sent * 10 < image_len, "nginx sent {sent} bytes of a {image_len}-byte image for 4 blocks");
+    // Our count agrees with nginx's (the probe's byte aside), up to a
+    // read-ahead still in flight in the background.
+    let ours = remote.stats().bytes.load(Ordering::Relaxed) + 1;
+    assert!(ours <= sent + 1024 * 1024 && sent <= ours + 1024 * 1024, "we counted {ours}, nginx {sent}");
+}
+
+#[test]
+fn nginx_redirects_and_errors() {
+    let ng = Nginx::start();
+    let data = payload(200_000, 3);
+    let (img, _) = ng.publish_cloop("img.cloop", &data);
+    std::fs::write(ng.www().join("empty"), b"").unwrap();
+    let (opts, _log) = quiet_opts(Retry::Attempts(1));
+
+    for path in ["/moved", "/moved-abs"] {
+        let rf = remote::open(&ng.url(path), opts.clone()).unwrap();
+        assert_eq!(rf.remote.url().path, "/img.cloop");
+        assert!(read_all(&*rf.dev, 50_000) == std::fs::read(&img).unwrap());
+    }
+    let err = |path: &str| remote::open(&ng.url(path), opts.clone()).err().unwrap().to_string();
+    let e = err("/loop");
+    assert!(e.contains("more than 5 redirects") && e.contains("/loop"), "{e}");
+    let e = err("/missing");
+    assert!(e.contains("404") && e.contains("/missing"), "{e}");
+    let e = err("/empty");
+    assert!(e.contains("the file is empty"), "{e}");
+    let e = err("/boom");
+    assert!(e.contains("503") && e.contains("gave up after 2 attempts"), "{e}");
+    let e = remote::open(&format!("https://127.0.0.1:{}/img.cloop", ng.port), opts.clone()).err().unwrap();
+    assert!(e.to_string().contains("HTTPS is not built yet"), "{e}");
+    let statuses: Vec<u16> = ng.log().iter().map(|e| e.0).collect();
+    assert!(statuses.contains(&404) && statuses.contains(&503), "{statuses:?}");
+}
+
+#[test]
+fn nginx_image_replaced_while_open_fails_with_eio_never_mixed() {
+    let ng = Nginx::start();
+    let old = payload(1 << 20, 4);
+    let path = ng.www().join("img.raw");
+    std::fs::write(&path, &old).unwrap();
+    let (mut opts, log) = quiet_opts(Retry::Attempts(1));
+    opts.readahead = 0;
+    let rf = RemoteFile::open(&Url::parse(&ng.url("/img.raw")).unwrap(), opts).unwrap();
+    let mut buf = vec![0u8; 4096];
+    rf.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf[..], old[..4096]);
+
+    // Same size, new content and a new mtime: nginx's ETag changes.
+    let new = payload(1 << 20, 5);
+    let next = ng.www().join("img.new");
+    std::fs::write(&next, &new).unwrap();
+    let f = std::fs::File::options().write(true).open(&next).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(100)).unwrap();
+    drop(f);
+    std::fs::rename(&next, &path).unwrap();
+
+    for off in [8192u64, 500_000, 8192] {
+        let e = rf.read_at(&mut buf, off).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(5), "offset {off}: {e}");
+    }
+    // What was read before the change is still served (as a cache above
+    // would): old data, never new.
+    rf.read_at(&mut buf, 0).unwrap();
+    assert!(buf[..] == old[..4096]);
+    let msgs = log.lock().unwrap().clone();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].contains("changed") && msgs[0].contains("/img.raw"), "{msgs:?}");
+    // The server answered 412 to the conditional request: nothing of the
+    // new image was sent.
+    let after: Vec<_> = ng.log().into_iter().skip(2).collect();
+    assert_eq!(after.len(), 1, "one request after the change: {after:?}");
+    assert!(after.iter().all(|e| e.0 == 412 && e.1 < 1000), "{after:?}");
+}
+
+fn xorriso(dir: &Path, out: &Path, flags: &[&str]) {
+    let st = Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet"])
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("xorriso (scripts/apt-packages.txt)");
+    assert!(st.success());
+}
+
+#[test]
+fn nginx_iso_holding_knoppix_images() {
+    let ng = Nginx::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = payload(1 << 20, 6);
+    let data1 = payload(18 * 16384, 7);
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(tree.join("KNOPPIX")).unwrap();
+    std::fs::create_dir_all(tree.join("boot")).unwrap();
+    std::fs::write(tree.join("boot/readme.txt"), b"hello").unwrap();
+    let img = make_cloop(tmp.path(), "k.cloop", &data);
+    std::fs::copy(&img, tree.join("KNOPPIX/KNOPPIX")).unwrap();
+    let img1 = make_cloop(tmp.path(), "k1.cloop", &data1);
+    std::fs::copy(&img1, tree.join("KNOPPIX/KNOPPIX1")).unwrap();
+    for (name, flags) in [("rj.iso", &["-R", "-J"][..]), ("plain.iso", &[][..])] {
+        let iso = ng.www().join(name);
+        xorriso(&tree, &iso, flags);
+
+        // Local ISO, same code over a file.
+        let local: Arc<dyn ReadAt> = Arc::new(FileDev::open(&iso).unwrap());
+        let images = cloopbox::iso9660::knoppix_images(&*local).unwrap();
+        let names: Vec<&str> = images.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["KNOPPIX/KNOPPIX", "KNOPPIX/KNOPPIX1"], "{name}");
+        let (dev, _) = remote::inside_iso(local, None, name).unwrap();
+        assert!(read_all(&*dev, 65536) == std::fs::read(&img).unwrap(), "{name}: local ISO");
+
+        // Over HTTP, the default and a #fragment.
+        let (opts, _log) = quiet_opts(Retry::Attempts(1));
+        let image = remote::open_cloop(Path::new(&ng.url(&format!("/{name}")))).unwrap();
+        assert!(read_all(&image, 16384) == data, "{name}: over HTTP");
+        let (image1, _) = remote_image(&ng.url(&format!("/{name}#knoppix/knoppix1")), opts.clone());
+        assert!(read_all(&image1, 16384) == data1, "{name}: #knoppix/knoppix1");
+        let e = remote::open(&ng.url(&format!("/{name}#KNOPPIX/KNOPPIX7")), opts).err().unwrap();
+        assert!(e.to_string().contains("no file KNOPPIX/KNOPPIX7"), "{e}");
+    }
+}
+
+#[test]
+fn applets_take_urls() {
+    let ng = Nginx::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = payload(2 << 20, 8);
+    ng.publish_cloop("img.cloop", &data);
+    let url = ng.url("/img.cloop");
+
+    let out = tmp.path().join("out");
+    let st = Command::new(BIN).args(["extract_compressed_fs", &url]).arg(&out).status().unwrap();
+    assert!(st.success());
+    assert!(std::fs::read(&out).unwrap() == data);
+
+    let info = Command::new(BIN).args(["cloopinfo", &url]).output().unwrap();
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    assert!(
+        String::from_utf8_lossy(&info.stdout).contains("16"),
+        "{}",
+        String::from_utf8_lossy(&info.stdout)
+    );
+    let bad = Command::new(BIN).args(["cloopinfo", &ng.url("/nope")]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("404"), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    // cloopd serves the URL over NBD; nbdcopy reads the whole device.
+    let port = free_port();
+    let mut cloopd = Command::new(BIN)
+        .args(["cloopd", "-q", "--tcp", &format!("127.0.0.1:{port}"), &url])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let copy = tmp.path().join("copy");
+    let st = Command::new("nbdcopy").arg(format!("nbd://127.0.0.1:{port}")).arg(&copy).status().unwrap();
+    let _ = cloopd.kill();
+    let _ = cloopd.wait();
+    assert!(st.success());
+    assert!(std::fs::read(&copy).unwrap() == data);
+}
+
+// ------------------------------------------------- a misbehaving server
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Good,
+    /// Correct headers, half the body, then close.
+    Truncate,
+    /// Content-Length one byte short of the range.
+    ShortLength,
+    /// Answers 503 to this many range requests, then serves.
+    Fail(usize),
+    /// Sleeps this long before the first answer on each connection.
+    Slow(Duration),
+    Chunked,
+    /// Five bytes of junk after every body.
+    Extra,
+    /// 200 with the whole body to every request.
+    NoRanges,
+}
+
+struct TestServer {
+    data: Arc<Vec<u8>>,
+    mode: Arc<Mutex<Mode>>,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl TestServer {
+    fn start(data: Vec<u8>, mode: Mode) -> TestServer {
+        let mut s = TestServer {
+            data: Arc::new(data),
+            mode: Arc::new(Mutex::new(mode)),
+            port: free_port(),
+            stop: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+            accept: None,
+            requests: Arc::new(AtomicUsize::new(0)),
+        };
+        s.listen();
+        s
+    }
+
+    fn url(&self) -> Url {
+        Url::parse(&format!("http://127.0.0.1:{}/img", self.port)).unwrap()
+    }
+
+    fn listen(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        self.stop.store(false, Ordering::SeqCst);
+        let (stop, conns, data, mode, requests) = (
+            self.stop.clone(),
+            self.conns.clone(),
+            self.data.clone(),
+            self.mode.clone(),
+            self.requests.clone(),
+        );
+        self.accept = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        conns.lock().unwrap().push(s.try_clone().unwrap());
+                        let (data, mode, requests) = (data.clone(), mode.clone(), requests.clone());
+                        std::thread::spawn(move || serve(s, &data, &mode, &requests));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }));
+    }
+
+    /// Stops listening and cuts every connection.
+    fn down(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            t.join().unwrap();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+fn serve(s: TcpStream, data: &[u8], mode: &Mutex<Mode>, requests: &AtomicUsize) {
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut out = s;
+    let mut first = true;
+    loop {
+        let mut headers = HashMap::new();
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                headers.insert(n.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let n = requests.fetch_add(1, Ordering::SeqCst);
+        let range = headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| {
+            let (a, b) = r.split_once('-')?;
+            Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+        });
+        let m = *mode.lock().unwrap();
+        if let Mode::Slow(d) = m {
+            if first {
+                std::thread::sleep(d);
+            }
+        }
+        first = false;
+        let total = data.len();
+        let etag = "\"v1\"";
+        let resp = match (m, range) {
+            (Mode::NoRanges, _) | (_, None) => {
+                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nETag: {etag}\r\n\r\n")
+                    .into_bytes();
+                r.extend_from_slice(data);
+                r
+            }
+            (Mode::Fail(k), Some(_)) if n < k => {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy".to_vec()
+            }
+            (_, Some((a, b))) => {
+                let body = &data[a..=b.min(total - 1)];
+                let cr =
+                    format!("Content-Range: bytes {a}-{}/{total}\r\nETag: {etag}\r\n", a + body.len() - 1);
+                match m {
+                    Mode::Chunked => {
+                        let mut r = format!("HTTP/1.1 206 Partial\r\n{cr}Transfer-Encoding: chunked\r\n\r\n")
+                            .into_bytes();
+                        for c in body.chunks(1000) {
+                            r.extend_from_slice(format!("{:x};x=y\r\n", c.len()).as_bytes());
+                            r.extend_from_slice(c);
+                            r.extend_from_slice(b"\r\n");
+                        }
+                        r.extend_from_slice(b"0\r\n\r\n");
+                        r
+                    }
+                    Mode::ShortLength if body.len() > 1 => {
+                        let mut r =
+                            format!("HTTP/1.1 206 Partial\r\n{cr}Content-Length: {}\r\n\r\n", body.len() - 1)
+                                .into_bytes();
+                        r.extend_from_slice(body);
+                        r
+                    }
+                    Mode::Truncate if body.len() > 1 => {
+                        let mut r =
+                            format!("HTTP/1.1 206 Partial\r\n{cr}Content-Length: {}\r\n\r\n", body.len())
+                                .into_bytes();
+                        r.extend_from_slice(&body[..body.len() / 2]);
+                        let _ = out.write_all(&r);
+                        let _ = out.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    _ => {
+                        let mut r =
+                            format!("HTTP/1.1 206 Partial\r\n{cr}Content-Length: {}\r\n\r\n", body.len())
+                                .into_bytes();
+                        r.extend_from_slice(body);
+                        if m == Mode::Extra {
+                            r.extend_from_slice(b"JUNK!");
+                        }
+                        r
+                    }
+                }
+            }
+        };
+        if out.write_all(&resp).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn misbehaving_servers_are_detected_never_short_data() {
+    let data = payload(300_000, 9);
+    // Truncated bodies and a short Content-Length: never short data.
+    for mode in [Mode::Truncate, Mode::ShortLength] {
+        let srv = TestServer::start(data.clone(), Mode::Good);
+        let (opts, _log) = quiet_opts(Retry::Attempts(1));
+        let rf = RemoteFile::open(&srv.url(), opts).unwrap();
+        *srv.mode.lock().unwrap() = mode;
+        let mut buf = vec![0u8; 10_000];
+        let e = rf.read_at(&mut buf, 1000).unwrap_err().to_string();
+        let want = if mode == Mode::Truncate { "connection closed early" } else { "Content-Length 9999" };
+        assert!(e.contains(want) && e.contains("/img") && e.contains("bytes 1000-"), "{mode:?}: {e}");
+    }
+    // Chunked bodies are fine.
+    let srv = TestServer::start(data.clone(), Mode::Chunked);
+    let (opts, _log) = quiet_opts(Retry::Attempts(1));
+    let rf = RemoteFile::open(&srv.url(), opts.clone()).unwrap();
+    assert!(read_all(&rf, 9000) == data);
+    // Junk after the bodies: the connection is replaced, the data exact.
+    let srv = TestServer::start(data.clone(), Mode::Extra);
+    let (mut one, _log) = quiet_opts(Retry::Attempts(1));
+    one.connections = 1;
+    let rf = RemoteFile::open(&srv.url(), one).unwrap();
+    assert!(read_all(&rf, 9000) == data);
+    // No range support: a clear error at open.
+    let srv = TestServer::start(data.clone(), Mode::NoRanges);
+    let e = RemoteFile::open(&srv.url(), opts).err().unwrap().to_string();
+    assert!(e.contains("does not do range requests"), "{e}");
+}
+
+#[test]
+fn server_errors_and_slowness_are_retried() {
+    let data = payload(100_000, 10);
+    let srv = TestServer::start(data.clone(), Mode::Good);
+    let (opts, log) = quiet_opts(Retry::Attempts(5));
+    let rf = RemoteFile::open(&srv.url(), opts.clone()).unwrap();
+    *srv.mode.lock().unwrap() = Mode::Fail(srv.requests.load(Ordering::SeqCst) + 3);
+    let mut buf = vec![0u8; 5000];
+    rf.read_at(&mut buf, 70_000).unwrap();
+    assert_eq!(buf[..], data[70_000..75_000]);
+    assert_eq!(rf.stats().retries.load(Ordering::Relaxed), 3);
+    let msgs = log.lock().unwrap().clone();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(msgs[0].contains("server unreachable") && msgs[0].contains("503") && msgs[0].contains("waiting"));
+    assert!(msgs[1].contains("resumed"));
+
+    // Too many failures with a bounded policy: an error, not a hang.
+    *srv.mode.lock().unwrap() = Mode::Fail(usize::MAX);
+    let e = rf.read_at(&mut buf, 0).unwrap_err().to_string();
+    assert!(e.contains("503") && e.contains("gave up after 6 attempts"), "{e}");
+
+    // A server slower than the I/O timeout on new connections.
+    let slow = TestServer::start(data.clone(), Mode::Slow(Duration::from_millis(2500)));
+    let (mut opts, log) = quiet_opts(Retry::Attempts(1));
+    opts.io_timeout = Duration::from_millis(500);
+    let e = RemoteFile::open(&slow.url(), opts.clone()).err().unwrap().to_string();
+    assert!(e.contains("timed out"), "{e}");
+    assert!(log.lock().unwrap()[0].contains("waiting"));
+}
+
+#[test]
+fn a_server_that_goes_away_and_returns_makes_reads_wait() {
+    let data = payload(400_000, 11);
+    let mut srv = TestServer::start(data.clone(), Mode::Good);
+    let (opts, log) = quiet_opts(Retry::Forever);
+    let rf = Arc::new(RemoteFile::open(&srv.url(), opts).unwrap());
+    let mut buf = vec![0u8; 4096];
+    rf.read_at(&mut buf, 0).unwrap();
+    srv.down();
+    let reader = {
+        let rf = rf.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 50_000];
+            rf.read_at(&mut buf, 300_000).map(|()| buf)
+        })
+    };
+    // The read waits (retrying) while the server is away...
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!reader.is_finished(), "the read must wait for the server");
+    assert!(rf.stats().retries.load(Ordering::Relaxed) >= 2);
+    srv.listen();
+    // ...and succeeds once it is back.
+    let got = reader.join().unwrap().unwrap();
+    assert_eq!(got[..], data[300_000..350_000]);
+    let msgs = log.lock().unwrap().clone();
+    assert_eq!(msgs.len(), 2, "one message each for the outage and the recovery: {msgs:?}");
+    assert!(msgs[0].contains("server unreachable") && msgs[0].contains("waiting"), "{msgs:?}");
+    assert!(msgs[1].contains("I/O resumed"), "{msgs:?}");
+}
+
+#[test]
+fn concurrent_readers_share_fetches_and_get_exact_data() {
+    let data = payload(2 << 20, 12);
+    let srv = TestServer::start(data.clone(), Mode::Good);
+    let (opts, _log) = quiet_opts(Retry::Attempts(2));
+    let rf = Arc::new(RemoteFile::open(&srv.url(), opts).unwrap());
+    let data = Arc::new(data);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (rf, data) = (rf.clone(), data.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 4096];
+                for i in 0..200u64 {
+                    let off = ((i * 4096 + t * 997) % (data.len() as u64 - 4096)) as usize;
+                    rf.read_at(&mut buf, off as u64).unwrap();
+                    assert_eq!(buf[..], data[off..off + 4096]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(rf.connections() <= 2);
+    // Sequential readers ride on read-ahead: far fewer requests than reads.
+    let reqs = rf.stats().requests.load(Ordering::Relaxed);
+    assert!(reqs < 400, "{reqs} requests for 800 reads");
+}
