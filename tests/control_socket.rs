@@ -95,6 +95,7 @@ fn status_sync_and_info_reflect_the_stack() {
     assert_eq!(line(&s, "cowblocks in use"), "  cowblocks in use:         0 (of 1024 bytes)");
     assert_eq!(line(&s, "bitmap-blocks"), "     bitmap-blocks:         1 (of 1024 bytes)");
     assert_eq!(line(&s, "cache hits"), "        cache hits:         5");
+    assert_eq!(line(&s, "cache prefetched"), "  cache prefetched:         0");
     assert_eq!(line(&s, "read-only file"), "    read-only file: /images/base image");
 
     f.dev.write_at(&[0xab; 3072], 8192).unwrap();

@@ -29,6 +29,9 @@ there serves its KNOPPIX/KNOPPIX, or the file named by URL#PATH). Without
                           (an IP address; [::1]:PORT for IPv6)
   --cache-size SIZE       decompressed-block cache shared by all clients
                           (default 64M; suffixes k K m M g G; 0 disables)
+  --prefetch N            decode up to N image blocks ahead of a
+                          sequential reader on one background thread
+                          (default 0 = off; at most a quarter of the cache)
   --max-connections N     at most N clients at once (default 64)
   --threads N             worker threads (default: one per CPU)
   --device /dev/nbdN|auto attach to the kernel's NBD client (generic
@@ -97,6 +100,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
         "unix=",
         "tcp=",
         "cache-size=",
+        "prefetch=",
         "max-connections=",
         "threads=",
         "export-name=",
@@ -121,6 +125,11 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
             "unix" => a.unix.push(value.into()),
             "tcp" => a.tcp.push(parse_tcp(&value)?),
             "cache-size" => a.cache_size = parse_size(&value).map_err(|e| format!("--cache-size: {e}"))?,
+            "prefetch" => {
+                a.prefetch = value
+                    .parse()
+                    .map_err(|_| format!("--prefetch needs a number of blocks, not '{value}'"))?
+            }
             "max-connections" => a.max_connections = parse_count("max-connections", &value)?,
             "threads" => a.threads = parse_count("threads", &value)?,
             "export-name" if value.len() > nbd::proto::MAX_STRING => {
@@ -208,6 +217,8 @@ mod tests {
         assert_eq!(a.tcp, vec!["127.0.0.1:9".parse().unwrap()]);
         assert_eq!((a.cache_size, a.threads, a.quiet), (1 << 20, 3, true));
         assert_eq!(args(&["img", "--unix", "/s", "--cache-size", "0"]).unwrap().unwrap().cache_size, 0);
+        assert_eq!(args(&["img", "--unix", "/s", "--prefetch", "16"]).unwrap().unwrap().prefetch, 16);
+        assert!(args(&["img", "--unix", "/s", "--prefetch", "-1"]).unwrap_err().contains("--prefetch"));
         assert!(args(&["--help"]).unwrap().is_none());
     }
 

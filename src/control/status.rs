@@ -59,8 +59,8 @@ pub struct Status {
     /// Read requests to the image.
     pub rdoreads: u64,
     pub cow: Option<CowStatus>,
-    /// (hits, misses) of the decompressed-block cache.
-    pub cache: Option<(u64, u64)>,
+    /// (hits, misses, blocks prefetched) of the decompressed-block cache.
+    pub cache: Option<(u64, u64, u64)>,
     pub bytes_read: u64,
     pub bytes_written: u64,
 }
@@ -97,9 +97,10 @@ impl Status {
             }
         }
         out.push('\n');
-        if let Some((hits, misses)) = self.cache {
+        if let Some((hits, misses, prefetched)) = self.cache {
             field(&mut out, "cache hits", hits);
             field(&mut out, "cache misses", misses);
+            field(&mut out, "cache prefetched", prefetched);
         }
         field(&mut out, "bytes read", self.bytes_read);
         field(&mut out, "bytes written", self.bytes_written);
@@ -126,13 +127,13 @@ mod tests {
                 cowreads: 3,
                 cowwrites: 40,
             }),
-            cache: Some((120, 17)),
+            cache: Some((120, 17, 9)),
             bytes_read: 491520,
             bytes_written: 119808,
         };
         let text = s.render();
         let expected = format!(
-            "   cowloop version: cloopbox {}\n\n      device state: cowopenrw \n            device: /dev/nbd0\n     pid of thread:      1234\n\n    read-only file: /images/my fs.cloop\n          rdoreads:        17\n\ncopy-on-write file: /data/cow\n     state cowfile:     dirty\n     bitmap-blocks:         2 (of 1024 bytes)\n  cowblocks in use:       117 (of 1024 bytes)\n          cowreads:         3\n         cowwrites:        40\n\n        cache hits:       120\n      cache misses:        17\n        bytes read:    491520\n     bytes written:    119808\n",
+            "   cowloop version: cloopbox {}\n\n      device state: cowopenrw \n            device: /dev/nbd0\n     pid of thread:      1234\n\n    read-only file: /images/my fs.cloop\n          rdoreads:        17\n\ncopy-on-write file: /data/cow\n     state cowfile:     dirty\n     bitmap-blocks:         2 (of 1024 bytes)\n  cowblocks in use:       117 (of 1024 bytes)\n          cowreads:         3\n         cowwrites:        40\n\n        cache hits:       120\n      cache misses:        17\n  cache prefetched:         9\n        bytes read:    491520\n     bytes written:    119808\n",
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(text, expected);

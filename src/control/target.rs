@@ -46,7 +46,7 @@ impl Target {
             }),
             cache: self.cache.as_ref().map(|stats| {
                 let s = stats();
-                (s.hits, s.misses)
+                (s.hits, s.misses, s.prefetched)
             }),
             bytes_read: served.bytes_read,
             bytes_written: served.bytes_written,

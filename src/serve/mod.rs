@@ -22,6 +22,8 @@ pub use stack::{build, Stack};
 
 /// Default size of the decompressed-block cache.
 pub const DEFAULT_CACHE: u64 = 64 << 20;
+/// Default prefetch window, in image blocks (BENCHMARKS.md, "Prefetch").
+pub const DEFAULT_PREFETCH: u32 = 0;
 
 /// What to serve and how: `cloopd`'s command line, validated but not yet
 /// acted on.
@@ -33,6 +35,8 @@ pub struct Options {
     pub tcp: Vec<SocketAddr>,
     /// 0 disables the cache.
     pub cache_size: u64,
+    /// Blocks to decode ahead of a sequential reader (0: no prefetch).
+    pub prefetch: u32,
     pub max_connections: usize,
     pub threads: usize,
     pub export_name: String,
@@ -68,6 +72,7 @@ impl Options {
             unix: Vec::new(),
             tcp: Vec::new(),
             cache_size: DEFAULT_CACHE,
+            prefetch: DEFAULT_PREFETCH,
             max_connections: 64,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             export_name: String::new(),

@@ -84,6 +84,7 @@ fn read_layers(o: &Options, warn: &WarnFn) -> Result<Read, String> {
         .map_err(|e| format!("{}: {e}", o.image.display()))?
         .with_zero_probe(probe);
     let cache = Arc::new(cache);
+    cache.start_prefetch(o.prefetch).map_err(|e| format!("starting the prefetch thread: {e}"))?;
     let what = format!("{what}, cache {}", Bytes(cache.capacity()));
     let counted = cache.clone();
     let cache_stats: Option<CacheStats> = Some(Box::new(move || counted.stats()));
