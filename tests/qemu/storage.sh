@@ -12,15 +12,10 @@
 #   usb-xhci      the ISO as a USB stick (usb-storage) on qemu-xhci
 #   uas           the ISO on a UAS disk (usb-uas) on qemu-xhci
 #   virtio-scsi   the CD as scsi-cd on virtio-scsi
-#   sdhci         the ISO on an SD card on sdhci-pci: NOT in the default
-#                 list yet. QEMU's card is found ("mmc0: new high speed SD
-#                 card" at loglevel=7) but init never loads mmc_block, so
-#                 there is no mmcblk0 and the boot ends in "no medium" after
-#                 rootdelay (the clear reason, no hang). Likely cause:
-#                 the mmc bus gives the card's MODALIAS=mmc:block only in
-#                 its uevent file, with no sysfs modalias attribute. Run
-#                 it by name once init loads mmc_block.
-ALL_SCENARIOS+=(ahci nvme-findiso usb-xhci uas virtio-scsi)
+#   sdhci         the ISO on an SD card on sdhci-pci (mmc_block is loaded
+#                 by the MODALIAS=mmc:block of the card's uevent file: the
+#                 mmc bus has no modalias attribute)
+ALL_SCENARIOS+=(ahci nvme-findiso usb-xhci uas virtio-scsi sdhci)
 
 # no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer
 # check can miss its ticks and panic ("IO-APIC + timer doesn't work!",
