@@ -11,7 +11,12 @@
 #   verity-wrong-hash  the same CD booted with another root hash: init
 #                      refuses, naming the image, and drops to the rescue
 #                      shell; no daemon is started
-ALL_SCENARIOS+=(verity verity-wrong-hash)
+#   verity-tampered    a root with two files, compressed with --codec none
+#                      and --verity, then one byte of /verity/bad flipped
+#                      in the image: the guest (guest/verity.sh) gets EIO
+#                      reading that file and reads /verity/good whole; the
+#                      console names the block
+ALL_SCENARIOS+=(verity verity-wrong-hash verity-tampered)
 
 VERITY_WORK=$WORK/verity
 
@@ -59,4 +64,33 @@ scenario_verity-wrong-hash() {
     check_absent verity-wrong-hash "wrong root hash: init refuses, naming the image, then the rescue shell" forbid \
         "boot failed: .*KNOPPIX/KNOPPIX: refusing to boot an image that does not match cloopbox.verity=" \
         "dropping to the rescue shell" "cloopbox rescue"
+}
+
+scenario_verity-tampered() {
+    prepare_live
+    local d=$VERITY_WORK/tampered
+    rm -rf "$d" && mkdir -p "$d/add/KNOPPIX"
+    cp -a "$WORK/rootfs" "$d/root"
+    mkdir -p "$d/root/verity"
+    head -c 65536 < <(yes BADBADBADBADBAD) > "$d/root/verity/bad"
+    head -c 65536 < <(yes goodgoodgoodgood) > "$d/root/verity/good"
+    sha256sum < "$d/root/verity/good" | cut -d' ' -f1 > "$d/root/verity/good.sum"
+    local out root off
+    out=$(mklive --image-only --root "$d/root" --fs ext4 --fs-size 48 --codec none -o "$d/raw.cloop" 2>&1) ||
+        { log "mklive: $out"; exit 1; }
+    out=$("$CLOOPBOX_BIN" extract_compressed_fs -q "$d/raw.cloop" "$d/root.ext4" &&
+        "$CLOOPBOX_BIN" create_compressed_fs -q -B 65536 --codec none --verity "$d/root.ext4" "$d/root.cloop")
+    root=$(sed -n 's/^root hash: \([0-9a-f]\{64\}\)$/\1/p' <<< "$out")
+    [ -n "$root" ] || { log "no root hash: $out"; exit 1; }
+    cp "$d/root.cloop.verity" "$d/add/KNOPPIX/KNOPPIX.verity"
+    # A byte in the middle of /verity/bad, as stored in the image.
+    off=$(grep -obaF BADBADBADBADBAD "$d/root.cloop" | sed -n '100{s/:.*//;p}')
+    [ -n "$off" ] || { log "/verity/bad not found in $d/root.cloop"; exit 1; }
+    printf 'X' | dd of="$d/root.cloop" bs=1 seek="$off" conv=notrunc status=none
+    local MKLIVE_ARGS=(--add "$d/add")
+    make_iso "$d/cd.iso" "$APPEND_BASE cloopbox.verity=$root cloopbox.test=verity" "$d/root.cloop"
+    boot verity-tampered "$UNTIL_LIVE" -cdrom "$d/cd.iso" -boot d
+    local forbid=("VERITY-BAD: read" "VERITY-GOOD: wrong" "boot failed")
+    check_absent verity-tampered "one tampered block: EIO for exactly that file, the block named" forbid \
+        "VERITY-BAD: refused: .*Input/output error" "VERITY-GOOD: ok" "KNOPPIX: verity: .*block [0-9]+" "CHECKS-DONE"
 }
