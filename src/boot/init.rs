@@ -31,7 +31,7 @@ use super::isofile;
 use super::kmod::ModuleDb;
 use super::log::Log;
 use super::media::{find_medium, Medium, Search, Want};
-use super::options::{BootOptions, CowSize, Persistence, Stage};
+use super::options::{BootOptions, CowSize, Persistence, Stage, VerityRoots};
 use super::probe::{min_io_size, probe, FsInfo};
 use super::switch_root::{check_init, switch_root};
 use crate::cloop::reader::Image;
@@ -203,17 +203,39 @@ pub struct Served {
     pub daemon_pid: u32,
 }
 
-/// Starts a root-storage daemon for `image` and returns its device.
-fn serve(image: &Path, cow: Option<&Path>, block_size: u32, log: &Log) -> io::Result<(PathBuf, u32)> {
-    let req = crate::serve::spawn::Request {
+/// The command that serves `image`: a root-storage daemon, verifying
+/// every block against `root` when one is given.
+fn serve_request<'a>(
+    image: &'a Path,
+    cow: Option<&'a Path>,
+    block_size: u32,
+    root: Option<&crate::verity::Digest>,
+) -> crate::serve::spawn::Request<'a> {
+    let mut flags: Vec<std::ffi::OsString> =
+        vec!["--root-daemon".into(), "--block-size".into(), block_size.to_string().into()];
+    if let Some(root) = root {
+        flags.extend(["--root-hash".into(), crate::verity::format::to_hex(root).into()]);
+    }
+    crate::serve::spawn::Request {
         image,
         cow,
         device: "auto",
         // argv[0] starts with '@': systemd leaves root-storage daemons alone.
         argv0: "@cloopd",
-        flags: vec!["--root-daemon".into(), "--block-size".into(), block_size.to_string().into()],
+        flags,
         capture_stderr: false,
-    };
+    }
+}
+
+/// Starts a root-storage daemon for `image` and returns its device.
+fn serve(
+    image: &Path,
+    cow: Option<&Path>,
+    block_size: u32,
+    root: Option<&crate::verity::Digest>,
+    log: &Log,
+) -> io::Result<(PathBuf, u32)> {
+    let req = serve_request(image, cow, block_size, root);
     log.debug(&format!("starting {}", req.describe()));
     // The daemon outlives us; after switch_root the new init reaps it.
     match crate::serve::spawn::spawn(&req) {
@@ -290,11 +312,42 @@ fn choose_cowfile(image_path: &Path, image: &Image, changes: &Changes, log: &Log
     path.clone()
 }
 
+/// With `cloopbox.verity=`, the root hash `image` must match, after
+/// checking that its tree (IMAGE.verity) is there and its upper levels
+/// match that root; any problem is a reason to refuse the boot.
+fn verified(
+    path: &Path,
+    image: &Image,
+    verity: &VerityRoots,
+    log: &Log,
+) -> Result<Option<crate::verity::Digest>, Failure> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let refuse = |why: String| Failure {
+        what: format!("{}: refusing to boot an image that does not match cloopbox.verity=", path.display()),
+        details: vec![why],
+    };
+    let Some(root) = verity.root_for(&name).map_err(refuse)? else { return Ok(None) };
+    let tree = crate::verity::tree_path_for(path);
+    if !tree.exists() {
+        return Err(refuse(format!("no hash tree {} next to the image", tree.display())));
+    }
+    crate::verity::tree::Tree::open(&tree, root, crate::blockdev::ReadAt::size(image))
+        .map_err(|e| refuse(e.to_string()))?;
+    log.info(&format!(
+        "{}: hash tree {} matches root hash {}",
+        path.display(),
+        tree.display(),
+        &crate::verity::format::to_hex(&root)[..16]
+    ));
+    Ok(Some(root))
+}
+
 /// Serves every image and assembles the root at `root`.
 fn assemble_root(
     images: &[PathBuf],
     root: &Path,
     changes: &Changes,
+    verity: &VerityRoots,
     log: &Log,
 ) -> Result<Vec<Served>, Failure> {
     mkdir(IMAGES_DIR)?;
@@ -307,6 +360,7 @@ fn assemble_root(
             Failure::new(format!("{}: no known filesystem inside the image", path.display()))
         })?;
         let block = min_io_size(&image, &fs).min(4096);
+        let hash = verified(path, &image, verity, log)?;
         log.info(&format!(
             "{}: {} image, {} filesystem '{}'",
             path.display(),
@@ -314,14 +368,14 @@ fn assemble_root(
             fs.fs.mount_type(),
             fs.label
         ));
-        plans.push((path.clone(), image, fs, block));
+        plans.push((path.clone(), image, fs, block, hash));
     }
     let block_cow = plans.len() == 1 && !plans[0].2.fs.is_read_only();
     let mut served = Vec::new();
-    for (path, image, fs, block) in plans {
+    for (path, image, fs, block, hash) in plans {
         let cow = block_cow.then(|| choose_cowfile(&path, &image, changes, log));
         drop(image);
-        let (device, pid) = serve(&path, cow.as_deref(), block, log).map_err(Failure::from)?;
+        let (device, pid) = serve(&path, cow.as_deref(), block, hash.as_ref(), log).map_err(Failure::from)?;
         log.info(&format!(
             "{} served on {} by pid {pid}{}",
             path.display(),
@@ -431,6 +485,45 @@ pub fn locate(opts: &BootOptions, log: &Log) -> Result<Medium, Failure> {
     Ok(medium)
 }
 
+/// The media check's second pass with `cloopbox.verity=`: every 4 KiB
+/// block of each image against its hash tree. Images without a root
+/// hash or tree are left to [`verified`], which refuses them.
+fn check_against_trees(images: &[PathBuf], verity: &VerityRoots, log: &Log) -> Result<(), Failure> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for path in images {
+        let tree = crate::verity::tree_path_for(path);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let Ok(Some(root)) = verity.root_for(&name) else { continue };
+        if !tree.exists() {
+            continue;
+        }
+        let report = crate::verity::check::verify_image(path, &tree, root, threads, true)
+            .map_err(|e| Failure::new(format!("media check: {}: {e}", path.display())))?;
+        if report.bad_count > 0 {
+            let mut details: Vec<String> = report
+                .bad
+                .iter()
+                .map(|b| format!("block {} at offset {}: {}", b.block, b.offset, b.error))
+                .collect();
+            details.push(format!("{} bad 4 KiB blocks in all", report.bad_count));
+            return Err(Failure {
+                what: format!(
+                    "media check failed: {} does not match its hash tree {}",
+                    path.display(),
+                    tree.display()
+                ),
+                details,
+            });
+        }
+        log.info(&format!(
+            "media check: {}: all {} blocks match the hash tree",
+            path.display(),
+            report.data_blocks
+        ));
+    }
+    Ok(())
+}
+
 /// Lets the medium go after toram: unmounts it (and the disk holding an
 /// ISO file), and ejects an optical disc unless `noeject`.
 fn release_medium(medium: &Medium, eject: bool, log: &Log) {
@@ -476,7 +569,7 @@ pub fn mount_root(
         use super::mediacheck::{check, console_cancel, Outcome};
         log.info("media check: verifying every block of the images (press Enter to skip)");
         match check(&images, &medium.mountpoint, log, &mut console_cancel()).map_err(Failure::new)? {
-            Outcome::Good => {}
+            Outcome::Good => check_against_trees(&images, &opts.verity, log)?,
             Outcome::Cancelled => log.warn("media check skipped by the user"),
             Outcome::Bad(lines) => {
                 return Err(Failure {
@@ -503,7 +596,7 @@ pub fn mount_root(
         Some(p) => persistence(p, opts.media_timeout, log).map_or(Changes::Ram, Changes::Persistent),
         None => Changes::Ram,
     };
-    let served = assemble_root(&images, root, &changes, log)?;
+    let served = assemble_root(&images, root, &changes, &opts.verity, log)?;
     // Knoppix shows the medium at /mnt-system where the root has it.
     if !in_ram && root.join("mnt-system").is_dir() {
         let _ = rustix::mount::mount_bind(LIVE, root.join("mnt-system"));
@@ -628,4 +721,23 @@ fn fail(log: &Log, f: &Failure) -> ! {
     }
     log.error("dropping to the rescue shell");
     rescue_forever(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(req: &crate::serve::spawn::Request) -> String {
+        req.describe()
+    }
+
+    #[test]
+    fn the_daemon_verifies_when_a_root_hash_is_given() {
+        let root = [0x5a; 32];
+        let with = serve_request(Path::new("/m/KNOPPIX"), None, 4096, Some(&root));
+        assert_eq!(with.flags, ["--root-daemon", "--block-size", "4096", "--root-hash", &"5a".repeat(32)]);
+        assert!(args(&with).contains(&format!("\"--root-hash\" \"{}\"", "5a".repeat(32))), "{}", args(&with));
+        let without = serve_request(Path::new("/m/KNOPPIX"), None, 512, None);
+        assert!(!args(&without).contains("--root-hash"), "{}", args(&without));
+    }
 }

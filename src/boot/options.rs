@@ -88,6 +88,8 @@ pub struct BootOptions {
     pub init_args: Vec<String>,
     pub debug: bool,
     pub break_at: Vec<Stage>,
+    /// `cloopbox.verity=`: the root hash each image must match.
+    pub verity: VerityRoots,
     /// Problems with the command line, reported once the console is up.
     pub warnings: Vec<String>,
 }
@@ -109,7 +111,60 @@ impl Default for BootOptions {
             init_args: Vec::new(),
             debug: false,
             break_at: Vec::new(),
+            verity: VerityRoots::Off,
             warnings: Vec::new(),
+        }
+    }
+}
+
+/// `cloopbox.verity=ROOTHASH` or `cloopbox.verity=KNOPPIX=ROOTHASH,KNOPPIX1=...`.
+/// Unlike other options a malformed value is not ignored: the boot
+/// refuses, since booting unverified is what the option forbids.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum VerityRoots {
+    #[default]
+    Off,
+    /// Image file name and its root hash.
+    Roots(Vec<(String, crate::verity::Digest)>),
+    /// Why the value could not be read.
+    Malformed(String),
+}
+
+impl VerityRoots {
+    /// Parses the value; a bare hash is the root of `main_image`.
+    pub fn parse(value: &str, main_image: &str) -> VerityRoots {
+        let mut roots: Vec<(String, crate::verity::Digest)> = Vec::new();
+        for item in value.split(',') {
+            let (name, hash) = match item.split_once('=') {
+                Some((name, hash)) => (name, hash),
+                None => (main_image, item),
+            };
+            if medium_path(name).is_none_or(|p| p.contains('/') || p != name) {
+                return VerityRoots::Malformed(format!(
+                    "cloopbox.verity={value}: '{name}' is not an image file name"
+                ));
+            }
+            match crate::verity::format::parse_root_hash(hash) {
+                Ok(d) if roots.iter().all(|(n, _)| n != name) => roots.push((name.to_string(), d)),
+                Ok(_) => {
+                    return VerityRoots::Malformed(format!("cloopbox.verity={value}: {name} is given twice"))
+                }
+                Err(e) => return VerityRoots::Malformed(format!("cloopbox.verity={value}: {e}")),
+            }
+        }
+        VerityRoots::Roots(roots)
+    }
+
+    /// The root hash `image` (a file name) must match: `Ok(None)` when
+    /// verification is off, `Err` (the reason to refuse) when it is on
+    /// and this image has no root hash, or the option was malformed.
+    pub fn root_for(&self, image: &str) -> Result<Option<crate::verity::Digest>, String> {
+        match self {
+            VerityRoots::Off => Ok(None),
+            VerityRoots::Malformed(why) => Err(why.clone()),
+            VerityRoots::Roots(roots) => roots.iter().find(|(n, _)| n == image).map(|(_, d)| Some(*d)).ok_or_else(|| {
+                format!("{image}: cloopbox.verity= gives no root hash for this image; refusing to use it unverified")
+            }),
         }
     }
 }
@@ -203,6 +258,12 @@ impl BootOptions {
             {
                 o.init_args.push(p.name.clone());
             }
+        }
+        if let Some(v) = c.value("cloopbox.verity") {
+            o.verity = VerityRoots::parse(v, &o.knoppix_name);
+        } else if c.has("cloopbox.verity") {
+            o.verity =
+                VerityRoots::Malformed("cloopbox.verity: expected =ROOTHASH or =IMAGE=ROOTHASH,...".into());
         }
         o.debug = c.has("debug") || c.has("rd.debug");
         for p in c.params.iter().filter(|p| p.name == "break" || p.name == "rd.break") {
@@ -371,6 +432,47 @@ mod tests {
         assert!(opts("cowsize=101%").warnings.len() == 1);
         assert!(opts("rootdelay=99999999999999999999").warnings.len() == 1);
         assert!(opts("cowsize=99999999999G").warnings.len() == 1);
+    }
+
+    #[test]
+    fn verity_root_hashes() {
+        let (a, b) = ("ab".repeat(32), "CD".repeat(32));
+        let o = opts(&format!("cloopbox.verity={a}"));
+        assert_eq!(o.verity.root_for("KNOPPIX").unwrap(), Some([0xab; 32]));
+        assert!(o
+            .verity
+            .root_for("KNOPPIX1")
+            .unwrap_err()
+            .contains("KNOPPIX1: cloopbox.verity= gives no root hash"));
+        let o = opts(&format!("knoppix_name=K cloopbox.verity={a}"));
+        assert_eq!(o.verity.root_for("K").unwrap(), Some([0xab; 32]));
+        let o = opts(&format!("cloopbox.verity=KNOPPIX={a},KNOPPIX1={b}"));
+        assert_eq!(o.verity.root_for("KNOPPIX").unwrap(), Some([0xab; 32]));
+        assert_eq!(o.verity.root_for("KNOPPIX1").unwrap(), Some([0xcd; 32]));
+        assert_eq!(opts("quiet").verity.root_for("KNOPPIX").unwrap(), None);
+        assert!(o.warnings.is_empty());
+    }
+
+    #[test]
+    fn malformed_verity_values_refuse_every_image() {
+        let a = "ab".repeat(32);
+        for bad in [
+            "cloopbox.verity".to_string(),
+            "cloopbox.verity=".into(),
+            "cloopbox.verity=xyz".into(),
+            format!("cloopbox.verity={}", &a[..62]),
+            format!("cloopbox.verity={a}00"),
+            format!("cloopbox.verity=../K={a}"),
+            format!("cloopbox.verity=a/b={a}"),
+            format!("cloopbox.verity==,{a}"),
+            format!("cloopbox.verity=KNOPPIX={a},KNOPPIX={a}"),
+            format!("cloopbox.verity={a},"),
+        ] {
+            let o = opts(&bad);
+            assert!(matches!(o.verity, VerityRoots::Malformed(_)), "{bad}: {:?}", o.verity);
+            let why = o.verity.root_for("KNOPPIX").unwrap_err();
+            assert!(why.starts_with("cloopbox.verity"), "{bad}: {why}");
+        }
     }
 
     proptest::proptest! {

@@ -77,8 +77,11 @@ fn copy_one(src: &Path, dst: &Path, done: &mut u64, total: u64, start: Instant, 
 /// the same order. `Err` leaves nothing mounted and the caller boots from
 /// the medium.
 pub fn copy(images: &[PathBuf], log: &Log) -> Result<Vec<PathBuf>, String> {
+    // An image's hash tree goes along: cloopbox.verity= needs it.
+    let trees: Vec<PathBuf> =
+        images.iter().map(|i| crate::verity::tree_path_for(i)).filter(|t| t.is_file()).collect();
     let mut total = 0u64;
-    for img in images {
+    for img in images.iter().chain(&trees) {
         let len = std::fs::metadata(img).map_err(|e| format!("{}: {e}", img.display()))?.len();
         total = total.saturating_add(len);
     }
@@ -97,7 +100,7 @@ pub fn copy(images: &[PathBuf], log: &Log) -> Result<Vec<PathBuf>, String> {
     let start = Instant::now();
     let mut done = 0u64;
     let mut copies = Vec::new();
-    for img in images {
+    for img in images.iter().chain(&trees) {
         let dst = Path::new(DIR).join(img.file_name().unwrap_or_default());
         if let Err(e) = copy_one(img, &dst, &mut done, total, start, log) {
             log.progress_done();
@@ -106,6 +109,7 @@ pub fn copy(images: &[PathBuf], log: &Log) -> Result<Vec<PathBuf>, String> {
         }
         copies.push(dst);
     }
+    copies.truncate(images.len());
     log.progress_done();
     let secs = start.elapsed().as_secs_f64();
     log.info(&format!(
