@@ -198,6 +198,11 @@ impl Image {
     }
 }
 
+/// unit -> (call index, contents after it), in call order.
+type UnitVersions = HashMap<u64, Vec<(usize, Box<[u8]>)>>;
+/// sector -> (log entry index, or usize::MAX for the durable state; value).
+type SectorVersions = BTreeMap<u64, Vec<(usize, Option<Box<[u8]>>)>>;
+
 #[derive(Default)]
 struct Log {
     initial: Image,
@@ -212,7 +217,12 @@ struct Rec {
 
 impl Rec {
     fn wrap(file: File, sector: u64) -> (Rec, Arc<Mutex<Log>>) {
-        let log = Arc::new(Mutex::new(Log { initial: Image::read_file(&file, sector), entries: Vec::new() }));
+        let image = Image::read_file(&file, sector);
+        Rec::with_image(file, image)
+    }
+    /// `image` must be what `file` holds.
+    fn with_image(file: File, image: Image) -> (Rec, Arc<Mutex<Log>>) {
+        let log = Arc::new(Mutex::new(Log { initial: image, entries: Vec::new() }));
         (Rec { file, log: log.clone() }, log)
     }
     fn push(&self, e: Entry) {
@@ -300,7 +310,7 @@ struct Session {
     log: Log,
     calls: Vec<Call>,
     /// unit -> (call index, contents after it), in call order.
-    versions: HashMap<u64, Vec<(usize, Box<[u8]>)>>,
+    versions: UnitVersions,
     /// What the device read before the session (the base, or the state a
     /// previous session's crash left).
     before: Arc<Vec<u8>>,
@@ -344,13 +354,13 @@ fn run_session(
     let doffset = ov.header().doffset;
     let mut model = before.to_vec();
     let mut calls = Vec::new();
-    let mut versions: HashMap<u64, Vec<(usize, Box<[u8]>)>> = HashMap::new();
+    let mut versions = UnitVersions::new();
     // Hot spots: the start, the zero run of the base, and (for a large
     // base) the end of bitmap chunk 0 and chunk 1, so that flushes write
     // several chunks.
     let hot: Vec<u64> =
         [0, units / 4, 32 * 1024 - 4, units - 40].into_iter().filter(|&u| u + 40 <= units).collect();
-    let ops = 40 + rng.below(40);
+    let ops = 30 + rng.below(30);
     for _ in 0..ops {
         let at = hot[rng.below(hot.len() as u64) as usize] + rng.below(32);
         let (off, len) = match rng.below(4) {
@@ -468,7 +478,7 @@ fn crash_states(
             let entries = &w.entries[..m];
             // versions[s] = [(entry index or usize::MAX for durable, value)]
             let mut cur: HashMap<u64, Option<Box<[u8]>>> = HashMap::new();
-            let mut versions: BTreeMap<u64, Vec<(usize, Option<Box<[u8]>>)>> = BTreeMap::new();
+            let mut versions = SectorVersions::new();
             for (k, e) in entries.iter().enumerate() {
                 for s in durable.apply(e, &mut cur) {
                     let list = versions.entry(s).or_insert_with(|| vec![(usize::MAX, durable.get(s))]);
@@ -580,7 +590,7 @@ impl<'a> Expect<'a> {
 
     fn check_unit(&self, unit: u64, got: &[u8]) -> Result<(), String> {
         let (allowed, new_unit) = self.allowed(unit);
-        if allowed.iter().any(|a| *a == got) {
+        if allowed.contains(&got) {
             return Ok(());
         }
         if !self.strict_units {
@@ -627,6 +637,7 @@ impl Checker {
     /// Checks one crash state (the file at `path`).
     fn check_state(
         &mut self,
+        image: &Image,
         path: &Path,
         exp: &Expect,
         mutation: Mutation,
@@ -644,7 +655,7 @@ impl Checker {
         if header.is_dirty() && !second {
             self.dirty += 1;
             if self.dirty % self.second_every == 0 {
-                self.second_crash(path, exp, mutation, rng)?;
+                self.second_crash(image, exp, mutation, rng)?;
             }
         }
         // The real open path, repairing.
@@ -672,7 +683,10 @@ impl Checker {
             exp.check_unit(unit, &got)?;
         }
         self.counter += 1;
-        if self.counter % self.tools_every != 0 {
+        // Close, forced repair and merge cost a whole-device pass: on a
+        // sample of the states (less often on the large base).
+        let every = if s.base.len() > 1 << 20 { self.tools_every * 8 } else { self.tools_every };
+        if self.counter % every != 0 {
             ov.abandon();
             return Ok(());
         }
@@ -709,15 +723,14 @@ impl Checker {
     /// every crash state of that repair.
     fn second_crash(
         &mut self,
-        path: &Path,
+        image: &Image,
         exp: &Expect,
         mutation: Mutation,
         rng: &mut Rng,
     ) -> Result<(), String> {
         let copy = self.fresh_path("repair");
-        std::fs::copy(path, &copy).unwrap();
-        let sector = exp.session.log.initial.sector;
-        let (rec, log) = Rec::wrap(cowfile::open_existing(&copy, true).unwrap(), sector);
+        image.write(&copy);
+        let (rec, log) = Rec::with_image(cowfile::open_existing(&copy, true).unwrap(), image.clone());
         let mut header = cowfile::read_header(rec.file(), &copy).unwrap();
         repair::repair(&rec, &copy, &mut header, RepairOptions::default(), &mut |_| {})
             .map_err(|e| format!("cowrepair refuses the dirty state: {e}"))?;
@@ -737,7 +750,7 @@ impl Checker {
             let clean = Expect { must_be_clean: repaired || exp.must_be_clean, ..*exp };
             n += 1;
             let r = self
-                .check_state(&p, &clean, mutation, &mut Rng(crash.returned as u64), true)
+                .check_state(image, &p, &clean, mutation, &mut Rng(crash.returned as u64), true)
                 .map_err(|e| format!("second crash, during the repair, at {}: {e}", crash.what));
             let _ = std::fs::remove_file(&p);
             r
@@ -765,7 +778,7 @@ fn replay(
         image.write(&path);
         let exp = Expect::new(session, crash.returned, strict);
         let r = checker
-            .check_state(&path, &exp, mutation, &mut rng2, false)
+            .check_state(image, &path, &exp, mutation, &mut rng2, false)
             .map_err(|e| format!("{}: crash at {}: {e}", session.name, crash.what));
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(path.with_extension("rdo"));

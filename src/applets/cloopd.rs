@@ -361,6 +361,8 @@ fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
             let created = if overlay.created() { ", created" } else { "" };
             hints.cow_unit = Some(crate::cow::header::MAPUNIT);
             let overlay = Arc::new(overlay);
+            Overlay::spawn_idle_cleaner(&overlay, crate::cow::overlay::IDLE_CLEAN)
+                .map_err(|e| e.to_string())?;
             hints.cow = Some(overlay.clone());
             let counted = overlay.clone();
             cow_stats = Some(Box::new(move || counted.stats()));

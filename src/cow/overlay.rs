@@ -94,6 +94,10 @@ impl Runs {
     }
 }
 
+/// How long a busy overlay must be idle before the idle cleaner (see
+/// [`Overlay::spawn_idle_cleaner`]) clears DIRTY on disk.
+pub const IDLE_CLEAN: Duration = Duration::from_secs(5);
+
 /// Where warnings go (low space, truncated rdofile, failed flush on drop).
 pub type WarnFn = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -694,7 +698,7 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
         let snapshot = {
             let mut map = write_map(&self.map);
             let pending = map.any_changed || map.data_dirty || map.fresh_any;
-            if !pending && !(clean && *disk_dirty) {
+            if !(pending || clean && *disk_dirty) {
                 return Ok(());
             }
             Snapshot::take(&mut map, clean)
