@@ -6,6 +6,15 @@
 #
 #   bench/cow.sh                 # COUNT=20000 writes over a 256 MiB base
 #   COUNT=50000 SIZE_MB=1024 bench/cow.sh
+#   FLUSH_ONLY=1 bench/cow.sh    # only the flush ratio (below)
+#
+# Then the flush cost: 4 KiB write + flush at QD1 through the overlay
+# against pwrite + fdatasync of the same 4 KiB at the same offsets into a new
+# sparse file, on the same real filesystem (FLUSH_DIR, default
+# work/flush-bench in the repository; tmpfs has no fdatasync cost), rounds
+# alternating the two (examples/cow_flush_bench.rs). FLUSH_COUNT writes per
+# round (300), FLUSH_ROUNDS rounds (5); prints medians, the ratio and the
+# load average.
 #
 # Needs qemu-utils (qemu-img, qemu-io) and a tmpfs: /dev/shm, or a fresh
 # mount when run as root.
@@ -16,6 +25,19 @@ COUNT=${COUNT:-20000}
 SIZE_MB=${SIZE_MB:-256}
 SEED=${SEED:-1}
 RUNS=${RUNS:-3}
+
+flush_bench() {
+    local dir=${FLUSH_DIR:-work/flush-bench}
+    mkdir -p "$dir"
+    cargo build --quiet --release --example cow_flush_bench
+    echo "flush: filesystem $(df -T "$dir" | awk 'NR == 2 { print $2 " on " $1 }'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    ./target/release/examples/cow_flush_bench "$dir" "${FLUSH_COUNT:-300}" "${FLUSH_ROUNDS:-5}"
+    echo "ratio = overlay time / (pwrite + fdatasync) time per 4 KiB write + flush (target <= 1.5)"
+}
+if [ -n "${FLUSH_ONLY:-}" ]; then
+    flush_bench
+    exit 0
+fi
 
 for tool in qemu-img qemu-io; do
     command -v "$tool" >/dev/null || { echo "cow.sh: $tool missing (apt-get install qemu-utils)" >&2; exit 1; }
@@ -70,3 +92,5 @@ fr=$(qemu_io_time raw "$WORK/raw.img" "$WORK/qio.reads")
 printf 'qemu-io floor (raw file, no overlay): writes %.3fs, reads %.3fs\n' "$fw" "$fr"
 printf 'space used: cowfile %d MiB, qcow2 %d MiB (last run)\n' $((obytes >> 20)) $((qbytes >> 20))
 echo "ratio = qcow2 time / overlay time (above 1: the overlay is faster)"
+
+flush_bench

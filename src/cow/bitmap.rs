@@ -84,9 +84,9 @@ impl Bitmap {
         }
     }
 
-    /// Sets `[start, end)`; calls `changed(byte_index)` once per byte that
-    /// changed. Returns the number of newly set bits.
-    pub fn set_range(&mut self, start: u64, end: u64, mut changed: impl FnMut(usize)) -> u64 {
+    /// Sets `[start, end)`; calls `changed(byte_index, newly_set_bits)` once
+    /// per byte that changed. Returns the number of newly set bits.
+    pub fn set_range(&mut self, start: u64, end: u64, mut changed: impl FnMut(usize, u8)) -> u64 {
         let mut added = 0;
         let mut block = start;
         while block < end {
@@ -99,7 +99,7 @@ impl Bitmap {
             if new != 0 {
                 *b |= new;
                 added += u64::from(new.count_ones());
-                changed(byte);
+                changed(byte, new);
             }
             block = (block & !7) + 8;
         }
@@ -211,19 +211,19 @@ mod tests {
         let mut map = Bitmap::new(100, 1024);
         map.set(10);
         let mut changed = Vec::new();
-        assert_eq!(map.set_range(3, 21, |b| changed.push(b)), 17);
-        assert_eq!(changed, vec![0, 1, 2]);
+        assert_eq!(map.set_range(3, 21, |b, new| changed.push((b, new))), 17);
+        assert_eq!(changed, vec![(0, 0xf8), (1, 0xfb), (2, 0x1f)]);
         assert_eq!(map.count(), 18);
         assert!(!map.get(2) && map.get(3) && map.get(20) && !map.get(21));
-        assert_eq!(map.set_range(3, 21, |_| panic!("nothing changes")), 0);
-        assert_eq!(map.set_range(7, 8, |_| {}), 0);
-        assert_eq!(map.set_range(64, 64, |_| panic!("empty")), 0);
+        assert_eq!(map.set_range(3, 21, |_, _| panic!("nothing changes")), 0);
+        assert_eq!(map.set_range(7, 8, |_, _| {}), 0);
+        assert_eq!(map.set_range(64, 64, |_, _| panic!("empty")), 0);
     }
 
     #[test]
     fn runs_coalesce_across_whole_bytes() {
         let mut map = Bitmap::new(1000, 1024);
-        map.set_range(3, 500, |_| {});
+        map.set_range(3, 500, |_, _| {});
         assert_eq!(map.run(0, 1000), (false, 3));
         assert_eq!(map.run(3, 1000), (true, 497));
         assert_eq!(map.run(10, 20), (true, 10));

@@ -11,6 +11,53 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+/// The seam between the cow layer and the cowfile: every write, hole punch
+/// and sync that changes what a crash would leave on disk goes through it.
+/// Production uses [`File`] (each method is the plain system call, and the
+/// generic code is monomorphised, so the seam costs nothing);
+/// `tests/cow_powerloss.rs` substitutes a layer that records every call and
+/// replays the crash states a power loss could leave.
+///
+/// Reads, `stat`, `SEEK_DATA`, `fallocate(KEEP_SIZE)`, `fstatvfs` and
+/// `flock` change no content and use [`CowIo::file`] directly.
+pub trait CowIo: Send + Sync {
+    /// The underlying file, for calls that change no content.
+    fn file(&self) -> &File;
+    /// `pwrite` of all of `buf` at `offset`.
+    fn pwrite(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// `fallocate(PUNCH_HOLE | KEEP_SIZE)`; false when the filesystem
+    /// cannot punch holes (the caller writes zeros instead).
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<bool>;
+    /// `fdatasync`. `site` names the call site, so that the replay test can
+    /// leave out one site at a time and prove that each one is needed.
+    fn fdatasync(&self, site: &'static str) -> io::Result<()>;
+    /// `fsync` (see [`CowIo::fdatasync`] for `site`).
+    fn fsync(&self, site: &'static str) -> io::Result<()>;
+}
+
+impl CowIo for File {
+    #[inline]
+    fn file(&self) -> &File {
+        self
+    }
+    #[inline]
+    fn pwrite(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_all_at(buf, offset)
+    }
+    #[inline]
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        punch_hole(self, offset, len)
+    }
+    #[inline]
+    fn fdatasync(&self, _site: &'static str) -> io::Result<()> {
+        self.sync_data()
+    }
+    #[inline]
+    fn fsync(&self, _site: &'static str) -> io::Result<()> {
+        self.sync_all()
+    }
+}
+
 /// Opens a cowfile for the tools: read-only or read-write, never created.
 pub fn open_existing(path: &Path, write: bool) -> Result<File, CowError> {
     std::fs::OpenOptions::new()
@@ -83,9 +130,9 @@ pub fn file_len(file: &File, path: &Path) -> Result<u64, CowError> {
 
 /// Writes the header: the whole 1 KiB head block (as the driver did), or
 /// only `sizeof(struct cowhead)` bytes (as cowrepair and cowpack did).
-pub fn write_header(file: &File, header: &Header, whole_block: bool) -> io::Result<()> {
+pub fn write_header(file: &(impl CowIo + ?Sized), header: &Header, whole_block: bool) -> io::Result<()> {
     let bytes = if whole_block { header.encode_block() } else { header.encode() };
-    file.write_all_at(&bytes, 0)
+    file.pwrite(&bytes, 0)
 }
 
 /// Reads as much as the file has, up to `buf.len()`; returns the count.

@@ -12,31 +12,39 @@
 //!
 //! # Ordering and the durability contract
 //!
-//! Data is always written before its bit is set in memory, and the on-disk
-//! bitmap and header are only written by [`Overlay::flush`]:
+//! Data is always written before its bit is set in memory. The on-disk
+//! bitmap and header are written only by a flush, and DIRTY stays on disk
+//! while the device is busy, so that a flush is cheap:
 //!
-//! 1. pwrite the head block with DIRTY set, fdatasync (this also makes all
-//!    data of acknowledged writes durable);
-//! 2. pwrite the 4 KiB bitmap chunks that changed since the last flush,
-//!    fdatasync;
-//! 3. pwrite the head block with DIRTY clear and `cowused`, fdatasync.
+//! * [`BlockDev::flush`]: pwrite the changed 4 KiB bitmap chunks, then one
+//!   fdatasync, which also makes the data durable. A chunk never carries a
+//!   bit whose unit has non-zero data that is not durable yet ("fresh"
+//!   bits): those go to disk with the next flush, after the fdatasync of
+//!   this one made their data durable; until then a repair finds them (the
+//!   header is DIRTY). Units that read as zeros (trimmed, zeroed, zero
+//!   data) cannot be found by a repair, so their bits go out at once: if
+//!   the bit lands before the punch, the unit reads what was there, which is
+//!   its state at the last flush or a later one. The first flush after the
+//!   file was clean writes the DIRTY header first: with the data in one
+//!   fdatasync when no chunk is due, else with an fdatasync of its own
+//!   before the chunks. A flush after overwrites of units whose bits are
+//!   on disk, with a clean header, is one fdatasync and leaves it clean.
+//! * [`Overlay::sync`] (cowsync), close, and [`Overlay::clean_if_idle`]
+//!   (the idle timer) make the file clean: fdatasync the data, write every
+//!   pending chunk, fdatasync, write the clean header with `cowused`,
+//!   fdatasync.
 //!
-//! When only data changed (overwrites of units already in the cowfile), a
-//! flush is one fdatasync; when nothing changed, it makes no system call.
-//!
-//! Between flushes the on-disk metadata is exactly that of the last flush:
-//! a crash there leaves a clean, consistent file in which every flushed
-//! write is present. Units written since then either still have a clear bit
-//! on disk (they read as before) or were overwritten in place, whole. DIRTY
-//! is on disk only while a flush is between steps 1 and 3; a crash there
-//! needs a repair, which finds every flushed unit (its bit is on disk, or
-//! its data is durable and non-zero). Bits are never cleared, so a torn
-//! bitmap is still a superset of the last flushed one.
+//! A crash with a clean header on disk leaves a consistent file with every
+//! flushed write; unflushed units have clear bits and read as before. A
+//! crash with DIRTY on disk needs a repair, which finds every flushed unit:
+//! its bit is on disk, or its data is durable and non-zero. Bits are never
+//! cleared, so a torn bitmap is still a superset of the last flushed one.
 //!
 //! Two things keep the repair from resurrecting stale data: opening a
 //! cowfile read-write punches every allocated unit whose bit is clear (left
-//! over from writes that never reached a flush), and a write that fails
-//! punches the units it may have touched.
+//! over from writes that never reached a flush) and makes that durable
+//! before anything else, and a write that fails punches the units it may
+//! have touched, durably.
 //!
 //! # Concurrency
 //!
@@ -47,7 +55,7 @@
 //! flush runs.
 
 use super::bitmap::Bitmap;
-use super::cowfile;
+use super::cowfile::{self, CowIo};
 use super::error::CowError;
 use super::header::{Header, FLAG_DIRTY, HEAD_BLOCK, MAPUNIT, MAP_CHUNK};
 use super::open::{open_for_base, BaseId};
@@ -57,10 +65,10 @@ use super::space::SpaceWatch;
 use crate::blockdev::{check_range, BlockDev, Caps, Extent, ReadAt};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 const U: u64 = MAPUNIT;
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
@@ -86,6 +94,10 @@ impl Runs {
         self.0.len() >= MAX_EXTENT_RUNS
     }
 }
+
+/// How long a busy overlay must be idle before the idle cleaner (see
+/// [`Overlay::spawn_idle_cleaner`]) clears DIRTY on disk.
+pub const IDLE_CLEAN: Duration = Duration::from_secs(5);
 
 /// Where warnings go (low space, truncated rdofile, failed flush on drop).
 pub type WarnFn = Arc<dyn Fn(&str) + Send + Sync>;
@@ -132,11 +144,48 @@ pub struct Stats {
 
 struct MapState {
     bits: Bitmap,
-    /// One flag per 4 KiB bitmap chunk changed since the last flush.
+    /// Per 4 KiB bitmap chunk: holds bits the next flush must write (units
+    /// that read as zeros, which a repair cannot find).
     changed: Vec<bool>,
     any_changed: bool,
+    /// Per chunk: bits whose data a completed flush made durable but which
+    /// are not on disk yet. Written by the next flush that writes anything,
+    /// and by a clean.
+    deferred: Vec<bool>,
+    /// Per chunk, allocated on demand: bits set since the last fdatasync for
+    /// units with non-zero data. Never written before that data is durable.
+    fresh: Vec<Option<Box<[u8]>>>,
+    fresh_any: bool,
     /// Data was written or punched since the last fdatasync.
     data_dirty: bool,
+}
+
+/// Runs `(first, end)` of units whose new contents read as zeros.
+#[derive(Default)]
+struct ZeroUnits(Vec<(u64, u64)>);
+
+impl ZeroUnits {
+    fn push(&mut self, first: u64, end: u64) {
+        match self.0.last_mut() {
+            Some(last) if last.1 == first => last.1 = end,
+            _ if end > first => self.0.push((first, end)),
+            _ => {}
+        }
+    }
+}
+
+fn is_zero(data: &[u8]) -> bool {
+    data.iter().all(|&b| b == 0)
+}
+
+/// `(byte index, mask)` of the bits of units `[first, end)`.
+fn byte_masks(first: u64, end: u64) -> impl Iterator<Item = (usize, u8)> {
+    let (first_byte, end_byte) = (first / 8, end.div_ceil(8));
+    (first_byte..end_byte).map(move |byte| {
+        let lo = first.max(byte * 8) - byte * 8;
+        let hi = end.min(byte * 8 + 8) - byte * 8;
+        (byte as usize, ((0xffu16 << lo) & !(0xffu16 << hi)) as u8)
+    })
 }
 
 #[derive(Default)]
@@ -146,9 +195,11 @@ struct Counters {
     cowwrites: AtomicU64,
 }
 
-pub struct Overlay<B: ReadAt> {
+/// The overlay of `base` with its cowfile, reached through `F` (a [`File`];
+/// tests substitute a recording layer, see [`CowIo`]).
+pub struct Overlay<B: ReadAt, F: CowIo = File> {
     base: B,
-    file: File,
+    file: F,
     path: PathBuf,
     header: Header,
     size: u64,
@@ -156,6 +207,9 @@ pub struct Overlay<B: ReadAt> {
     units: RangeLock,
     /// Serialises flushes; true while DIRTY may be on disk.
     flushing: Mutex<bool>,
+    /// Milliseconds since `opened_at` of the last mutation or flush.
+    last_active: AtomicU64,
+    opened_at: Instant,
     /// A lower bound of the cowfile length (pwrite only ever grows it).
     file_end: AtomicU64,
     can_punch: AtomicBool,
@@ -181,6 +235,20 @@ impl<B: ReadAt> Overlay<B> {
     /// rdoblocks, fingerprint, cowused; plus ours (layout, bits beyond the
     /// end, merged).
     pub fn open(base: B, path: &Path, opts: &OverlayOptions) -> Result<Self, CowError> {
+        Self::open_with(base, path, opts, |file| file)
+    }
+}
+
+impl<B: ReadAt, F: CowIo> Overlay<B, F> {
+    /// [`Overlay::open`], with the cowfile's I/O after the open checks (and
+    /// any repair) going through `wrap(file)`: the seam the crash-state
+    /// replay test records at.
+    pub fn open_with(
+        base: B,
+        path: &Path,
+        opts: &OverlayOptions,
+        wrap: impl FnOnce(File) -> F,
+    ) -> Result<Self, CowError> {
         let base_len = base.size();
         let numblocks = base_len >> 10;
         if base_len % U != 0 {
@@ -191,6 +259,7 @@ impl<B: ReadAt> Overlay<B> {
         let opened = open_for_base(path, id, opts.create, opts.repair)?;
         let file_end = cowfile::file_len(&opened.file, path)?;
         let chunks = opened.header.mapsize.div_ceil(MAP_CHUNK) as usize;
+        let file = wrap(opened.file);
         let overlay = Overlay {
             base,
             size: numblocks * U,
@@ -198,10 +267,15 @@ impl<B: ReadAt> Overlay<B> {
                 bits: opened.bitmap,
                 changed: vec![false; chunks],
                 any_changed: false,
+                deferred: vec![false; chunks],
+                fresh: (0..chunks).map(|_| None).collect(),
+                fresh_any: false,
                 data_dirty: false,
             }),
             units: RangeLock::default(),
             flushing: Mutex::new(false),
+            last_active: AtomicU64::new(0),
+            opened_at: Instant::now(),
             file_end: AtomicU64::new(file_end),
             can_punch: AtomicBool::new(true),
             space: SpaceWatch::new(opts.low_space_bytes),
@@ -211,7 +285,7 @@ impl<B: ReadAt> Overlay<B> {
             repaired: opened.repaired,
             created: opened.created,
             header: opened.header,
-            file: opened.file,
+            file,
             path: path.to_path_buf(),
         };
         overlay.reserve_metadata()?;
@@ -251,19 +325,41 @@ impl<B: ReadAt> Overlay<B> {
             cowused: map.bits.count(),
             numblocks: self.size / U,
             mapsize: self.header.mapsize,
-            unflushed: map.any_changed || map.data_dirty,
+            unflushed: map.any_changed || map.data_dirty || map.fresh_any,
         }
     }
 
-    /// "Sync now" (cowsync): writes the bitmap and a clean header; the same
-    /// as [`BlockDev::flush`].
+    /// "Sync now" (cowsync): a flush that also writes every pending bitmap
+    /// chunk and a clean header, so that the file on disk needs no repair
+    /// until the next write is flushed.
     pub fn sync(&self) -> io::Result<()> {
-        self.flush_now()
+        self.flush_now(true)
     }
 
-    /// Flushes and closes; unlike dropping, reports a failed flush.
+    /// Makes the file clean, as [`Overlay::sync`] does, if DIRTY may be on
+    /// disk and nothing was written or flushed for `idle`. Returns whether
+    /// it did. Does nothing while a flush runs.
+    pub fn clean_if_idle(&self, idle: Duration) -> io::Result<bool> {
+        match self.flushing.try_lock() {
+            Ok(dirty) if *dirty => {}
+            _ => return Ok(false),
+        }
+        let last = Duration::from_millis(self.last_active.load(Ordering::Relaxed));
+        if self.opened_at.elapsed().saturating_sub(last) < idle {
+            return Ok(false);
+        }
+        self.flush_now(true).map(|()| true)
+    }
+
+    fn touch(&self) {
+        let now = self.opened_at.elapsed().as_millis() as u64;
+        self.last_active.store(now, Ordering::Relaxed);
+    }
+
+    /// Flushes and closes, leaving a clean file; unlike dropping, reports a
+    /// failed flush.
     pub fn close(self) -> io::Result<()> {
-        let result = self.flush_now();
+        let result = self.flush_now(true);
         self.closed.store(true, Ordering::SeqCst);
         result
     }
@@ -283,7 +379,7 @@ impl<B: ReadAt> Overlay<B> {
     /// flush never needs space the filesystem no longer has.
     fn reserve_metadata(&self) -> Result<(), CowError> {
         use rustix::fs::{fallocate, FallocateFlags};
-        match fallocate(&self.file, FallocateFlags::KEEP_SIZE, 0, HEAD_BLOCK + self.header.mapsize) {
+        match fallocate(self.file.file(), FallocateFlags::KEEP_SIZE, 0, HEAD_BLOCK + self.header.mapsize) {
             Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => Ok(()),
             Err(e) => Err(CowError::io(&self.path, "allocate header and bitmap", Some(0), e.into())),
         }
@@ -295,7 +391,8 @@ impl<B: ReadAt> Overlay<B> {
         let doffset = self.header.doffset;
         let map = read_map(&self.map);
         let mut pos = doffset;
-        while let Some((start, end)) = cowfile::next_data(&self.file, pos, len)
+        let mut punched = false;
+        while let Some((start, end)) = cowfile::next_data(self.file.file(), pos, len)
             .map_err(|e| CowError::io(&self.path, "seek data", Some(pos), e))?
         {
             let (first, last) = ((start - doffset) / U, (end - doffset).div_ceil(U));
@@ -306,19 +403,24 @@ impl<B: ReadAt> Overlay<B> {
                     self.punch(unit, unit + n).map_err(|e| {
                         CowError::io(&self.path, "punch stale data", Some(doffset + unit * U), e)
                     })?;
+                    punched = true;
                 }
                 unit += n;
             }
             pos = doffset + last * U;
+        }
+        // Durable before anything else: a flush may make DIRTY durable in
+        // the same fdatasync as new data, and a repair then must not find
+        // the stale data.
+        if punched {
+            self.file.fdatasync("open: scrub").map_err(|e| CowError::io(&self.path, "fdatasync", None, e))?;
         }
         Ok(())
     }
 
     fn pwrite(&self, data: &[u8], dev_offset: u64) -> io::Result<()> {
         let at = self.data_offset(dev_offset);
-        self.file
-            .write_all_at(data, at)
-            .map_err(|e| super::error::io_context(&self.path, "write data", at, e))?;
+        self.file.pwrite(data, at).map_err(|e| super::error::io_context(&self.path, "write data", at, e))?;
         self.counters.cowwrites.fetch_add(1, Ordering::Relaxed);
         self.file_end.fetch_max(at + data.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -334,7 +436,7 @@ impl<B: ReadAt> Overlay<B> {
         if in_cow {
             self.counters.cowreads.fetch_add(1, Ordering::Relaxed);
             let at = self.data_offset(dev_offset);
-            cowfile::read_zero_filled(&self.file, buf, at)
+            cowfile::read_zero_filled(self.file.file(), buf, at)
                 .map_err(|e| super::error::io_context(&self.path, "read data", at, e))
         } else {
             self.counters.rdoreads.fetch_add(1, Ordering::Relaxed);
@@ -342,23 +444,50 @@ impl<B: ReadAt> Overlay<B> {
         }
     }
 
-    /// Read–merge–write of one unit. The caller holds the unit.
-    fn write_partial(&self, unit: u64, at: usize, piece: &[u8]) -> io::Result<()> {
+    /// Read–merge–write of one unit. The caller holds the unit. Adds the
+    /// unit to `zeros` if it now holds only zeros.
+    fn write_partial(&self, unit: u64, at: usize, piece: &[u8], zeros: &mut ZeroUnits) -> io::Result<()> {
         let mut block = [0u8; U as usize];
         self.read_unit(unit, &mut block)?;
         block[at..at + piece.len()].copy_from_slice(piece);
-        self.pwrite(&block, unit * U)
+        self.pwrite(&block, unit * U)?;
+        if is_zero(&block) {
+            zeros.push(unit, unit + 1);
+        }
+        Ok(())
     }
 
     /// Sets the bits of `[first, end)` after their data is in the cowfile.
-    fn mark(&self, first: u64, end: u64) {
+    /// Newly set bits of units with data are fresh (not on disk before the
+    /// data is durable); units in `zeros` go out with the next flush.
+    fn mark(&self, first: u64, end: u64, zeros: &ZeroUnits) {
         let mut map = write_map(&self.map);
-        let MapState { bits, changed, any_changed, data_dirty } = &mut *map;
-        bits.set_range(first, end, |byte| {
-            changed[byte / MAP_CHUNK as usize] = true;
-            *any_changed = true;
+        let map = &mut *map;
+        let all_zero = zeros.0.first() == Some(&(first, end));
+        let mapsize = self.header.mapsize as usize;
+        let chunk_of = |byte: usize| byte / MAP_CHUNK as usize;
+        let (fresh, fresh_any) = (&mut map.fresh, &mut map.fresh_any);
+        map.bits.set_range(first, end, |byte, new| {
+            if all_zero {
+                return;
+            }
+            let chunk = chunk_of(byte);
+            let len = (mapsize - chunk * MAP_CHUNK as usize).min(MAP_CHUNK as usize);
+            let mask = fresh[chunk].get_or_insert_with(|| vec![0; len].into_boxed_slice());
+            mask[byte % MAP_CHUNK as usize] |= new;
+            *fresh_any = true;
         });
-        *data_dirty = true;
+        for &(a, b) in &zeros.0 {
+            for (byte, bits) in byte_masks(a, b) {
+                let chunk = chunk_of(byte);
+                map.changed[chunk] = true;
+                if let Some(mask) = &mut map.fresh[chunk] {
+                    mask[byte % MAP_CHUNK as usize] &= !bits;
+                }
+            }
+        }
+        map.any_changed |= all_zero || !zeros.0.is_empty();
+        map.data_dirty = true;
     }
 
     /// Makes whole units `[first, end)` of the cowfile read as zeros,
@@ -369,12 +498,12 @@ impl<B: ReadAt> Overlay<B> {
         let (start, stop) = (self.data_offset(first * U), self.data_offset(end * U));
         if stop > self.file_end.load(Ordering::Relaxed) {
             self.file
-                .write_all_at(&[0], stop - 1)
+                .pwrite(&[0], stop - 1)
                 .map_err(|e| super::error::io_context(&self.path, "extend", stop - 1, e))?;
             self.file_end.fetch_max(stop, Ordering::Relaxed);
         }
         if self.can_punch.load(Ordering::Relaxed) {
-            match cowfile::punch_hole(&self.file, start, stop - start) {
+            match self.file.punch_hole(start, stop - start) {
                 Ok(true) => return Ok(()),
                 Ok(false) => self.can_punch.store(false, Ordering::Relaxed),
                 Err(e) => return Err(super::error::io_context(&self.path, "punch hole", start, e)),
@@ -384,38 +513,47 @@ impl<B: ReadAt> Overlay<B> {
         while pos < stop {
             let n = (stop - pos).min(ZEROS.len() as u64);
             self.file
-                .write_all_at(&ZEROS[..n as usize], pos)
+                .pwrite(&ZEROS[..n as usize], pos)
                 .map_err(|e| super::error::io_context(&self.path, "write zeros", pos, e))?;
             pos += n;
         }
         Ok(())
     }
 
-    /// Writes `buf` at `offset` while holding its units.
-    fn write_locked(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+    /// Writes `buf` at `offset` while holding its units; returns the units
+    /// that now hold only zeros.
+    fn write_locked(&self, buf: &[u8], offset: u64) -> io::Result<ZeroUnits> {
+        let mut zeros = ZeroUnits::default();
         let (mut pos, mut rest) = (offset, buf);
         if pos % U != 0 || (rest.len() as u64) < U {
             let at = (pos % U) as usize;
             let n = rest.len().min(U as usize - at);
-            self.write_partial(pos / U, at, &rest[..n])?;
+            self.write_partial(pos / U, at, &rest[..n], &mut zeros)?;
             pos += n as u64;
             rest = &rest[n..];
         }
         let whole = rest.len() / U as usize * U as usize;
         if whole > 0 {
             self.pwrite(&rest[..whole], pos)?;
+            for (i, unit) in rest[..whole].chunks_exact(U as usize).enumerate() {
+                if is_zero(unit) {
+                    zeros.push(pos / U + i as u64, pos / U + i as u64 + 1);
+                }
+            }
             pos += whole as u64;
             rest = &rest[whole..];
         }
         if !rest.is_empty() {
-            self.write_partial(pos / U, 0, rest)?;
+            self.write_partial(pos / U, 0, rest, &mut zeros)?;
         }
-        Ok(())
+        Ok(zeros)
     }
 
     /// Zeroes `[offset, offset+len)` while holding its units: whole units
-    /// are punched, partial ones merged.
-    fn zero_locked(&self, offset: u64, len: u64) -> io::Result<()> {
+    /// are punched, partial ones merged. Returns the units that now hold
+    /// only zeros.
+    fn zero_locked(&self, offset: u64, len: u64) -> io::Result<ZeroUnits> {
+        let mut zeros = ZeroUnits::default();
         let end = offset + len;
         let (whole_first, whole_end) = (offset.div_ceil(U), end / U);
         if whole_first >= whole_end {
@@ -423,20 +561,21 @@ impl<B: ReadAt> Overlay<B> {
             let mut pos = offset;
             while pos < end {
                 let n = (end - pos).min(U - pos % U);
-                self.write_partial(pos / U, (pos % U) as usize, &ZEROS[..n as usize])?;
+                self.write_partial(pos / U, (pos % U) as usize, &ZEROS[..n as usize], &mut zeros)?;
                 pos += n;
             }
-            return Ok(());
+            return Ok(zeros);
         }
         if offset % U != 0 {
             let at = offset % U;
-            self.write_partial(offset / U, at as usize, &ZEROS[..(U - at) as usize])?;
+            self.write_partial(offset / U, at as usize, &ZEROS[..(U - at) as usize], &mut zeros)?;
         }
         self.punch(whole_first, whole_end)?;
+        zeros.push(whole_first, whole_end);
         if end % U != 0 {
-            self.write_partial(end / U, 0, &ZEROS[..(end % U) as usize])?;
+            self.write_partial(end / U, 0, &ZEROS[..(end % U) as usize], &mut zeros)?;
         }
-        Ok(())
+        Ok(zeros)
     }
 
     /// After a failed mutation: units whose bit is still clear may hold
@@ -455,25 +594,42 @@ impl<B: ReadAt> Overlay<B> {
             }
             runs
         };
+        let punched = !runs.is_empty();
         for (unit, n) in runs {
             let start = self.data_offset(unit * U);
-            let _ = cowfile::punch_hole(&self.file, start, n * U);
+            let _ = self.file.punch_hole(start, n * U);
+        }
+        // Durable now: a later bit for one of these units may reach the
+        // disk before a later punch or write does.
+        if punched {
+            let _ = self.file.fdatasync("failed write: punch");
         }
     }
 
     /// Runs a mutation of `[offset, offset+len)` under its unit lock, then
-    /// marks the units; on failure nothing is marked.
-    fn mutate(&self, offset: u64, len: u64, op: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    /// marks the units; on failure nothing is marked. `may_zero`: the
+    /// mutation may leave a unit that reads as zeros.
+    fn mutate(
+        &self,
+        offset: u64,
+        len: u64,
+        may_zero: bool,
+        op: impl FnOnce() -> io::Result<ZeroUnits>,
+    ) -> io::Result<()> {
         check_range(self.size, offset, len)?;
         if len == 0 {
             return Ok(());
         }
         let (first, end) = (offset / U, (offset + len).div_ceil(U));
         let _held = self.units.lock(first, end);
+        self.touch();
+        if may_zero {
+            self.write_deferred(first, end)?;
+        }
         match op() {
-            Ok(()) => {
-                self.mark(first, end);
-                if let Some(free) = self.space.after_write(&self.file) {
+            Ok(zeros) => {
+                self.mark(first, end, &zeros);
+                if let Some(free) = self.space.after_write(self.file.file()) {
                     self.warn_low_space(free);
                 }
                 Ok(())
@@ -481,7 +637,7 @@ impl<B: ReadAt> Overlay<B> {
             Err(e) => {
                 self.discard_unmarked(first, end);
                 if is_out_of_space(&e) {
-                    if let Some(free) = self.space.check(&self.file) {
+                    if let Some(free) = self.space.check(self.file.file()) {
                         self.warn_low_space(free);
                     }
                 }
@@ -490,54 +646,170 @@ impl<B: ReadAt> Overlay<B> {
         }
     }
 
-    fn warn_low_space(&self, free: u64) {
-        (self.warn)(&format!("cowfile {} almost full (only {} KiB free)", self.path.display(), free / 1024));
-    }
-
-    fn flush_now(&self) -> io::Result<()> {
-        let mut disk_dirty = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
-        let snapshot = {
+    /// Before units `[first, end)` may be zeroed: a deferred bit there
+    /// (its data durable, the bit not on disk yet) must reach the disk
+    /// first. Until then only a repair finds the unit, by its non-zero
+    /// data, and a punch or zero write that landed would lose it. Writes
+    /// the deferred chunks of the range and fdatasyncs; costs nothing when
+    /// there are none.
+    fn write_deferred(&self, first: u64, end: u64) -> io::Result<()> {
+        let chunk_of = |unit: u64| (unit / 8 / MAP_CHUNK) as usize;
+        let chunks = chunk_of(first)..=chunk_of(end - 1);
+        if !read_map(&self.map).deferred[chunks.clone()].contains(&true) {
+            return Ok(());
+        }
+        let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due = Vec::new();
+        {
             let mut map = write_map(&self.map);
-            if !map.any_changed && !map.data_dirty {
-                return Ok(());
+            let map = &mut *map;
+            let bytes = map.bits.bytes();
+            for i in chunks {
+                if std::mem::take(&mut map.deferred[i]) {
+                    let start = i * MAP_CHUNK as usize;
+                    let mut chunk = bytes[start..(start + MAP_CHUNK as usize).min(bytes.len())].to_vec();
+                    if let Some(mask) = &map.fresh[i] {
+                        chunk.iter_mut().zip(mask.iter()).for_each(|(b, m)| *b &= !m);
+                    }
+                    due.push((i as u64, chunk));
+                }
             }
-            Snapshot::take(&mut map)
-        };
-        let result = self.write_snapshot(&snapshot, &mut disk_dirty);
+        }
+        let snap = Snapshot { chunks: due, fresh: Vec::new(), count: 0, data_dirty: false, clean: false };
+        let result = self.write_chunks(&snap).and_then(|()| self.sync_data("zeroing: deferred bits first"));
         if result.is_err() {
-            snapshot.restore(&mut write_map(&self.map));
+            let mut map = write_map(&self.map);
+            for (i, _) in &snap.chunks {
+                map.deferred[*i as usize] = true;
+            }
         }
         result
     }
 
-    fn write_snapshot(&self, snap: &Snapshot, disk_dirty: &mut bool) -> io::Result<()> {
-        let ctx = |op: &'static str, at: u64| move |e| super::error::io_context(&self.path, op, at, e);
-        if snap.chunks.is_empty() && !*disk_dirty {
-            return self.file.sync_data().map_err(ctx("fdatasync", 0));
+    fn warn_low_space(&self, free: u64) {
+        (self.warn)(&format!("cowfile {} almost full (only {} KiB free)", self.path.display(), free / 1024));
+    }
+
+    /// A flush (`clean` false) or a clean (`clean` true); see the module
+    /// documentation for the order of writes.
+    fn flush_now(&self, clean: bool) -> io::Result<()> {
+        let mut disk_dirty = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        self.touch();
+        let snapshot = {
+            let mut map = write_map(&self.map);
+            let pending = map.any_changed || map.data_dirty || map.fresh_any;
+            if !(pending || clean && *disk_dirty) {
+                return Ok(());
+            }
+            Snapshot::take(&mut map, clean)
+        };
+        let result = if clean {
+            self.write_clean(&snapshot, &mut disk_dirty)
+        } else {
+            self.write_flush(&snapshot, &mut disk_dirty)
+        };
+        let mut map = write_map(&self.map);
+        match result {
+            Ok(()) => snapshot.done(&mut map),
+            Err(_) => snapshot.restore(&mut map),
         }
+        result
+    }
+
+    fn sync_data(&self, site: &'static str) -> io::Result<()> {
+        self.file.fdatasync(site).map_err(|e| super::error::io_context(&self.path, "fdatasync", 0, e))
+    }
+
+    fn write_header_flags(&self, dirty: bool, cowused: Option<u64>) -> io::Result<()> {
         let mut header = self.header;
-        if !*disk_dirty {
+        if dirty {
             header.flags |= FLAG_DIRTY;
-            cowfile::write_header(&self.file, &header, true).map_err(ctx("write header", 0))?;
-            *disk_dirty = true;
         }
-        self.file.sync_data().map_err(ctx("fdatasync", 0))?;
+        if let Some(n) = cowused {
+            header.cowused = n;
+        }
+        cowfile::write_header(&self.file, &header, true)
+            .map_err(|e| super::error::io_context(&self.path, "write header", 0, e))
+    }
+
+    fn write_chunks(&self, snap: &Snapshot) -> io::Result<()> {
         for (index, bytes) in &snap.chunks {
             let at = HEAD_BLOCK + index * MAP_CHUNK;
-            self.file.write_all_at(bytes, at).map_err(ctx("write bitmap", at))?;
+            self.file
+                .pwrite(bytes, at)
+                .map_err(|e| super::error::io_context(&self.path, "write bitmap", at, e))?;
         }
-        self.file.sync_data().map_err(ctx("fdatasync", 0))?;
-        header.flags &= !FLAG_DIRTY;
-        header.cowused = snap.count;
-        cowfile::write_header(&self.file, &header, true).map_err(ctx("write header", 0))?;
-        self.file.sync_data().map_err(ctx("fdatasync", 0))?;
+        Ok(())
+    }
+
+    /// The cheap flush: chunks (without fresh bits) and one fdatasync,
+    /// leaving DIRTY on disk.
+    fn write_flush(&self, snap: &Snapshot, disk_dirty: &mut bool) -> io::Result<()> {
+        if !*disk_dirty {
+            if snap.chunks.is_empty() && snap.fresh.is_empty() {
+                // Only units whose bits are on disk changed.
+                return self.sync_data("flush: data, header clean");
+            }
+            *disk_dirty = true;
+            self.write_header_flags(true, None)?;
+            if snap.chunks.is_empty() {
+                return self.sync_data("flush: data and DIRTY");
+            }
+            self.sync_data("flush: DIRTY before the bitmap")?;
+        }
+        self.write_chunks(snap)?;
+        self.sync_data("flush: data and bitmap")
+    }
+
+    /// The clean: data, every pending chunk, then a clean header, each made
+    /// durable before the next is written.
+    fn write_clean(&self, snap: &Snapshot, disk_dirty: &mut bool) -> io::Result<()> {
+        if !*disk_dirty {
+            if snap.chunks.is_empty() {
+                return self.sync_data("flush: data, header clean");
+            }
+            *disk_dirty = true;
+            self.write_header_flags(true, None)?;
+            self.sync_data("clean: data and DIRTY")?;
+        } else if snap.data_dirty {
+            self.sync_data("clean: data")?;
+        }
+        if !snap.chunks.is_empty() {
+            self.write_chunks(snap)?;
+            self.sync_data("clean: bitmap")?;
+        }
+        self.write_header_flags(false, Some(snap.count))?;
+        self.sync_data("clean: header")?;
         *disk_dirty = false;
+        Ok(())
+    }
+
+    /// Cleans whenever DIRTY has been on disk and nothing happened for
+    /// `idle`, from a thread that lives as long as `overlay` does. Errors go
+    /// to the warning function, and the next round tries again.
+    pub fn spawn_idle_cleaner(overlay: &Arc<Self>, idle: Duration) -> io::Result<()>
+    where
+        B: 'static,
+        F: 'static,
+    {
+        let weak: Weak<Self> = Arc::downgrade(overlay);
+        let tick = (idle / 2).max(Duration::from_millis(50));
+        std::thread::Builder::new().name("cow-idle-clean".into()).spawn(move || loop {
+            std::thread::sleep(tick);
+            let Some(overlay) = weak.upgrade() else { return };
+            if overlay.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(e) = overlay.clean_if_idle(idle) {
+                (overlay.warn)(&format!("cleaning the idle cowfile failed: {e}"));
+            }
+        })?;
         Ok(())
     }
 }
 
 /// `base:allocation` (what NBD_CMD_BLOCK_STATUS reports).
-impl<B: ReadAt> Overlay<B> {
+impl<B: ReadAt, F: CowIo> Overlay<B, F> {
     /// Describes `[offset, offset+len)` as runs of data and zeros.
     ///
     /// A unit in the cowfile reads as zeros exactly where the cowfile has
@@ -593,7 +865,7 @@ impl<B: ReadAt> Overlay<B> {
             if out.full() {
                 return Ok(false);
             }
-            let found = cowfile::next_data(&self.file, doffset + pos, doffset + to)
+            let found = cowfile::next_data(self.file.file(), doffset + pos, doffset + to)
                 .map_err(|e| super::error::io_context(&self.path, "seek data", doffset + pos, e))?;
             match found {
                 None => {
@@ -647,27 +919,59 @@ fn is_out_of_space(e: &io::Error) -> bool {
     )
 }
 
-/// The bitmap chunks changed since the last flush, copied under the lock.
+/// What a flush writes, copied under the lock so that writes go on.
 struct Snapshot {
+    /// `(chunk index, bytes)`: the chunks to write.
     chunks: Vec<(u64, Vec<u8>)>,
+    /// The fresh masks taken (their bits are left out of `chunks` by a
+    /// flush, and included by a clean).
+    fresh: Vec<(usize, Box<[u8]>)>,
     count: u64,
     data_dirty: bool,
+    clean: bool,
 }
 
 impl Snapshot {
-    fn take(map: &mut MapState) -> Snapshot {
+    fn take(map: &mut MapState, clean: bool) -> Snapshot {
+        let mut fresh = Vec::new();
+        if map.fresh_any {
+            for (i, mask) in map.fresh.iter_mut().enumerate() {
+                if let Some(mask) = mask.take() {
+                    fresh.push((i, mask));
+                }
+            }
+        }
+        map.fresh_any = false;
+        let mut fresh_of = fresh.iter().peekable();
         let bytes = map.bits.bytes();
         let mut chunks = Vec::new();
-        for (i, flag) in map.changed.iter_mut().enumerate() {
-            if std::mem::take(flag) {
-                let start = i * MAP_CHUNK as usize;
-                let stop = (start + MAP_CHUNK as usize).min(bytes.len());
-                chunks.push((i as u64, bytes[start..stop].to_vec()));
+        for i in 0..map.changed.len() {
+            let mask = fresh_of.next_if(|(j, _)| *j == i).map(|(_, m)| m);
+            let due = std::mem::take(&mut map.changed[i]) | std::mem::take(&mut map.deferred[i]);
+            if !(due || clean && mask.is_some()) {
+                continue;
             }
+            let start = i * MAP_CHUNK as usize;
+            let stop = (start + MAP_CHUNK as usize).min(bytes.len());
+            let mut chunk = bytes[start..stop].to_vec();
+            if let (false, Some(mask)) = (clean, mask) {
+                chunk.iter_mut().zip(mask.iter()).for_each(|(b, m)| *b &= !m);
+            }
+            chunks.push((i as u64, chunk));
         }
         map.any_changed = false;
         let data_dirty = std::mem::take(&mut map.data_dirty);
-        Snapshot { chunks, count: map.bits.count(), data_dirty }
+        Snapshot { chunks, fresh, count: map.bits.count(), data_dirty, clean }
+    }
+
+    /// After a flush: the fresh bits' data is durable now, and their chunks
+    /// go out with the next flush that writes anything.
+    fn done(&self, map: &mut MapState) {
+        if !self.clean {
+            for (i, _) in &self.fresh {
+                map.deferred[*i] = true;
+            }
+        }
     }
 
     /// A failed flush leaves its work for the next one.
@@ -676,11 +980,18 @@ impl Snapshot {
             map.changed[*i as usize] = true;
         }
         map.any_changed |= !self.chunks.is_empty();
+        for (i, mask) in &self.fresh {
+            match &mut map.fresh[*i] {
+                Some(now) => now.iter_mut().zip(mask.iter()).for_each(|(b, m)| *b |= m),
+                slot => *slot = Some(mask.clone()),
+            }
+            map.fresh_any = true;
+        }
         map.data_dirty |= self.data_dirty;
     }
 }
 
-impl<B: ReadAt> ReadAt for Overlay<B> {
+impl<B: ReadAt, F: CowIo> ReadAt for Overlay<B, F> {
     fn size(&self) -> u64 {
         self.size
     }
@@ -715,7 +1026,7 @@ impl<B: ReadAt> ReadAt for Overlay<B> {
     }
 }
 
-impl<B: ReadAt> BlockDev for Overlay<B> {
+impl<B: ReadAt, F: CowIo> BlockDev for Overlay<B, F> {
     fn caps(&self) -> Caps {
         Caps { write: true, flush: true, fua: false, trim: true, write_zeroes: true, multi_conn: true }
     }
@@ -724,11 +1035,15 @@ impl<B: ReadAt> BlockDev for Overlay<B> {
         if buf.iter().all(|&b| b == 0) {
             return self.write_zeroes(offset, buf.len() as u64);
         }
-        self.mutate(offset, buf.len() as u64, || self.write_locked(buf, offset))
+        // Can a unit end up all zeros? Only if a piece of `buf` within one
+        // unit is all zeros.
+        let head = ((U - offset % U) as usize).min(buf.len());
+        let may_zero = is_zero(&buf[..head]) || buf[head..].chunks(U as usize).any(is_zero);
+        self.mutate(offset, buf.len() as u64, may_zero, || self.write_locked(buf, offset))
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.mutate(offset, len, || self.zero_locked(offset, len))
+        self.mutate(offset, len, true, || self.zero_locked(offset, len))
     }
 
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -736,7 +1051,7 @@ impl<B: ReadAt> BlockDev for Overlay<B> {
     }
 
     fn flush(&self) -> io::Result<()> {
-        self.flush_now()
+        self.flush_now(false)
     }
 
     /// Whole units are written without reading the base.
@@ -745,12 +1060,12 @@ impl<B: ReadAt> BlockDev for Overlay<B> {
     }
 }
 
-impl<B: ReadAt> Drop for Overlay<B> {
+impl<B: ReadAt, F: CowIo> Drop for Overlay<B, F> {
     fn drop(&mut self) {
         if self.closed.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = self.flush_now() {
+        if let Err(e) = self.flush_now(true) {
             (self.warn)(&format!("flush on close failed: {e}"));
         }
     }

@@ -13,11 +13,10 @@
 //! file dirty, and repairing again gives the same result.
 
 use super::bitmap::Bitmap;
-use super::cowfile::{file_len, next_data, read_bitmap, read_zero_filled, write_header};
+use super::cowfile::{file_len, next_data, read_bitmap, read_zero_filled, write_header, CowIo};
 use super::error::{CowError, FormatError};
 use super::header::{Header, FLAG_DIRTY, HEAD_BLOCK, MAPUNIT};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Units read per I/O while scanning allocated extents.
@@ -55,7 +54,7 @@ pub struct RepairReport {
 /// Repairs the bitmap of `file` whose parsed header is `header`, which is
 /// updated to what was (or, with `dry_run`, would be) written.
 pub fn repair(
-    file: &File,
+    io: &(impl CowIo + ?Sized),
     path: &Path,
     header: &mut Header,
     opts: RepairOptions,
@@ -65,6 +64,7 @@ pub fn repair(
     if header.is_packed() {
         return Err(CowError::format(path, FormatError::Packed));
     }
+    let file = io.file();
     let bytes = read_bitmap(file, path, header)?;
     let mut map = Bitmap::from_disk_unchecked(bytes, header.rdoblocks);
     let mut corrections = 0;
@@ -82,14 +82,15 @@ pub fn repair(
         return Ok(result);
     }
     if corrections > 0 {
-        file.write_all_at(map.bytes(), HEAD_BLOCK)
+        io.pwrite(map.bytes(), HEAD_BLOCK)
             .map_err(|e| CowError::io(path, "write bitmap", Some(HEAD_BLOCK), e))?;
-        file.sync_data().map_err(|e| CowError::io(path, "fdatasync after the bitmap", None, e))?;
+        io.fdatasync("repair: bitmap")
+            .map_err(|e| CowError::io(path, "fdatasync after the bitmap", None, e))?;
     }
     header.cowused = map.count();
     header.flags &= !FLAG_DIRTY;
-    write_header(file, header, false).map_err(|e| CowError::io(path, "write header", Some(0), e))?;
-    file.sync_data().map_err(|e| CowError::io(path, "fdatasync after the header", None, e))?;
+    write_header(io, header, false).map_err(|e| CowError::io(path, "write header", Some(0), e))?;
+    io.fdatasync("repair: header").map_err(|e| CowError::io(path, "fdatasync after the header", None, e))?;
     Ok(result)
 }
 
@@ -114,7 +115,15 @@ fn scan_data(
         let last = (end - doffset).div_ceil(MAPUNIT);
         let mut unit = first;
         while unit < last {
-            let count = (last - unit).min(SCAN_UNITS);
+            // Units whose bit is already set need no look: only runs of
+            // clear bits are read (a dirty file left by a busy overlay has
+            // most of its bits on disk already).
+            let (set, run) = map.run(unit, last);
+            if set {
+                unit += run;
+                continue;
+            }
+            let count = run.min(SCAN_UNITS);
             let chunk = &mut buf[..(count * MAPUNIT) as usize];
             let offset = doffset + unit * MAPUNIT;
             read_zero_filled(file, chunk, offset)
@@ -122,7 +131,7 @@ fn scan_data(
             scanned += chunk.len() as u64;
             for (i, data) in chunk.chunks_exact(MAPUNIT as usize).enumerate() {
                 let block = unit + i as u64;
-                if data == ZERO_UNIT || map.get(block) {
+                if data == ZERO_UNIT {
                     continue;
                 }
                 if block >= header.rdoblocks {

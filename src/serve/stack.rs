@@ -127,6 +127,10 @@ pub fn build(o: &Options, warn: WarnFn) -> Result<Stack, String> {
             }
             let created = if overlay.created() { ", created" } else { "" };
             let overlay = Arc::new(overlay);
+            // DIRTY stays set while writes come; this clears it when idle
+            // (docs/cow.md).
+            Overlay::spawn_idle_cleaner(&overlay, crate::cow::overlay::IDLE_CLEAN)
+                .map_err(|e| e.to_string())?;
             let counted = overlay.clone();
             cow_stats = Some(Box::new(move || counted.stats()));
             (Export::writable(overlay as Arc<dyn BlockDev>), format!("cow {}{created}", path.display()))
