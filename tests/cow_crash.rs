@@ -20,6 +20,7 @@
 //! The base spans two 4 KiB bitmap chunks, so a flush can be torn between
 //! chunk writes.
 
+mod cow_common;
 use cloopbox::blockdev::{BlockDev, FileDev, ReadAt};
 use cloopbox::cow::{Overlay, OverlayOptions};
 use std::collections::HashMap;
@@ -39,21 +40,7 @@ const OPS: u64 = 250;
 const ROUNDS: u64 = 240;
 const MIN_KILLS: u64 = 200;
 
-/// splitmix64: the workload must be reproducible in the parent.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use cow_common::SplitMix as Rng;
 
 #[derive(Clone, Debug)]
 enum Op {

@@ -37,6 +37,7 @@
 //! behaviour does not depend on a sync, only durability does), and
 //! requires the replay to find a violation for every site.
 
+mod cow_common;
 use cloopbox::blockdev::{BlockDev, ReadAt};
 use cloopbox::cow::cowfile::{self, CowIo};
 use cloopbox::cow::merge::Merge;
@@ -54,25 +55,7 @@ const U: u64 = 1024;
 
 // ---------------------------------------------------------------- random
 
-/// splitmix64.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+use cow_common::SplitMix as Rng;
 
 // ------------------------------------------------------ the recording layer
 

@@ -330,40 +330,24 @@ fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>, tree: &Tree, checked:
     fields.push(("verity_root_hash", tree_root));
     fields.push(("verity_error", tree_error));
     if let Some((_, report)) = checked {
-        let list: Vec<String> = report
-            .bad
-            .iter()
-            .map(|b| {
-                format!(
-                    "{{\"block\": {}, \"offset\": {}, \"error\": {}}}",
-                    b.block,
-                    b.offset,
-                    json_string(&b.error)
-                )
-            })
-            .collect();
+        let list: Vec<String> = report.bad.iter().map(|b| bad_block_json(b.block, b.offset, &b.error)).collect();
         fields.push(("verified", (report.bad_count == 0).to_string()));
         fields.push(("verity_data_blocks", report.data_blocks.to_string()));
         fields.push(("verity_bad_count", report.bad_count.to_string()));
         fields.push(("verity_bad_blocks", format!("[{}]", list.join(", "))));
     }
     if let Some(bad) = bad {
-        let list: Vec<String> = bad
-            .iter()
-            .map(|b| {
-                format!(
-                    "{{\"block\": {}, \"offset\": {}, \"error\": {}}}",
-                    b.block,
-                    b.offset,
-                    json_string(&b.error)
-                )
-            })
-            .collect();
+        let list: Vec<String> = bad.iter().map(|b| bad_block_json(b.block, b.offset, &b.error)).collect();
         fields.push(("verified", (bad.is_empty()).to_string()));
         fields.push(("bad_blocks", format!("[{}]", list.join(", "))));
     }
     let body: Vec<String> = fields.iter().map(|(k, v)| format!("  \"{k}\": {v}")).collect();
     format!("{{\n{}\n}}\n", body.join(",\n"))
+}
+
+/// One entry of a JSON list of bad blocks.
+fn bad_block_json(block: u64, offset: u64, error: &str) -> String {
+    format!("{{\"block\": {block}, \"offset\": {offset}, \"error\": {}}}", json_string(error))
 }
 
 #[cfg(test)]

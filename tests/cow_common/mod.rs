@@ -63,3 +63,25 @@ pub fn expected_view() -> Vec<u8> {
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cloopbox");
+
+/// splitmix64: a seeded generator whose sequence a test can replay (the
+/// crash tests rebuild a child's workload in the parent from the seed).
+#[derive(Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Below `n` (0 for `n` = 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}

@@ -18,33 +18,19 @@
 set -euo pipefail
 [ $# = 4 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
 OUT=$1 KDEB=$(readlink -f "$2") CDEB=$(readlink -f "$3") TAR=$(readlink -f "$4")
-MIRROR=${MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=tests/lib/chroot.sh
+. "$(dirname "$0")/../lib/chroot.sh"
 say() { printf '[mkinitramfs-tools] %s\n' "$*" >&2; }
 
 key=$(cat "$KDEB" "$CDEB" "$0" | sha256sum | cut -c1-32)-$(stat -c '%s %Y' "$TAR" | tr ' ' -)
 if [ -s "$OUT" ] && [ "$(cat "$OUT.key" 2>/dev/null)" = "$key" ]; then
     exit 0
 fi
-work=$(mktemp -d "${TMPDIR:-/tmp}/mkinitramfs-tools.XXXXXX")
-root=$work/root
-cleanup() {
-    for m in dev/pts dev proc sys; do umount "$root/$m" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$root"
-tar -xf "$TAR" -C "$root"
-mount -t proc proc "$root/proc"
-mount -t sysfs sys "$root/sys"
-mount --bind /dev "$root/dev"
-mount --bind /dev/pts "$root/dev/pts"
-cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
-rm -f "$root"/etc/apt/sources.list.d/*
-echo "deb $MIRROR bookworm main" > "$root/etc/apt/sources.list"
+chroot_open "$(mktemp -d "${TMPDIR:-/tmp}/mkinitramfs-tools.XXXXXX")" "$TAR"
+work=$CHROOT_DIR root=$CHROOT
+chroot_sources "deb $MIRROR bookworm main"
 cp "$KDEB" "$root/tmp/kernel.deb"
 cp "$CDEB" "$root/tmp/cloopbox.deb"
-in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
 
 say "apt-get install initramfs-tools in a chroot of $(basename "$TAR")"
 in_root apt-get update -qq

@@ -20,39 +20,24 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 DEBIAN_TAR=${DEBIAN_TAR:-$ROOT/work/qemu/debian-root.tar}
-MIRROR=${MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=tests/lib/chroot.sh
+. tests/lib/chroot.sh
 say() { printf '[pristine-trap] %s\n' "$*" >&2; }
 fail() { printf '[pristine-trap] FAIL: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "needs root (chroot)"
 tests/qemu/mkdebian.sh "$DEBIAN_TAR"
 
-work=$(mktemp -d "$ROOT/work/pristine-trap.XXXXXX")
-chroot_dir=$work/root
-cleanup() {
-    for m in dev/pts dev proc sys; do umount "$chroot_dir/$m" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$chroot_dir"
-tar -xf "$DEBIAN_TAR" -C "$chroot_dir"
-mount -t proc proc "$chroot_dir/proc"
-mount -t sysfs sys "$chroot_dir/sys"
-mount --bind /dev "$chroot_dir/dev"
-mount --bind /dev/pts "$chroot_dir/dev/pts"
-cp /etc/resolv.conf "$chroot_dir/etc/resolv.conf" 2>/dev/null || true
-in_root() { chroot "$chroot_dir" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
+chroot_open "$(mktemp -d "$ROOT/work/pristine-trap.XXXXXX")" "$DEBIAN_TAR"
+work=$CHROOT_DIR
+chroot_dir=$CHROOT
 
-sources=$chroot_dir/etc/apt/sources.list
-rm -f "$chroot_dir"/etc/apt/sources.list.d/*
-echo "deb $MIRROR bookworm main" > "$sources"
-echo "deb $MIRROR bookworm-backports main" >> "$sources"
+chroot_sources "deb $MIRROR bookworm main" "deb $MIRROR bookworm-backports main"
 say "installing qemu-utils from bookworm-backports in the chroot"
 in_root apt-get update -qq
 in_root apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-utils > "$work/bpo.log" 2>&1 ||
     { tail -n 20 "$work/bpo.log" >&2; fail "could not install qemu-utils from backports"; }
-echo "deb $MIRROR bookworm main" > "$sources" # backports gone, as on the pristine machine
+chroot_sources "deb $MIRROR bookworm main" # backports gone, as on the pristine machine
 in_root apt-get update -qq
 bpo=$(in_root dpkg-query -W -f='${Version}' qemu-utils)
 say "qemu-utils $bpo installed; the sources no longer offer it"
