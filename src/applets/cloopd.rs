@@ -298,6 +298,7 @@ struct Stack {
     /// Handles for the control socket's status.
     meter: Arc<Metered>,
     cow_stats: Option<control::target::CowStats>,
+    cow_sync: Option<control::target::CowSync>,
     cache_stats: Option<control::target::CacheStats>,
 }
 
@@ -344,6 +345,7 @@ fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
             .unwrap_or(512)
     });
     let mut cow_stats: Option<control::target::CowStats> = None;
+    let mut cow_sync: Option<control::target::CowSync> = None;
     let (mut export, rw) = match &a.cow {
         None => (Export::read_only(read), "read-only".to_string()),
         Some(path) => {
@@ -366,6 +368,8 @@ fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
             hints.cow = Some(overlay.clone());
             let counted = overlay.clone();
             cow_stats = Some(Box::new(move || counted.stats()));
+            let synced = overlay.clone();
+            cow_sync = Some(Box::new(move || synced.sync()));
             (Export::writable(overlay as Arc<dyn BlockDev>), format!("cow {}{created}", path.display()))
         }
     };
@@ -377,7 +381,7 @@ fn build(a: &Args, warn: crate::cow::overlay::WarnFn) -> Result<Stack, String> {
     let meter = Arc::new(Metered::new(export.dev.clone()));
     export.dev = meter.clone();
     let summary = format!("{} ({what}, {}) {rw}", a.image.display(), Bytes(size));
-    Ok(Stack { export, summary, device_block, meter, cow_stats, cache_stats })
+    Ok(Stack { export, summary, device_block, meter, cow_stats, cow_sync, cache_stats })
 }
 
 /// Binds a unix socket with mode 0600, replacing a stale socket file (one
@@ -485,8 +489,8 @@ fn run(a: Args) -> Result<(), String> {
     let mut stack = build(&a, warn)?;
     let (listeners, names) = bind_all(&a)?;
     let dev = stack.export.dev.clone();
-    let (meter, cow_stats, cache_stats) =
-        (stack.meter.clone(), stack.cow_stats.take(), stack.cache_stats.take());
+    let (meter, cow_stats, cow_sync, cache_stats) =
+        (stack.meter.clone(), stack.cow_stats.take(), stack.cow_sync.take(), stack.cache_stats.take());
     let cfg = nbd::Config {
         name: APPLET.into(),
         threads: a.threads,
@@ -526,6 +530,7 @@ fn run(a: Args) -> Result<(), String> {
             dev: dev.clone(),
             meter,
             cow: cow_stats,
+            cow_sync,
             cache: cache_stats,
             detach: Box::new(move |pending| {
                 let _ = detach_events.send(Event::Detach(pending));
