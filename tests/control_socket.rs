@@ -57,6 +57,7 @@ fn fixture() -> Fixture {
     let (tx, detaches) = mpsc::channel();
     let tx = Mutex::new(tx);
     let stats = overlay.clone();
+    let synced = overlay.clone();
     let target = Target {
         info: Info {
             device: format!("/dev/nbd{index}"),
@@ -67,6 +68,7 @@ fn fixture() -> Fixture {
         dev: meter.clone(),
         meter: meter.clone(),
         cow: Some(Box::new(move || stats.stats())),
+        cow_sync: Some(Box::new(move || synced.sync())),
         cache: Some(Box::new(|| cloopbox::cache::Stats { hits: 5, misses: 2, ..Default::default() })),
         detach: Box::new(move |p| {
             let _ = tx.lock().unwrap().send(p);

@@ -1,8 +1,9 @@
 //! The overlay against an in-memory model: random reads, aligned and
 //! unaligned writes, trims, zeroes, flushes and reopens give identical
 //! reads; concurrent partial writes to shared units lose nothing; trims give
-//! space back; a "crash" (no flush, no drop) leaves a clean file that holds
-//! every flushed write and nothing a later repair could resurrect.
+//! space back; a "crash" (no flush, no drop) leaves a file that a repair
+//! opens with every flushed write, and after a cowsync a clean file holding
+//! nothing a later repair could resurrect.
 
 use cloopbox::blockdev::{BlockDev, MemDev, ReadAt};
 use cloopbox::cow::repair::{self, RepairOptions};
@@ -217,7 +218,7 @@ fn trim_reads_as_zeros_and_gives_the_space_back() {
 }
 
 #[test]
-fn a_crash_between_flushes_leaves_a_clean_file_with_every_flushed_write() {
+fn a_crash_between_flushes_keeps_flushed_writes_and_after_cowsync_leaves_a_clean_file() {
     let dir = tempfile::tempdir().unwrap();
     let cow = dir.path().join("k.cow");
     let ov = open(&cow);
@@ -226,18 +227,38 @@ fn a_crash_between_flushes_leaves_a_clean_file_with_every_flushed_write() {
     ov.write_at(&[0x22; 2048], 10 * 1024).unwrap(); // new units, never flushed
     ov.write_at(&[0x33; 10], 200).unwrap(); // overwrite in place, never flushed
     ov.abandon(); // no flush: the process "dies"
+                  // DIRTY stays on disk while the device is busy: the reopen repairs.
     let header = cloopbox::cow::Header::parse(&std::fs::read(&cow).unwrap()).unwrap();
-    assert!(!header.is_dirty(), "a crash between flushes left the file dirty");
-    let ov = open(&cow);
+    assert!(header.is_dirty(), "a crash while busy must leave DIRTY for the repair");
+    let repair_opts = OverlayOptions { repair: true, ..quiet() };
+    let ov = Overlay::open(MemDev::new(base_bytes()), &cow, &repair_opts).unwrap();
+    assert!(ov.repaired().is_some());
     let all = read_all(&ov);
     let base = base_bytes();
+    for unit in 10..12 {
+        let got = &all[unit * 1024..(unit + 1) * 1024];
+        assert!(
+            got == &base[unit * 1024..(unit + 1) * 1024] || got.iter().all(|&b| b == 0x22),
+            "unit {unit}"
+        );
+    }
+    assert!(all[100..200].iter().all(|&b| b == 0x11));
+    assert!(all[200..210].iter().all(|&b| b == 0x11) || all[200..210].iter().all(|&b| b == 0x33));
+    assert!(all[210..3100].iter().all(|&b| b == 0x11));
+    // cowsync leaves the file clean; writes after it never appear.
+    ov.sync().unwrap();
+    ov.write_at(&[0x44; 2048], 20 * 1024).unwrap();
+    ov.abandon();
+    let header = cloopbox::cow::Header::parse(&std::fs::read(&cow).unwrap()).unwrap();
+    assert!(!header.is_dirty(), "a crash after cowsync with no flush since left the file dirty");
+    let ov = open(&cow);
+    let after = read_all(&ov);
     assert_eq!(
-        &all[10 * 1024..12 * 1024],
-        &base[10 * 1024..12 * 1024],
+        &after[20 * 1024..22 * 1024],
+        &base[20 * 1024..22 * 1024],
         "unflushed new units must not appear"
     );
-    assert!(all[100..200].iter().all(|&b| b == 0x11));
-    assert!(all[210..3100].iter().all(|&b| b == 0x11));
+    assert_eq!(&after[..20 * 1024], &all[..20 * 1024]);
     drop(ov);
     // Opening scrubbed the unflushed data: even a forced repair finds nothing.
     let file = cowfile::open_existing(&cow, true).unwrap();

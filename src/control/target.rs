@@ -12,6 +12,8 @@ use super::status::{CowStatus, Status};
 use crate::blockdev::BlockDev;
 
 pub type CowStats = Box<dyn Fn() -> crate::cow::overlay::Stats + Send + Sync>;
+/// cowsync: writes the bitmap and a clean header (`Overlay::sync`).
+pub type CowSync = Box<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 pub type CacheStats = Box<dyn Fn() -> crate::cache::Stats + Send + Sync>;
 pub type DetachFn = Box<dyn Fn(Pending) + Send + Sync>;
 
@@ -22,6 +24,8 @@ pub struct Target {
     pub meter: Arc<Metered>,
     /// Present when there is a cowfile (its path is in `info`).
     pub cow: Option<CowStats>,
+    /// Makes the cowfile clean on disk; a plain flush leaves it DIRTY.
+    pub cow_sync: Option<CowSync>,
     pub cache: Option<CacheStats>,
     pub detach: DetachFn,
 }
@@ -62,7 +66,11 @@ impl Handler for Target {
         self.info.clone()
     }
     fn sync(&self) -> Result<(), String> {
-        self.dev.flush().map_err(|e| format!("{}: sync failed: {e}", self.info.device))
+        self.dev.flush().map_err(|e| format!("{}: sync failed: {e}", self.info.device))?;
+        match &self.cow_sync {
+            Some(sync) => sync().map_err(|e| format!("{}: sync failed: {e}", self.info.device)),
+            None => Ok(()),
+        }
     }
     fn detach(&self, pending: Pending) {
         (self.detach)(pending)

@@ -143,6 +143,7 @@ struct Status {
     dev: Arc<dyn BlockDev>,
     meter: Arc<crate::control::meter::Metered>,
     cow: Option<control::target::CowStats>,
+    cow_sync: Option<control::target::CowSync>,
     cache: Option<control::target::CacheStats>,
 }
 
@@ -185,6 +186,7 @@ fn attach(
         dev: status.dev,
         meter: status.meter,
         cow: status.cow,
+        cow_sync: status.cow_sync,
         cache: status.cache,
         detach: Box::new(move |pending| {
             let _ = detach_events.send(Event::Detach(pending));
@@ -276,7 +278,7 @@ pub fn run(o: Options) -> Result<(), String> {
     let watched: &[i32] = if daemon { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
     let mut signals =
         signal_hook::iterator::Signals::new(watched).map_err(|e| format!("signal handlers: {e}"))?;
-    let Stack { export, summary, device_block, meter, cow_stats, cache_stats } =
+    let Stack { export, summary, device_block, meter, cow_stats, cow_sync, cache_stats } =
         stack::build(&o, say.warn_fn())?;
     let (listeners, names) = bind_all(&o)?;
     let dev = export.dev.clone();
@@ -294,7 +296,7 @@ pub fn run(o: Options) -> Result<(), String> {
     let (events, event) = std::sync::mpsc::channel::<Event>();
     let mut attached = match o.device {
         Some(index) => {
-            let status = Status { dev: dev.clone(), meter, cow: cow_stats, cache: cache_stats };
+            let status = Status { dev: dev.clone(), meter, cow: cow_stats, cow_sync, cache: cache_stats };
             Some(attach(&o, &server, (index, device_block), status, &events)?)
         }
         None => None,

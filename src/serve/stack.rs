@@ -19,7 +19,7 @@ use super::Options;
 use crate::blockdev::{BlockDev, ReadAt};
 use crate::cache::Cache;
 use crate::control::meter::Metered;
-use crate::control::target::{CacheStats, CowStats};
+use crate::control::target::{CacheStats, CowStats, CowSync};
 use crate::cow::overlay::{Overlay, OverlayOptions, WarnFn};
 use crate::nbd::{BlockSizes, Export};
 use crate::units::Bytes;
@@ -34,6 +34,8 @@ pub struct Stack {
     /// Handles for the control socket's status.
     pub meter: Arc<Metered>,
     pub cow_stats: Option<CowStats>,
+    /// cowsync: the cowfile made clean on disk (a flush leaves it DIRTY).
+    pub cow_sync: Option<CowSync>,
     pub cache_stats: Option<CacheStats>,
 }
 
@@ -111,6 +113,7 @@ pub fn build(o: &Options, warn: WarnFn) -> Result<Stack, String> {
     let size = read.size();
     let device_block = device_block(o, &*read);
     let mut cow_stats: Option<CowStats> = None;
+    let mut cow_sync: Option<CowSync> = None;
     let (mut export, rw) = match &o.cow {
         None => (Export::read_only(read), "read-only".to_string()),
         Some(path) => {
@@ -133,6 +136,8 @@ pub fn build(o: &Options, warn: WarnFn) -> Result<Stack, String> {
                 .map_err(|e| e.to_string())?;
             let counted = overlay.clone();
             cow_stats = Some(Box::new(move || counted.stats()));
+            let synced = overlay.clone();
+            cow_sync = Some(Box::new(move || synced.sync()));
             (Export::writable(overlay as Arc<dyn BlockDev>), format!("cow {}{created}", path.display()))
         }
     };
@@ -142,5 +147,5 @@ pub fn build(o: &Options, warn: WarnFn) -> Result<Stack, String> {
     let meter = Arc::new(Metered::new(export.dev.clone()));
     export.dev = meter.clone();
     let summary = format!("{} ({what}, {}) {rw}", o.image.display(), Bytes(size));
-    Ok(Stack { export, summary, device_block, meter, cow_stats, cache_stats })
+    Ok(Stack { export, summary, device_block, meter, cow_stats, cow_sync, cache_stats })
 }
