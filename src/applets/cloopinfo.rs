@@ -330,7 +330,8 @@ fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>, tree: &Tree, checked:
     fields.push(("verity_root_hash", tree_root));
     fields.push(("verity_error", tree_error));
     if let Some((_, report)) = checked {
-        let list: Vec<String> = report.bad.iter().map(|b| bad_block_json(b.block, b.offset, &b.error)).collect();
+        let list: Vec<String> =
+            report.bad.iter().map(|b| bad_block_json(b.block, b.offset, &b.error)).collect();
         fields.push(("verified", (report.bad_count == 0).to_string()));
         fields.push(("verity_data_blocks", report.data_blocks.to_string()));
         fields.push(("verity_bad_count", report.bad_count.to_string()));
