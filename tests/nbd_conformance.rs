@@ -58,6 +58,13 @@ impl Client {
         c
     }
 
+    /// Connected and through the handshake ([`Client::go`]), in transmission.
+    fn ready(server: &Arc<Server>, structured: bool, allocation: bool) -> Client {
+        let mut c = Client::connect(server);
+        c.go(structured, allocation);
+        c
+    }
+
     /// Connects to a server listening on a unix socket (the real binary),
     /// and reads the greeting.
     fn unix(path: &std::path::Path) -> Client {
@@ -596,8 +603,7 @@ fn every_command_on_a_writable_export() {
 fn a_32_mib_request_works() {
     let dev = Arc::new(MemDev::new(pattern(33 << 20)));
     let server = Server::new(Export::writable(dev.clone()), config(2)).unwrap();
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     let data = vec![0xa5u8; 32 << 20];
     assert_eq!(c.write(1, 1 << 20, &data), 0);
     assert_eq!(c.read(2, 1 << 20, 32 << 20), data);
@@ -608,8 +614,7 @@ fn a_32_mib_request_works() {
 fn request_errors_get_the_protocols_answers() {
     let (dev, server) = rw_server(2);
     let before = dev.snapshot();
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     let end = SIZE as u64;
     let cases: &[(u16, u16, u64, u32, u32)] = &[
         (CMD_READ, 0, end, 1, errno::EINVAL),
@@ -667,24 +672,20 @@ fn read_only_export_refuses_writes_with_eperm() {
 #[test]
 fn fatal_request_errors_close_only_that_connection() {
     let (_, server) = rw_server(2);
-    let mut good = Client::connect(&server);
-    good.go(false, false);
+    let mut good = Client::ready(&server, false, false);
     // Bad request magic.
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     c.s.write_all(&[0x25, 0x60, 0x95, 0x14]).unwrap();
     c.s.write_all(&[0; 24]).unwrap();
     assert!(c.closed());
     c.finish();
     // A WRITE above the 32 MiB maximum cannot be skipped safely.
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     c.send(0, CMD_WRITE, 1, 0, MAX_PAYLOAD + 1, &[]);
     assert!(c.closed());
     c.finish();
     // A header cut short.
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     c.s.write_all(&REQUEST_MAGIC.to_be_bytes()).unwrap();
     c.s.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(c.closed());
@@ -696,8 +697,7 @@ fn fatal_request_errors_close_only_that_connection() {
 #[test]
 fn structured_reads_and_errors() {
     let (_, server) = rw_server(2);
-    let mut c = Client::connect(&server);
-    c.go(true, false);
+    let mut c = Client::ready(&server, true, false);
     c.send(CMD_FLAG_DF, CMD_READ, 42, 4096, 65536, &[]);
     let (f, kind, cookie, d) = c.chunk();
     assert_eq!((f, kind, cookie), (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 42));
@@ -750,8 +750,7 @@ impl ReadAt for Thirds {
 fn block_status_reports_the_stacks_extents() {
     let export = Export::read_only(Arc::new(Thirds(MemDev::new(pattern(SIZE)))));
     let server = Server::new(export, config(1)).unwrap();
-    let mut c = Client::connect(&server);
-    c.go(true, true);
+    let mut c = Client::ready(&server, true, true);
     let third = SIZE as u32 / 3;
     let extents = |d: &[u8]| -> Vec<(u32, u32)> {
         d[4..]
@@ -1070,8 +1069,7 @@ fn slow_server(threads: usize) -> (Arc<Slow>, Arc<Server>) {
 #[test]
 fn replies_come_out_of_order() {
     let (_, server) = slow_server(2);
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     // One write, so that the server finds both requests in its buffer (a
     // request that is alone may be answered by the connection thread).
     let mut both = Request { flags: 0, kind: CMD_READ, cookie: 1, offset: 0, length: 512 }.encode().to_vec();
@@ -1089,8 +1087,7 @@ fn replies_come_out_of_order() {
 #[test]
 fn flush_waits_for_earlier_writes_of_its_connection() {
     let (dev, server) = slow_server(2);
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     let mut both = Request { flags: 0, kind: CMD_WRITE, cookie: 1, offset: 0, length: 4 }.encode().to_vec();
     both.extend_from_slice(b"slow");
     both.extend_from_slice(&Request { flags: 0, kind: CMD_FLUSH, cookie: 2, offset: 0, length: 0 }.encode());
@@ -1114,8 +1111,7 @@ fn flush_waits_for_earlier_writes_of_its_connection() {
 #[test]
 fn many_requests_in_flight_with_cookies_echoed() {
     let (dev, server) = rw_server(3);
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     let mut reader = c.s.try_clone().unwrap();
     // Writes to distinct 4 KiB slots and reads of other slots, all pipelined.
     let n = 500u64;
@@ -1196,8 +1192,7 @@ fn concurrent_clients_see_one_export() {
         .map(|t| {
             let server = server.clone();
             std::thread::spawn(move || {
-                let mut c = Client::connect(&server);
-                c.go(t % 2 == 0, false);
+                let mut c = Client::ready(&server, t % 2 == 0, false);
                 let off = u64::from(t) * 65536;
                 for round in 0..20u8 {
                     let data = vec![t ^ round; 4096];
@@ -1214,8 +1209,7 @@ fn concurrent_clients_see_one_export() {
         t.join().unwrap();
     }
     // A client that connects afterwards sees every client's last write.
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     for t in 0..8u8 {
         assert_eq!(c.read(1, u64::from(t) * 65536, 4096), vec![t ^ 19; 4096]);
     }
@@ -1227,14 +1221,12 @@ fn a_client_that_never_reads_replies_does_not_stall_others() {
     // One worker: if it blocked on the stuck client's socket, nobody else
     // would be served.
     let (_, server) = rw_server(1);
-    let mut stuck = Client::connect(&server);
-    stuck.go(false, false);
+    let mut stuck = Client::ready(&server, false, false);
     for i in 0..40 {
         stuck.send(0, CMD_READ, i, 0, 1 << 20, &[]);
     }
     std::thread::sleep(Duration::from_millis(200));
-    let mut good = Client::connect(&server);
-    good.go(false, false);
+    let mut good = Client::ready(&server, false, false);
     for i in 0..20 {
         assert_eq!(good.read(i, 4096, 4096), pattern(8192)[4096..]);
     }
@@ -1268,8 +1260,7 @@ fn the_server_survives_garbage_and_keeps_serving() {
         let _ = c.s.write_all(&junk);
         c.finish();
     }
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     assert_eq!(c.read(1, 0, 4096), pattern(4096));
     c.finish();
     assert_eq!(server.connections(), 0);
@@ -1357,8 +1348,7 @@ fn layer_errors_become_eio_and_the_connection_continues() {
         }
     }
     let server = Server::new(Export::read_only(Arc::new(Broken)), config(1)).unwrap();
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     c.send(0, CMD_READ, 1, 8192, 100, &[]);
     assert_eq!(c.simple(100), (errno::EIO, 1, vec![]), "no data may follow an error reply");
     assert_eq!(c.read(2, 0, 10), vec![7; 10]);
@@ -1451,8 +1441,7 @@ fn mutated_client_streams_never_panic_or_hang() {
 #[test]
 fn stop_gets_rid_of_a_client_that_never_reads() {
     let (_, server) = rw_server(1);
-    let mut stuck = Client::connect(&server);
-    stuck.go(false, false);
+    let mut stuck = Client::ready(&server, false, false);
     // Far more reply data than the socket buffers hold.
     for i in 0..200 {
         stuck.send(0, CMD_READ, i, 0, 1 << 20, &[]);
@@ -1470,8 +1459,7 @@ fn a_write_whose_payload_never_comes_changes_nothing() {
     let dev = Arc::new(MemDev::new(pattern(33 << 20)));
     let before = dev.snapshot();
     let server = Server::new(Export::writable(dev.clone()), config(1)).unwrap();
-    let mut c = Client::connect(&server);
-    c.go(false, false);
+    let mut c = Client::ready(&server, false, false);
     // Announce the maximum payload, send a little of it, then hang up.
     c.send(0, CMD_WRITE, 1, 0, MAX_PAYLOAD, &[0xcc; 1000]);
     c.s.shutdown(std::net::Shutdown::Write).unwrap();
