@@ -153,7 +153,8 @@ make_iso() {
             cd "$add" && n=0
             for img in "$@"; do
                 if [ $n = 0 ]; then name=KNOPPIX; else name=KNOPPIX$n; fi
-                printf '%s  KNOPPIX/%s\n' "$(sha256sum < "$img" | cut -d' ' -f1 | sed 's/^./0/; s/^00/11/')" "$name"
+                # The first hex digit changed, whatever it was: 0 -> 1, else -> 0.
+                printf '%s  KNOPPIX/%s\n' "$(sha256sum < "$img" | cut -d' ' -f1 | sed 's/^0/x/; s/^[1-9a-f]/0/; s/^x/1/')" "$name"
                 n=$((n + 1))
             done > sha256sum.txt
         )
