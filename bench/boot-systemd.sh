@@ -42,20 +42,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RUNS=${RUNS:-5}
-CONTENDERS=ours,squashfs,dracut
-REUSE=0
-while getopts "n:c:rh" opt; do
-    case $opt in
-        n) RUNS=$OPTARG ;;
-        c) CONTENDERS=$OPTARG ;;
-        r) REUSE=1 ;;
-        h) sed -n '2,41p' "$0"; exit 0 ;;
-        *) sed -n '2,41p' "$0" >&2; exit 2 ;;
-    esac
-done
-shift $((OPTIND - 1))
-BENCH=$(mkdir -p "${1:-$ROOT/work/bench}" && cd "${1:-$ROOT/work/bench}" && pwd)
+# shellcheck source=bench/options.sh
+. "$ROOT/bench/options.sh"
+bench_options 41 ours,squashfs,dracut "$@"
 WORK=$BENCH/boot-systemd
 MEM=${MEM:-1024}
 SMP=${SMP:-2}

@@ -37,20 +37,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RUNS=${RUNS:-5}
-CONTENDERS=ours-iso,ours-ext4,squashfs
-REUSE=0
-while getopts "n:c:rh" opt; do
-    case $opt in
-        n) RUNS=$OPTARG ;;
-        c) CONTENDERS=$OPTARG ;;
-        r) REUSE=1 ;;
-        h) sed -n '2,35p' "$0"; exit 0 ;;
-        *) sed -n '2,35p' "$0" >&2; exit 2 ;;
-    esac
-done
-shift $((OPTIND - 1))
-BENCH=$(mkdir -p "${1:-$ROOT/work/bench}" && cd "${1:-$ROOT/work/bench}" && pwd)
+# shellcheck source=bench/options.sh
+. "$ROOT/bench/options.sh"
+bench_options 36 ours-iso,ours-ext4,squashfs "$@"
 WORK=$BENCH/boot
 MEM=${MEM:-1024}
 SMP=${SMP:-1 2}

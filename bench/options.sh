@@ -1,0 +1,28 @@
+# shellcheck shell=bash
+# The command line the boot benchmarks share, sourced by bench/boot.sh and
+# bench/boot-systemd.sh:
+#
+#   bench_options HELP_LAST_LINE DEFAULT_CONTENDERS "$@"
+#
+# reads -n RUNS, -c CONTENDERS, -r (reuse the last run's ISOs), -h (prints
+# lines 2..HELP_LAST_LINE of the script) and the optional WORKDIR, and sets
+# RUNS (default $RUNS or 5), CONTENDERS, REUSE and BENCH (WORKDIR, default
+# work/bench of the tree, created).
+bench_options() {
+    local help="2,$1p" opt OPTIND=1
+    CONTENDERS=$2
+    shift 2
+    RUNS=${RUNS:-5}
+    REUSE=0
+    while getopts "n:c:rh" opt; do
+        case $opt in
+            n) RUNS=$OPTARG ;;
+            c) CONTENDERS=$OPTARG ;;
+            r) REUSE=1 ;;
+            h) sed -n "$help" "$0"; exit 0 ;;
+            *) sed -n "$help" "$0" >&2; exit 2 ;;
+        esac
+    done
+    shift $((OPTIND - 1))
+    BENCH=$(mkdir -p "${1:-$ROOT/work/bench}" && cd "${1:-$ROOT/work/bench}" && pwd)
+}
