@@ -1111,7 +1111,7 @@ fn flush_waits_for_earlier_writes_of_its_connection() {
 #[test]
 fn many_requests_in_flight_with_cookies_echoed() {
     let (dev, server) = rw_server(3);
-    let mut c = Client::ready(&server, false, false);
+    let c = Client::ready(&server, false, false);
     let mut reader = c.s.try_clone().unwrap();
     // Writes to distinct 4 KiB slots and reads of other slots, all pipelined.
     let n = 500u64;
