@@ -27,10 +27,11 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 
 packages=()
 declare -A commands_of=()
+# A line: PACKAGE [# cmd: COMMAND...]; other comments are ignored.
 while read -r pkg cmds; do
     packages+=("$pkg")
     commands_of[$pkg]=$cmds
-done < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$LIST")
+done < <(sed -E -e 's/#[[:space:]]*cmd:/ /' -e 's/#.*//' -e '/^[[:space:]]*$/d' "$LIST")
 [ ${#packages[@]} -gt 0 ] || die "$LIST lists no packages"
 
 # Prints "PKG=VERSION" for every listed, installed package whose installed

@@ -50,7 +50,7 @@ say "reproduced: a plain 'apt-get install qemu-system-x86' would remove qemu-uti
 
 mkdir -p "$chroot_dir/project/scripts"
 cp scripts/setup.sh "$chroot_dir/project/scripts/"
-printf 'qemu-system-x86  qemu-system-x86_64\nqemu-utils       qemu-img qemu-io\n' > "$chroot_dir/project/packages.txt"
+printf 'qemu-system-x86  # cmd: qemu-system-x86_64\nqemu-utils       # cmd: qemu-img qemu-io\n' > "$chroot_dir/project/packages.txt"
 say "running scripts/setup.sh in the chroot"
 in_root env SETUP_PACKAGES=/project/packages.txt bash /project/scripts/setup.sh > "$work/setup.log" 2>&1 ||
     { cat "$work/setup.log" >&2; fail "scripts/setup.sh failed"; }
