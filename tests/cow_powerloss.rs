@@ -618,6 +618,21 @@ struct Checker {
 }
 
 impl Checker {
+    /// Counters at zero; tools checked on every 4th state, a second crash
+    /// replayed on every `second_every`th dirty one.
+    fn new(dir: &Path, second_every: usize) -> Checker {
+        Checker {
+            dir: dir.to_path_buf(),
+            counter: 0,
+            merges: 0,
+            repairs: 0,
+            repair_states: 0,
+            tools_every: 4,
+            dirty: 0,
+            second_every,
+        }
+    }
+
     fn fresh_path(&mut self, what: &str) -> PathBuf {
         self.counter += 1;
         self.dir.join(format!("{what}-{}.cow", self.counter))
@@ -849,16 +864,7 @@ fn every_crash_state_keeps_flushed_writes() {
     let t0 = Instant::now();
     let dir = workdir();
     let sessions = sessions(dir.path());
-    let mut checker = Checker {
-        dir: dir.path().to_path_buf(),
-        counter: 0,
-        merges: 0,
-        repairs: 0,
-        repair_states: 0,
-        tools_every: 4,
-        dirty: 0,
-        second_every: 4,
-    };
+    let mut checker = Checker::new(dir.path(), 4);
     let mut states = 0;
     let mut entries = 0;
     for (i, s) in sessions.iter().enumerate() {
@@ -910,16 +916,7 @@ fn removing_any_one_sync_is_caught() {
     sites.insert("repair: header");
     let mut uncaught = Vec::new();
     for &site in &sites {
-        let mut checker = Checker {
-            dir: dir.path().to_path_buf(),
-            counter: 0,
-            merges: 0,
-            repairs: 0,
-            repair_states: 0,
-            tools_every: 4,
-            dirty: 0,
-            second_every: 1,
-        };
+        let mut checker = Checker::new(dir.path(), 1);
         let mut states = 0;
         let mut caught = None;
         for (i, s) in sessions.iter().enumerate() {
