@@ -324,4 +324,30 @@ mod tests {
         // A boot signature alone (an MBR) is not a FAT filesystem.
         assert_eq!(probe(&dev_with(4096, &[(510, &[0x55, 0xaa])])), None);
     }
+
+    /// exFAT's label walk follows offsets and a FAT chain taken from the
+    /// boot sector: garbage there (and in the chain) reads no label, or a
+    /// short one, and never panics or reads without bound.
+    #[test]
+    fn exfat_label_walk_survives_garbage() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2000 {
+            let mut data = vec![0u8; 64 * 1024];
+            for b in data.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            data[3..11].copy_from_slice(b"EXFAT   ");
+            // Small shifts and a root cluster inside the image, so the
+            // walk gets past the first checks.
+            data[108] = 9;
+            data[109] = (x % 4) as u8;
+            data[96..100].copy_from_slice(&((x % 40) as u32).to_le_bytes());
+            let info = probe(&MemDev::new(data)).expect("the magic alone makes it exFAT");
+            assert_eq!(info.fs, FsType::Exfat);
+            assert!(info.label.chars().count() <= 11);
+        }
+    }
 }
