@@ -37,6 +37,16 @@
 #   --no-secure-boot   UEFI through an unsigned GRUB image (also used, with a
 #                      note, when shim-signed or grub-efi-amd64-signed is
 #                      not installed)
+#   --verity           a dm-verity hash tree next to each image
+#                      (KNOPPIX/KNOPPIX.verity), its root hash in the
+#                      command line of every boot entry (cloopbox.verity=);
+#                      an --image needs its tree beside it (IMAGE.verity),
+#                      which is checked against the image; prints
+#                      "root hash: HEX NAME" per image on stdout
+#   --uki KEY,CERT     UEFI boots a unified kernel image (kernel, initramfs
+#                      and the default entry's command line in one PE file,
+#                      systemd's EFI stub) signed for Secure Boot with KEY
+#                      and CERT (PEM, sbsign) instead of shim and GRUB
 #   --image-only       write the compressed image to -o and stop
 #   -N                 a network initramfs (passed to mkinitramfs.sh, if it
 #                      supports it)
@@ -47,12 +57,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-usage() { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "mklive: $*" >&2; exit 1; }
 bad() { echo "mklive: $*" >&2; echo "mklive: see --help" >&2; exit 2; }
 
 OUT="" SRC="" KERNEL="" MODDIR=/ KVER="" INITRD="" BIN=${CLOOPBOX:-} APPEND="" FS=ext4 FS_SIZE=""
 CODEC=zlib BLOCK=65536 LEVEL="" LABEL=KNOPPIX PERSIST="" TIMEOUT=0 ADD="" SECURE=1 IMAGE_ONLY=0 NET=0 QUIET=0
+VERITY=0 UKI=""
 IMAGES=()
 while [ $# -gt 0 ]; do
     opt=$1
@@ -62,8 +73,9 @@ while [ $# -gt 0 ]; do
         -h | --help) usage; exit 0 ;;
         --no-secure-boot) SECURE=0; shift; continue ;;
         --image-only) IMAGE_ONLY=1; shift; continue ;;
+        --verity) VERITY=1; shift; continue ;;
         -o | --root | --image | --kernel | --modules | --kver | --initrd | --binary | --append | --fs | --fs-size | \
-            --codec | --block-size | --level | --label | --persistence | --timeout | --add)
+            --codec | --block-size | --level | --label | --persistence | --timeout | --add | --uki)
             [ $# -ge 2 ] || bad "$opt needs a value" ;;
         *) bad "unknown option '$opt'" ;;
     esac
@@ -88,6 +100,7 @@ while [ $# -gt 0 ]; do
         --persistence) PERSIST=$val ;;
         --timeout) TIMEOUT=$val ;;
         --add) ADD=$val ;;
+        --uki) UKI=$val ;;
     esac
 done
 
@@ -104,6 +117,13 @@ case $CODEC in zlib | xz | lz4 | zstd | none) ;; *) bad "--codec zlib|xz|lz4|zst
 [ -z "$ADD" ] || [ -d "$ADD" ] || die "--add $ADD: not a directory"
 [ -z "$INITRD" ] || [ -f "$INITRD" ] || die "--initrd $INITRD: no such file"
 [[ $LABEL =~ ^[A-Za-z0-9_.-]{1,32}$ ]] || bad "--label: 1 to 32 letters, digits, '_', '.' or '-', not '$LABEL'"
+UKI_KEY="" UKI_CERT=""
+if [ -n "$UKI" ]; then
+    UKI_KEY=${UKI%%,*} UKI_CERT=${UKI#*,}
+    [ "$UKI_KEY" != "$UKI" ] && [ -n "$UKI_KEY" ] && [ -n "$UKI_CERT" ] || bad "--uki KEY,CERT, not '$UKI'"
+    [ -f "$UKI_KEY" ] || die "--uki: no key file $UKI_KEY"
+    [ -f "$UKI_CERT" ] || die "--uki: no certificate file $UKI_CERT"
+fi
 PERSIST_FS="" PERSIST_BYTES=0
 if [ -n "$PERSIST" ]; then
     size=${PERSIST%%:*} PERSIST_FS=ext4
@@ -221,20 +241,42 @@ make_image() { # OUT
         say "compressing the filesystem image $SRC as it is"
     fi
     [ -z "$dir" ] || fs_image "$dir" "$fs"
-    local cargs=(-B "$BLOCK" --codec "$CODEC")
+    local cargs=(-B "$BLOCK" --codec "$CODEC") printed
     [ -z "$LEVEL" ] || cargs+=(-L "$LEVEL")
     [ "$TTY" = 1 ] || cargs+=(-q)
-    say "compressing ($CODEC, $BLOCK-byte blocks)"
-    cloopbox create_compressed_fs "${cargs[@]}" "$fs" "$out.tmp" || die "create_compressed_fs failed on $fs"
+    [ "$VERITY" = 0 ] || cargs+=("--verity=$out.tmp.verity")
+    say "compressing ($CODEC, $BLOCK-byte blocks$( ((VERITY)) && echo ', with a hash tree'))"
+    printed=$(cloopbox create_compressed_fs "${cargs[@]}" "$fs" "$out.tmp") || die "create_compressed_fs failed on $fs"
     mv "$out.tmp" "$out"
+    if [ "$VERITY" = 1 ]; then
+        ROOT_HASH=$(sed -n 's/^root hash: \([0-9a-f]\{64\}\)$/\1/p' <<< "$printed")
+        [ -n "$ROOT_HASH" ] || die "create_compressed_fs --verity printed no root hash: $printed"
+        mv "$out.tmp.verity" "$out.verity"
+    fi
     [ "$fs" = "$SRC" ] || rm -f "$fs"
     [ "$dir" != "$tmp/root" ] || rm -rf "$dir"
+}
+
+# image_tree IMAGE: the root hash of IMAGE's tree IMAGE.verity, in
+# ROOT_HASH, after checking every block of the image against it (the tree
+# came with the image, so it is proved to match before its root hash is
+# signed into a command line).
+image_tree() {
+    local img=$1 info
+    [ -f "$img.verity" ] || die "--verity: --image $img has no hash tree $img.verity (create_compressed_fs --verity writes one)"
+    info=$(cloopbox cloopinfo --json "$img") || die "cloopinfo could not read $img"
+    ROOT_HASH=$(sed -n 's/.*"verity_root_hash": *"\([0-9a-f]\{64\}\)".*/\1/p' <<< "$info")
+    [ -n "$ROOT_HASH" ] || die "--verity: $img.verity is not a usable hash tree for $img: $(sed -n 's/.*"verity_error": *\("[^"]*"\).*/\1/p' <<< "$info")"
+    say "checking $img against $img.verity"
+    cloopbox verity -q "$img" "$img.verity" "$ROOT_HASH" >/dev/null ||
+        die "--verity: $img does not match its tree $img.verity"
 }
 
 if [ "$IMAGE_ONLY" = 1 ]; then
     [ -n "$SRC" ] || bad "--image-only needs --root"
     make_image "$OUT"
-    say "wrote $OUT: $(stat -c %s "$OUT") bytes"
+    say "wrote $OUT: $(stat -c %s "$OUT") bytes$( ((VERITY)) && echo ", tree $OUT.verity")"
+    [ "$VERITY" = 0 ] || echo "root hash: $ROOT_HASH $OUT"
     exit 0
 fi
 
@@ -273,7 +315,13 @@ SHIM=/usr/lib/shim/shimx64.efi.signed
 MOK=/usr/lib/shim/mmx64.efi.signed
 GRUB_SIGNED=/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed
 GRUB_MODS=/usr/lib/grub/x86_64-efi
-if [ "$SECURE" = 1 ] && { [ ! -f "$SHIM" ] || [ ! -f "$GRUB_SIGNED" ]; }; then
+UKI_STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+if [ -n "$UKI" ]; then
+    [ -f "$UKI_STUB" ] || die "$UKI_STUB is missing (apt-get install systemd-boot-efi)"
+    need objcopy binutils
+    need sbsign sbsigntool
+    need sbverify sbsigntool
+elif [ "$SECURE" = 1 ] && { [ ! -f "$SHIM" ] || [ ! -f "$GRUB_SIGNED" ]; }; then
     echo "mklive: note: $SHIM or $GRUB_SIGNED is missing (apt-get install shim-signed grub-efi-amd64-signed):" \
         "UEFI boots through an unsigned GRUB, which Secure Boot refuses" >&2
     SECURE=0
@@ -282,6 +330,35 @@ if [ "$SECURE" = 0 ]; then
     need grub-mkimage grub-common
     [ -f "$GRUB_MODS/linux.mod" ] || die "$GRUB_MODS is missing (apt-get install grub-efi-amd64-bin)"
 fi
+
+# make_uki KERNEL INITRD CMDLINE OUT: one PE file of systemd's EFI stub
+# with the kernel, the initramfs and the command line as its sections,
+# signed with --uki's key. With Secure Boot on, the stub ignores a command
+# line from the firmware or a boot loader: the signed one is the only one.
+# Each section is placed after the one before it, page-aligned, from the
+# end of the stub's own sections (the layout ukify uses).
+make_uki() {
+    local kernel=$1 initrd=$2 cmdline=$3 out=$4 end offs args=() name file size
+    printf '%s' "$cmdline" > "$tmp/uki.cmdline"
+    printf 'NAME="cloopbox live"\nID=cloopbox\nPRETTY_NAME="cloopbox live %s"\n' "$LABEL" > "$tmp/uki.osrel"
+    end=0
+    while read -r _ _ size vma _; do
+        [ $((0x$vma + 0x$size)) -le "$end" ] || end=$((0x$vma + 0x$size))
+    done < <(objdump -h "$UKI_STUB" | grep -E '^ *[0-9]+ +\.[a-z]+ +[0-9a-f]+ +[0-9a-f]+ ')
+    [ "$end" -gt 0 ] || die "objdump could not read the sections of $UKI_STUB"
+    offs=$(( (end + 4095) / 4096 * 4096 ))
+    for name in osrel:"$tmp/uki.osrel" cmdline:"$tmp/uki.cmdline" linux:"$kernel" initrd:"$initrd"; do
+        file=${name#*:} name=${name%%:*}
+        args+=(--add-section ".$name=$file" --change-section-vma ".$name=$(printf '0x%x' "$offs")")
+        size=$(stat -c %s "$file")
+        offs=$(( (offs + size + 4095) / 4096 * 4096 ))
+    done
+    objcopy "${args[@]}" "$UKI_STUB" "$tmp/uki.unsigned" 2>"$tmp/objcopy.err" ||
+        { cat "$tmp/objcopy.err" >&2; die "objcopy could not build the unified kernel image"; }
+    sbsign --key "$UKI_KEY" --cert "$UKI_CERT" --output "$out" "$tmp/uki.unsigned" 2>"$tmp/sbsign.err" >&2 ||
+        { cat "$tmp/sbsign.err" >&2; die "sbsign could not sign the unified kernel image with $UKI_KEY and $UKI_CERT"; }
+    sbverify --cert "$UKI_CERT" "$out" >/dev/null 2>&1 || die "sbverify: the signed unified kernel image does not verify with $UKI_CERT"
+}
 
 t=$tmp/iso
 mkdir -p "$t/boot/isolinux" "$t/boot/grub" "$t/KNOPPIX" "$t/.disk"
@@ -301,18 +378,37 @@ else
 fi
 
 # --- 3. the medium's files ----------------------------------------------
+# With --verity, HASHES collects NAME=ROOTHASH for the command line.
+HASHES=()
 if [ -n "$SRC" ]; then
     make_image "$t/KNOPPIX/KNOPPIX"
+    [ "$VERITY" = 0 ] || HASHES+=("KNOPPIX=$ROOT_HASH")
 else
     n=0
     for i in "${IMAGES[@]}"; do
         if [ $n = 0 ]; then dest=KNOPPIX; else dest=KNOPPIX$n; fi
         cp "$i" "$t/KNOPPIX/$dest"
+        if [ "$VERITY" = 1 ]; then
+            image_tree "$i"
+            cp "$i.verity" "$t/KNOPPIX/$dest.verity"
+            HASHES+=("$dest=$ROOT_HASH")
+        fi
         n=$((n + 1))
     done
 fi
-# As Debian live media do; the media check (testcd) compares with it.
-(cd "$t" && sha256sum KNOPPIX/* > sha256sum.txt)
+if [ "$VERITY" = 1 ]; then
+    for h in "${HASHES[@]}"; do echo "root hash: ${h#*=} KNOPPIX/${h%%=*}"; done
+    # One image: the bare hash (it is knoppix_name's); several: by name.
+    if [ ${#HASHES[@]} = 1 ]; then
+        vopt="cloopbox.verity=${HASHES[0]#*=}"
+    else
+        vopt="cloopbox.verity=$(IFS=,; echo "${HASHES[*]}")"
+    fi
+    APPEND="$vopt${APPEND:+ $APPEND}"
+fi
+# As Debian live media do; the media check (testcd) compares with it. The
+# trees are not images: they check themselves against the root hash.
+(cd "$t" && find KNOPPIX -maxdepth 1 -type f ! -name '*.verity' -print0 | sort -z | xargs -0 sha256sum > sha256sum.txt)
 # Debian's signed CD GRUB finds the medium by this file.
 echo "cloopbox live $LABEL" > "$t/.disk/info"
 
@@ -348,11 +444,17 @@ cp "$ISOLINUX" "$SYSLINUX/ldlinux.c32" "$t/boot/isolinux/"
     done
 } > "$t/boot/grub/grub.cfg"
 
-# The EFI system partition: shim + signed GRUB, or an unsigned GRUB that
-# finds the medium the way the signed one does.
+# The EFI system partition: a signed unified kernel image, shim + signed
+# GRUB, or an unsigned GRUB that finds the medium the way the signed one
+# does.
 esp=$tmp/esp
 mkdir -p "$esp"
-if [ "$SECURE" = 1 ]; then
+if [ -n "$UKI" ]; then
+    IFS='|' read -r _ _ uki_args <<< "${ENTRIES[0]}"
+    make_uki "$t/boot/vmlinuz" "$t/boot/initrd.gz" "$uki_args" "$esp/BOOTX64.EFI"
+    SECURE=uki
+    say "UEFI: unified kernel image signed with $UKI_CERT"
+elif [ "$SECURE" = 1 ]; then
     cp "$SHIM" "$esp/BOOTX64.EFI"
     cp "$GRUB_SIGNED" "$esp/grubx64.efi"
     cp "$MOK" "$esp/mmx64.efi"
@@ -421,4 +523,9 @@ xorriso -as mkisofs "${xq[@]}" -R -J -V "$LABEL" -o "$OUT.tmp" \
     "${xargs_persist[@]}" "$t" 2>"$tmp/xorriso.err" ||
     { cat "$tmp/xorriso.err" >&2; die "xorriso could not write $OUT"; }
 mv "$OUT.tmp" "$OUT"
-say "wrote $OUT: $(stat -c %s "$OUT") bytes, kernel $KVER, $( ((SECURE)) && echo 'Secure Boot' || echo 'unsigned UEFI'), BIOS"
+case $SECURE in
+    uki) uefi="signed unified kernel image" ;;
+    1) uefi="Secure Boot" ;;
+    *) uefi="unsigned UEFI" ;;
+esac
+say "wrote $OUT: $(stat -c %s "$OUT") bytes, kernel $KVER, $uefi, BIOS$( ((VERITY)) && echo ', verified images')"

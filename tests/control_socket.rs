@@ -70,6 +70,7 @@ fn fixture() -> Fixture {
         cow: Some(Box::new(move || stats.stats())),
         cow_sync: Some(Box::new(move || synced.sync())),
         cache: Some(Box::new(|| cloopbox::cache::Stats { hits: 5, misses: 2, ..Default::default() })),
+        verity: None,
         detach: Box::new(move |p| {
             let _ = tx.lock().unwrap().send(p);
         }),

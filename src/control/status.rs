@@ -32,6 +32,9 @@
 //! yet in the on-disk bitmap and header. Without a cowfile the
 //! copy-on-write section is one line, `copy-on-write file: -`; without a
 //! cache (a raw base, or `--cache-size 0`) the cache lines are left out.
+//! With `--root-hash`, two more lines after the cache's: `verity checked`
+//! (4 KiB data blocks hashed against the tree) and `verity refused` (blocks
+//! that did not match, each failed with EIO).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -61,6 +64,9 @@ pub struct Status {
     pub cow: Option<CowStatus>,
     /// (hits, misses, blocks prefetched) of the decompressed-block cache.
     pub cache: Option<(u64, u64, u64)>,
+    /// (4 KiB data blocks hashed, blocks that did not match) of the
+    /// verifying layer, when there is one.
+    pub verity: Option<(u64, u64)>,
     pub bytes_read: u64,
     pub bytes_written: u64,
 }
@@ -102,6 +108,10 @@ impl Status {
             field(&mut out, "cache misses", misses);
             field(&mut out, "cache prefetched", prefetched);
         }
+        if let Some((checked, refused)) = self.verity {
+            field(&mut out, "verity checked", checked);
+            field(&mut out, "verity refused", refused);
+        }
         field(&mut out, "bytes read", self.bytes_read);
         field(&mut out, "bytes written", self.bytes_written);
         out
@@ -128,12 +138,13 @@ mod tests {
                 cowwrites: 40,
             }),
             cache: Some((120, 17, 9)),
+            verity: Some((2048, 1)),
             bytes_read: 491520,
             bytes_written: 119808,
         };
         let text = s.render();
         let expected = format!(
-            "   cowloop version: cloopbox {}\n\n      device state: cowopenrw \n            device: /dev/nbd0\n     pid of thread:      1234\n\n    read-only file: /images/my fs.cloop\n          rdoreads:        17\n\ncopy-on-write file: /data/cow\n     state cowfile:     dirty\n     bitmap-blocks:         2 (of 1024 bytes)\n  cowblocks in use:       117 (of 1024 bytes)\n          cowreads:         3\n         cowwrites:        40\n\n        cache hits:       120\n      cache misses:        17\n  cache prefetched:         9\n        bytes read:    491520\n     bytes written:    119808\n",
+            "   cowloop version: cloopbox {}\n\n      device state: cowopenrw \n            device: /dev/nbd0\n     pid of thread:      1234\n\n    read-only file: /images/my fs.cloop\n          rdoreads:        17\n\ncopy-on-write file: /data/cow\n     state cowfile:     dirty\n     bitmap-blocks:         2 (of 1024 bytes)\n  cowblocks in use:       117 (of 1024 bytes)\n          cowreads:         3\n         cowwrites:        40\n\n        cache hits:       120\n      cache misses:        17\n  cache prefetched:         9\n    verity checked:      2048\n    verity refused:         1\n        bytes read:    491520\n     bytes written:    119808\n",
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(text, expected);
@@ -146,6 +157,7 @@ mod tests {
         assert!(text.contains("copy-on-write file: -\n"), "{text}");
         assert!(!text.contains("state cowfile"), "{text}");
         assert!(!text.contains("cache hits"), "{text}");
+        assert!(!text.contains("verity"), "{text}");
         assert!(text.contains("      device state: \n"), "{text}");
     }
 

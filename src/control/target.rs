@@ -15,6 +15,7 @@ pub type CowStats = Box<dyn Fn() -> crate::cow::overlay::Stats + Send + Sync>;
 /// cowsync: writes the bitmap and a clean header (`Overlay::sync`).
 pub type CowSync = Box<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 pub type CacheStats = Box<dyn Fn() -> crate::cache::Stats + Send + Sync>;
+pub type VerityStats = crate::verity::StatsFn;
 pub type DetachFn = Box<dyn Fn(Pending) + Send + Sync>;
 
 pub struct Target {
@@ -27,6 +28,8 @@ pub struct Target {
     /// Makes the cowfile clean on disk; a plain flush leaves it DIRTY.
     pub cow_sync: Option<CowSync>,
     pub cache: Option<CacheStats>,
+    /// Present when blocks are checked against a hash tree (`--root-hash`).
+    pub verity: Option<VerityStats>,
     pub detach: DetachFn,
 }
 
@@ -51,6 +54,10 @@ impl Target {
             cache: self.cache.as_ref().map(|stats| {
                 let s = stats();
                 (s.hits, s.misses, s.prefetched)
+            }),
+            verity: self.verity.as_ref().map(|stats| {
+                let s = stats();
+                (s.hashed, s.failed)
             }),
             bytes_read: served.bytes_read,
             bytes_written: served.bytes_written,

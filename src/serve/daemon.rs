@@ -145,6 +145,7 @@ struct Status {
     cow: Option<control::target::CowStats>,
     cow_sync: Option<control::target::CowSync>,
     cache: Option<control::target::CacheStats>,
+    verity: Option<control::target::VerityStats>,
 }
 
 /// The kernel device and its control socket, once attached.
@@ -188,6 +189,7 @@ fn attach(
         cow: status.cow,
         cow_sync: status.cow_sync,
         cache: status.cache,
+        verity: status.verity,
         detach: Box::new(move |pending| {
             let _ = detach_events.send(Event::Detach(pending));
         }),
@@ -278,7 +280,7 @@ pub fn run(o: Options) -> Result<(), String> {
     let watched: &[i32] = if daemon { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
     let mut signals =
         signal_hook::iterator::Signals::new(watched).map_err(|e| format!("signal handlers: {e}"))?;
-    let Stack { export, summary, device_block, meter, cow_stats, cow_sync, cache_stats } =
+    let Stack { export, summary, device_block, meter, cow_stats, cow_sync, cache_stats, verity_stats } =
         stack::build(&o, say.warn_fn())?;
     let (listeners, names) = bind_all(&o)?;
     let dev = export.dev.clone();
@@ -296,7 +298,14 @@ pub fn run(o: Options) -> Result<(), String> {
     let (events, event) = std::sync::mpsc::channel::<Event>();
     let mut attached = match o.device {
         Some(index) => {
-            let status = Status { dev: dev.clone(), meter, cow: cow_stats, cow_sync, cache: cache_stats };
+            let status = Status {
+                dev: dev.clone(),
+                meter,
+                cow: cow_stats,
+                cow_sync,
+                cache: cache_stats,
+                verity: verity_stats,
+            };
             Some(attach(&o, &server, (index, device_block), status, &events)?)
         }
         None => None,

@@ -19,7 +19,7 @@ use super::Options;
 use crate::blockdev::{BlockDev, ReadAt};
 use crate::cache::Cache;
 use crate::control::meter::Metered;
-use crate::control::target::{CacheStats, CowStats, CowSync};
+use crate::control::target::{CacheStats, CowStats, CowSync, VerityStats};
 use crate::cow::overlay::{Overlay, OverlayOptions, WarnFn};
 use crate::nbd::{BlockSizes, Export};
 use crate::units::Bytes;
@@ -37,6 +37,7 @@ pub struct Stack {
     /// cowsync: the cowfile made clean on disk (a flush leaves it DIRTY).
     pub cow_sync: Option<CowSync>,
     pub cache_stats: Option<CacheStats>,
+    pub verity_stats: Option<VerityStats>,
 }
 
 /// The image (cached when it is a cloop image), its block size and what
@@ -46,40 +47,41 @@ struct Read {
     block_size: u32,
     what: String,
     cache_stats: Option<CacheStats>,
+    verity_stats: Option<VerityStats>,
 }
 
-/// With `--root-hash`, the verifying layer over `lower`; else `lower`.
+/// With `--root-hash`, the verifying layer over `lower` and its counters;
+/// else `lower`.
 fn verified(
     o: &Options,
     lower: Arc<dyn ReadAt>,
     what: &mut String,
     warn: &WarnFn,
-) -> Result<Arc<dyn ReadAt>, String> {
-    let Some(root) = o.verity.root else { return Ok(lower) };
+) -> Result<(Arc<dyn ReadAt>, Option<VerityStats>), String> {
+    let Some(root) = o.verity.root else { return Ok((lower, None)) };
     let options =
         crate::verity::layer::Options { check_at_most_once: o.verity.once, warn: Some(warn.clone()) };
-    let (layer, summary) =
-        crate::verity::serve_layer(&o.image, o.verity.tree.as_deref(), root, lower, options)?;
-    *what = format!("{what}, {summary}");
-    Ok(layer)
+    let layer = crate::verity::serve_layer(&o.image, o.verity.tree.as_deref(), root, lower, options)?;
+    *what = format!("{what}, {}", layer.summary);
+    Ok((layer.dev, Some(layer.stats)))
 }
 
 fn read_layers(o: &Options, warn: &WarnFn) -> Result<Read, String> {
     let image = match open_base(&o.image, o.root_daemon, warn)? {
         Base::Raw(file) => {
             let mut what = "raw".to_string();
-            let dev = verified(o, file, &mut what, warn)?;
-            return Ok(Read { dev, block_size: 4096, what, cache_stats: None });
+            let (dev, verity_stats) = verified(o, file, &mut what, warn)?;
+            return Ok(Read { dev, block_size: 4096, what, cache_stats: None, verity_stats });
         }
         Base::Cloop(image) => image,
     };
     let info = image.info().clone();
     let mut what =
         format!("{} image, {} blocks of {}", info.version, info.num_blocks, Bytes(info.block_size.into()));
-    let lower = verified(o, image.clone(), &mut what, warn)?;
+    let (lower, verity_stats) = verified(o, image.clone(), &mut what, warn)?;
     if o.cache_size == 0 {
         let what = what + ", no cache";
-        return Ok(Read { dev: lower, block_size: info.block_size, what, cache_stats: None });
+        return Ok(Read { dev: lower, block_size: info.block_size, what, cache_stats: None, verity_stats });
     }
     let probe = zero_probe(image);
     let cache = Cache::new(lower, info.block_size, o.cache_size)
@@ -90,7 +92,7 @@ fn read_layers(o: &Options, warn: &WarnFn) -> Result<Read, String> {
     let what = format!("{what}, cache {}", Bytes(cache.capacity()));
     let counted = cache.clone();
     let cache_stats: Option<CacheStats> = Some(Box::new(move || counted.stats()));
-    Ok(Read { dev: cache, block_size: info.block_size, what, cache_stats })
+    Ok(Read { dev: cache, block_size: info.block_size, what, cache_stats, verity_stats })
 }
 
 /// The filesystem inside decides the device's logical block size: an
@@ -109,7 +111,7 @@ fn device_block(o: &Options, read: &dyn ReadAt) -> u32 {
 /// stderr in the foreground, to the console and kmsg for a daemon, whose
 /// stderr is gone.
 pub fn build(o: &Options, warn: WarnFn) -> Result<Stack, String> {
-    let Read { dev: read, block_size, what, cache_stats } = read_layers(o, &warn)?;
+    let Read { dev: read, block_size, what, cache_stats, verity_stats } = read_layers(o, &warn)?;
     let size = read.size();
     let device_block = device_block(o, &*read);
     let mut cow_stats: Option<CowStats> = None;
@@ -147,5 +149,5 @@ pub fn build(o: &Options, warn: WarnFn) -> Result<Stack, String> {
     let meter = Arc::new(Metered::new(export.dev.clone()));
     export.dev = meter.clone();
     let summary = format!("{} ({what}, {}) {rw}", o.image.display(), Bytes(size));
-    Ok(Stack { export, summary, device_block, meter, cow_stats, cow_sync, cache_stats })
+    Ok(Stack { export, summary, device_block, meter, cow_stats, cow_sync, cache_stats, verity_stats })
 }

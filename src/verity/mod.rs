@@ -69,13 +69,24 @@ mod tests;
 /// [`layer::Verified`] on `lower`. Returns the layer and a summary for
 /// the startup line. Any problem is an error: a server asked to verify
 /// never serves unverified data.
+/// The verifying layer of a served stack: the device, what to say about
+/// it, and its counters for the control socket's status.
+pub struct ServeLayer {
+    pub dev: std::sync::Arc<dyn crate::blockdev::ReadAt>,
+    pub summary: String,
+    pub stats: StatsFn,
+}
+
+/// The verifying layer's counters (blocks hashed, blocks refused).
+pub type StatsFn = Box<dyn Fn() -> layer::Stats + Send + Sync>;
+
 pub fn serve_layer(
     image: &Path,
     tree: Option<&Path>,
     root: Digest,
     lower: std::sync::Arc<dyn crate::blockdev::ReadAt>,
     options: layer::Options,
-) -> Result<(std::sync::Arc<dyn crate::blockdev::ReadAt>, String), String> {
+) -> Result<ServeLayer, String> {
     let path = tree.map_or_else(|| tree_path_for(image), Path::to_path_buf);
     if tree.is_none() && !path.exists() {
         return Err(format!(
@@ -86,6 +97,7 @@ pub fn serve_layer(
     let opened = tree::Tree::open(&path, root, lower.size()).map_err(|e| e.to_string())?;
     let summary = format!("verity {} root {}", path.display(), &format::to_hex(&root)[..16]);
     let name = image.display().to_string();
-    let layer = layer::Verified::new(lower, std::sync::Arc::new(opened), name, options);
-    Ok((std::sync::Arc::new(layer), summary))
+    let layer = std::sync::Arc::new(layer::Verified::new(lower, std::sync::Arc::new(opened), name, options));
+    let counted = layer.clone();
+    Ok(ServeLayer { dev: layer, summary, stats: Box::new(move || counted.stats()) })
 }

@@ -16,7 +16,21 @@
 #                      in the image: the guest (guest/verity.sh) gets EIO
 #                      reading that file and reads /verity/good whole; the
 #                      console names the block
-ALL_SCENARIOS+=(verity verity-wrong-hash verity-tampered)
+#   verity-mklive      the CD of mklive --verity --root (the image, its tree
+#                      and the root hash in the boot entry all from
+#                      mklive, no cloopbox.verity= given): init says the
+#                      tree matches the root hash mklive printed, the daemon
+#                      runs with it, and its status counts 4 KiB blocks
+#                      checked (> 0) and none refused
+#   uki-secureboot     OVMF with Secure Boot enforced and Debian's snakeoil
+#                      test keys enrolled (PK, KEK, db): the CD of mklive
+#                      --verity --uki, its UEFI path one unified kernel
+#                      image signed with the snakeoil key; the guest sees
+#                      Secure Boot on and systemd's stub, boots the
+#                      verified root and powers off through the exitrd.
+#                      Then the same image signed with a key made in the
+#                      test (not enrolled): the firmware refuses it
+ALL_SCENARIOS+=(verity verity-wrong-hash verity-tampered verity-mklive uki-secureboot)
 
 VERITY_WORK=$WORK/verity
 
@@ -93,4 +107,79 @@ scenario_verity-tampered() {
     local forbid=("VERITY-BAD: read" "VERITY-GOOD: wrong" "boot failed")
     check_absent verity-tampered "one tampered block: EIO for exactly that file, the block named" forbid \
         "VERITY-BAD: refused: .*Input/output error" "VERITY-GOOD: ok" "KNOPPIX: verity: .*block [0-9]+" "CHECKS-DONE"
+}
+
+# verity_mklive_iso OUT APPEND [MKLIVE ARGS...]: mklive --verity of the
+# busybox root (ext4, as cloop_of makes it) with our initramfs; MKLIVE_ROOT
+# is the root hash mklive printed.
+verity_mklive_iso() {
+    local out=$1 append=$2 printed
+    shift 2
+    printed=$(mklive --initrd "$WORK/initrd.gz" --append "$append" --root "$WORK/rootfs" --fs ext4 --fs-size 48 \
+        --verity "$@" -o "$out") || { log "mklive --verity failed: $printed"; exit 1; }
+    MKLIVE_ROOT=$(sed -n 's|^root hash: \([0-9a-f]\{64\}\) KNOPPIX/KNOPPIX$|\1|p' <<< "$printed")
+    [ -n "$MKLIVE_ROOT" ] || { log "mklive --verity printed no root hash: $printed"; exit 1; }
+}
+
+# The facts only a verifying daemon produces: the tree checked against the
+# root hash at boot, cloopd's --root-hash, and its status counting blocks
+# hashed against the tree (the status of a daemon without --root-hash has
+# no verity lines).
+verity_served_checks() { # ROOTHASH
+    VERITY_SERVED=("KNOPPIX/KNOPPIX: hash tree .*KNOPPIX.verity matches root hash ${1:0:16}"
+        "DAEMON: [0-9]+ @cloopd .*--root-hash $1" "CTL: +verity checked: +[1-9][0-9]*\b"
+        "CTL: +verity refused: +0\b")
+}
+
+scenario_verity-mklive() {
+    prepare_live
+    mkdir -p "$VERITY_WORK"
+    local iso=$VERITY_WORK/mklive.iso
+    verity_mklive_iso "$iso" "$APPEND_BASE"
+    # The boot entry carries the hash mklive printed (no one else put it there).
+    xorriso -osirrox on -indev "$iso" -extract /boot/isolinux/isolinux.cfg "$VERITY_WORK/mklive.cfg" 2>/dev/null
+    grep -q "cloopbox.verity=$MKLIVE_ROOT " "$VERITY_WORK/mklive.cfg" ||
+        { log "isolinux.cfg of $iso has no cloopbox.verity=$MKLIVE_ROOT"; exit 1; }
+    boot verity-mklive "$UNTIL_LIVE" -cdrom "$iso" -boot d
+    verity_served_checks "$MKLIVE_ROOT"
+    local forbid=("boot failed" "verity: .*block")
+    check_absent verity-mklive "mklive --verity: tree on the CD, root hash in the entry, daemon verifies (blocks checked > 0, none refused)" \
+        forbid "${VERITY_SERVED[@]}" "${BLOCK_COW_CHECKS[@]}"
+}
+
+scenario_uki-secureboot() {
+    prepare_live
+    local d=$UEFI_WORK/uki
+    rm -rf "$d" && mkdir -p "$d"
+    # Debian's snakeoil pair (package ovmf): its certificate is PK, KEK and
+    # db in OVMF_VARS_4M.snakeoil.fd; the key's passphrase is "snakeoil".
+    openssl rsa -in /usr/share/ovmf/PkKek-1-snakeoil.key -passin pass:snakeoil -out "$d/snakeoil.key" 2>/dev/null ||
+        { log "openssl could not read the snakeoil key"; exit 1; }
+    local append="$APPEND_BASE no_timer_check cloopbox.test=efi"
+    verity_mklive_iso "$d/signed.iso" "$append" --uki "$d/snakeoil.key,/usr/share/ovmf/PkKek-1-snakeoil.pem"
+    local root=$MKLIVE_ROOT
+    local sb=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on
+        -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF/OVMF_CODE_4M.snakeoil.fd")
+    cp "$OVMF/OVMF_VARS_4M.snakeoil.fd" "$d/vars-signed.fd"
+    local TIMEOUT=${QEMU_TIMEOUT:-600}
+    boot uki-secureboot "$SHUTDOWN_UNTIL" "${sb[@]}" -drive "if=pflash,format=raw,unit=1,file=$d/vars-signed.fd" \
+        -drive "file=$d/signed.iso,media=cdrom,readonly=on"
+    verity_served_checks "$root"
+    local forbid=("boot failed" "verity: .*block" "GRUB")
+    check_absent uki-secureboot "OVMF Secure Boot (snakeoil keys): signed UKI from the CD, no GRUB; SecureBoot=1, lockdown; verified root on nbd; exitrd poweroff" \
+        forbid "EFI-SECUREBOOT-VAR: 1" "EFI-KMSG: Kernel is locked down from EFI Secure Boot" "EFI-STUB: systemd-stub" \
+        "EFI-NBD: loaded, taint ''" "${VERITY_SERVED[@]}" "${EFI_ROOT_CHECKS[@]}"
+
+    # The same build signed with a key of our own that the firmware does
+    # not know: it must not run.
+    openssl req -x509 -newkey rsa:2048 -nodes -subj "/CN=cloopbox test, not enrolled/" -days 2 \
+        -keyout "$d/other.key" -out "$d/other.pem" 2>/dev/null || { log "openssl could not make a key"; exit 1; }
+    verity_mklive_iso "$d/other.iso" "$append" --uki "$d/other.key,$d/other.pem"
+    cp "$OVMF/OVMF_VARS_4M.snakeoil.fd" "$d/vars-other.fd"
+    local TIMEOUT=${QEMU_TIMEOUT:-300}
+    boot uki-secureboot-refused "Access Denied|Security Violation|cloopbox|Kernel panic" "${sb[@]}" \
+        -drive "if=pflash,format=raw,unit=1,file=$d/vars-other.fd" -drive "file=$d/other.iso,media=cdrom,readonly=on"
+    local forbid=("cloopbox" "EFI stub" "ROOT-UP")
+    check_absent uki-secureboot-refused "OVMF Secure Boot (snakeoil keys): a UKI signed with a key not in db is refused by the firmware" \
+        forbid "BdsDxe: failed to load .*(Access Denied|Security Violation)"
 }

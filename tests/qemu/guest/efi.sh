@@ -13,6 +13,9 @@ mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>&1 | sed "s/^/EFI-MOUNT: 
 # (read whole: efivarfs files do not seek).
 v=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
 [ -r $v ] && echo "EFI-SECUREBOOT-VAR: $(od -An -tu1 < $v | awk '{ print $5 }')"
+# systemd's EFI stub (a unified kernel image) leaves its name here.
+s=/sys/firmware/efi/efivars/StubInfo-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+[ -r $s ] && echo "EFI-STUB: $(tail -c +5 < $s | tr -d '\0')"
 dmesg | grep -oE "secureboot: Secure boot (enabled|disabled)|Kernel is locked down from EFI Secure Boot" | sed "s/^/EFI-KMSG: /"
 mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 echo "EFI-LOCKDOWN: $(cat /sys/kernel/security/lockdown 2>&1)"
