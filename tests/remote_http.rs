@@ -7,7 +7,8 @@
 //! sent from its access log, redirects, 404/416/5xx, and the image replaced
 //! on the server while open. Our server: truncated bodies, a lying
 //! Content-Length, 5xx then recovery, slow answers, chunked bodies, no
-//! range support, and a server that goes away and returns.
+//! range support, a server that goes away and returns, and one that
+//! serves a tampered byte to `cloopd --root-hash`.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -20,6 +21,9 @@ use std::time::Duration;
 
 use cloopbox::blockdev::{FileDev, ReadAt};
 use cloopbox::remote::{self, Options, RemoteFile, Retry, Url};
+
+mod common;
+use common::{tool, Cloopd};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloopbox");
 
@@ -438,6 +442,9 @@ enum Mode {
     Extra,
     /// 200 with the whole body to every request.
     NoRanges,
+    /// Every body that covers this offset of the file has that byte
+    /// flipped (a compromised mirror or a proxy in the way).
+    Tamper(usize),
 }
 
 struct TestServer {
@@ -596,9 +603,15 @@ fn serve(s: TcpStream, data: &[u8], mode: &Mutex<Mode>, requests: &AtomicUsize) 
                         let mut r =
                             format!("HTTP/1.1 206 Partial\r\n{cr}Content-Length: {}\r\n\r\n", body.len())
                                 .into_bytes();
+                        let start = r.len();
                         r.extend_from_slice(body);
                         if m == Mode::Extra {
                             r.extend_from_slice(b"JUNK!");
+                        }
+                        if let Mode::Tamper(at) = m {
+                            if (a..a + body.len()).contains(&at) {
+                                r[start + at - a] ^= 0x20;
+                            }
                         }
                         r
                     }
@@ -729,4 +742,94 @@ fn concurrent_readers_share_fetches_and_get_exact_data() {
     // Sequential readers ride on read-ahead: far fewer requests than reads.
     let reqs = rf.stats().requests.load(Ordering::Relaxed);
     assert!(reqs < 400, "{reqs} requests for 800 reads");
+}
+
+#[test]
+fn a_tampering_server_gives_eio_for_exactly_that_block_with_root_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let data = payload(1 << 20, 12);
+    let raw = d.join("img.raw");
+    std::fs::write(&raw, &data).unwrap();
+    // Stored blocks (--codec none): the tampered byte still decodes, so
+    // only the hash tree can catch it.
+    let image = d.join("img.cloop");
+    let out = Command::new(BIN)
+        .args(["create_compressed_fs", "-q", "-B", "16384", "--codec", "none", "--verity", "--salt", "5a"])
+        .arg(&raw)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let root =
+        stdout.trim().strip_prefix("root hash: ").unwrap_or_else(|| panic!("stdout: {stdout}")).to_string();
+    let tree = d.join("img.cloop.verity");
+    let file = std::fs::read(&image).unwrap();
+    // Data block 77 (bytes 315392..319488), found in the image by its bytes
+    // (lines of the payload are numbered, so 64 of them are unique).
+    let block = 77;
+    let at = block * 4096 + 1000;
+    let file_at =
+        file.windows(64).position(|w| w == &data[at..at + 64]).expect("block 77 stored in the image");
+    let srv = TestServer::start(file, Mode::Tamper(file_at));
+
+    let uri = srv.url().to_string();
+    let server = Cloopd::try_start(d, Path::new(&uri), &["--root-hash", &root, "--verity-tree"])
+        .err()
+        .expect("--verity-tree without a value is refused");
+    assert!(server.contains("verity-tree"), "{server}");
+    let verity_tree = tree.to_str().unwrap();
+    let server = Cloopd::start(
+        d,
+        Path::new(&uri),
+        &["--root-hash", &root, "--verity-tree", verity_tree, "--threads=2"],
+    );
+    // The whole device: nbdcopy fails with EIO rather than copy a wrong byte.
+    let copy = d.join("copy");
+    let r = Command::new(tool("nbdcopy", "libnbd-bin")).arg(server.uri()).arg(&copy).output().unwrap();
+    assert!(!r.status.success(), "nbdcopy read the tampered device whole");
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Input/output error"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    // Around it: exact data; in it: EIO, whatever piece is asked for.
+    let qemu_io = |cmd: &str| common::qemu_io(&server.uri(), cmd);
+    let bad = block * 4096;
+    for (offset, len) in [(0, bad), (bad + 4096, (1 << 20) - bad - 4096), (bad - 4096, 4096)] {
+        let dump = qemu_io(&format!("read -v {offset} {len}"));
+        assert!(!dump.contains("error"), "{offset}+{len}: {dump}");
+        let hex: String = dump
+            .lines()
+            .filter(|l| l.len() > 10 && l.as_bytes()[8] == b':')
+            .flat_map(|l| l[10..].split_whitespace().take(16).map(str::to_string).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+            .join("");
+        let want: String = data[offset..offset + len].iter().map(|b| format!("{b:02x}")).collect();
+        assert!(hex == want, "{offset}+{len}: not the image's bytes");
+    }
+    for (offset, len) in [(bad, 4096), (bad + 1000, 64), (bad - 100, 200), (bad + 4000, 200)] {
+        let out = qemu_io(&format!("read -v {offset} {len}"));
+        assert!(out.contains("Input/output error"), "{offset}+{len}: {out}");
+        assert!(!out.contains(&format!("{:08x}:", offset)), "{offset}+{len}: data came back: {out}");
+    }
+    let log = server.stop().1;
+    assert!(
+        log.contains(&format!("verity: data block {block} (bytes {bad}..{}) does not match", bad + 4096)),
+        "{log}"
+    );
+    let named: Vec<&str> = log.lines().filter(|l| l.contains("data block")).collect();
+    assert!(
+        named.iter().all(|l| l.contains(&format!("data block {block} "))),
+        "only block {block} is named: {log}"
+    );
+
+    // The same server telling the truth: every byte, no complaint.
+    *srv.mode.lock().unwrap() = Mode::Good;
+    let server = Cloopd::start(d, Path::new(&uri), &["--root-hash", &root, "--verity-tree", verity_tree]);
+    let r = Command::new("nbdcopy").arg(server.uri()).arg(&copy).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(std::fs::read(&copy).unwrap() == data);
+    assert!(!server.stop().1.contains("verity"));
 }

@@ -227,14 +227,7 @@ fn cloopd_serves_verified_data_and_refuses_tampered_blocks() {
     assert!(err.contains("Input/output error"), "nbdcopy: {err}");
     // Only that 4 KiB block fails: its neighbours in the same 64 KiB cloop
     // block read fine, byte for byte (the cache retries the piece asked for).
-    let qemu_io = |cmd: &str| {
-        let out = Command::new(tool("qemu-io", "qemu-utils"))
-            .args(["-f", "raw", "-r", "-c", cmd])
-            .arg(server.uri())
-            .output()
-            .unwrap();
-        text(&out.stdout) + &text(&out.stderr)
-    };
+    let qemu_io = |cmd: &str| common::qemu_io(&server.uri(), cmd);
     for (offset, len) in [(1228800 - 4096, 4096), (1228800 + 4096, 8192), (0, 1228800)] {
         let pattern = qemu_io(&format!("read -v {offset} {len}"));
         assert!(!pattern.contains("error"), "{offset}+{len}: {pattern}");

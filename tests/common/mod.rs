@@ -58,6 +58,17 @@ pub fn tool(name: &str, package: &str) -> &'static str {
     Box::leak(name.to_string().into_boxed_str())
 }
 
+/// One qemu-io command (`read -v OFFSET LEN`...) on the read-only raw
+/// export at `uri`: its stdout and stderr together.
+pub fn qemu_io(uri: &str, cmd: &str) -> String {
+    let out = Command::new(tool("qemu-io", "qemu-utils"))
+        .args(["-f", "raw", "-r", "-c", cmd])
+        .arg(uri)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// A running cloopd; killed (SIGKILL) if the test did not stop it.
 pub struct Cloopd {
     child: Child,
