@@ -15,6 +15,10 @@
 #                   selected Knoppix-style by rd.cloopbox, without root=
 #   dracut-no-medium  dracut's shell init and no medium: the reason, then
 #                   dracut's emergency shell, within rootdelay
+#   dracut13        as dracut, but the initramfs built by Debian 13's
+#                   dracut (106, dracut-ng) inside a trixie chroot
+#                   (tests/qemu/mkdracut-chroot.sh, the root of mkdebian.sh
+#                   with SUITE=trixie), the same module and builder
 #
 # The initramfs images are built by tests/qemu/mkdracut.sh with the host's
 # dracut (Debian package dracut-core); each image's flavour is checked
@@ -22,13 +26,15 @@
 # module's initqueue job reports with the daemon's pid:
 #   cloopbox-dracut: /dev/nbdN served by pid P (IMAGE), initrd pid 1: systemd|init
 # The root then has to show that same pid alive as @cloopd.
-ALL_SCENARIOS+=(dracut dracut-shell dracut-iso9660 dracut-no-medium)
+ALL_SCENARIOS+=(dracut dracut-shell dracut-iso9660 dracut-no-medium dracut13)
 
 DRACUT_WORK=$WORK/dracut
 DRACUT_FAILED="Kernel panic|no live root|Entering emergency mode|Could not boot|dracut Warning: FATAL|Failed to start .*Switch Root"
 
-# build_dracut FLAVOUR: the initramfs, rebuilt when the binary, the module
-# or the builder changed. Returns non-zero (after recording a FAIL for
+# build_dracut NAME FLAVOUR [SUITE]: the initramfs, rebuilt when the
+# binary, the module or the builder changed: by the host's dracut, or with
+# SUITE by that Debian release's dracut in a chroot of its root
+# (initrd-FLAVOUR-SUITE.img). Returns non-zero (after recording a FAIL for
 # NAME) if dracut could not build it.
 # Under a lock: the parallel jobs of qemu-test.sh share DRACUT_WORK.
 build_dracut() { # NAME FLAVOUR
@@ -40,15 +46,27 @@ build_dracut() { # NAME FLAVOUR
     exec {fd}>&-
     return "$rc"
 }
-build_dracut_locked() { # NAME FLAVOUR
-    local name=$1 flavour=$2 out=$DRACUT_WORK/initrd-$2.img
+build_dracut_locked() { # NAME FLAVOUR [SUITE]
+    local name=$1 flavour=$2 suite=${3:-} out=$DRACUT_WORK/initrd-$2${3:+-$3}.img t0=$SECONDS
+    if [ -n "$suite" ]; then
+        local tar=$QEMU_LIB_ROOT/work/qemu/debian-$suite-root.tar
+        MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null ||
+            echo http://deb.debian.org/debian) SUITE=$suite tests/qemu/mkdebian.sh "$tar" > "$LOGS/$name.build.log" 2>&1 ||
+            { record "$name" FAIL 0 "mkdebian.sh $suite: $(tail -n 1 "$LOGS/$name.build.log")"; return 1; }
+        if ! tests/qemu/mkdracut-chroot.sh "$out" "$flavour" "$CLOOPBOX_BIN" "$KVER" "$KERNEL_DIR/pkg" "$tar" \
+            "$suite" >> "$LOGS/$name.build.log" 2>&1; then
+            record "$name" FAIL 0 "mkdracut-chroot $suite -f $flavour: $(tail -n 1 "$LOGS/$name.build.log")"
+            return 1
+        fi
+        log "dracut $(cat "$out.version") ($suite): $flavour initramfs ready in $((SECONDS - t0))s"
+        return 0
+    fi
     if [ -f "$out" ] && [ "$out" -nt "$CLOOPBOX_BIN" ] &&
         [ -z "$(find dracut-module tests/qemu/mkdracut.sh -newer "$out" -print -quit)" ]; then
         return 0
     fi
-    local t0=$SECONDS
     if ! tests/qemu/mkdracut.sh -o "$out" -f "$flavour" -b "$CLOOPBOX_BIN" -k "$KVER" \
-        -m "$WORK/kernel/pkg" -w "$DRACUT_WORK" > "$LOGS/$name.build.log" 2>&1; then
+        -m "$KERNEL_DIR/pkg" -w "$DRACUT_WORK" > "$LOGS/$name.build.log" 2>&1; then
         record "$name" FAIL 0 "mkdracut -f $flavour: $(tail -n 1 "$LOGS/$name.build.log")"
         return 1
     fi
@@ -61,17 +79,27 @@ daemon_pid() {
         sed -n 's/^cloopbox-dracut: \/dev\/nbd[0-9]* served by pid \([0-9]*\) .*/\1/p' | head -n 1
 }
 
-# dracut_debian NAME FLAVOUR PID1 CGROUP: the Debian systemd CD, booted by
-# dracut. CGROUP is where the daemon must be found in the running system:
-# what keeps it alive differs between the flavours (docs/dracut.md).
+# dracut_debian NAME FLAVOUR PID1 CGROUP [SUITE]: the Debian systemd CD,
+# booted by dracut (SUITE's, as build_dracut). CGROUP is where the daemon
+# must be found in the running system: what keeps it alive differs between
+# the flavours (docs/dracut.md). DRACUT_CHECKS (an array) adds patterns.
 dracut_debian() {
-    local name=$1 flavour=$2 pid1=$3 cgroup=$4 t0=$SECONDS
-    build_dracut "$name" "$flavour" || return 0
+    local name=$1 flavour=$2 pid1=$3 cgroup=$4 suite=${5:-} t0=$SECONDS
+    local initrd=$DRACUT_WORK/initrd-$flavour${suite:+-$suite}.img made="dracut"
+    build_dracut "$name" "$flavour" "$suite" || return 0
+    if [ -n "$suite" ]; then
+        made="dracut $(cat "$initrd.version") of $suite,"
+        # dracut-ng's numbering goes on from 059 at 100.
+        local v
+        v=$(cat "$initrd.version")
+        [ "${v%%[!0-9]*}" -ge 100 ] 2>/dev/null ||
+            { record "$name" FAIL 0 "the $suite chroot has dracut '$v', not dracut-ng (100 or later)"; return 0; }
+    fi
     prepare_debian
     # shellcheck disable=SC2034 # boot() reads it
     local TIMEOUT=${QEMU_TIMEOUT:-600}
     boot "$name" "reboot: Power down|$DRACUT_FAILED" -kernel "$KERNEL" \
-        -initrd "$DRACUT_WORK/initrd-$flavour.img" -append "$DEBIAN_APPEND root=live:cloop" \
+        -initrd "$initrd" -append "$DEBIAN_APPEND root=live:cloop" \
         -cdrom "$DEBIAN_ISO"
     local pid forbid
     pid=$(daemon_pid "$name")
@@ -81,20 +109,27 @@ dracut_debian() {
         "Sending SIGKILL to PID" "Killing process .*cloopd" "Killing process $pid " "likely to block re-mounting"
         "cloopbox-shutdown: unclean" "SD-VERDICT: FAIL" "TIMEOUT" "$DRACUT_FAILED")
     check_absent "$name" \
-        "dracut $flavour initrd: daemon pid $pid kept through switch-root, systemd multi-user at ${BOOT_SECS:-?}s, clean exitrd poweroff; run $((SECONDS - t0))s" \
+        "$made $flavour initrd: daemon pid $pid kept through switch-root, systemd multi-user at ${BOOT_SECS:-?}s, clean exitrd poweroff; run $((SECONDS - t0))s" \
         forbid "cloopbox-dracut: /dev/nbd[0-9]+ served by pid $pid \(/run/initramfs/live/KNOPPIX/KNOPPIX\), initrd pid 1: $pid1" \
         "SD-STATE: (running|degraded)" "SD-VERDICT: ok" "SD-MULTI-USER: active" "ROOTFS: /dev/nbd[0-9]+ ext4" \
         "COWMOUNT: tmpfs" "DAEMON: $pid @cloopd /run/initramfs/live/KNOPPIX/KNOPPIX --device auto --root-daemon" \
         "DAEMON-cgroup: 0::$cgroup" \
         "DAEMON-oom: -1000" "WRITE: written at boot" "WRITE-READBACK: ok" "TRIM: OK" "DAEMON-ALIVE: $pid [RS]" \
         "CHECKS-DONE" "cloopbox-shutdown: /dev/nbd[0-9]+ \\(pid $pid\\)" \
-        "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached" "reboot: Power down"
+        "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached" "reboot: Power down" \
+        ${DRACUT_CHECKS[@]+"${DRACUT_CHECKS[@]}"}
 }
 
 # systemd in the initrd: the daemon stays in the initqueue unit's cgroup
 # (KillMode=process). Shell init: systemd moves it into init.scope.
 scenario_dracut() { dracut_debian dracut systemd systemd /system.slice/dracut-initqueue.service; }
 scenario_dracut-shell() { dracut_debian dracut-shell shell init /init.scope; }
+# The initrd's pid 1 is trixie's systemd (257), the root's bookworm's (252).
+scenario_dracut13() {
+    local DRACUT_CHECKS=("systemd 257\\.[0-9.]+-[0-9]+~deb13u[0-9]+ running in system mode"
+        "systemd 252\\.[0-9.]+-[0-9]+~deb12u[0-9]+ running in system mode")
+    dracut_debian dracut13 systemd systemd /system.slice/dracut-initqueue.service trixie
+}
 
 # --- dracut-iso9660 ----------------------------------------------------------
 # The busybox root (lib.sh's make_rootfs) behind a first /sbin/init
