@@ -21,7 +21,10 @@
 #                      mklive, no cloopbox.verity= given): init says the
 #                      tree matches the root hash mklive printed, the daemon
 #                      runs with it, and its status counts 4 KiB blocks
-#                      checked (> 0) and none refused
+#                      checked (> 0) and none refused; then, on the host,
+#                      mklive --verity --image takes an image's own tree
+#                      (the root hash create_compressed_fs printed) and
+#                      refuses a tree of another image
 #   uki-secureboot     OVMF with Secure Boot enforced and Debian's snakeoil
 #                      test keys enrolled (PK, KEK, db): the CD of mklive
 #                      --verity --uki, its UEFI path one unified kernel
@@ -145,6 +148,25 @@ scenario_verity-mklive() {
     local forbid=("boot failed" "verity: .*block")
     check_absent verity-mklive "mklive --verity: tree on the CD, root hash in the entry, daemon verifies (blocks checked > 0, none refused)" \
         forbid "${VERITY_SERVED[@]}" "${BLOCK_COW_CHECKS[@]}"
+
+    # --image: the tree beside the image is checked against it first.
+    verity_image
+    local d=$VERITY_WORK/mklive-image out t0=$SECONDS
+    rm -rf "$d" && mkdir -p "$d"
+    out=$(mklive --initrd "$WORK/initrd.gz" --image "$VERITY_WORK/root.cloop" --verity -o "$d/good.iso" 2>&1) || true
+    cp "$WORK/root-iso.cloop" "$d/other.cloop"
+    cp "$VERITY_WORK/root.cloop.verity" "$d/other.cloop.verity"
+    local refused
+    refused=$(mklive --initrd "$WORK/initrd.gz" --image "$d/other.cloop" --verity -o "$d/bad.iso" 2>&1) &&
+        refused="exit 0: $refused"
+    if [ "$out" != "root hash: $VERITY_ROOT KNOPPIX/KNOPPIX" ]; then
+        record verity-mklive-image FAIL $((SECONDS - t0)) "mklive --verity --image printed '$out', not root hash $VERITY_ROOT"
+    elif [[ $refused != *"mklive: --verity: $d/other.cloop does not match its tree $d/other.cloop.verity"* ]] ||
+        [ -e "$d/bad.iso" ]; then
+        record verity-mklive-image FAIL $((SECONDS - t0)) "another image's tree was not refused: $refused"
+    else
+        record verity-mklive-image PASS $((SECONDS - t0)) "mklive --verity --image: its own tree's root hash, another image's tree refused"
+    fi
 }
 
 scenario_uki-secureboot() {
