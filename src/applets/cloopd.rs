@@ -39,6 +39,14 @@ there serves its KNOPPIX/KNOPPIX, or the file named by URL#PATH). Without
                           the device; the kernel's disconnect ends us
   --connections N         kernel connections, one per queue (default 1;
                           more need multi-conn: a cow or read-only export)
+  --max-request KIB|auto|kernel
+                          raise the device's max_sectors_kb (the largest
+                          request the kernel sends) to KIB, capped at
+                          max_hw_sectors_kb; auto (default): the image's
+                          block size; kernel: leave it
+  --read-ahead KIB|auto|kernel
+                          the device's read_ahead_kb; auto (default): the
+                          image's block size; kernel: leave it
   --block-size N          the device's logical block size, 512-4096
                           (default: what the filesystem inside needs,
                           2048 for iso9660, at most 4096)
@@ -78,6 +86,11 @@ fn parse_count(opt: &str, value: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_limit(opt: &str, value: &str) -> Result<nbd::kernel::Limit, String> {
+    nbd::kernel::Limit::parse(value)
+        .ok_or_else(|| format!("--{opt} '{value}': expected KiB (0-1048576), auto or kernel"))
+}
+
 /// `PORT`, `ADDR:PORT` or `[V6ADDR]:PORT`; a bare port binds loopback.
 /// Host names are refused: resolving them would pull in NSS, which a
 /// root-filesystem daemon must not depend on.
@@ -107,6 +120,8 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
         "description=",
         "device=",
         "connections=",
+        "max-request=",
+        "read-ahead=",
         "block-size=",
         "root-daemon",
         "background",
@@ -143,6 +158,8 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
                 None => return Err(format!("--device '{value}': expected /dev/nbdN or auto")),
             },
             "connections" => a.connections = parse_count("connections", &value)?,
+            "max-request" => a.queue.max_sectors_kb = parse_limit("max-request", &value)?,
+            "read-ahead" => a.queue.read_ahead_kb = parse_limit("read-ahead", &value)?,
             "block-size" => match value.parse::<u32>() {
                 Ok(n) if n.is_power_of_two() && (512..=4096).contains(&n) => a.block_size = Some(n),
                 _ => return Err(format!("--block-size '{value}': a power of two from 512 to 4096")),
@@ -234,6 +251,21 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((d.device, d.block_size, d.connections), (Some(Some(3)), Some(2048), 2));
+        assert_eq!(d.queue, crate::serve::DEFAULT_QUEUE);
+        let q = args(&["img", "--device", "auto", "--max-request", "kernel", "--read-ahead", "512"])
+            .unwrap()
+            .unwrap();
+        let want = nbd::kernel::QueueShape {
+            max_sectors_kb: nbd::kernel::Limit::Kernel,
+            read_ahead_kb: nbd::kernel::Limit::Kib(512),
+        };
+        assert_eq!(q.queue, want);
+        assert!(args(&["img", "--device", "auto", "--read-ahead", "big"])
+            .unwrap_err()
+            .contains("--read-ahead 'big'"));
+        assert!(args(&["img", "--device", "auto", "--max-request", "-4"])
+            .unwrap_err()
+            .contains("--max-request"));
         assert_eq!(args(&["img", "--device", "auto"]).unwrap().unwrap().device, Some(None));
         assert!(args(&["--unix", "/s"]).is_err());
         assert!(args(&["a", "b", "--unix", "/s"]).is_err());

@@ -210,12 +210,14 @@ fn serve_request<'a>(
     cow: Option<&'a Path>,
     block_size: u32,
     root: Option<&crate::verity::Digest>,
+    extra: &[String],
 ) -> crate::serve::spawn::Request<'a> {
     let mut flags: Vec<std::ffi::OsString> =
         vec!["--root-daemon".into(), "--block-size".into(), block_size.to_string().into()];
     if let Some(root) = root {
         flags.extend(["--root-hash".into(), crate::verity::format::to_hex(root).into()]);
     }
+    flags.extend(extra.iter().map(Into::into));
     crate::serve::spawn::Request {
         image,
         cow,
@@ -233,9 +235,10 @@ fn serve(
     cow: Option<&Path>,
     block_size: u32,
     root: Option<&crate::verity::Digest>,
+    extra: &[String],
     log: &Log,
 ) -> io::Result<(PathBuf, u32)> {
-    let req = serve_request(image, cow, block_size, root);
+    let req = serve_request(image, cow, block_size, root, extra);
     log.debug(&format!("starting {}", req.describe()));
     // The daemon outlives us; after switch_root the new init reaps it.
     match crate::serve::spawn::spawn(&req) {
@@ -348,6 +351,7 @@ fn assemble_root(
     root: &Path,
     changes: &Changes,
     verity: &VerityRoots,
+    daemon_flags: &[String],
     log: &Log,
 ) -> Result<Vec<Served>, Failure> {
     mkdir(IMAGES_DIR)?;
@@ -375,7 +379,8 @@ fn assemble_root(
     for (path, image, fs, block, hash) in plans {
         let cow = block_cow.then(|| choose_cowfile(&path, &image, changes, log));
         drop(image);
-        let (device, pid) = serve(&path, cow.as_deref(), block, hash.as_ref(), log).map_err(Failure::from)?;
+        let (device, pid) =
+            serve(&path, cow.as_deref(), block, hash.as_ref(), daemon_flags, log).map_err(Failure::from)?;
         log.info(&format!(
             "{} served on {} by pid {pid}{}",
             path.display(),
@@ -596,7 +601,7 @@ pub fn mount_root(
         Some(p) => persistence(p, opts.media_timeout, log).map_or(Changes::Ram, Changes::Persistent),
         None => Changes::Ram,
     };
-    let served = assemble_root(&images, root, &changes, &opts.verity, log)?;
+    let served = assemble_root(&images, root, &changes, &opts.verity, &opts.cloopd, log)?;
     // Knoppix shows the medium at /mnt-system where the root has it.
     if !in_ram && root.join("mnt-system").is_dir() {
         let _ = rustix::mount::mount_bind(LIVE, root.join("mnt-system"));
@@ -734,10 +739,13 @@ mod tests {
     #[test]
     fn the_daemon_verifies_when_a_root_hash_is_given() {
         let root = [0x5a; 32];
-        let with = serve_request(Path::new("/m/KNOPPIX"), None, 4096, Some(&root));
+        let with = serve_request(Path::new("/m/KNOPPIX"), None, 4096, Some(&root), &[]);
         assert_eq!(with.flags, ["--root-daemon", "--block-size", "4096", "--root-hash", &"5a".repeat(32)]);
         assert!(args(&with).contains(&format!("\"--root-hash\" \"{}\"", "5a".repeat(32))), "{}", args(&with));
-        let without = serve_request(Path::new("/m/KNOPPIX"), None, 512, None);
+        let without = serve_request(Path::new("/m/KNOPPIX"), None, 512, None, &[]);
         assert!(!args(&without).contains("--root-hash"), "{}", args(&without));
+        let tuned =
+            serve_request(Path::new("/m/KNOPPIX"), None, 512, None, &["--prefetch".into(), "8".into()]);
+        assert_eq!(tuned.flags, ["--root-daemon", "--block-size", "512", "--prefetch", "8"]);
     }
 }

@@ -90,6 +90,10 @@ pub struct BootOptions {
     pub break_at: Vec<Stage>,
     /// `cloopbox.verity=`: the root hash each image must match.
     pub verity: VerityRoots,
+    /// Flags for every root daemon from `cloopbox.prefetch=`,
+    /// `cloopbox.connections=`, `cloopbox.readahead=` and
+    /// `cloopbox.maxrequest=` (docs/boot-options.md).
+    pub cloopd: Vec<String>,
     /// Problems with the command line, reported once the console is up.
     pub warnings: Vec<String>,
 }
@@ -112,10 +116,22 @@ impl Default for BootOptions {
             debug: false,
             break_at: Vec::new(),
             verity: VerityRoots::Off,
+            cloopd: Vec::new(),
             warnings: Vec::new(),
         }
     }
 }
+
+/// A boot parameter, the cloopd flag it becomes, and what a valid value is.
+type DaemonFlag = (&'static str, &'static str, fn(&str) -> bool);
+
+/// Boot parameters passed on to every root daemon as a cloopd flag.
+const DAEMON_FLAGS: [DaemonFlag; 4] = [
+    ("cloopbox.prefetch", "--prefetch", |v| v.parse::<u32>().is_ok_and(|n| n <= 4096)),
+    ("cloopbox.connections", "--connections", |v| v.parse::<u32>().is_ok_and(|n| (1..=16).contains(&n))),
+    ("cloopbox.readahead", "--read-ahead", |v| crate::nbd::kernel::Limit::parse(v).is_some()),
+    ("cloopbox.maxrequest", "--max-request", |v| crate::nbd::kernel::Limit::parse(v).is_some()),
+];
 
 /// `cloopbox.verity=ROOTHASH` or `cloopbox.verity=KNOPPIX=ROOTHASH,KNOPPIX1=...`.
 /// Unlike other options a malformed value is not ignored: the boot
@@ -264,6 +280,15 @@ impl BootOptions {
         } else if c.has("cloopbox.verity") {
             o.verity =
                 VerityRoots::Malformed("cloopbox.verity: expected =ROOTHASH or =IMAGE=ROOTHASH,...".into());
+        }
+        for (param, flag, ok) in DAEMON_FLAGS {
+            if let Some(v) = c.value(param) {
+                if ok(v) {
+                    o.cloopd.extend([flag.to_string(), v.to_string()]);
+                } else {
+                    o.warnings.push(format!("{param}={v}: not a valid value; using cloopd's default"));
+                }
+            }
         }
         o.debug = c.has("debug") || c.has("rd.debug");
         for p in c.params.iter().filter(|p| p.name == "break" || p.name == "rd.break") {
@@ -414,6 +439,28 @@ mod tests {
         let o = opts("break=bogus");
         assert!(o.break_at.is_empty());
         assert!(o.warnings[0].contains("bogus"));
+    }
+
+    #[test]
+    fn daemon_flags_pass_through() {
+        let o = opts(
+            "cloopbox.prefetch=8 cloopbox.connections=2 cloopbox.readahead=512 cloopbox.maxrequest=auto",
+        );
+        assert_eq!(
+            o.cloopd,
+            ["--prefetch", "8", "--connections", "2", "--read-ahead", "512", "--max-request", "auto"]
+        );
+        assert!(o.warnings.is_empty());
+        for bad in [
+            "cloopbox.prefetch=-1",
+            "cloopbox.connections=0",
+            "cloopbox.readahead=lots",
+            "cloopbox.maxrequest=-4",
+        ] {
+            let o = opts(bad);
+            assert!(o.cloopd.is_empty(), "{bad}");
+            assert!(o.warnings.len() == 1 && o.warnings[0].starts_with(bad), "{bad}: {:?}", o.warnings);
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -120,6 +120,97 @@ pub fn attach(server: &Arc<Server>, opts: &AttachOptions) -> io::Result<Attachme
     Ok(Attachment { index, threads })
 }
 
+/// A queue limit of `/sys/block/nbdN/queue` to set after attaching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Leave the kernel's value.
+    Kernel,
+    /// Fit the image: raise to its block size in KiB (docs/nbd-server.md).
+    Auto,
+    /// This many KiB.
+    Kib(u32),
+}
+
+impl Limit {
+    /// `kernel`, `auto` or a number of KiB.
+    pub fn parse(text: &str) -> Option<Limit> {
+        match text {
+            "kernel" => Some(Limit::Kernel),
+            "auto" => Some(Limit::Auto),
+            n => n.parse().ok().filter(|&n| n <= 1 << 20).map(Limit::Kib),
+        }
+    }
+
+    fn value(self, image_block: u32) -> Option<u32> {
+        match self {
+            Limit::Kernel => None,
+            Limit::Auto => Some((image_block / 1024).max(4)),
+            Limit::Kib(n) => Some(n),
+        }
+    }
+}
+
+/// The request shape of a device: the largest request the kernel sends
+/// (`max_sectors_kb`) and how far it reads ahead (`read_ahead_kb`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueShape {
+    pub max_sectors_kb: Limit,
+    pub read_ahead_kb: Limit,
+}
+
+/// What a device's queue holds after [`tune_queue`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueState {
+    pub max_sectors_kb: u32,
+    pub max_hw_sectors_kb: u32,
+    pub read_ahead_kb: u32,
+}
+
+/// Sets `/sys/block/nbdN/queue/{max_sectors_kb,read_ahead_kb}` for an
+/// image of `image_block` bytes per block. `auto` raises each (never
+/// lowers it) to the image's block size, so that one request and one
+/// read-ahead window can cover a whole image block; a number of KiB is set
+/// as given. `max_sectors_kb` is capped at `max_hw_sectors_kb`.
+/// `sys_block` is `/sys/block` (a directory of the tests elsewhere).
+pub fn tune_queue(
+    sys_block: &Path,
+    index: u32,
+    shape: &QueueShape,
+    image_block: u32,
+) -> io::Result<QueueState> {
+    let queue = sys_block.join(format!("nbd{index}/queue"));
+    let read = |name: &str| -> io::Result<u32> {
+        let path = queue.join(name);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        text.trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not a number: {:?}", path.display(), text.trim()),
+            )
+        })
+    };
+    let write = |name: &str, value: u32| -> io::Result<()> {
+        let path = queue.join(name);
+        std::fs::write(&path, format!("{value}\n"))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: writing {value}: {e}", path.display())))
+    };
+    let hw = read("max_hw_sectors_kb")?;
+    for (name, limit, cap) in
+        [("max_sectors_kb", shape.max_sectors_kb, hw), ("read_ahead_kb", shape.read_ahead_kb, u32::MAX)]
+    {
+        let Some(want) = limit.value(image_block).map(|w| w.min(cap)) else { continue };
+        if limit != Limit::Auto || want > read(name)? {
+            write(name, want)?;
+        }
+    }
+    Ok(QueueState {
+        max_sectors_kb: read("max_sectors_kb")?,
+        max_hw_sectors_kb: hw,
+        read_ahead_kb: read("read_ahead_kb")?,
+    })
+}
+
 /// Asks the kernel to disconnect `/dev/nbdN`: it sends `NBD_CMD_DISC` on
 /// every connection, and the serving threads end.
 pub fn detach(index: u32) -> io::Result<()> {
@@ -137,5 +228,62 @@ mod tests {
         assert_eq!(parse_device("7"), Some(7));
         assert_eq!(parse_device("/dev/sda"), None);
         assert_eq!(parse_device("nbd"), None);
+    }
+
+    /// A fake /sys/block/nbd3/queue with the kernel's 6.1 values for nbd.
+    fn fake_queue(max_sectors: u32, hw: u32, ra: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("nbd3/queue");
+        std::fs::create_dir_all(&q).unwrap();
+        std::fs::write(q.join("max_sectors_kb"), format!("{max_sectors}\n")).unwrap();
+        std::fs::write(q.join("max_hw_sectors_kb"), format!("{hw}\n")).unwrap();
+        std::fs::write(q.join("read_ahead_kb"), format!("{ra}\n")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn queue_fits_the_image_block() {
+        let auto = QueueShape { max_sectors_kb: Limit::Auto, read_ahead_kb: Limit::Auto };
+        let dir = fake_queue(128, 32768, 128);
+        let got = tune_queue(dir.path(), 3, &auto, 256 * 1024).unwrap();
+        assert_eq!(got, QueueState { max_sectors_kb: 256, max_hw_sectors_kb: 32768, read_ahead_kb: 256 });
+        // Capped at the hardware limit; never lowered.
+        let dir = fake_queue(128, 64, 128);
+        assert_eq!(tune_queue(dir.path(), 3, &auto, 256 * 1024).unwrap().max_sectors_kb, 128);
+        let dir = fake_queue(1280, 32768, 128);
+        let got = tune_queue(dir.path(), 3, &auto, 64 * 1024).unwrap();
+        assert_eq!((got.max_sectors_kb, got.read_ahead_kb), (1280, 128));
+        // Explicit and kernel values.
+        let shape = QueueShape { max_sectors_kb: Limit::Kernel, read_ahead_kb: Limit::Kib(1024) };
+        let dir = fake_queue(128, 32768, 128);
+        let got = tune_queue(dir.path(), 3, &shape, 128 * 1024).unwrap();
+        assert_eq!((got.max_sectors_kb, got.read_ahead_kb), (128, 1024));
+        let shape = QueueShape { max_sectors_kb: Limit::Kib(99999), read_ahead_kb: Limit::Kib(64) };
+        let got = tune_queue(dir.path(), 3, &shape, 128 * 1024).unwrap();
+        assert_eq!((got.max_sectors_kb, got.read_ahead_kb), (32768, 64));
+        let ra = std::fs::read_to_string(dir.path().join("nbd3/queue/read_ahead_kb")).unwrap();
+        assert_eq!(ra, "64\n");
+    }
+
+    #[test]
+    fn queue_errors_name_the_file() {
+        let auto = QueueShape { max_sectors_kb: Limit::Auto, read_ahead_kb: Limit::Auto };
+        let dir = tempfile::tempdir().unwrap();
+        let e = tune_queue(dir.path(), 3, &auto, 65536).unwrap_err().to_string();
+        assert!(e.contains("nbd3/queue/max_hw_sectors_kb"), "{e}");
+        let dir = fake_queue(128, 32768, 128);
+        std::fs::write(dir.path().join("nbd3/queue/max_hw_sectors_kb"), "lots\n").unwrap();
+        let e = tune_queue(dir.path(), 3, &auto, 65536).unwrap_err().to_string();
+        assert!(e.contains("max_hw_sectors_kb: not a number"), "{e}");
+    }
+
+    #[test]
+    fn limits_parse() {
+        assert_eq!(Limit::parse("auto"), Some(Limit::Auto));
+        assert_eq!(Limit::parse("kernel"), Some(Limit::Kernel));
+        assert_eq!(Limit::parse("512"), Some(Limit::Kib(512)));
+        assert_eq!(Limit::parse("-1"), None);
+        assert_eq!(Limit::parse("lots"), None);
+        assert_eq!(Limit::parse("99999999"), None);
     }
 }

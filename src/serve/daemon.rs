@@ -159,7 +159,7 @@ struct Attached {
 fn attach(
     o: &Options,
     server: &Arc<Server>,
-    (index, block_size): (Option<u32>, u32),
+    (index, block_size, image_block): (Option<u32>, u32, u32),
     status: Status,
     events: &Sender<Event>,
 ) -> Result<Attached, String> {
@@ -171,6 +171,11 @@ fn attach(
     };
     let attachment = nbd::kernel::attach(server, &opts).map_err(|e| format!("--device: {e}"))?;
     let (index, device) = (attachment.index, attachment.device());
+    // Before the device line, so the first reads already have this shape;
+    // a kernel without these files still serves, with its own shape.
+    if let Err(e) = nbd::kernel::tune_queue(Path::new("/sys/block"), index, &o.queue, image_block) {
+        eprintln!("{APPLET}: {device}: request shape: {e}", device = device.display());
+    }
     let detach_events = events.clone();
     let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
     let target = control::Target {
@@ -280,8 +285,17 @@ pub fn run(o: Options) -> Result<(), String> {
     let watched: &[i32] = if daemon { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
     let mut signals =
         signal_hook::iterator::Signals::new(watched).map_err(|e| format!("signal handlers: {e}"))?;
-    let Stack { export, summary, device_block, meter, cow_stats, cow_sync, cache_stats, verity_stats } =
-        stack::build(&o, say.warn_fn())?;
+    let Stack {
+        export,
+        summary,
+        device_block,
+        image_block,
+        meter,
+        cow_stats,
+        cow_sync,
+        cache_stats,
+        verity_stats,
+    } = stack::build(&o, say.warn_fn())?;
     let (listeners, names) = bind_all(&o)?;
     let dev = export.dev.clone();
     let cfg = nbd::Config {
@@ -306,7 +320,7 @@ pub fn run(o: Options) -> Result<(), String> {
                 cache: cache_stats,
                 verity: verity_stats,
             };
-            Some(attach(&o, &server, (index, device_block), status, &events)?)
+            Some(attach(&o, &server, (index, device_block, image_block), status, &events)?)
         }
         None => None,
     };

@@ -25,6 +25,13 @@ pub const DEFAULT_CACHE: u64 = 64 << 20;
 /// Default prefetch window, in image blocks (BENCHMARKS.md, "Prefetch").
 pub const DEFAULT_PREFETCH: u32 = 0;
 
+/// Default request shape of a kernel device (BENCHMARKS.md, "Request
+/// shape").
+pub const DEFAULT_QUEUE: crate::nbd::kernel::QueueShape = crate::nbd::kernel::QueueShape {
+    max_sectors_kb: crate::nbd::kernel::Limit::Auto,
+    read_ahead_kb: crate::nbd::kernel::Limit::Auto,
+};
+
 /// What to serve and how: `cloopd`'s command line, validated but not yet
 /// acted on.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,6 +52,9 @@ pub struct Options {
     /// A kernel device to attach: `Some(None)` takes a free one.
     pub device: Option<Option<u32>>,
     pub connections: usize,
+    /// The kernel device's request size and read-ahead (`--max-request`,
+    /// `--read-ahead`).
+    pub queue: crate::nbd::kernel::QueueShape,
     /// The device's logical block size; `None` probes the filesystem.
     pub block_size: Option<u32>,
     pub root_daemon: bool,
@@ -80,6 +90,7 @@ impl Options {
             quiet: false,
             device: None,
             connections: 1,
+            queue: DEFAULT_QUEUE,
             block_size: None,
             root_daemon: false,
             background: false,

@@ -31,6 +31,9 @@ pub struct Stack {
     pub summary: String,
     /// The logical block size a kernel device should have.
     pub device_block: u32,
+    /// The image's own block size (what one decode yields; 4096 for a
+    /// raw file).
+    pub image_block: u32,
     /// Handles for the control socket's status.
     pub meter: Arc<Metered>,
     pub cow_stats: Option<CowStats>,
@@ -149,5 +152,15 @@ pub fn build(o: &Options, warn: WarnFn) -> Result<Stack, String> {
     let meter = Arc::new(Metered::new(export.dev.clone()));
     export.dev = meter.clone();
     let summary = format!("{} ({what}, {}) {rw}", o.image.display(), Bytes(size));
-    Ok(Stack { export, summary, device_block, meter, cow_stats, cow_sync, cache_stats, verity_stats })
+    Ok(Stack {
+        export,
+        summary,
+        device_block,
+        image_block: block_size,
+        meter,
+        cow_stats,
+        cow_sync,
+        cache_stats,
+        verity_stats,
+    })
 }

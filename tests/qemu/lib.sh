@@ -309,18 +309,18 @@ prepare_debian_build() { # DIR
     make_iso "$DEBIAN_ISO" "$DEBIAN_APPEND" "$DEBIAN_CLOOP"
 }
 
-# squashfs_initrd OUT: the usual live boot of the benchmarks' contender, a
-# busybox initramfs (guest/squashfs-init.sh) with the modules it insmods
-# (from the same kernel, in dependency order) that loop-mounts a squashfs
-# from the CD with overlayfs on top.
+# squashfs_initrd OUT [FSTYPE]: the usual live boot of the benchmarks'
+# contender, a busybox initramfs (guest/squashfs-init.sh) with the modules
+# it insmods (from the same kernel, in dependency order) that loop-mounts a
+# squashfs (or FSTYPE: erofs) from the CD with overlayfs on top.
 squashfs_initrd() {
-    local out=$1 dir=$WORK/squashfs-initrd scratch=$WORK/modscratch mods m
+    local out=$1 fstype=${2:-squashfs} dir=$WORK/squashfs-initrd scratch=$WORK/modscratch mods m
     rm -rf "$scratch" && mkdir -p "$scratch/lib/modules/$KVER"
     ln -s "$MODDIR/kernel" "$scratch/lib/modules/$KVER/kernel"
     cp "$MODDIR"/modules.builtin* "$MODDIR/modules.order" "$scratch/lib/modules/$KVER/"
     depmod -b "$scratch" "$KVER"
     # Built-in modules print nothing.
-    mapfile -t mods < <(modprobe -d "$scratch" -S "$KVER" --show-depends -a ata_piix sr_mod isofs loop squashfs overlay |
+    mapfile -t mods < <(modprobe -d "$scratch" -S "$KVER" --show-depends -a ata_piix sr_mod isofs loop "$fstype" overlay |
         awk '$1 == "insmod" && !seen[$2]++ { print $2 }')
     rm -rf "$dir" && mkdir -p "$dir"/{bin,dev,proc,sys,run,newroot,lib/modules}
     cp /bin/busybox "$dir/bin/busybox"
@@ -330,6 +330,7 @@ squashfs_initrd() {
         basename "$m" >> "$dir/lib/modules/load"
     done
     install -m 0755 "$GUEST/squashfs-init.sh" "$dir/init"
+    echo "$fstype" > "$dir/fstype"
     find "$dir" -exec touch -h -d @0 {} +
     (cd "$dir" && find . -mindepth 1 -printf '%P\0' | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) |
         gzip -9 -n > "$out"

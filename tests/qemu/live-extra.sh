@@ -1,7 +1,7 @@
 # Scenarios for toram, ISO files on a disk, persistence and the media
 # check, on the small busybox live root of tests/qemu/lib.sh (prepare_live).
 # Sourced by qemu-test.sh.
-ALL_SCENARIOS+=(toram iso-in-file iso-in-file-vfat persist persist-overlay media-check)
+ALL_SCENARIOS+=(toram iso-in-file iso-in-file-vfat persist persist-overlay media-check request-shape)
 
 # toram: copy to RAM with a media check first, eject, the host removes
 # the disc, and the system reads every file; then toram refused on a
@@ -27,6 +27,21 @@ scenario_toram() {
     check toram-refused "toram refused with 300 MiB of RAM: says how much is needed, boots from the disc" \
         "toram needs [0-9]+ MiB of RAM .* but only [0-9]+ MiB are available: booting from the medium instead" \
         "ROOTFS: /dev/nbd[0-9]+ ext4" "LIVE: ok" "CHECKS-DONE"
+}
+
+# request-shape: init passes cloopbox.readahead=, cloopbox.maxrequest= and
+# cloopbox.connections= to the root daemon, and the root's NBD device gets
+# that read-ahead, request size and number of queues; a cold read of the
+# device then comes in requests above the kernel's 128 KiB default.
+scenario_request-shape() {
+    prepare_live
+    boot request-shape "$UNTIL_LIVE" -kernel "$KERNEL" -initrd "$WORK/initrd.gz" \
+        -append "$APPEND_BASE cloopbox.readahead=512 cloopbox.maxrequest=512 cloopbox.connections=2 cloopbox.test=request-shape" \
+        -cdrom "$WORK/cd-iso.iso"
+    check request-shape "cloopbox.readahead/maxrequest/connections reach nbd0's queue; reads above 128 KiB a request" \
+        "DAEMON: [0-9]+ @cloopd .*--connections 2 --read-ahead 512 --max-request 512" \
+        "REQSHAPE: nbd[0-9]+ read_ahead_kb 512 max_sectors_kb 512 queues 2" \
+        "REQSHAPE: more than 128 KiB per request" "${OVERLAY_CHECKS[@]}"
 }
 
 # part_disk OUT FSTYPE LABEL SIZE_MB FILE... : a disk image with one
