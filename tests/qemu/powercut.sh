@@ -28,20 +28,17 @@ stop_volatile() {
 }
 
 # cut_power_at NAME PATTERN: in the background, once the console log of
-# boot NAME shows PATTERN and the disk holds unflushed writes, drops the
-# disk's write cache (SIGUSR1 to the server) and kills QEMU with SIGKILL.
+# boot NAME shows PATTERN, cuts the power: SIGUSR1 makes the server drop its
+# write cache (at once, or at the next write if the cache is empty), then
+# QEMU is killed with SIGKILL.
 cut_power_at() {
-    local name=$1 pattern=$2 i pending
+    local name=$1 pattern=$2 i
+    # Not the log of an earlier run: boot.py creates it afresh.
+    rm -f "$LOGS/$name.log"
     (
         for i in $(seq 1200); do grep -qE -- "$pattern" "$LOGS/$name.log" 2>/dev/null && break; sleep 0.5; done
-        # Wait (bounded) until something is in the cache, so the cut loses data.
-        for i in $(seq 240); do
-            pending=$(sed -n 's/^pending=\([0-9]*\) .*/\1/p' "$WORK/$name.status" 2>/dev/null)
-            [ "${pending:-0}" -gt 0 ] && break
-            sleep 0.25
-        done
         kill -USR1 "$VOLATILE_PID" 2>/dev/null
-        sleep 0.5
+        for i in $(seq 600); do grep -q "state=cut" "$WORK/$name.status" 2>/dev/null && break; sleep 0.1; done
         pkill -KILL -f -- "unix:$WORK/$name.mon," || true
     ) &
 }
@@ -79,8 +76,15 @@ scenario_powercut() {
     # journal replay, and every synced file is there byte for byte.
     local hostlog=$LOGS/powercut-host.log state f sum want
     : > "$hostlog"
+    # What the disk kept, for a look after a failure (boot two changes it).
+    cp --sparse=always "$disk" "$dir/after-cut.img"
     state=$(persist_cow_state "$disk" "$dir")
     echo "HOST: after the cut the cowfile is ${state:-unreadable}" >> "$hostlog"
+    # The control file the guest fsynced beside the cowfile.
+    sum=$(grep -a "^POWERCUT-1: control " "$LOGS/powercut-1.log" | tr -d '\r' | cut -d" " -f3) || true
+    debugfs -R "dump /live/control $dir/control" "$dir/part.img" 2>/dev/null
+    [ -n "$sum" ] && [ "$(sha256sum < "$dir/control" | cut -d" " -f1)" = "$sum" ] &&
+        echo "HOST: the control file on the persistence partition intact" >> "$hostlog"
     "$CLOOPBOX_BIN" cowrepair "$dir/knoppix.cow" >> "$hostlog" 2>&1 && echo "HOST: cowrepair done" >> "$hostlog"
     "$CLOOPBOX_BIN" extract_compressed_fs -q "$WORK/root-ext4.cloop" "$dir/root.img"
     "$CLOOPBOX_BIN" cowmerge -y -q "$dir/root.img" "$dir/knoppix.cow" >> "$hostlog" 2>&1 &&
@@ -89,16 +93,22 @@ scenario_powercut() {
     local rc=0
     e2fsck -fy "$dir/root.img" > "$dir/fsck1.txt" 2>&1 || rc=$?
     [ "$rc" -le 1 ] && e2fsck -fn "$dir/root.img" > "$dir/fsck2.txt" 2>&1 && echo "HOST: fsck clean" >> "$hostlog"
+    : > "$dir/synced.sha256"
     while read -r _ _ sum f; do
         [ -n "$f" ] || continue
+        printf '%s  %s\n' "$sum" "$f" >> "$dir/synced.sha256"
         debugfs -R "dump $f $dir/file" "$dir/root.img" 2>/dev/null
         want=$(sha256sum < "$dir/file" 2>/dev/null | cut -d" " -f1) || true
         [ "$want" = "$sum" ] && echo "HOST: $f intact" >> "$hostlog"
         rm -f "$dir/file"
     done < <(grep -a "^POWERCUT-1: synced " "$LOGS/powercut-1.log" | tr -d '\r')
+    # The list was the last file synced: the guest printed what it holds.
+    debugfs -R "dump /root/synced.sha256 $dir/list" "$dir/root.img" 2>/dev/null
+    cmp -s "$dir/list" "$dir/synced.sha256" && echo "HOST: /root/synced.sha256 intact" >> "$hostlog"
     check powercut-host "host: cut cowfile dirty; cowrepair, cowmerge, fsck clean; synced files byte for byte" \
-        "HOST: after the cut the cowfile is dirty" "HOST: cowrepair done" "HOST: merged" "HOST: fsck clean" \
-        "HOST: /root/synced-1 intact" "HOST: /root/synced-2 intact" "HOST: /root/synced-3 intact" "HOST: /root/synced-4 intact"
+        "HOST: the control file on the persistence partition intact" "HOST: after the cut the cowfile is dirty" "HOST: cowrepair done" "HOST: merged" "HOST: fsck clean" \
+        "HOST: /root/synced-1 intact" "HOST: /root/synced-2 intact" "HOST: /root/synced-3 intact" "HOST: /root/synced-4 intact" \
+        "HOST: /root/synced.sha256 intact"
 
     # Boot two, on the same disk: the cowfile repaired, the files intact.
     volatile_disk powercut-2 "$disk"

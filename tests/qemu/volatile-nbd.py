@@ -11,7 +11,9 @@ Writes are held in memory, as a disk's write cache holds them, and reach
 DISK only when the client sends NBD_CMD_FLUSH (all of them, then fsync) or
 writes with the FUA flag (that write alone). Reads see the cached data. A
 power cut is SIGUSR1: everything written since the last flush is dropped,
-and the server exits at once without touching DISK again. A disconnect
+and the server exits at once without touching DISK again. If nothing is
+cached at that moment, the cut waits for the next write that leaves data
+in the cache, so that a cut always loses something. A disconnect
 without a flush drops it the same way. QEMU's `cache=unsafe` is no
 substitute: it ignores the guest's flushes but keeps every write in the
 host's page cache, so nothing is ever lost.
@@ -27,6 +29,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 NBDMAGIC = 0x4E42444D41474943
 IHAVEOPT = 0x49484156454F5054
@@ -45,6 +48,9 @@ CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH = 0, 1, 2, 3
 CMD_FLAG_FUA = 1
 EINVAL, ENOSPC = 22, 28
 SECTOR = 512
+# VOLATILE_TRACE=1: one line per request on stderr (the scenario keeps it in
+# $LOGS/NAME.server.log), to see where a cut fell.
+TRACE = bool(os.environ.get("VOLATILE_TRACE"))
 
 
 class Disk:
@@ -159,6 +165,9 @@ def transmission(conn, disk, status):
         if magic != REQUEST_MAGIC:
             raise EOFError
         err, payload = 0, b""
+        if TRACE:
+            print(f"{time.monotonic():.3f} cmd={cmd} flags={flags} off={off} len={length} "
+                  f"pending={len(disk.cache) * SECTOR}", file=sys.stderr, flush=True)
         if cmd == CMD_WRITE:
             data = recv_exact(conn, length)
             if off + length > disk.size:
@@ -197,13 +206,25 @@ def main():
                 f.write(extra + "\n")
         os.replace(a.status + ".new", a.status)
 
-    def cut(_sig, _frame):
+    cut_requested = []
+
+    def cut():
         # The power fails: the cache is gone, DISK is not touched again.
         status("cut", f"cut: dropped {len(disk.cache) * SECTOR} bytes in {disk.pending_writes} writes "
                f"not yet flushed ({disk.flushes} flushes committed)")
         os._exit(0)
 
-    signal.signal(signal.SIGUSR1, cut)
+    def on_usr1(_sig, _frame):
+        cut_requested.append(True)
+        if disk.cache:
+            cut()
+
+    def after_request(state):
+        if cut_requested and disk.cache:
+            cut()
+        status(state)
+
+    signal.signal(signal.SIGUSR1, on_usr1)
     if os.path.exists(a.socket):
         os.unlink(a.socket)
     srv = socket.socket(socket.AF_UNIX)
@@ -215,7 +236,7 @@ def main():
     try:
         if handshake(conn, disk):
             status("serving")
-            transmission(conn, disk, status)
+            transmission(conn, disk, after_request)
     except (EOFError, ConnectionError) as e:
         print(f"volatile-nbd: {a.disk}: client gone ({e or 'end of stream'})", file=sys.stderr)
     # A disconnect without a flush loses the cache, as a cut does.

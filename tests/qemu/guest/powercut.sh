@@ -10,13 +10,26 @@ phase=$(tr " " "\n" < /proc/cmdline | sed -n "s/^cloopbox.phase=//p")
 case $phase in
 cut)
     : > /root/synced.sha256
+    ok=1
     for i in 1 2 3 4; do
-        dd if=/dev/urandom of=/root/synced-$i bs=64k count=$((i * 4)) conv=fsync 2>/dev/null
-        sha256sum /root/synced-$i >> /root/synced.sha256
+        dd if=/dev/urandom of=/root/synced-$i bs=64k count=$((i * 4)) conv=fsync 2>/dev/null || ok=0
+        sha256sum /root/synced-$i >> /root/synced.sha256 || ok=0
     done
-    # conv=fsync with nothing to copy: fsync of the list itself.
-    dd if=/dev/null of=/root/synced.sha256 conv=notrunc,fsync 2>/dev/null
-    while read -r sum file; do echo "POWERCUT-1: synced $sum $file"; done < /root/synced.sha256
+    # busybox sync FILE is fsync(FILE). (Its dd conv=fsync with nothing
+    # to copy fsyncs stdout instead.)
+    sync /root/synced.sha256 || ok=0
+    echo "POWERCUT-1: list synced, $(cat /sys/block/nbd0/stat)"
+    # Only what every fsync confirmed counts as synced.
+    if [ $ok = 1 ]; then
+        while read -r sum file; do echo "POWERCUT-1: synced $sum $file"; done < /root/synced.sha256
+    else
+        echo "POWERCUT-1: FAILED: an fsync through the root returned an error"
+    fi
+    # A control beside the cowfile, fsynced straight on the persistence
+    # filesystem: it tests the disk and the cut themselves, without cloopd.
+    dd if=/dev/urandom of=/run/initramfs/persist/live/control bs=4k count=3 2>/dev/null
+    sync /run/initramfs/persist/live/control || echo "POWERCUT-1: FAILED: fsync of the control file"
+    echo "POWERCUT-1: control $(sha256sum < /run/initramfs/persist/live/control | cut -d" " -f1)"
     # Unsynced writes: new units in the cowfile that nobody flushes.
     i=0
     while :; do
