@@ -104,8 +104,12 @@ scenario_iso-in-file-vfat() {
 
 # persist_cow_state DISK DIR: copies the cowfile out of the disk's ext4
 # partition to DIR/knoppix.cow and prints its state (clean or dirty).
+# (tests/qemu/powercut.sh uses it too.)
 persist_cow_state() {
     dd if="$1" of="$2/part.img" bs=1M skip=1 status=none
+    # After a crash the partition's own journal holds the cowfile's newest
+    # extents: replay it on the copy first, as the guest's mount would.
+    e2fsck -y -E journal_only "$2/part.img" >/dev/null 2>&1 || true
     rm -f "$2/knoppix.cow"
     debugfs -R "dump /live/knoppix.cow $2/knoppix.cow" "$2/part.img" 2>/dev/null
     "$CLOOPBOX_BIN" cowlist "$2/knoppix.cow" 2>/dev/null | awk '/state cowfile:/ { print $3 }'
