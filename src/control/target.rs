@@ -47,6 +47,7 @@ impl Target {
                 cowused: c.cowused,
                 cowreads: c.cowreads,
                 cowwrites: c.cowwrites,
+                zeroed: c.zeroed,
             }),
             cache: self.cache.as_ref().map(|stats| {
                 let s = stats();
