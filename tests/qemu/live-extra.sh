@@ -30,8 +30,8 @@ scenario_toram() {
 }
 
 # part_disk OUT FSTYPE LABEL SIZE_MB FILE... : a disk image with one
-# partition of FSTYPE (ext4, vfat, fat32 = vfat with FAT32, exfat: empty)
-# holding the files (each "SRC:DEST").
+# partition of FSTYPE (ext4, vfat, fat32 = vfat with FAT32, exfat: empty,
+# ntfs: files in its top directory) holding the files (each "SRC:DEST").
 part_disk() {
     local out=$1 fstype=$2 label=$3 size=$4 part=$WORK/part.$BASHPID spec src dest
     shift 4
@@ -47,6 +47,14 @@ part_disk() {
             done
             mkfs.ext4 -q -F -L "$label" -d "$tree" "$part"
             rm -rf "$tree"
+            ;;
+        ntfs)
+            mkntfs -q -F -Q -s 512 -p 2048 -H 255 -S 63 -L "$label" "$part"
+            for spec in "$@"; do
+                src=${spec%%:*} dest=${spec#*:}
+                # ntfscp makes no directories: files go to the top.
+                ntfscp -q "$part" "$src" "/${dest##*/}"
+            done
             ;;
         exfat)
             [ $# -eq 0 ] || { echo "part_disk: no host tool copies files into exFAT" >&2; return 1; }
