@@ -49,7 +49,10 @@ part_disk() {
             rm -rf "$tree"
             ;;
         ntfs)
-            mkntfs -q -F -Q -s 512 -p 2048 -H 255 -S 63 -L "$label" "$part"
+            # (-F on a file: it says "not a block device ... forced anyway".)
+            mkntfs -q -F -Q -s 512 -p 2048 -H 255 -S 63 -L "$label" "$part" 2> "$part.err" ||
+                { cat "$part.err" >&2; return 1; }
+            rm -f "$part.err"
             for spec in "$@"; do
                 src=${spec%%:*} dest=${spec#*:}
                 # ntfscp makes no directories: files go to the top.
