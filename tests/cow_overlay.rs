@@ -283,6 +283,51 @@ fn flush_without_changes_is_free_and_stats_count_io() {
     assert!(!ov.stats().unflushed);
 }
 
+/// Two cloopd processes on one cowfile: the second is refused before it
+/// serves anything, with a message naming the cowfile and the first
+/// server's pid, and exits non-zero; the first keeps serving and, once it
+/// is gone, the cowfile opens again.
+#[test]
+fn a_second_cloopd_on_the_same_cowfile_is_refused_naming_the_holder() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.img");
+    std::fs::write(&base, base_bytes()).unwrap();
+    let cow = dir.path().join("shared.cow");
+    let bin = env!("CARGO_BIN_EXE_cloopbox");
+    let serve = |sock: &str| {
+        Command::new(bin)
+            .args(["cloopd", "--cow"])
+            .arg(&cow)
+            .arg("--unix")
+            .arg(dir.path().join(sock))
+            .arg(&base)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = serve("one.sock");
+    // The banner comes once it serves, so the cowfile is open and locked.
+    let mut banner = String::new();
+    std::io::BufReader::new(first.stdout.take().unwrap()).read_line(&mut banner).unwrap();
+    assert!(!banner.is_empty(), "the first cloopd did not start");
+    let second = serve("two.sock").wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_ne!(second.status.code(), Some(0), "the second cloopd must not serve: {err}");
+    assert!(err.contains(&format!("{}: in use by another process", cow.display())), "{err}");
+    assert!(err.contains(&format!("held by pid {}", first.id())), "the holder is named: {err}");
+    assert!(second.stdout.is_empty(), "the second cloopd printed a banner");
+    assert!(!dir.path().join("two.sock").exists(), "the second cloopd listened");
+    assert_eq!(first.try_wait().unwrap(), None, "the first cloopd keeps serving");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let reopened =
+        Overlay::open(MemDev::new(base_bytes()), &cow, &quiet()).expect("free once the holder is gone");
+    drop(reopened);
+}
+
 #[test]
 fn a_cowfile_in_use_is_refused_until_it_is_closed() {
     let dir = tempfile::tempdir().unwrap();

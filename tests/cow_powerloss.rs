@@ -193,9 +193,12 @@ struct Log {
 }
 
 /// The recording file layer: passes every call to the file, and logs it.
+/// With `no_punch` it answers hole punching as FAT and exFAT do (not
+/// supported), so that the overlay's zeroing fallback is what is logged.
 struct Rec {
     file: File,
     log: Arc<Mutex<Log>>,
+    no_punch: bool,
 }
 
 impl Rec {
@@ -206,7 +209,7 @@ impl Rec {
     /// `image` must be what `file` holds.
     fn with_image(file: File, image: Image) -> (Rec, Arc<Mutex<Log>>) {
         let log = Arc::new(Mutex::new(Log { initial: image, entries: Vec::new() }));
-        (Rec { file, log: log.clone() }, log)
+        (Rec { file, log: log.clone(), no_punch: false }, log)
     }
     fn push(&self, e: Entry) {
         self.log.lock().unwrap().entries.push(e);
@@ -222,6 +225,9 @@ impl CowIo for Rec {
         self.file.write_all_at(buf, offset)
     }
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        if self.no_punch {
+            return Ok(false);
+        }
         self.push(Entry::Punch { off: offset, len });
         cowfile::punch_hole(&self.file, offset, len)
     }
@@ -314,13 +320,15 @@ fn pattern(rng: &mut Rng, len: usize) -> Vec<u8> {
 }
 
 /// Runs a seeded workload on the cowfile at `path` (which must open
-/// without a repair), recording at sector granularity `sector`.
+/// without a repair), recording at sector granularity `sector`; with
+/// `no_punch`, on a file that cannot punch holes (FAT, exFAT).
 fn run_session(
     path: &Path,
     base: &Arc<Vec<u8>>,
     before: Arc<Vec<u8>>,
     seed: u64,
     sector: u64,
+    no_punch: bool,
     name: String,
 ) -> Session {
     let mut rng = Rng(seed);
@@ -328,7 +336,8 @@ fn run_session(
     let units = size / U;
     let mut log_handle = None;
     let ov = Overlay::open_with(Base(base.clone()), path, &opts(true), |file| {
-        let (rec, log) = Rec::wrap(file, sector);
+        let (mut rec, log) = Rec::wrap(file, sector);
+        rec.no_punch = no_punch;
         log_handle = Some(log);
         rec
     })
@@ -813,9 +822,15 @@ fn sessions(dir: &Path) -> Vec<Session> {
     for seed in 0..count {
         let base = if seed % 4 == 3 { &large } else { &small };
         let sector = if seed % 2 == 0 { 512 } else { 4096 };
+        // Every fourth workload on a file that cannot punch holes.
+        let no_punch = seed % 4 == 1;
         let path = dir.join(format!("w{seed}.cow"));
-        let name = format!("workload {seed} ({} KiB base, {sector}-byte sectors)", base.len() / 1024);
-        let first = run_session(&path, base, base.clone(), 1000 + seed, sector, name.clone());
+        let name = format!(
+            "workload {seed} ({} KiB base, {sector}-byte sectors{})",
+            base.len() / 1024,
+            if no_punch { ", no hole punching" } else { "" }
+        );
+        let first = run_session(&path, base, base.clone(), 1000 + seed, sector, no_punch, name.clone());
         if seed % 3 == 0 {
             // A crash state of the first session with data after the last
             // flush; its repaired, scrubbed view is the second's start.
@@ -850,6 +865,7 @@ fn sessions(dir: &Path) -> Vec<Session> {
                     Arc::new(view),
                     5000 + seed,
                     sector,
+                    no_punch,
                     format!("{name}, second session"),
                 ));
             }

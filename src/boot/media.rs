@@ -181,6 +181,21 @@ pub fn kernel_filesystems() -> Vec<String> {
         .collect()
 }
 
+/// Why a filesystem the probe found cannot be mounted: its driver is
+/// neither built in nor a module of this kernel.
+fn no_driver(fstype: &str) -> String {
+    let hint = match fstype {
+        // ntfs3 came with Linux 5.15, and some distributions' kernels
+        // (Debian 12's 6.1) leave it out.
+        "ntfs3" => {
+            " (NTFS needs the ntfs3 driver, in Linux 5.15 and later; this kernel was built without it: \
+                    copy the ISO to a FAT32, exFAT or ext4 disk, or boot a kernel with ntfs3)"
+        }
+        _ => "",
+    };
+    format!("{fstype}: this kernel has no {fstype} driver{hint}")
+}
+
 /// Mounts `device` read-only at `target`, trying the probed type first.
 /// Returns the type that worked.
 pub fn mount_ro(device: &Path, target: &Path, probed: &str, others: &[&str]) -> io::Result<String> {
@@ -199,6 +214,11 @@ pub fn mount_ro(device: &Path, target: &Path, probed: &str, others: &[&str]) -> 
             loader.ensure_fs(fstype);
             available = kernel_filesystems();
             if !available.iter().any(|a| a == fstype) {
+                // The type the probe found: say that the kernel lacks it,
+                // rather than only how the other types failed.
+                if fstype == probed {
+                    tried.push(no_driver(fstype));
+                }
                 continue;
             }
         }
@@ -374,6 +394,17 @@ mod tests {
         assert!(!glob_match("*.iso", "k.iso.part"));
         assert!(glob_match("*a*b*c", "xxaybzzc"));
         assert!(!glob_match(&"*a".repeat(30), &"a".repeat(29)), "a hostile pattern ends quickly");
+    }
+
+    #[test]
+    fn a_missing_driver_is_named_and_ntfs_explained() {
+        assert_eq!(no_driver("udf"), "udf: this kernel has no udf driver");
+        let ntfs = no_driver("ntfs3");
+        assert!(
+            ntfs.starts_with("ntfs3: this kernel has no ntfs3 driver (NTFS needs the ntfs3 driver"),
+            "{ntfs}"
+        );
+        assert!(ntfs.contains("copy the ISO to a FAT32, exFAT or ext4 disk"), "{ntfs}");
     }
 
     #[test]

@@ -29,7 +29,9 @@
 //! does not tell an NBD server), "pid of thread" is the server's pid, the
 //! state words are `cowopenrw ` or nothing (no cowfile), and "state
 //! cowfile" is `dirty` while anything written since the last sync is not
-//! yet in the on-disk bitmap and header. Without a cowfile the
+//! yet in the on-disk bitmap and header. Where the cowfile's filesystem
+//! cannot punch holes (FAT, exFAT), a line `zeroed (no holes): N` after
+//! cowwrites counts the 1 KiB units overwritten with zeros instead. Without a cowfile the
 //! copy-on-write section is one line, `copy-on-write file: -`; without a
 //! cache (a raw base, or `--cache-size 0`) the cache lines are left out.
 //! With `--root-hash`, two more lines after the cache's: `verity checked`
@@ -52,6 +54,9 @@ pub struct CowStatus {
     pub cowused: u64,
     pub cowreads: u64,
     pub cowwrites: u64,
+    /// Units overwritten with zeros where the filesystem cannot punch
+    /// holes; the line is left out while it is 0.
+    pub zeroed: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -97,6 +102,9 @@ impl Status {
                 let _ = writeln!(out, "{:>18}: {:>9} (of 1024 bytes)", "cowblocks in use", c.cowused);
                 field(&mut out, "cowreads", c.cowreads);
                 field(&mut out, "cowwrites", c.cowwrites);
+                if c.zeroed > 0 {
+                    field(&mut out, "zeroed (no holes)", c.zeroed);
+                }
             }
             None => {
                 let _ = writeln!(out, "{:>18}: -", "copy-on-write file");
@@ -136,6 +144,7 @@ mod tests {
                 cowused: 117,
                 cowreads: 3,
                 cowwrites: 40,
+                zeroed: 0,
             }),
             cache: Some((120, 17, 9)),
             verity: Some((2048, 1)),

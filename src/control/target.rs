@@ -50,6 +50,7 @@ impl Target {
                 cowused: c.cowused,
                 cowreads: c.cowreads,
                 cowwrites: c.cowwrites,
+                zeroed: c.zeroed,
             }),
             cache: self.cache.as_ref().map(|stats| {
                 let s = stats();

@@ -92,14 +92,60 @@ pub fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), CowError> {
     }
     match result {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(CowError::io(
-            path,
-            "in use by another process (locked)",
-            None,
-            io::Error::from(io::ErrorKind::ResourceBusy),
-        )),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let holder = lock_holder(file).unwrap_or_else(|| "a process we cannot see".into());
+            Err(CowError::io(
+                path,
+                "in use by another process (locked)",
+                None,
+                io::Error::new(io::ErrorKind::ResourceBusy, format!("held by {holder}")),
+            ))
+        }
         Err(e) => Err(CowError::io(path, "lock", None, e.into())),
     }
+}
+
+/// Who holds a `flock` on `file`: "pid N (NAME)", from /proc/locks and the
+/// holder's /proc/N/comm, so that a refusal names the other user. `None`
+/// when /proc does not say (no procfs, or the lock went away meanwhile).
+fn lock_holder(file: &File) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = flock_holder(&locks, major, minor, meta.ino())?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    Some(match comm.trim() {
+        "" => format!("pid {pid}"),
+        name => format!("pid {pid} ({name})"),
+    })
+}
+
+/// The pid of the first FLOCK line of a /proc/locks text on device
+/// `major:minor` (hex, as the kernel prints them), inode `ino`. Lines that
+/// do not parse are skipped.
+fn flock_holder(locks: &str, major: u32, minor: u32, ino: u64) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        // "1: FLOCK  ADVISORY  WRITE 12276 fe:00:6123189 0 EOF" (a blocked
+        // waiter's line has "->" before FLOCK, and is not the holder).
+        let (_, kind, _, _, pid, id) =
+            (words.next()?, words.next()?, words.next()?, words.next()?, words.next()?, words.next()?);
+        if kind != "FLOCK" {
+            return None;
+        }
+        let mut parts = id.split(':');
+        let (maj, min, inode) = (parts.next()?, parts.next()?, parts.next()?);
+        let matches = u32::from_str_radix(maj, 16).ok()? == major
+            && u32::from_str_radix(min, 16).ok()? == minor
+            && inode.parse::<u64>().ok()? == ino;
+        if matches {
+            pid.parse().ok()
+        } else {
+            None
+        }
+    })
 }
 
 /// Reads and parses the head block (only the magic is checked).
@@ -185,5 +231,23 @@ pub fn next_data(file: &File, from: u64, len: u64) -> io::Result<Option<(u64, u6
         Err(rustix::io::Errno::NXIO) => Ok(None),
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(Some((from, len))),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flock_holder;
+
+    #[test]
+    fn flock_holder_finds_the_pid_of_the_lock_on_that_inode() {
+        let locks = "1: POSIX  ADVISORY  WRITE 77 fe:00:42 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 12276 fe:00:6123189 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 555 103:02:42 0 EOF\n\
+                     3: FLOCK  ADVISORY  READ 12263 103:02:42 0 EOF\n";
+        assert_eq!(flock_holder(locks, 0xfe, 0, 6123189), Some(12276));
+        assert_eq!(flock_holder(locks, 0x103, 2, 42), Some(12263), "the waiter's line is skipped");
+        assert_eq!(flock_holder(locks, 0xfe, 0, 42), None, "a POSIX lock is not a flock");
+        assert_eq!(flock_holder(locks, 1, 2, 3), None);
+        assert_eq!(flock_holder("garbage\n4: FLOCK\n5: FLOCK A B x y:z\n\n", 0, 0, 0), None);
     }
 }

@@ -63,6 +63,7 @@ pub fn open_for_base(path: &Path, base: BaseId, create: bool, repair: bool) -> R
         let bitmap = Bitmap::new(base.numblocks, header.mapsize as usize);
         Ok(Opened { file, header, geom: geom_for_base, bitmap, created: true, repaired: None })
     };
+    check_size_limit(path, &geom_for_base)?;
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true).write(true);
     let file = match opts.open(path) {
@@ -100,6 +101,58 @@ pub fn open_for_base(path: &Path, base: BaseId, create: bool, repair: bool) -> R
         .check_count(header.cowused, header.abi.field_offset(F_COWUSED))
         .map_err(|p| CowError::format(path, p))?;
     Ok(Opened { file, header, geom, bitmap, created: false, repaired })
+}
+
+/// FAT's `f_type` (MSDOS_SUPER_MAGIC): vfat and msdos.
+const FAT_MAGIC: i64 = 0x4d44;
+/// FAT keeps a file's size in 32 bits: a file ends at 4 GiB - 1 byte.
+pub const FAT_MAX_FILE: u64 = (1 << 32) - 1;
+
+/// The largest file the filesystem of `dir` holds, where it is smaller
+/// than any cowfile could want: FAT's 4 GiB - 1. (exFAT, ext4, btrfs, xfs
+/// and tmpfs hold files far larger than the 8 TiB rdofile cap.)
+fn file_size_limit(f_type: i64) -> Option<(u64, &'static str)> {
+    (f_type == FAT_MAGIC).then_some((FAT_MAX_FILE, "FAT (vfat)"))
+}
+
+/// Refuses, before anything is created or written, a cowfile whose data
+/// area would end past what its filesystem can hold: on FAT32 the write
+/// of a unit near the end of a 4 GiB image would otherwise fail with
+/// EFBIG in the middle of a session. Uses the directory (the file may not
+/// exist yet).
+fn check_size_limit(path: &Path, geom: &Geometry) -> Result<(), CowError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Unknown filesystem (statfs failed): the open below reports the path.
+    let Ok(fs) = rustix::fs::statfs(dir) else { return Ok(()) };
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    let f_type = fs.f_type as i64;
+    size_limit_error(path, geom, file_size_limit(f_type))
+}
+
+/// The error for a cowfile that would outgrow `limit`, if it would.
+fn size_limit_error(path: &Path, geom: &Geometry, limit: Option<(u64, &str)>) -> Result<(), CowError> {
+    let need = geom.doffset + geom.numblocks * MAPUNIT;
+    match limit {
+        Some((max, fs)) if need > max => Err(CowError::io(
+            path,
+            "cannot hold this image's changes",
+            None,
+            io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "the cowfile can grow to {need} bytes ({:.2} GiB) for an image of {} KiB, but its \
+                     filesystem is {fs}, whose files end at {max} bytes (4 GiB - 1): keep the cowfile \
+                     on exFAT, ext4 or another filesystem without that limit",
+                    need as f64 / (1u64 << 30) as f64,
+                    geom.numblocks
+                ),
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Creates a new cowfile atomically: written and synced under a temporary
@@ -159,4 +212,44 @@ fn initialise(file: &File, path: &Path, header: &Header) -> Result<(), CowError>
     file.write_all_at(&header.encode_block(), 0)
         .map_err(|e| CowError::io(path, "write new header", Some(0), e))?;
     file.sync_all().map_err(|e| CowError::io(path, "fsync new cowfile", None, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cowfile_past_fats_4_gib_is_refused_naming_file_and_limit() {
+        let fat = file_size_limit(FAT_MAGIC);
+        assert_eq!(fat, Some((FAT_MAX_FILE, "FAT (vfat)")));
+        assert_eq!(file_size_limit(0xEF53), None, "ext4 has no such limit");
+        assert_eq!(file_size_limit(0x2011_BAB0), None, "nor has exFAT");
+        let path = Path::new("/stick/live/knoppix.cow");
+        // The largest image whose cowfile still fits: its data area ends
+        // at or before 4 GiB - 1.
+        let fits = (0..2048u64)
+            .map(|k| (1u64 << 22) - k)
+            .map(|numblocks| Geometry::for_blocks(numblocks).unwrap())
+            .find(|g| g.doffset + g.numblocks * MAPUNIT <= FAT_MAX_FILE)
+            .unwrap();
+        size_limit_error(path, &fits, fat).expect("fits in FAT");
+        let over = Geometry::for_blocks(fits.numblocks + 1).unwrap();
+        let err = size_limit_error(path, &over, fat).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        let msg = err.to_string();
+        assert!(msg.starts_with("/stick/live/knoppix.cow: cannot hold this image's changes: "), "{msg}");
+        assert!(msg.contains("FAT (vfat), whose files end at 4294967295 bytes (4 GiB - 1)"), "{msg}");
+        // A 4 GiB image: refused on FAT, fine elsewhere.
+        let four = Geometry::for_blocks(4 << 20).unwrap();
+        assert!(size_limit_error(path, &four, fat).is_err());
+        size_limit_error(path, &four, None).unwrap();
+    }
+
+    #[test]
+    fn the_check_passes_on_this_hosts_filesystem() {
+        // tmpfs or ext4 here: no limit, whatever the size.
+        let dir = tempfile::tempdir().unwrap();
+        let geom = Geometry::for_blocks(8 << 20).unwrap();
+        check_size_limit(&dir.path().join("big.cow"), &geom).unwrap();
+    }
 }

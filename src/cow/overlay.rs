@@ -140,6 +140,9 @@ pub struct Stats {
     pub mapsize: u64,
     /// Something changed since the last completed flush.
     pub unflushed: bool,
+    /// Units overwritten with zeros because the cowfile's filesystem cannot
+    /// punch holes (FAT, exFAT); 0 where it can.
+    pub zeroed: u64,
 }
 
 struct MapState {
@@ -175,7 +178,8 @@ impl ZeroUnits {
 }
 
 fn is_zero(data: &[u8]) -> bool {
-    data.iter().all(|&b| b == 0)
+    // An OR over the whole slice vectorises; `all` stops early but does not.
+    data.iter().fold(0u8, |acc, &b| acc | b) == 0
 }
 
 /// `(byte index, mask)` of the bits of units `[first, end)`.
@@ -193,6 +197,7 @@ struct Counters {
     rdoreads: AtomicU64,
     cowreads: AtomicU64,
     cowwrites: AtomicU64,
+    zeroed: AtomicU64,
 }
 
 /// The overlay of `base` with its cowfile, reached through `F` (a [`File`];
@@ -289,7 +294,11 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
             path: path.to_path_buf(),
         };
         overlay.reserve_metadata()?;
-        overlay.scrub(file_end)?;
+        // A repair gave every non-zero unit its bit: nothing stale is left,
+        // and on a filesystem without holes the scrub would read it all again.
+        if overlay.repaired.is_none() {
+            overlay.scrub(file_end)?;
+        }
         Ok(overlay)
     }
 
@@ -326,6 +335,7 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
             numblocks: self.size / U,
             mapsize: self.header.mapsize,
             unflushed: map.any_changed || map.data_dirty || map.fresh_any,
+            zeroed: self.counters.zeroed.load(Ordering::Relaxed),
         }
     }
 
@@ -496,7 +506,8 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
     /// every marked unit inside the file.
     fn punch(&self, first: u64, end: u64) -> io::Result<()> {
         let (start, stop) = (self.data_offset(first * U), self.data_offset(end * U));
-        if stop > self.file_end.load(Ordering::Relaxed) {
+        let old_end = self.file_end.load(Ordering::Relaxed);
+        if stop > old_end {
             self.file
                 .pwrite(&[0], stop - 1)
                 .map_err(|e| super::error::io_context(&self.path, "extend", stop - 1, e))?;
@@ -505,17 +516,67 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
         if self.can_punch.load(Ordering::Relaxed) {
             match self.file.punch_hole(start, stop - start) {
                 Ok(true) => return Ok(()),
-                Ok(false) => self.can_punch.store(false, Ordering::Relaxed),
+                Ok(false) => {
+                    // Said once, by whichever thread found it first.
+                    if self.can_punch.swap(false, Ordering::Relaxed) {
+                        (self.warn)(&format!(
+                            "cowfile {}: its filesystem cannot punch holes (FAT, exFAT?): trimmed and \
+                             zeroed units are overwritten with zeros instead",
+                            self.path.display()
+                        ));
+                    }
+                }
                 Err(e) => return Err(super::error::io_context(&self.path, "punch hole", start, e)),
             }
         }
+        // What the file grew by above reads as zeros already (a filesystem
+        // without holes fills the gap with zeros).
+        self.zero_fill(start, stop.min(old_end))
+    }
+
+    /// The fallback of [`Overlay::punch`] where the filesystem cannot punch
+    /// holes: `[start, stop)` of the cowfile is read, and zeros are written
+    /// only over the 1 KiB units that are not zero already. Trimming free
+    /// space that is already zero (every `fstrim` trims all free space),
+    /// and the scrub at open over a cowfile without stale data, then cost
+    /// a read, not a write of the same size: on a USB stick reading is
+    /// several times faster than writing, and wears nothing.
+    fn zero_fill(&self, start: u64, stop: u64) -> io::Result<()> {
+        const CHUNK: u64 = 256 * 1024;
+        if start >= stop {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; CHUNK.min(stop - start) as usize];
         let mut pos = start;
         while pos < stop {
-            let n = (stop - pos).min(ZEROS.len() as u64);
-            self.file
-                .pwrite(&ZEROS[..n as usize], pos)
-                .map_err(|e| super::error::io_context(&self.path, "write zeros", pos, e))?;
-            pos += n;
+            let n = (stop - pos).min(CHUNK) as usize;
+            let chunk = &mut buf[..n];
+            cowfile::read_zero_filled(self.file.file(), chunk, pos)
+                .map_err(|e| super::error::io_context(&self.path, "read before zeroing", pos, e))?;
+            let mut at = 0;
+            while at < n {
+                let len = (n - at).min(U as usize);
+                if is_zero(&chunk[at..at + len]) {
+                    at += len;
+                    continue;
+                }
+                // A run of non-zero units, written over in one go.
+                let mut run_end = at + len;
+                while run_end < n && run_end - at < ZEROS.len() {
+                    let l = (n - run_end).min(U as usize);
+                    if is_zero(&chunk[run_end..run_end + l]) {
+                        break;
+                    }
+                    run_end += l;
+                }
+                let off = pos + at as u64;
+                self.file
+                    .pwrite(&ZEROS[..run_end - at], off)
+                    .map_err(|e| super::error::io_context(&self.path, "write zeros", off, e))?;
+                self.counters.zeroed.fetch_add((run_end - at).div_ceil(U as usize) as u64, Ordering::Relaxed);
+                at = run_end;
+            }
+            pos += n as u64;
         }
         Ok(())
     }
@@ -597,7 +658,10 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
         let punched = !runs.is_empty();
         for (unit, n) in runs {
             let start = self.data_offset(unit * U);
-            let _ = self.file.punch_hole(start, n * U);
+            let stop = (start + n * U).min(self.file_end.load(Ordering::Relaxed));
+            if !matches!(self.file.punch_hole(start, n * U), Ok(true)) {
+                let _ = self.zero_fill(start, stop);
+            }
         }
         // Durable now: a later bit for one of these units may reach the
         // disk before a later punch or write does.

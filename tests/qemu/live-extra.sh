@@ -45,7 +45,8 @@ scenario_request-shape() {
 }
 
 # part_disk OUT FSTYPE LABEL SIZE_MB FILE... : a disk image with one
-# partition of FSTYPE holding the files (each "SRC:DEST").
+# partition of FSTYPE (ext4, vfat, fat32 = vfat with FAT32, exfat: empty,
+# ntfs: files in its top directory) holding the files (each "SRC:DEST").
 part_disk() {
     local out=$1 fstype=$2 label=$3 size=$4 part=$WORK/part.$BASHPID spec src dest
     shift 4
@@ -62,8 +63,25 @@ part_disk() {
             mkfs.ext4 -q -F -L "$label" -d "$tree" "$part"
             rm -rf "$tree"
             ;;
-        vfat)
-            mkfs.vfat -n "$label" "$part" >/dev/null
+        ntfs)
+            # (-F on a file: it says "not a block device ... forced anyway".)
+            mkntfs -q -F -Q -s 512 -p 2048 -H 255 -S 63 -L "$label" "$part" 2> "$part.err" ||
+                { cat "$part.err" >&2; return 1; }
+            rm -f "$part.err"
+            for spec in "$@"; do
+                src=${spec%%:*} dest=${spec#*:}
+                # ntfscp makes no directories: files go to the top.
+                ntfscp -q "$part" "$src" "/${dest##*/}"
+            done
+            ;;
+        exfat)
+            [ $# -eq 0 ] || { echo "part_disk: no host tool copies files into exFAT" >&2; return 1; }
+            mkfs.exfat -L "$label" "$part" >/dev/null
+            ;;
+        vfat | fat32)
+            local fat=()
+            [ "$fstype" != fat32 ] || fat=(-F 32)
+            mkfs.vfat "${fat[@]}" -n "$label" "$part" >/dev/null
             for spec in "$@"; do
                 src=${spec%%:*} dest=${spec#*:}
                 mmd -i "$part" "::/$(dirname "$dest")" 2>/dev/null || true

@@ -16,11 +16,8 @@ crash)
     sync
     echo "PERSIST-2: synced"
     # New files, each synced: every flush sets new bitmap bits.
-    i=0
-    while :; do
-        dd if=/dev/urandom of=/root/churn$i bs=4k count=16 conv=fsync 2>/dev/null
-        i=$((i + 1))
-    done &
+    . /tests/churn.sh
+    churn 16
     echo "PERSIST-2: writing"
     # The power fails in the middle of a flush: cloopd is stopped while
     # the header it has written says DIRTY (byte 6, bit 0), that header
