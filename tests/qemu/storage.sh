@@ -17,15 +17,12 @@
 #                 mmc bus has no modalias attribute)
 ALL_SCENARIOS+=(ahci nvme-findiso usb-xhci uas virtio-scsi sdhci)
 
-# no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer
-# check can miss its ticks and panic ("IO-APIC + timer doesn't work!",
-# seen on q35); the check is about real hardware, not the storage path.
 # storage_boot NAME DETAIL MEDIUM-REGEX BLOCKDEV-REGEX MODULE [APPEND] -- QEMU ARGS...
 storage_boot() {
     local name=$1 detail=$2 medium=$3 blockdev=$4 module=$5 append=$6
     shift 7
     prepare_live
-    boot "$name" "$UNTIL_LIVE" -kernel "$KERNEL" -initrd "$WORK/initrd.gz" -append "$APPEND_BASE no_timer_check $append" "$@"
+    boot "$name" "$UNTIL_LIVE" -kernel "$KERNEL" -initrd "$WORK/initrd.gz" -append "$APPEND_BASE $append" "$@"
     check "$name" "$detail" "cloopbox: medium: $medium" "BLOCKDEV: $blockdev" "MODULES: (.* )?$module " \
         "${BLOCK_COW_CHECKS[@]}"
 }

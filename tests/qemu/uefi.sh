@@ -53,13 +53,11 @@ EFI_ROOT_CHECKS=("ROOTFS: /dev/nbd[0-9]+ ext4" "COWFILE: KNOPPIX.cow" "DAEMON: [
     "cloopbox-shutdown: /dev/nbd[0-9]+ \\(pid [0-9]+\\): /dev/nbd[0-9]+ detached, cowfile flushed"
     "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached")
 
-# no_timer_check on q35, as in storage.sh: under TCG on a loaded host the
-# IO-APIC timer check can miss its ticks and panic the kernel.
 scenario_uefi-secureboot() {
     prepare_live
     mkdir -p "$UEFI_WORK"
     local iso=$UEFI_WORK/secureboot.iso
-    make_iso "$iso" "$APPEND_BASE no_timer_check cloopbox.test=efi" "$WORK/root-ext4.cloop"
+    make_iso "$iso" "$APPEND_BASE cloopbox.test=efi" "$WORK/root-ext4.cloop"
     ovmf_args 1 "$UEFI_WORK/vars-secureboot.fd"
     local TIMEOUT=${QEMU_TIMEOUT:-600}
     boot uefi-secureboot "$SHUTDOWN_UNTIL" "${OVMF_ARGS[@]}" -drive "file=$iso,media=cdrom,readonly=on"
@@ -75,7 +73,7 @@ scenario_uefi() {
     mkdir -p "$UEFI_WORK"
     local iso=$UEFI_WORK/uefi.iso
     local MKLIVE_ARGS=(--no-secure-boot)
-    make_iso "$iso" "$APPEND_BASE no_timer_check cloopbox.test=efi" "$WORK/root-ext4.cloop"
+    make_iso "$iso" "$APPEND_BASE cloopbox.test=efi" "$WORK/root-ext4.cloop"
     ovmf_args 0 "$UEFI_WORK/vars-uefi.fd"
     usb_stick "$iso" "$UEFI_WORK/uefi-usb.img"
     local TIMEOUT=${QEMU_TIMEOUT:-600}

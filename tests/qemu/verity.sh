@@ -177,7 +177,7 @@ scenario_uki-secureboot() {
     # db in OVMF_VARS_4M.snakeoil.fd; the key's passphrase is "snakeoil".
     openssl rsa -in /usr/share/ovmf/PkKek-1-snakeoil.key -passin pass:snakeoil -out "$d/snakeoil.key" 2>/dev/null ||
         { log "openssl could not read the snakeoil key"; exit 1; }
-    local append="$APPEND_BASE no_timer_check cloopbox.test=efi"
+    local append="$APPEND_BASE cloopbox.test=efi"
     verity_mklive_iso "$d/signed.iso" "$append" --uki "$d/snakeoil.key,/usr/share/ovmf/PkKek-1-snakeoil.pem"
     local root=$MKLIVE_ROOT
     local sb=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on
