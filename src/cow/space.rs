@@ -39,8 +39,9 @@ pub struct SpaceWatch {
     start: Instant,
 }
 
-/// Free and total bytes of the filesystem holding `file`.
-fn space(file: &File) -> Option<(u64, u64)> {
+/// Free and total bytes of the filesystem holding `file` (also used by
+/// `cloopd --watch-space`, on an open directory).
+pub(crate) fn space(file: &File) -> Option<(u64, u64)> {
     let st = rustix::fs::fstatvfs(file).ok()?;
     Some((st.f_bavail.saturating_mul(st.f_frsize), st.f_blocks.saturating_mul(st.f_frsize)))
 }

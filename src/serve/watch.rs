@@ -12,16 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cow::overlay::WarnFn;
+use crate::cow::space::space;
 
 const EVERY: Duration = Duration::from_secs(2);
 /// Less free than this is full: a writer could not get one more 64 KiB.
 const FULL_BELOW: u64 = 64 << 10;
-
-/// Free and total bytes of the filesystem holding the open `dir`.
-fn space(dir: &File) -> Option<(u64, u64)> {
-    let st = rustix::fs::fstatvfs(dir).ok()?;
-    Some((st.f_bavail.saturating_mul(st.f_frsize), st.f_blocks.saturating_mul(st.f_frsize)))
-}
 
 /// What the watch does with one look: `Some(message)` when it must speak.
 /// `said` is whether it spoke about the current shortage.
