@@ -61,7 +61,8 @@ kind_boot() {
     # Facts the host found about the image (KIND_HOST) join the log.
     [ -z "${KIND_HOST:-}" ] || [ "$INTERACTIVE" = 1 ] || cat "$KIND_HOST" >> "$LOGS/$name.log"
     while read -r sum path; do
-        pats+=("KIND-SUM: $sum  ${path//./\\.}\$")
+        # (The console's lines end in CR LF.)
+        pats+=("KIND-SUM: $sum  ${path//./\\.}[[:space:]]*\$")
     done < "${KIND_SUMS:-$KINDS/sums}"
     [ ${#pats[@]} -ge 3 ] || { record "$name" FAIL - "no host sums in ${KIND_SUMS:-$KINDS/sums}"; return 0; }
     check "$name" "$detail" "$@" "${pats[@]}" "KIND: done" "WRITE: written at boot" "CHECKS-DONE"
@@ -89,7 +90,7 @@ kind_block() { # NAME BYTES
     kinds_prepare
     kind_image "$1" --block-size "$2"
     kind_boot "$1" "zlib image in $(($2 >> 10)) KiB blocks: the root's files read back bit-exact" "$KINDS/$1.cloop" "" -- \
-        "KIND-INFO: version: cloop V2\.0" "KIND-INFO: block size: $2\$" "${BLOCK_COW_CHECKS[@]}"
+        "KIND-INFO: version: cloop V2\.0" "KIND-INFO: block size: $2[[:space:]]*$" "${BLOCK_COW_CHECKS[@]}"
 }
 scenario_kind-bs128k() { kind_block kind-bs128k 131072; }
 scenario_kind-bs256k() { kind_block kind-bs256k 262144; }
@@ -134,7 +135,7 @@ scenario_kind-cloop-utils() {
     local who
     who=$("$tool" -h 2>&1 | awk '/^Usage:/ { print $2; exit }' || true)
     kind_boot kind-cloop-utils "image by cloop-utils' create_compressed_fs ($who): the root's files read back bit-exact" \
-        "$KINDS/kind-cloop-utils.cloop" "" -- "KIND-INFO: version: cloop V2\.0" "KIND-INFO: block size: 65536\$" \
+        "$KINDS/kind-cloop-utils.cloop" "" -- "KIND-INFO: version: cloop V2\.0" "KIND-INFO: block size: 65536[[:space:]]*$" \
         "${BLOCK_COW_CHECKS[@]}"
     [ "$who" = advfs ] || record kind-cloop-utils-tool FAIL - "$tool is not cloop-utils' advfs ($who)"
 }

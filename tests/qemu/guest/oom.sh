@@ -16,7 +16,7 @@ echo "OOM: $(awk '/^MemTotal/ { print $2 " KiB" }' /proc/meminfo) of RAM"
 reader=$!
 n=0
 while [ $n -lt 3 ]; do
-    head -c 200M /dev/zero | tr "\0" "\n" | sort > /dev/null
+    head -c 209715200 /dev/zero | tr "\0" "\n" | sort > /dev/null
     echo "OOM: hog $n ended with status $?"
     n=$((n + 1))
 done
