@@ -104,7 +104,7 @@ scenario_oom() {
         -append "$FAILURES_APPEND cloopbox.test=oom"
     local forbid=("Killed process [0-9]+ \((cloopbox|@cloopd|cloopd)\)" "OOM: hog 2 ended with status 0")
     check_absent oom "memory hog under 320 MiB while reading the root: the hog is killed, the daemon lives" forbid \
-        "OOM: daemon [0-9]+, oom_score_adj -1000, VmLck: [1-9]" "Out of memory: Killed process [0-9]+ \(sort\)" \
+        "OOM: daemon [0-9]+, oom_score_adj -1000, VmLck: [1-9]" "Out of memory: Killed process [0-9]+ \(dd\)" \
         "OOM: hog [0-2] ended with status 137" "OOM: daemon [0-9]+ still alive: @cloopd" \
         "OOM-SUM: $(sha256sum < /bin/busybox | cut -d' ' -f1) /bin/busybox" "CHECKS-DONE"
 }
