@@ -230,7 +230,9 @@ make_image() { # OUT
     local out=$1 fs=$tmp/fs.img dir
     if [ -d "$SRC" ]; then
         dir=$SRC
-    elif tar -tf "$SRC" >/dev/null 2>&1; then
+    # A tar lists at least one member: GNU tar reads the zeros at the
+    # start of an ext4 image as an empty archive, and succeeds.
+    elif [ -n "$(tar -tf "$SRC" 2>/dev/null | head -n 1 || true)" ]; then
         dir=$tmp/root
         say "unpacking $SRC"
         mkdir -p "$dir"

@@ -73,9 +73,18 @@ fn a_full_cowfile_fails_one_write_and_loses_nothing() {
     assert!(written > 20, "only {written} chunks fitted");
     assert_eq!(err.kind(), ErrorKind::StorageFull, "{err}");
     assert!(err.to_string().contains("full.cow: write data at offset"), "{err}");
+    // Low space, then full, each said once; the next failed write says
+    // nothing more.
+    let again = ov.write_at(&chunk(written + 1), ((written + 1) * 2 * CHUNK) as u64).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::StorageFull, "{again}");
     let warned = warnings.lock().unwrap().clone();
-    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned.len(), 2, "{warned:?}");
     assert!(warned[0].contains("almost full"), "{warned:?}");
+    assert!(
+        warned[1].contains("copy-on-write space full: cowfile ") && warned[1].contains("full.cow"),
+        "{warned:?}"
+    );
+    assert!(warned[1].contains("delete files on it and run fstrim"), "{warned:?}");
 
     // The failed range still reads as the base; everything before is there.
     let check = |ov: &Overlay<MemDev>| {

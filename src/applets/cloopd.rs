@@ -66,6 +66,11 @@ there serves its KNOPPIX/KNOPPIX, or the file named by URL#PATH). Without
   --verity-tree FILE      the hash tree (default IMAGE.verity)
   --check-at-most-once    hash each block only the first time it is read
                           (dm-verity's option: weaker, see verity(1))
+  --watch-space DIR       look at the free space of DIR's filesystem every
+                          2 s (an overlayfs upper directory, which the
+                          kernel fills itself) and say once on the
+                          console when it is full; again after it had
+                          room (init passes it for an overlayfs root)
   --export-name NAME      the export's name (default: empty; the empty
                           name is always accepted)
   --description TEXT      the export's description
@@ -128,6 +133,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
         "root-hash=",
         "verity-tree=",
         "check-at-most-once",
+        "watch-space=",
         "quiet",
         "help",
     ];
@@ -169,6 +175,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
             "root-hash" => a.verity.root = Some(crate::verity::format::parse_root_hash(&value)?),
             "verity-tree" => a.verity.tree = Some(value.into()),
             "check-at-most-once" => a.verity.once = true,
+            "watch-space" => a.watch_space = Some(value.into()),
             "q" | "quiet" => a.quiet = true,
             _ => return Ok(None),
         }
@@ -237,6 +244,8 @@ mod tests {
         assert_eq!(args(&["img", "--unix", "/s", "--prefetch", "16"]).unwrap().unwrap().prefetch, 16);
         assert!(args(&["img", "--unix", "/s", "--prefetch", "-1"]).unwrap_err().contains("--prefetch"));
         assert!(args(&["--help"]).unwrap().is_none());
+        let w = args(&["img", "--unix", "/s", "--watch-space", "/run/initramfs/cow"]).unwrap().unwrap();
+        assert_eq!(w.watch_space, Some(std::path::PathBuf::from("/run/initramfs/cow")));
     }
 
     #[test]

@@ -211,6 +211,7 @@ fn serve_request<'a>(
     block_size: u32,
     root: Option<&crate::verity::Digest>,
     extra: &[String],
+    watch: Option<&Path>,
 ) -> crate::serve::spawn::Request<'a> {
     let mut flags: Vec<std::ffi::OsString> =
         vec!["--root-daemon".into(), "--block-size".into(), block_size.to_string().into()];
@@ -218,6 +219,9 @@ fn serve_request<'a>(
         flags.extend(["--root-hash".into(), crate::verity::format::to_hex(root).into()]);
     }
     flags.extend(extra.iter().map(Into::into));
+    if let Some(dir) = watch {
+        flags.extend(["--watch-space".into(), dir.as_os_str().to_owned()]);
+    }
     crate::serve::spawn::Request {
         image,
         cow,
@@ -229,16 +233,18 @@ fn serve_request<'a>(
     }
 }
 
-/// Starts a root-storage daemon for `image` and returns its device.
+/// Starts a root-storage daemon for `image` and returns its device;
+/// `watch`: the directory whose free space it watches (`--watch-space`).
 fn serve(
     image: &Path,
     cow: Option<&Path>,
     block_size: u32,
     root: Option<&crate::verity::Digest>,
     extra: &[String],
+    watch: Option<&Path>,
     log: &Log,
 ) -> io::Result<(PathBuf, u32)> {
-    let req = serve_request(image, cow, block_size, root, extra);
+    let req = serve_request(image, cow, block_size, root, extra, watch);
     log.debug(&format!("starting {}", req.describe()));
     // The daemon outlives us; after switch_root the new init reaps it.
     match crate::serve::spawn::spawn(&req) {
@@ -376,11 +382,19 @@ fn assemble_root(
     }
     let block_cow = plans.len() == 1 && !plans[0].2.fs.is_read_only();
     let mut served = Vec::new();
-    for (path, image, fs, block, hash) in plans {
+    // An overlayfs root: the kernel fills the upper directory itself, so
+    // the first image's daemon watches that filesystem's free space.
+    // (The nearest directory that exists: the upper one is made later.)
+    let upper_fs = match changes {
+        Changes::Persistent(dir) => dir.ancestors().find(|d| d.is_dir()).unwrap_or(dir).to_path_buf(),
+        Changes::Ram => PathBuf::from(COW_DIR),
+    };
+    for (i, (path, image, fs, block, hash)) in plans.into_iter().enumerate() {
         let cow = block_cow.then(|| choose_cowfile(&path, &image, changes, log));
+        let watch = (!block_cow && i == 0).then_some(upper_fs.as_path());
         drop(image);
-        let (device, pid) =
-            serve(&path, cow.as_deref(), block, hash.as_ref(), daemon_flags, log).map_err(Failure::from)?;
+        let (device, pid) = serve(&path, cow.as_deref(), block, hash.as_ref(), daemon_flags, watch, log)
+            .map_err(Failure::from)?;
         log.info(&format!(
             "{} served on {} by pid {pid}{}",
             path.display(),
@@ -739,13 +753,16 @@ mod tests {
     #[test]
     fn the_daemon_verifies_when_a_root_hash_is_given() {
         let root = [0x5a; 32];
-        let with = serve_request(Path::new("/m/KNOPPIX"), None, 4096, Some(&root), &[]);
+        let with = serve_request(Path::new("/m/KNOPPIX"), None, 4096, Some(&root), &[], None);
         assert_eq!(with.flags, ["--root-daemon", "--block-size", "4096", "--root-hash", &"5a".repeat(32)]);
         assert!(args(&with).contains(&format!("\"--root-hash\" \"{}\"", "5a".repeat(32))), "{}", args(&with));
-        let without = serve_request(Path::new("/m/KNOPPIX"), None, 512, None, &[]);
+        let without = serve_request(Path::new("/m/KNOPPIX"), None, 512, None, &[], None);
         assert!(!args(&without).contains("--root-hash"), "{}", args(&without));
+        assert!(!args(&without).contains("--watch-space"), "{}", args(&without));
         let tuned =
-            serve_request(Path::new("/m/KNOPPIX"), None, 512, None, &["--prefetch".into(), "8".into()]);
+            serve_request(Path::new("/m/KNOPPIX"), None, 512, None, &["--prefetch".into(), "8".into()], None);
         assert_eq!(tuned.flags, ["--root-daemon", "--block-size", "512", "--prefetch", "8"]);
+        let watched = serve_request(Path::new("/m/KNOPPIX"), None, 2048, None, &[], Some(Path::new(COW_DIR)));
+        assert_eq!(watched.flags[3..], ["--watch-space", COW_DIR]);
     }
 }

@@ -23,7 +23,7 @@ pub mod overlay;
 pub mod pack;
 mod rangelock;
 pub mod repair;
-mod space;
+pub(crate) mod space;
 
 pub use error::{CowError, FormatError};
 pub use header::{Abi, Geometry, Header};

@@ -112,6 +112,9 @@ pub struct OverlayOptions {
     pub low_space_bytes: u64,
     /// Name of the base in messages.
     pub base_name: String,
+    /// Appended to the message of a full cowfile: where more space comes
+    /// from for this user (the live system's boot options, say).
+    pub full_hint: String,
     pub warn: WarnFn,
 }
 
@@ -122,6 +125,7 @@ impl Default for OverlayOptions {
             repair: false,
             low_space_bytes: 64 << 20,
             base_name: "rdofile".into(),
+            full_hint: String::new(),
             warn: Arc::new(|msg| eprintln!("cloopbox: cow: {msg}")),
         }
     }
@@ -221,6 +225,7 @@ pub struct Overlay<B: ReadAt, F: CowIo = File> {
     space: SpaceWatch,
     counters: Counters,
     warn: WarnFn,
+    full_hint: String,
     closed: AtomicBool,
     repaired: Option<RepairReport>,
     created: bool,
@@ -264,6 +269,7 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
         let opened = open_for_base(path, id, opts.create, opts.repair)?;
         let file_end = cowfile::file_len(&opened.file, path)?;
         let chunks = opened.header.mapsize.div_ceil(MAP_CHUNK) as usize;
+        let space = SpaceWatch::new(opts.low_space_bytes, &opened.file);
         let file = wrap(opened.file);
         let overlay = Overlay {
             base,
@@ -283,9 +289,10 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
             opened_at: Instant::now(),
             file_end: AtomicU64::new(file_end),
             can_punch: AtomicBool::new(true),
-            space: SpaceWatch::new(opts.low_space_bytes),
+            space,
             counters: Counters::default(),
             warn: opts.warn.clone(),
+            full_hint: opts.full_hint.clone(),
             closed: AtomicBool::new(false),
             repaired: opened.repaired,
             created: opened.created,
@@ -672,12 +679,14 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
 
     /// Runs a mutation of `[offset, offset+len)` under its unit lock, then
     /// marks the units; on failure nothing is marked. `may_zero`: the
-    /// mutation may leave a unit that reads as zeros.
+    /// mutation may leave a unit that reads as zeros. `data`: it writes
+    /// data, so it is held to the space reserve (zeroing punches holes).
     fn mutate(
         &self,
         offset: u64,
         len: u64,
         may_zero: bool,
+        data: bool,
         op: impl FnOnce() -> io::Result<ZeroUnits>,
     ) -> io::Result<()> {
         check_range(self.size, offset, len)?;
@@ -690,7 +699,18 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
         if may_zero {
             self.write_deferred(first, end)?;
         }
-        match op() {
+        let refused = data && self.needs_space(first, end) && !self.space.admit(self.file.file());
+        let result = if refused {
+            Err(super::error::io_context(
+                &self.path,
+                "write data",
+                self.data_offset(offset),
+                io::Error::from(io::ErrorKind::StorageFull),
+            ))
+        } else {
+            op()
+        };
+        match result {
             Ok(zeros) => {
                 self.mark(first, end, &zeros);
                 if let Some(free) = self.space.after_write(self.file.file()) {
@@ -699,10 +719,16 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
                 Ok(())
             }
             Err(e) => {
-                self.discard_unmarked(first, end);
+                if !refused {
+                    self.discard_unmarked(first, end);
+                }
                 if is_out_of_space(&e) {
+                    self.space.failed();
                     if let Some(free) = self.space.check(self.file.file()) {
                         self.warn_low_space(free);
+                    }
+                    if self.space.full() {
+                        self.warn_full();
                     }
                 }
                 Err(e)
@@ -748,6 +774,25 @@ impl<B: ReadAt, F: CowIo> Overlay<B, F> {
             }
         }
         result
+    }
+
+    /// Whether a mutation of units `[first, end)` may take new space in
+    /// the cowfile: some unit is not in it yet.
+    fn needs_space(&self, first: u64, end: u64) -> bool {
+        let map = read_map(&self.map);
+        let (set, n) = map.bits.run(first, end);
+        !(set && first + n >= end)
+    }
+
+    /// Once per shortage: the cowfile's filesystem is full.
+    fn warn_full(&self) {
+        (self.warn)(&format!(
+            "copy-on-write space full: cowfile {} cannot grow, its filesystem has no space left; writes to the \
+             device fail (ENOSPC) until space is freed: delete files on it and run fstrim, or give the cowfile a \
+             larger filesystem{}",
+            self.path.display(),
+            self.full_hint
+        ));
     }
 
     fn warn_low_space(&self, free: u64) {
@@ -1103,11 +1148,11 @@ impl<B: ReadAt, F: CowIo> BlockDev for Overlay<B, F> {
         // unit is all zeros.
         let head = ((U - offset % U) as usize).min(buf.len());
         let may_zero = is_zero(&buf[..head]) || buf[head..].chunks(U as usize).any(is_zero);
-        self.mutate(offset, buf.len() as u64, may_zero, || self.write_locked(buf, offset))
+        self.mutate(offset, buf.len() as u64, may_zero, true, || self.write_locked(buf, offset))
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.mutate(offset, len, true, || self.zero_locked(offset, len))
+        self.mutate(offset, len, true, false, || self.zero_locked(offset, len))
     }
 
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {

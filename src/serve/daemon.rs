@@ -325,6 +325,11 @@ pub fn run(o: Options) -> Result<(), String> {
         None => None,
     };
     let index = attached.as_ref().map(|a| a.index);
+    if let Some(dir) = &o.watch_space {
+        let hint = if o.root_daemon { stack::ROOT_FULL_HINT } else { "" };
+        super::watch::spawn(dir.clone(), hint, say.warn_fn())
+            .map_err(|e| format!("--watch-space thread: {e}"))?;
+    }
     if !o.quiet {
         announce(&summary, &names, index.map(|i| (i, device_block)), &say);
     }

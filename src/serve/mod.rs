@@ -6,6 +6,8 @@
 //! * [`stack`]: stacking cache, cow overlay and meter over it;
 //! * [`daemon`]: the server's life: signals, kernel attach, control
 //!   socket, the event loop and the ordered stop;
+//! * [`watch`]: `--watch-space`, the free space of an overlay upper
+//!   directory;
 //! * [`spawn`]: starting a `cloopd` child and reading its device line
 //!   (used by `init`, `liveroot` and `cowdev`).
 
@@ -13,6 +15,7 @@ pub mod base;
 pub mod daemon;
 pub mod spawn;
 pub mod stack;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +64,8 @@ pub struct Options {
     pub background: bool,
     /// `--root-hash`, `--verity-tree`, `--check-at-most-once`.
     pub verity: Verity,
+    /// `--watch-space DIR`: say on the console when DIR's filesystem is full.
+    pub watch_space: Option<PathBuf>,
 }
 
 /// Verified serving: every block checked against a dm-verity hash tree
@@ -95,6 +100,7 @@ impl Options {
             root_daemon: false,
             background: false,
             verity: Verity::default(),
+            watch_space: None,
         }
     }
 }

@@ -109,6 +109,10 @@ fn device_block(o: &Options, read: &dyn ReadAt) -> u32 {
     })
 }
 
+/// How a live system gets more room for its changes (docs/boot-options.md).
+pub const ROOT_FULL_HINT: &str =
+    "; for more, boot with a larger cowsize= (the RAM for changes, default 50%) or keep the changes on a disk with cow=DEVICE:/FILE";
+
 /// Opens the image and stacks the layers `o` asks for. `warn` reports the
 /// layers' trouble while serving (a cowfile running out of space): on
 /// stderr in the foreground, to the console and kmsg for a daemon, whose
@@ -126,6 +130,7 @@ pub fn build(o: &Options, warn: WarnFn) -> Result<Stack, String> {
                 create: true,
                 repair: true,
                 base_name: o.image.display().to_string(),
+                full_hint: if o.root_daemon { ROOT_FULL_HINT.into() } else { String::new() },
                 warn: warn.clone(),
                 ..OverlayOptions::default()
             };

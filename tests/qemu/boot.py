@@ -16,6 +16,11 @@ SECS, which appends "qemu-test: TIMEOUT after SECS s" to the log.
   --kick-at REGEX      once a line matches, send --kick-cmd to the monitor
   --kick-cmd CMD       a human-monitor command (hot-plug a stick, eject a CD)
   --monitor SOCKET     the monitor's unix socket (added to QEMU's arguments)
+  --type-at REGEX      once a line (or the unfinished last line, a prompt)
+                       matches, write the next --type TEXT to the serial
+                       console's input; repeatable, the pairs in order,
+                       each once (answering a shell in the guest)
+  --type TEXT          what to type (backslash escapes: \\n is a newline)
   --silent-limit SECS  a guest that prints nothing at all for this long (QEMU's
                        TCG hung before the kernel's first word, seen once in
                        many hundred boots) is restarted once; the restart is
@@ -80,7 +85,11 @@ def run_once(a, qemu, log, times):
     kick = re.compile(a.kick_at) if a.kick_at else None
     kicked, mark_s, cpu_s, end = False, None, None, "exit"
     t0 = time.monotonic()
-    p = subprocess.Popen(qemu, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    typing = list(zip(a.type_at, a.type))
+    # The serial console's input is QEMU's stdin: a pipe only when
+    # something is to be typed (else QEMU reads end of file at once).
+    stdin = subprocess.PIPE if typing else subprocess.DEVNULL
+    p = subprocess.Popen(qemu, stdin=stdin, stdout=subprocess.PIPE)
     fd = p.stdout.fileno()
     buf, seen_output, until_at = b"", False, None
     while True:
@@ -116,6 +125,12 @@ def run_once(a, qemu, log, times):
         for text in texts + [buf.decode(errors="replace")]:
             if mark_s is None and mark.search(text):
                 mark_s, cpu_s = now, cpu_seconds(p.pid)
+            if typing and re.search(typing[0][0], text):
+                try:
+                    p.stdin.write(typing.pop(0)[1].encode().decode("unicode_escape").encode())
+                    p.stdin.flush()
+                except OSError as e:  # QEMU is gone: its exit ends the loop
+                    print(f"boot.py: typing: {e}", file=sys.stderr)
             if kick and not kicked and kick.search(text):
                 monitor(a.monitor, a.kick_cmd)
                 kicked = True
@@ -136,6 +151,8 @@ def main():
     ap.add_argument("--kick-at")
     ap.add_argument("--kick-cmd")
     ap.add_argument("--monitor")
+    ap.add_argument("--type-at", action="append", default=[])
+    ap.add_argument("--type", action="append", default=[])
     ap.add_argument("--silent-limit", type=float, default=0)
     ap.add_argument("--restarts")
     ap.add_argument("qemu", nargs=argparse.REMAINDER)
@@ -143,6 +160,8 @@ def main():
     qemu = a.qemu[1:] if a.qemu[:1] == ["--"] else a.qemu
     if not qemu:
         ap.error("no QEMU command after --")
+    if len(a.type_at) != len(a.type):
+        ap.error("each --type-at needs its --type")
     if a.kick_at and not (a.kick_cmd and a.monitor):
         ap.error("--kick-at needs --kick-cmd and --monitor")
     qemu = qemu + ["-display", "none", "-serial", "stdio"]

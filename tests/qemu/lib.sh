@@ -36,6 +36,7 @@ MKLIVE=$QEMU_LIB_ROOT/initramfs/mklive.sh
 # Scenario names: qemu-test.sh and every scenario file add theirs.
 ALL_SCENARIOS=()
 RESULTS=()
+BOOT_TYPE=()
 mkdir -p "$WORK" "$LOGS"
 
 log() { printf '[qemu-test] %s\n' "$*" >&2; }
@@ -384,7 +385,9 @@ bench_binary() {
 # (QEMU's CPU seconds by ROOT-UP), BOOT_LOAD (load average at the start)
 # and BOOT_END (until, exit or timeout). With KICK_AT (a regex) and KICK_CMD
 # set, sends KICK_CMD to the QEMU monitor once KICK_AT appears: hot-plugging
-# a late USB stick, ejecting a CD.
+# a late USB stick, ejecting a CD. BOOT_TYPE (an array of REGEX TEXT
+# pairs, set by the caller) types TEXT on the serial console once REGEX
+# appears, pair after pair (boot.py --type-at/--type).
 boot() {
     local name=$1 until=$2
     shift 2
@@ -396,6 +399,10 @@ boot() {
     fi
     local kick=()
     [ -z "${KICK_AT:-}" ] || kick=(--kick-at "$KICK_AT" --kick-cmd "$KICK_CMD")
+    local i
+    for ((i = 0; i + 1 < ${#BOOT_TYPE[@]}; i += 2)); do
+        kick+=(--type-at "${BOOT_TYPE[i]}" --type "${BOOT_TYPE[i + 1]}")
+    done
     local out
     out=$(python3 "$QEMU_LIB_ROOT/tests/qemu/boot.py" --log "$LOGS/$name.log" --until "$until" \
         --timeout "${TIMEOUT:-300}" --mark "${BOOT_MARK:-ROOT-UP}" --monitor "$WORK/$name.mon" --silent-limit "${SILENT_LIMIT:-120}" \
