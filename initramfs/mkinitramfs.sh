@@ -13,13 +13,16 @@
 #   -s BUSYBOX     add a static busybox as /bin/sh for the rescue shell
 #                  (default: /bin/busybox if it is static; "none" to leave out)
 #   -a MODULE      add a module (repeatable) to the default set
-#   -z gzip|xz|zstd|none   compression (default gzip: every kernel has it)
+#   -z zstd|gzip|xz|none   compression (default zstd -19: the smallest the
+#                  kernel unpacks fast, kernels >= 5.9 with RD_ZSTD, every
+#                  Debian kernel since 11; gzip for older kernels; xz is
+#                  smaller still but unpacks 5x slower, BENCHMARKS.md)
 #   -q             quiet
 set -euo pipefail
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 root=$(cd "$here/.." && pwd)
 
-OUT="" BIN="" KVER=$(uname -r) MODROOT=/ BUSYBOX=auto COMP=gzip QUIET=0
+OUT="" BIN="" KVER=$(uname -r) MODROOT=/ BUSYBOX=auto COMP=zstd QUIET=0
 EXTRA=()
 while getopts "o:b:k:m:s:a:z:qh" opt; do
     case $opt in
@@ -31,8 +34,8 @@ while getopts "o:b:k:m:s:a:z:qh" opt; do
         a) EXTRA+=("$OPTARG") ;;
         z) COMP=$OPTARG ;;
         q) QUIET=1 ;;
-        h) sed -n '2,19p' "$0"; exit 0 ;;
-        *) sed -n '2,19p' "$0" >&2; exit 2 ;;
+        h) sed -n '2,20p' "$0"; exit 0 ;;
+        *) sed -n '2,20p' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$OUT" ] || { echo "mkinitramfs: -o OUT is required" >&2; exit 2; }
@@ -109,12 +112,30 @@ if [ -d "$srcmods" ]; then
     mkdir -p "$dst"
     for path in "${!want[@]}"; do
         mkdir -p "$dst/$(dirname "$path")"
-        cp "$scratch/lib/modules/$KVER/$path" "$dst/$path"
+        src=$scratch/lib/modules/$KVER/$path
+        # A kernel that ships compressed modules (Debian 13: .ko.xz) gets
+        # them unpacked when the archive itself is compressed: about the
+        # same size under zstd, and the kernel's slow xz decoder no longer
+        # runs at every module load (BENCHMARKS.md, "Binary and initramfs
+        # size"). The signature is inside the uncompressed module.
+        case $COMP:$path in
+            none:*) cp "$src" "$dst/$path" ;;
+            *:*.ko.xz) xz -dc "$src" > "$dst/${path%.xz}" ;;
+            *:*.ko.zst) zstd -dcq "$src" > "$dst/${path%.zst}" ;;
+            *:*.ko.gz) gzip -dc "$src" > "$dst/${path%.gz}" ;;
+            *) cp "$src" "$dst/$path" ;;
+        esac
     done
     for f in modules.builtin modules.builtin.modinfo modules.order; do
         [ -f "$srcmods/$f" ] && cp "$srcmods/$f" "$dst/"
     done
     depmod -b "$tree" "$KVER"
+    # init reads modules.dep, modules.alias and modules.builtin (and
+    # busybox's modprobe only modules.dep); the rest of depmod's indexes and
+    # the kernel's whole modules.order were about 0.4 MB of the archive
+    # before compression.
+    (cd "$dst" && rm -f modules.order modules.builtin.modinfo modules.builtin.alias.bin modules.builtin.bin \
+        modules.alias.bin modules.dep.bin modules.symbols modules.symbols.bin modules.devname modules.softdep)
     say "${#want[@]} module files for $KVER"
     [ ${#missing[@]} -eq 0 ] || say "not in this kernel (skipped): ${missing[*]}"
 else

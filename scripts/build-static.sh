@@ -8,6 +8,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
     target=x86_64-unknown-linux-musl
     flags="${RUSTFLAGS:-}"
+    # musl-gcc for the C codecs, their encoders at -Os (scripts/musl-cc-size.sh).
+    export CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-$root/scripts/musl-cc-size.sh}"
 else
     echo "build-static: musl target missing, falling back to glibc +crt-static" >&2
     target=x86_64-unknown-linux-gnu
