@@ -104,7 +104,13 @@ scenario_powercut() {
     done < <(grep -a "^POWERCUT-1: synced " "$LOGS/powercut-1.log" | tr -d '\r')
     # The list was the last file synced: the guest printed what it holds.
     debugfs -R "dump /root/synced.sha256 $dir/list" "$dir/root.img" 2>/dev/null
-    cmp -s "$dir/list" "$dir/synced.sha256" && echo "HOST: /root/synced.sha256 intact" >> "$hostlog"
+    if cmp -s "$dir/list" "$dir/synced.sha256"; then
+        echo "HOST: /root/synced.sha256 intact" >> "$hostlog"
+    else
+        # What is there instead, for the diagnosis.
+        debugfs -R "stat /root/synced.sha256" "$dir/root.img" 2>&1 | sed -n 's/^/HOST-LIST: /; /Size:\|time:/p' >> "$hostlog"
+        od -An -c -N 96 "$dir/list" 2>&1 | sed 's/^/HOST-LIST: /' >> "$hostlog"
+    fi
     check powercut-host "host: cut cowfile dirty; cowrepair, cowmerge, fsck clean; synced files byte for byte" \
         "HOST: the control file on the persistence partition intact" "HOST: after the cut the cowfile is dirty" "HOST: cowrepair done" "HOST: merged" "HOST: fsck clean" \
         "HOST: /root/synced-1 intact" "HOST: /root/synced-2 intact" "HOST: /root/synced-3 intact" "HOST: /root/synced-4 intact" \

@@ -9,6 +9,13 @@
 phase=$(tr " " "\n" < /proc/cmdline | sed -n "s/^cloopbox.phase=//p")
 case $phase in
 cut)
+    # A control beside the cowfile, fsynced straight on the persistence
+    # filesystem: it tests the disk and the cut themselves, without cloopd.
+    # First: an fsync on that filesystem after the files below would write
+    # out cowfile pages that cloopd itself failed to sync.
+    dd if=/dev/urandom of=/run/initramfs/persist/live/control bs=4k count=3 2>/dev/null
+    sync /run/initramfs/persist/live/control || echo "POWERCUT-1: FAILED: fsync of the control file"
+    echo "POWERCUT-1: control $(sha256sum < /run/initramfs/persist/live/control | cut -d" " -f1)"
     : > /root/synced.sha256
     ok=1
     for i in 1 2 3 4; do
@@ -25,11 +32,6 @@ cut)
     else
         echo "POWERCUT-1: FAILED: an fsync through the root returned an error"
     fi
-    # A control beside the cowfile, fsynced straight on the persistence
-    # filesystem: it tests the disk and the cut themselves, without cloopd.
-    dd if=/dev/urandom of=/run/initramfs/persist/live/control bs=4k count=3 2>/dev/null
-    sync /run/initramfs/persist/live/control || echo "POWERCUT-1: FAILED: fsync of the control file"
-    echo "POWERCUT-1: control $(sha256sum < /run/initramfs/persist/live/control | cut -d" " -f1)"
     # Unsynced writes: new units in the cowfile that nobody flushes.
     i=0
     while :; do
