@@ -195,9 +195,9 @@ fn query_id() -> u16 {
     (t.subsec_nanos() ^ std::process::id()) as u16
 }
 
-fn ask_udp(server: Ipv4Addr, q: &[u8], id: u16, name: &str) -> Result<Answer, String> {
+fn ask_udp(server: SocketAddr, q: &[u8], id: u16, name: &str) -> Result<Answer, String> {
     let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-    sock.connect(SocketAddr::from((server, 53))).map_err(|e| e.to_string())?;
+    sock.connect(server).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(UDP_WAIT)).map_err(|e| e.to_string())?;
     sock.send(q).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 512];
@@ -210,9 +210,8 @@ fn ask_udp(server: Ipv4Addr, q: &[u8], id: u16, name: &str) -> Result<Answer, St
     }
 }
 
-fn ask_tcp(server: Ipv4Addr, q: &[u8], id: u16, name: &str) -> Result<Answer, String> {
-    let mut s = TcpStream::connect_timeout(&SocketAddr::from((server, 53)), TCP_WAIT)
-        .map_err(|e| format!("TCP: {e}"))?;
+fn ask_tcp(server: SocketAddr, q: &[u8], id: u16, name: &str) -> Result<Answer, String> {
+    let mut s = TcpStream::connect_timeout(&server, TCP_WAIT).map_err(|e| format!("TCP: {e}"))?;
     s.set_read_timeout(Some(TCP_WAIT)).map_err(|e| e.to_string())?;
     let mut msg = (q.len() as u16).to_be_bytes().to_vec();
     msg.extend_from_slice(q);
@@ -263,10 +262,16 @@ fn lookup(name: &str) -> Result<Vec<Ipv4Addr>, String> {
             "cannot resolve {name}: no nameserver in /etc/resolv.conf (DHCP gave none; use nameserver=)"
         ));
     }
+    let servers: Vec<SocketAddr> = servers.into_iter().map(|s| SocketAddr::from((s, 53))).collect();
+    ask_servers(name, &servers)
+}
+
+/// Asks each server in turn: UDP, then TCP if that is truncated or silent.
+pub fn ask_servers(name: &str, servers: &[SocketAddr]) -> Result<Vec<Ipv4Addr>, String> {
     let id = query_id();
     let q = query(name, id)?;
     let mut tried = Vec::new();
-    for server in servers {
+    for &server in servers {
         let answer = match ask_udp(server, &q, id, name) {
             Ok(Answer::Truncated) | Err(_) => ask_tcp(server, &q, id, name),
             other => other,
@@ -371,6 +376,55 @@ mod tests {
         let h = "127.0.0.1 localhost\n10.1.2.3 srv srv.lan # comment\n#10.9.9.9 images\n";
         assert_eq!(from_hosts(h, "SRV.lan"), Some(Ipv4Addr::new(10, 1, 2, 3)));
         assert_eq!(from_hosts(h, "images"), None);
+    }
+
+    /// A server on 127.0.0.1 whose UDP answers are truncated (TC set),
+    /// so only its TCP side (RFC 7766 framing) gives the address; `tcp`
+    /// false: it has no TCP side and UDP says nothing.
+    fn server(udp_truncates: bool, tcp: bool) -> (SocketAddr, std::thread::JoinHandle<usize>) {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        let listener = tcp.then(|| std::net::TcpListener::bind(addr).unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (n, from) = udp.recv_from(&mut buf).unwrap();
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            if udp_truncates {
+                let mut tc = buf[..n].to_vec();
+                tc[2] = 0x83;
+                udp.send_to(&tc, from).unwrap();
+            }
+            let Some(listener) = listener else { return 0 };
+            let (mut s, _) = listener.accept().unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).unwrap();
+            let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut q).unwrap();
+            assert_eq!(u16::from_be_bytes([q[0], q[1]]), id, "the TCP query repeats the UDP one");
+            let a = answer(id, "images.test");
+            s.write_all(&(a.len() as u16).to_be_bytes()).unwrap();
+            s.write_all(&a).unwrap();
+            q.len()
+        });
+        (addr, handle)
+    }
+
+    #[test]
+    fn truncated_udp_answers_are_asked_again_over_tcp() {
+        let (addr, h) = server(true, true);
+        assert_eq!(ask_servers("images.test", &[addr]), Ok(vec![Ipv4Addr::new(10, 0, 2, 100)]));
+        assert!(h.join().unwrap() > 12);
+    }
+
+    #[test]
+    fn silent_udp_falls_back_to_tcp_and_failures_name_the_server() {
+        let (addr, h) = server(false, true);
+        assert_eq!(ask_servers("images.test", &[addr]), Ok(vec![Ipv4Addr::new(10, 0, 2, 100)]));
+        h.join().unwrap();
+        let (dead, h) = server(false, false);
+        let e = ask_servers("images.test", &[dead]).unwrap_err();
+        assert!(e.contains(&dead.to_string()) && e.contains("TCP"), "{e}");
+        h.join().unwrap();
     }
 
     #[test]

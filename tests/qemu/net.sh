@@ -124,8 +124,10 @@ net_boot() {
     local name=$1 d=$2 append=$3
     shift 3
     local netdev="user,id=n0,restrict=on,net=10.0.2.0/24"
-    netdev+=",guestfwd=tcp:10.0.2.100:80-cmd:busybox nc 127.0.0.1 $NGINX_PORT"
-    [ -z "${DNS_PORT:-}" ] || netdev+=",guestfwd=tcp:10.0.2.101:53-cmd:busybox nc 127.0.0.1 $DNS_PORT"
+    # slirp gives the command the connection as stdin, stdout and stderr:
+    # nc's complaints (nginx down) must not reach the guest as data.
+    netdev+=",guestfwd=tcp:10.0.2.100:80-cmd:sh -c 'exec busybox nc 127.0.0.1 $NGINX_PORT 2>/dev/null'"
+    [ -z "${DNS_PORT:-}" ] || netdev+=",guestfwd=tcp:10.0.2.101:53-cmd:sh -c 'exec busybox nc 127.0.0.1 $DNS_PORT 2>/dev/null'"
     boot "$name" "$UNTIL_LIVE" -kernel "$KERNEL" -initrd "$NET_DIR/initrd.gz" \
         -append "$APPEND_BASE no_timer_check $append" -netdev "$netdev" -device virtio-net-pci,netdev=n0 "$@"
 }
