@@ -31,7 +31,10 @@
 #                the read stalls, resumes, right data, no I/O error
 #   net-changed  the image replaced on the server under the guest: the
 #                console says so, the read fails, never the new data
-ALL_SCENARIOS+=(net-http net-iso net-fetch net-outage net-changed)
+#   net-debian   the Debian systemd root (debian.sh's checks: multi-user,
+#                writes, fstrim, clean poweroff through the exit initramfs)
+#                from httpfs=, its network kept up by the live system
+ALL_SCENARIOS+=(net-http net-iso net-fetch net-outage net-changed net-debian)
 
 NET_DIR=$WORK/net
 
@@ -118,18 +121,22 @@ net_bytes() {
     awk -v u="$2" '$3 == u { s += $2 } END { print s + 0 }' "$1/access.log"
 }
 
-# net_boot NAME DIR APPEND [QEMU ARGS...]: the guest with the -N initramfs,
-# a virtio NIC and only the guestfwd rules to nginx and the DNS responder.
-net_boot() {
-    local name=$1 d=$2 append=$3
-    shift 3
+# net_qemu APPEND: NET_QEMU, the QEMU arguments of a guest with the -N
+# initramfs, a virtio NIC and only the guestfwd rules to nginx and the DNS
+# responder.
+net_qemu() {
     local netdev="user,id=n0,restrict=on,net=10.0.2.0/24"
     # slirp gives the command the connection as stdin, stdout and stderr:
     # nc's complaints (nginx down) must not reach the guest as data.
     netdev+=",guestfwd=tcp:10.0.2.100:80-cmd:sh -c 'exec busybox nc 127.0.0.1 $NGINX_PORT 2>/dev/null'"
     [ -z "${DNS_PORT:-}" ] || netdev+=",guestfwd=tcp:10.0.2.101:53-cmd:sh -c 'exec busybox nc 127.0.0.1 $DNS_PORT 2>/dev/null'"
-    boot "$name" "$UNTIL_LIVE" -kernel "$KERNEL" -initrd "$NET_DIR/initrd.gz" \
-        -append "$APPEND_BASE no_timer_check $append" -netdev "$netdev" -device virtio-net-pci,netdev=n0 "$@"
+    NET_QEMU=(-kernel "$KERNEL" -initrd "$NET_DIR/initrd.gz" -append "$1" -netdev "$netdev" -device virtio-net-pci,netdev=n0)
+}
+
+# net_boot NAME DIR APPEND: the busybox root's guest (net_qemu).
+net_boot() {
+    net_qemu "$APPEND_BASE no_timer_check $3"
+    boot "$1" "$UNTIL_LIVE" "${NET_QEMU[@]}"
 }
 
 # net_setup NAME: a fresh directory for NAME with nginx serving the images,
@@ -246,4 +253,20 @@ scenario_net-changed() {
         "${NET_ROOT_CHECKS[@]}" "the image on the server changed .*refusing to mix two images" "PAYLOAD-READ: failed"
     # If-Match made nginx refuse the changed file: 412s in its log.
     grep -q '^412 ' "$ND/access.log" || record net-changed-412 FAIL - "nginx never answered 412 to If-Match"
+}
+
+scenario_net-debian() {
+    prepare_debian
+    net_setup net-debian
+    # A hard link: the same bytes, named as the cowfile check expects.
+    ln -f "$DEBIAN_CLOOP" "$ND/www/KNOPPIX"
+    net_qemu "$DEBIAN_APPEND no_timer_check httpfs=http://10.0.2.100/KNOPPIX"
+    debian_systemd net-debian "${NET_QEMU[@]}"
+    net_teardown
+    local size sent
+    size=$(stat -c %s "$ND/www/KNOPPIX")
+    sent=$(net_bytes "$ND" /KNOPPIX)
+    log "net-debian: nginx sent $sent bytes of the $size-byte image"
+    [ "$sent" -gt 0 ] && [ "$sent" -lt "$size" ] ||
+        record net-debian-bytes FAIL - "nginx sent $sent bytes of the $size-byte image"
 }
