@@ -13,6 +13,8 @@
 #   -s BUSYBOX     add a static busybox as /bin/sh for the rescue shell
 #                  (default: /bin/busybox if it is static; "none" to leave out)
 #   -a MODULE      add a module (repeatable) to the default set
+#   -N             network boot (httpfs=, root=live:URL, fetch=): add the
+#                  Ethernet drivers of common virtual and real machines
 #   -z zstd|gzip|xz|none   compression (default zstd -19: the smallest the
 #                  kernel unpacks fast, kernels >= 5.9 with RD_ZSTD, every
 #                  Debian kernel since 11; gzip for older kernels; xz is
@@ -22,9 +24,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 root=$(cd "$here/.." && pwd)
 
-OUT="" BIN="" KVER=$(uname -r) MODROOT=/ BUSYBOX=auto COMP=zstd QUIET=0
+OUT="" BIN="" KVER=$(uname -r) MODROOT=/ BUSYBOX=auto COMP=zstd QUIET=0 NET=0
 EXTRA=()
-while getopts "o:b:k:m:s:a:z:qh" opt; do
+while getopts "o:b:k:m:s:a:z:Nqh" opt; do
     case $opt in
         o) OUT=$OPTARG ;;
         b) BIN=$OPTARG ;;
@@ -33,9 +35,10 @@ while getopts "o:b:k:m:s:a:z:qh" opt; do
         s) BUSYBOX=$OPTARG ;;
         a) EXTRA+=("$OPTARG") ;;
         z) COMP=$OPTARG ;;
+        N) NET=1 ;;
         q) QUIET=1 ;;
-        h) sed -n '2,20p' "$0"; exit 0 ;;
-        *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+        h) sed -n '2,22p' "$0"; exit 0 ;;
+        *) sed -n '2,22p' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$OUT" ] || { echo "mkinitramfs: -o OUT is required" >&2; exit 2; }
@@ -63,7 +66,19 @@ MODULES=(
     vfat fat nls_cp437 nls_iso8859-1 nls_utf8 nls_ascii exfat ntfs3 ext4 erofs
     mmc_block sdhci_pci nvme
 )
-MODULES+=("${EXTRA[@]}")
+# -N: Ethernet drivers, loaded by modalias like the storage drivers (their
+# dependencies, such as virtio_net's net_failover, come through depmod).
+# Debian's kernel builds IPv4, packet sockets and rtnetlink in; it has no
+# in-kernel IP autoconfiguration, so init brings the interface up itself.
+# QEMU: virtio_net, e1000 (-device e1000, the default), e1000e (q35);
+# real machines: Intel, Realtek, Broadcom, Marvell, Aquantia, VMware, Hyper-V, Xen, USB.
+# No firmware files are added: drivers that cannot work without them
+# (ice, bnx2) are left out.
+if [ "$NET" = 1 ]; then
+    MODULES+=(virtio_net e1000 e1000e igb igc ixgbe i40e r8169 8139cp 8139too tg3 bnxt_en
+        atlantic sky2 vmxnet3 hv_netvsc xen-netfront usbnet cdc_ether r8152 ax88179_178a)
+fi
+MODULES+=(${EXTRA[@]+"${EXTRA[@]}"})
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

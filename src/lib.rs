@@ -20,6 +20,7 @@ pub mod cow;
 pub mod getopt;
 pub mod iso9660;
 pub mod nbd;
+pub mod net;
 pub mod progress;
 pub mod remote;
 pub mod serve;

@@ -8,7 +8,8 @@ const USAGE: &str = "\
 Usage: init
 
 Runs as PID 1 in an initramfs (as /init, or whenever cloopbox is PID 1):
-finds KNOPPIX/KNOPPIX on a CD, DVD, USB stick, disk or in an ISO file,
+finds KNOPPIX/KNOPPIX on a CD, DVD, USB stick, disk or in an ISO file
+(or takes it from a web server),
 serves it through the kernel's NBD driver with a copy-on-write layer on a
 tmpfs under /run (or a persistent disk), mounts it, stages the exit
 initramfs and switches root. Options come from the kernel command line
@@ -20,6 +21,11 @@ initramfs and switches root. Options come from the kernel command line
   rootdelay=S (live-media-timeout=)   wait up to S seconds (default 60)
   toram (rd.live.ram), noeject        copy the images to RAM, eject the CD
   testcd (rd.live.check)              verify every block first
+  httpfs=URL (root=live:URL)          the image on an HTTP server, read lazily
+  fetch=URL                           the same, downloaded into RAM first
+  ip=dhcp | ip=CLIENT::GW:MASK:HOST:DEV:off   the network (DHCP by default
+                                      with a URL; NIC drivers: mkinitramfs -N)
+  nameserver=IP                       a DNS server for host names in URLs
   cow=DEV:/PATH (rd.live.overlay=)    keep changes on a disk
   cowsize=N%|SIZE                     tmpfs size for changes (default 50%)
   init=PATH                           the new root's init (/sbin/init)

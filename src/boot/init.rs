@@ -31,7 +31,7 @@ use super::isofile;
 use super::kmod::ModuleDb;
 use super::log::Log;
 use super::media::{find_medium, Medium, Search, Want};
-use super::options::{BootOptions, CowSize, Persistence, Stage, VerityRoots};
+use super::options::{BootOptions, CowSize, NetRoot, Persistence, Stage, VerityRoots};
 use super::probe::{min_io_size, probe, FsInfo};
 use super::switch_root::{check_init, switch_root};
 use crate::cloop::reader::Image;
@@ -82,6 +82,10 @@ pub const BOOT_MODULES: &[&str] = &[
     "mmc_block",
     "sdhci_pci",
     "nvme",
+    // In an initramfs built with mkinitramfs.sh -N only.
+    "virtio_net",
+    "e1000",
+    "e1000e",
 ];
 
 /// A boot failure: what went wrong, and the lines that say what was tried.
@@ -365,7 +369,11 @@ fn assemble_root(
     // a clear message before anything is served.
     let mut plans = Vec::new();
     for path in images {
-        let image = Image::open(path).map_err(|e| Failure::new(format!("{e}")))?;
+        let (image, remote) =
+            crate::remote::open_cloop_described(path).map_err(|e| Failure::new(format!("{e}")))?;
+        if let Some(summary) = remote {
+            log.info(&format!("image on the server: {summary}"));
+        }
         let fs = probe(&image).ok_or_else(|| {
             Failure::new(format!("{}: no known filesystem inside the image", path.display()))
         })?;
@@ -610,24 +618,73 @@ pub fn mount_root(
             Err(why) => log.warn(&format!("{why}: booting from the medium instead")),
         }
     }
-    mount_cow_tmpfs(opts.cow_size)?;
-    let changes = match &opts.persistence {
-        Some(p) => persistence(p, opts.media_timeout, log).map_or(Changes::Ram, Changes::Persistent),
-        None => Changes::Ram,
-    };
-    let served = assemble_root(&images, root, &changes, &opts.verity, &opts.cloopd, log)?;
+    let served = serve_images(opts, &images, root, log)?;
     // Knoppix shows the medium at /mnt-system where the root has it.
     if !in_ram && root.join("mnt-system").is_dir() {
         let _ = rustix::mount::mount_bind(LIVE, root.join("mnt-system"));
     }
     if stage_exitrd {
-        // Without it, systemd's shutdown would leave the root's devices
-        // to die with the power.
-        match super::exitrd::stage(Path::new(super::exitrd::DIR)) {
-            Ok(()) => log.debug("exit initramfs staged in /run/initramfs"),
-            Err(e) => log.warn(&format!("no exit initramfs ({e}): shutdown cannot detach the root cleanly")),
+        stage_exit_initramfs(log);
+    }
+    Ok(served)
+}
+
+/// The cow tmpfs, persistence, the daemons and the root at `root`, for
+/// images on a medium, in RAM or on an HTTP server.
+fn serve_images(
+    opts: &BootOptions,
+    images: &[PathBuf],
+    root: &Path,
+    log: &Log,
+) -> Result<Vec<Served>, Failure> {
+    mount_cow_tmpfs(opts.cow_size)?;
+    let changes = match &opts.persistence {
+        Some(p) => persistence(p, opts.media_timeout, log).map_or(Changes::Ram, Changes::Persistent),
+        None => Changes::Ram,
+    };
+    assemble_root(images, root, &changes, &opts.verity, &opts.cloopd, log)
+}
+
+fn stage_exit_initramfs(log: &Log) {
+    // Without it, systemd's shutdown would leave the root's devices
+    // to die with the power.
+    match super::exitrd::stage(Path::new(super::exitrd::DIR)) {
+        Ok(()) => log.debug("exit initramfs staged in /run/initramfs"),
+        Err(e) => log.warn(&format!("no exit initramfs ({e}): shutdown cannot detach the root cleanly")),
+    }
+}
+
+/// Brings up the network of `ip=`; the drivers of NICs that show up
+/// meanwhile are loaded by modalias.
+pub fn network(opts: &BootOptions, log: &Log) -> Result<(), Failure> {
+    let Some(ip) = &opts.ip else { return Ok(()) };
+    let rescan = || {
+        if let Some(loader) = super::kmod::Loader::get() {
+            report(&loader.scan(), log);
+        }
+    };
+    crate::net::link::bring_up(ip, &opts.nameservers, opts.media_timeout, &rescan, log)
+        .map(drop)
+        .map_err(|e| Failure::new(format!("network: {e}")))
+}
+
+/// The root from an image on an HTTP server (`httpfs=`, `root=live:`),
+/// read lazily; with `fetch=` downloaded into RAM first.
+pub fn mount_net_root(
+    opts: &BootOptions,
+    net: &NetRoot,
+    root: &Path,
+    log: &Log,
+) -> Result<Vec<Served>, Failure> {
+    let mut images = vec![PathBuf::from(&net.url)];
+    if net.fetch {
+        match super::toram::fetch(&net.url, log) {
+            Ok(copy) => images = vec![copy],
+            Err(why) => log.warn(&format!("fetch: {why}: booting lazily from {} instead", net.url)),
         }
     }
+    let served = serve_images(opts, &images, root, log)?;
+    stage_exit_initramfs(log);
     Ok(served)
 }
 
@@ -698,6 +755,19 @@ fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
     stop_at(Stage::Top, &opts, log);
     load_modules(log);
     stop_at(Stage::Modules, &opts, log);
+    let newroot = Path::new(NEWROOT);
+    if let Some(net) = &opts.net_root {
+        network(&opts, log)?;
+        stop_at(Stage::Media, &opts, log);
+        mount_net_root(&opts, net, newroot, log)?;
+        check_init(newroot, &opts.init)
+            .map_err(|e| Failure::new(format!("the new root has no usable init: {e}")))?;
+        stop_at(Stage::Bottom, &opts, log);
+        return Ok(opts);
+    }
+    if let Err(f) = network(&opts, log) {
+        log.warn(&format!("{}; booting from a local medium without it", f.what));
+    }
     let medium = locate(&opts, log)?;
     log.info(&format!(
         "medium: {} ({}, label '{}'), {} image(s)",
@@ -707,7 +777,6 @@ fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
         medium.images.len()
     ));
     stop_at(Stage::Media, &opts, log);
-    let newroot = Path::new(NEWROOT);
     mount_root(&opts, &medium, newroot, true, log)?;
     check_init(newroot, &opts.init)
         .map_err(|e| Failure::new(format!("the new root has no usable init: {e}")))?;

@@ -94,8 +94,23 @@ pub struct BootOptions {
     /// `cloopbox.connections=`, `cloopbox.readahead=` and
     /// `cloopbox.maxrequest=` (docs/boot-options.md).
     pub cloopd: Vec<String>,
+    /// `ip=`: the network set up before the image is fetched.
+    pub ip: Option<crate::net::IpConfig>,
+    /// `nameserver=` (repeatable): DNS servers before DHCP's.
+    pub nameservers: Vec<std::net::Ipv4Addr>,
+    /// `httpfs=`, `root=live:URL` or `fetch=`: the image on an HTTP server.
+    pub net_root: Option<NetRoot>,
     /// Problems with the command line, reported once the console is up.
     pub warnings: Vec<String>,
+}
+
+/// An image on an HTTP server instead of a local medium.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetRoot {
+    /// A cloop image, or an ISO holding KNOPPIX/KNOPPIX (docs/remote.md).
+    pub url: String,
+    /// `fetch=`: download it all into RAM first, then boot as `toram`.
+    pub fetch: bool,
 }
 
 impl Default for BootOptions {
@@ -117,6 +132,9 @@ impl Default for BootOptions {
             break_at: Vec::new(),
             verity: VerityRoots::Off,
             cloopd: Vec::new(),
+            ip: None,
+            nameservers: Vec::new(),
+            net_root: None,
             warnings: Vec::new(),
         }
     }
@@ -290,6 +308,7 @@ impl BootOptions {
                 }
             }
         }
+        o.parse_network(c);
         o.debug = c.has("debug") || c.has("rd.debug");
         for p in c.params.iter().filter(|p| p.name == "break" || p.name == "rd.break") {
             let value = p.value.as_deref().unwrap_or("premount");
@@ -304,6 +323,45 @@ impl BootOptions {
             }
         }
         o
+    }
+
+    /// `httpfs=`, `root=live:URL`, `fetch=`, `ip=`, `nameserver=`.
+    fn parse_network(&mut self, c: &Cmdline) {
+        let lazy = c.value("httpfs").or_else(|| c.value("root").and_then(|r| r.strip_prefix("live:")));
+        let lazy = lazy.filter(|u| u.contains("://"));
+        let (url, fetch) = match (lazy, c.value("fetch")) {
+            (Some(u), Some(_)) => {
+                self.warnings
+                    .push(format!("fetch= and httpfs= (or root=live:) both given: using the lazy {u}"));
+                (Some(u), false)
+            }
+            (Some(u), None) => (Some(u), false),
+            (None, Some(u)) => (Some(u), true),
+            (None, None) => (None, false),
+        };
+        if let Some(u) = url {
+            match crate::remote::Url::parse(u) {
+                Ok(_) => self.net_root = Some(NetRoot { url: u.to_string(), fetch }),
+                Err(e) => self.warnings.push(format!("{u}: {e}; looking for a local medium instead")),
+            }
+        }
+        for p in c.params.iter().filter(|p| p.name == "nameserver") {
+            match p.value.as_deref().map(str::parse::<std::net::Ipv4Addr>) {
+                Some(Ok(a)) => self.nameservers.push(a),
+                _ => self
+                    .warnings
+                    .push(format!("nameserver={}: not an IPv4 address", p.value.as_deref().unwrap_or(""))),
+            }
+        }
+        match c.value("ip").map(crate::net::IpConfig::parse) {
+            Some(Ok(ip)) => self.ip = ip,
+            Some(Err(e)) => self.warnings.push(format!("{e}; using DHCP")),
+            None => {}
+        }
+        // A network root without ip= (or with a malformed one) uses DHCP.
+        if self.net_root.is_some() && self.ip.is_none() && c.value("ip").is_none_or(|v| v != "off") {
+            self.ip = Some(crate::net::IpConfig::Dhcp { dev: None });
+        }
     }
 
     /// `KNOPPIX/KNOPPIX`, relative to the medium's root.
@@ -430,6 +488,30 @@ mod tests {
         );
         assert_eq!(split_device_path("/dev/../etc/x"), None);
         assert_eq!(split_device_path("/dev/disk/by-uuid"), None);
+    }
+
+    #[test]
+    fn network_boot_spellings() {
+        let o = opts("httpfs=http://10.0.2.100/KNOPPIX/KNOPPIX nameserver=10.0.2.101");
+        assert_eq!(
+            o.net_root,
+            Some(NetRoot { url: "http://10.0.2.100/KNOPPIX/KNOPPIX".into(), fetch: false })
+        );
+        assert_eq!(o.ip, Some(crate::net::IpConfig::Dhcp { dev: None }), "a network root implies DHCP");
+        assert_eq!(o.nameservers, [std::net::Ipv4Addr::new(10, 0, 2, 101)]);
+        let o = opts("root=live:http://images.test/k.iso ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off");
+        assert!(matches!(o.ip, Some(crate::net::IpConfig::Static { prefix: 24, .. })));
+        assert_eq!(o.net_root.unwrap().url, "http://images.test/k.iso");
+        let o = opts("fetch=http://h/k.iso");
+        assert!(o.net_root.unwrap().fetch);
+        assert!(
+            opts("root=live:CDLABEL=KNOPPIX").net_root.is_none(),
+            "dracut's local live: roots stay local"
+        );
+        assert!(opts("root=/dev/sda1").ip.is_none(), "no network unless asked");
+        let o = opts("httpfs=ftp://h/x ip=10.0.2.300::::::off nameserver=x");
+        assert!(o.net_root.is_none());
+        assert_eq!(o.warnings.len(), 3, "{:?}", o.warnings);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! what does not fit must be refused cleanly, not halt the boot). The
 //! progress line gives percent, throughput and ETA.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::log::Log;
+use crate::blockdev::{FileDev, ReadAt};
 
 pub const DIR: &str = "/run/initramfs/toram";
 /// Memory that must stay free after the copy, at least.
@@ -40,51 +42,58 @@ pub fn refuse_reason(needed: u64, available: u64) -> Option<String> {
     })
 }
 
-fn copy_one(src: &Path, dst: &Path, done: &mut u64, total: u64, start: Instant, log: &Log) -> io::Result<()> {
-    let ctx = |p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
-    let mut input = std::fs::File::open(src).map_err(|e| ctx(src, e))?;
-    let mut output = std::fs::File::create(dst).map_err(|e| ctx(dst, e))?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut shown = Instant::now();
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ctx(src, e)),
-        };
-        output.write_all(&buf[..n]).map_err(|e| ctx(dst, e))?;
-        *done += n as u64;
-        if shown.elapsed().as_millis() >= 500 {
-            shown = Instant::now();
-            let secs = start.elapsed().as_secs_f64().max(0.001);
-            let rate = *done as f64 / secs;
-            let eta = (total.saturating_sub(*done)) as f64 / rate.max(1.0);
+/// What a copy is called on the progress line ("toram", "fetch").
+struct Progress<'a> {
+    label: &'a str,
+    done: u64,
+    total: u64,
+    start: Instant,
+    shown: Instant,
+}
+
+impl Progress<'_> {
+    fn add(&mut self, n: usize, log: &Log) {
+        self.done += n as u64;
+        if self.shown.elapsed().as_millis() >= 500 {
+            self.shown = Instant::now();
+            let secs = self.start.elapsed().as_secs_f64().max(0.001);
+            let rate = self.done as f64 / secs;
+            let eta = (self.total.saturating_sub(self.done)) as f64 / rate.max(1.0);
             log.progress(&format!(
-                "toram: {:3}% {} of {} MiB, {:.0} MB/s, ETA {:.0}s",
-                *done * 100 / total.max(1),
-                *done >> 20,
-                total >> 20,
+                "{}: {:3}% {} of {} MiB, {:.0} MB/s, ETA {:.0}s",
+                self.label,
+                self.done * 100 / self.total.max(1),
+                self.done >> 20,
+                self.total >> 20,
                 rate / 1e6,
                 eta
             ));
         }
     }
+}
+
+/// Copies `src` (read by offset) into the new file `dst`.
+fn copy_one(src: &dyn ReadAt, what: &str, dst: &Path, progress: &mut Progress, log: &Log) -> io::Result<()> {
+    let mut output = std::fs::File::create(dst)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dst.display())))?;
+    let mut buf = vec![0u8; CHUNK];
+    let size = src.size();
+    let mut at = 0u64;
+    while at < size {
+        let n = (size - at).min(CHUNK as u64) as usize;
+        src.read_at(&mut buf[..n], at)
+            .map_err(|e| io::Error::new(e.kind(), format!("{what}: offset {at}: {e}")))?;
+        output
+            .write_all(&buf[..n])
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dst.display())))?;
+        at += n as u64;
+        progress.add(n, log);
+    }
     Ok(())
 }
 
-/// Copies `images` into a tmpfs at [`DIR`]; returns the copies' paths in
-/// the same order. `Err` leaves nothing mounted and the caller boots from
-/// the medium.
-pub fn copy(images: &[PathBuf], log: &Log) -> Result<Vec<PathBuf>, String> {
-    // An image's hash tree goes along: cloopbox.verity= needs it.
-    let trees: Vec<PathBuf> =
-        images.iter().map(|i| crate::verity::tree_path_for(i)).filter(|t| t.is_file()).collect();
-    let mut total = 0u64;
-    for img in images.iter().chain(&trees) {
-        let len = std::fs::metadata(img).map_err(|e| format!("{}: {e}", img.display()))?.len();
-        total = total.saturating_add(len);
-    }
+/// Refuses what does not fit, then mounts a tmpfs of `total` bytes at [`DIR`].
+fn ram_for(total: u64) -> Result<(), String> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
     let available = mem_available(&meminfo).ok_or("/proc/meminfo has no MemAvailable")?;
     if let Some(why) = refuse_reason(total, available) {
@@ -96,27 +105,68 @@ pub fn copy(images: &[PathBuf], log: &Log) -> Result<Vec<PathBuf>, String> {
     let size = format!("size={}m,mode=0700", (total >> 20) + 2);
     let data = std::ffi::CString::new(size).expect("no NUL");
     mount("cloopbox-toram", DIR, "tmpfs", F::NOSUID | F::NODEV, data.as_c_str())
-        .map_err(|e| format!("mount a tmpfs on {DIR}: {e}"))?;
+        .map_err(|e| format!("mount a tmpfs on {DIR}: {e}"))
+}
+
+/// Copies `sources` (name, device) into the tmpfs at [`DIR`] with a
+/// progress line labelled `label`; returns the copies' paths.
+fn copy_all(label: &str, sources: &[(String, Arc<dyn ReadAt>)], log: &Log) -> Result<Vec<PathBuf>, String> {
+    let total = sources.iter().map(|(_, d)| d.size()).fold(0u64, u64::saturating_add);
+    ram_for(total)?;
     let start = Instant::now();
-    let mut done = 0u64;
+    let mut progress = Progress { label, done: 0, total, start, shown: start };
     let mut copies = Vec::new();
-    for img in images.iter().chain(&trees) {
-        let dst = Path::new(DIR).join(img.file_name().unwrap_or_default());
-        if let Err(e) = copy_one(img, &dst, &mut done, total, start, log) {
+    for (name, dev) in sources {
+        let file = Path::new(name).file_name().map_or("image".into(), |f| f.to_string_lossy().into_owned());
+        let dst = Path::new(DIR).join(file);
+        if let Err(e) = copy_one(&**dev, name, &dst, &mut progress, log) {
             log.progress_done();
             let _ = rustix::mount::unmount(DIR, rustix::mount::UnmountFlags::empty());
             return Err(format!("copy to RAM failed: {e}"));
         }
         copies.push(dst);
     }
-    copies.truncate(images.len());
     log.progress_done();
     let secs = start.elapsed().as_secs_f64();
     log.info(&format!(
-        "toram: {} MiB copied in {secs:.1} s ({:.0} MB/s)",
+        "{label}: {} MiB copied in {secs:.1} s ({:.0} MB/s), {total} bytes",
         total >> 20,
         total as f64 / secs.max(0.001) / 1e6
     ));
+    Ok(copies)
+}
+
+/// `fetch=`: the image at `url` (inside an ISO if the URL names one)
+/// downloaded into RAM; returns its path there. `Err`: why not (too
+/// little RAM, or the server failed), and the caller boots lazily.
+pub fn fetch(url: &str, log: &Log) -> Result<PathBuf, String> {
+    let opened =
+        crate::remote::open(url, crate::remote::options(false, None)).map_err(|e| format!("{url}: {e}"))?;
+    log.info(&format!("fetch: {} into RAM", opened.summary));
+    let name = if opened.dev.size() == opened.remote.identity().size {
+        let path = url.split(['#', '?']).next().unwrap_or(url);
+        path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("image").to_string()
+    } else {
+        crate::remote::DEFAULT_ISO_PATH.rsplit('/').next().unwrap_or("KNOPPIX").to_string()
+    };
+    let mut copies = copy_all("fetch", &[(name, opened.dev)], log)?;
+    Ok(copies.remove(0))
+}
+
+/// Copies `images` into a tmpfs at [`DIR`]; returns the copies' paths in
+/// the same order. `Err` leaves nothing mounted and the caller boots from
+/// the medium.
+pub fn copy(images: &[PathBuf], log: &Log) -> Result<Vec<PathBuf>, String> {
+    // An image's hash tree goes along: cloopbox.verity= needs it.
+    let trees: Vec<PathBuf> =
+        images.iter().map(|i| crate::verity::tree_path_for(i)).filter(|t| t.is_file()).collect();
+    let mut sources: Vec<(String, Arc<dyn ReadAt>)> = Vec::new();
+    for img in images.iter().chain(&trees) {
+        let dev = FileDev::open(img).map_err(|e| format!("{}: {e}", img.display()))?;
+        sources.push((img.display().to_string(), Arc::new(dev)));
+    }
+    let mut copies = copy_all("toram", &sources, log)?;
+    copies.truncate(images.len());
     Ok(copies)
 }
 

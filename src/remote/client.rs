@@ -6,7 +6,7 @@
 //! ([`super::file`]); here only the transport and its errors.
 
 use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -28,9 +28,16 @@ impl Connection {
 }
 
 pub fn connect(url: &Url, connect_timeout: Duration, io_timeout: Duration) -> Result<Connection, String> {
-    let addrs = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
+    // Address literals as they are; host names through our resolver
+    // (crate::net::dns: /etc/hosts, then DNS over UDP and TCP), which a
+    // static binary in an initramfs can rely on.
+    let addrs: Vec<SocketAddr> = match url.host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, url.port)],
+        Err(_) => crate::net::dns::resolve(&url.host)?
+            .into_iter()
+            .map(|a| SocketAddr::new(IpAddr::V4(a), url.port))
+            .collect(),
+    };
     let mut last = format!("{} has no address", url.host);
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, connect_timeout) {

@@ -93,12 +93,21 @@ pub fn options(root: bool, log: Option<file::LogFn>) -> Options {
 /// A cloop image at a local path or an `http://` URL (inside an ISO too),
 /// for the tools that read one (cloopinfo, extract_compressed_fs).
 pub fn open_cloop(path: &std::path::Path) -> Result<crate::cloop::reader::Image, crate::cloop::error::Error> {
+    open_cloop_described(path).map(|(image, _)| image)
+}
+
+/// [`open_cloop`], with [`Opened::summary`] for a URL (size, identity,
+/// the file inside an ISO), for the boot's log.
+pub fn open_cloop_described(
+    path: &std::path::Path,
+) -> Result<(crate::cloop::reader::Image, Option<String>), crate::cloop::error::Error> {
     match path.to_str().filter(|p| is_url(p)) {
-        None => crate::cloop::reader::Image::open(path),
+        None => Ok((crate::cloop::reader::Image::open(path)?, None)),
         Some(text) => {
             let opened = open(text, options(false, None))
                 .map_err(|source| crate::cloop::error::Error::Open { path: Arc::from(path), source })?;
-            crate::cloop::reader::Image::from_reader(opened.dev, path)
+            let image = crate::cloop::reader::Image::from_reader(opened.dev, path)?;
+            Ok((image, Some(opened.summary)))
         }
     }
 }

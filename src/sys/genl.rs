@@ -48,13 +48,22 @@ pub struct Message {
 
 impl Message {
     pub fn new(family: u16, cmd: u8, version: u8, seq: u32) -> Self {
+        Self::with_header(family, 0, seq, &[cmd, version, 0, 0])
+    }
+
+    /// A request of any netlink protocol: message type `kind`, `flags`
+    /// besides `NLM_F_REQUEST | NLM_F_ACK`, and the protocol's fixed
+    /// header (rtnetlink's `ifinfomsg`, `ifaddrmsg`, `rtmsg`, or the
+    /// generic netlink header) before the attributes.
+    pub fn with_header(kind: u16, flags: u16, seq: u32, header: &[u8]) -> Self {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched in finish()
-        buf.extend_from_slice(&family.to_ne_bytes());
-        buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | flags).to_ne_bytes());
         buf.extend_from_slice(&seq.to_ne_bytes());
         buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-        buf.extend_from_slice(&[cmd, version, 0, 0]);
+        buf.extend_from_slice(header);
+        buf.resize(align4(buf.len()), 0);
         Self { buf, nests: Vec::new() }
     }
 
@@ -195,13 +204,15 @@ pub struct Socket {
 
 impl Socket {
     pub fn open() -> io::Result<Self> {
+        Self::open_protocol(Some(rustix::net::netlink::GENERIC))
+    }
+
+    /// A socket of another netlink protocol (`None` is protocol 0,
+    /// `NETLINK_ROUTE`): only the kernel's acknowledgements of its
+    /// requests are read.
+    pub fn open_protocol(protocol: Option<rustix::net::Protocol>) -> io::Result<Self> {
         use rustix::net::{netlink, socket_with, AddressFamily, SocketFlags, SocketType};
-        let fd = socket_with(
-            AddressFamily::NETLINK,
-            SocketType::RAW,
-            SocketFlags::CLOEXEC,
-            Some(netlink::GENERIC),
-        )?;
+        let fd = socket_with(AddressFamily::NETLINK, SocketType::RAW, SocketFlags::CLOEXEC, protocol)?;
         rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 0))?;
         Ok(Self { fd, seq: 1 })
     }

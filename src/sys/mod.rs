@@ -9,3 +9,4 @@ pub mod genl;
 pub mod ioctl;
 pub mod mountinfo;
 pub mod nbd_netlink;
+pub mod rtnl;

@@ -34,13 +34,16 @@ scenario_debian13-systemd() {
     debian_systemd debian13-systemd
 }
 
-# debian_systemd NAME: boots prepare_debian's CD as scenario NAME.
+# debian_systemd NAME [QEMU ARGS...]: boots prepare_debian's CD (or what
+# the QEMU ARGS give: net.sh's net-debian boots the image over HTTP) as
+# scenario NAME.
 debian_systemd() {
     local name=$1
+    shift
     prepare_debian
+    [ $# -gt 0 ] || set -- -cdrom "$DEBIAN_ISO" -boot d
     local TIMEOUT=${QEMU_TIMEOUT:-600} log=$LOGS/$name.log t0=$SECONDS
-    boot "$name" "reboot: Power down|Kernel panic|boot failed|cloopbox rescue" \
-        -cdrom "$DEBIAN_ISO" -boot d
+    boot "$name" "reboot: Power down|Kernel panic|boot failed|cloopbox rescue" "$@"
     local pid pids=() forbid
     mapfile -t pids < <(tr -d '\r' < "$log" | awk '$1 == "DAEMON:" { print $2 }')
     pid=${pids[0]:-NONE}
