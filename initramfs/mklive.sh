@@ -48,8 +48,8 @@
 #                      systemd's EFI stub) signed for Secure Boot with KEY
 #                      and CERT (PEM, sbsign) instead of shim and GRUB
 #   --image-only       write the compressed image to -o and stop
-#   -N                 a network initramfs (passed to mkinitramfs.sh, if it
-#                      supports it)
+#   -N                 a network initramfs (mkinitramfs.sh -N: Ethernet
+#                      drivers for httpfs=, root=live:URL and fetch=)
 #   -q                 quiet; -h, --help: this text
 # SOURCE_DATE_EPOCH makes the output reproducible: the same inputs give the
 # same bytes.
@@ -370,11 +370,7 @@ if [ -n "$INITRD" ]; then
 else
     mk=("$here/mkinitramfs.sh" -b "$BIN" -k "$KVER" -m "$MODROOT" -o "$t/boot/initrd.gz")
     [ "$QUIET" = 0 ] || mk+=(-q)
-    if [ "$NET" = 1 ]; then
-        "$here/mkinitramfs.sh" -h | grep -qE '^#? *-N\b|^ *-N ' ||
-            die "-N: initramfs/mkinitramfs.sh cannot build a network initramfs yet (it has no -N option)"
-        mk+=(-N)
-    fi
+    [ "$NET" = 0 ] || mk+=(-N)
     say "building the initramfs for $KVER"
     "${mk[@]}" || die "mkinitramfs.sh failed"
 fi

@@ -38,8 +38,10 @@ ALL_SCENARIOS+=(net-http net-iso net-fetch net-outage net-changed net-debian)
 
 NET_DIR=$WORK/net
 
-# net_prepare: the -N initramfs, the images (A and B differ in the payload
-# only) and the ISO, once per run.
+# net_prepare: the images (A and B differ in the payload only), the ISO
+# built by `mklive -N` and its network initramfs (boot/initrd.gz, taken
+# out of the ISO: every network scenario boots what mklive -N made), once
+# per run.
 net_prepare() {
     [ -n "${NET_READY:-}" ] && return 0
     once net net_prepare_build
@@ -48,8 +50,6 @@ net_prepare() {
 net_prepare_build() {
     local r
     mkdir -p "$NET_DIR"
-    "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" -q -N -b "$CLOOPBOX_BIN" -k "$KVER" -m "$KERNEL_DIR/pkg" \
-        -o "$NET_DIR/initrd.gz"
     for r in a b; do
         make_rootfs "$NET_DIR/rootfs-$r"
         head -c $((16 << 20)) /dev/urandom > "$NET_DIR/rootfs-$r/payload.bin"
@@ -57,7 +57,10 @@ net_prepare_build() {
         cloop_of ext4 "$NET_DIR/rootfs-$r" "$NET_DIR/root-$r.cloop"
         rm -rf "$NET_DIR/rootfs-$r"
     done
-    MKLIVE_INITRD=$NET_DIR/initrd.gz make_iso "$NET_DIR/live.iso" "$APPEND_BASE" "$NET_DIR/root-a.cloop"
+    mklive -N --append "$APPEND_BASE" --image "$NET_DIR/root-a.cloop" -o "$NET_DIR/live.iso"
+    rm -f "$NET_DIR/initrd.gz"
+    xorriso -osirrox on -indev "$NET_DIR/live.iso" -extract /boot/initrd.gz "$NET_DIR/initrd.gz" 2>/dev/null
+    [ -s "$NET_DIR/initrd.gz" ] || { log "net: no boot/initrd.gz in the mklive -N ISO"; return 1; }
 }
 
 # net_nginx_start DIR: nginx serving DIR/www on a free port of 127.0.0.1,
