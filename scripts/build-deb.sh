@@ -42,7 +42,7 @@ pkg=$out/cloopbox_${version}_amd64
 rm -rf "$pkg" && mkdir -p "$pkg/DEBIAN"
 
 linked=(cloopinfo cloopd cowdev cowlist cowmerge cowpack cowrepair cowsync)
-prefixed=(create_compressed_fs extract_compressed_fs init liveroot exitrd)
+prefixed=(create_compressed_fs extract_compressed_fs init liveroot exitrd verity kexec)
 install -D -m 0755 "$BIN" "$pkg/usr/bin/cloopbox"
 for a in "${linked[@]}"; do ln -s cloopbox "$pkg/usr/bin/$a"; done
 

@@ -21,6 +21,7 @@ mod create_compressed_fs;
 mod exitrd;
 mod extract_compressed_fs;
 mod init;
+mod kexec;
 mod liveroot;
 mod verity;
 
@@ -67,6 +68,11 @@ pub static APPLETS: &[Applet] = &[
         name: "init",
         summary: "live-boot PID 1: find the medium, serve it over NBD, switch root",
         main: init::main,
+    },
+    Applet {
+        name: "kexec",
+        summary: "load a kernel for the next kexec reboot (kexec-tools' -l, -u)",
+        main: kexec::main,
     },
     Applet {
         name: "liveroot",

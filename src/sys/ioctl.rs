@@ -9,7 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use rustix::ioctl::{ioctl, Ioctl, IoctlOutput, NoArg, Opcode, Setter};
 
@@ -144,6 +144,65 @@ pub fn loop_attach(dev: impl AsFd, backing: impl AsFd, flags: u32, name: &str) -
     // `LoopInfo64` (size checked by a test).
     unsafe { ioctl(dev.as_fd(), Setter::<LOOP_SET_STATUS64, LoopInfo64>::new(config.info)) }
         .map_err(io::Error::from)
+}
+
+/// `kexec_file_load(2)`: loads `kernel` (with `initrd` and the command
+/// line `cmdline`) as the kernel that `reboot(LINUX_REBOOT_CMD_KEXEC)`
+/// starts, or with `unload` drops what is loaded. The kernel checks the
+/// image itself (and its signature where the policy asks for one). rustix
+/// has no wrapper and the crate has no libc: the system call is made
+/// directly, x86_64 only (other architectures get `Unsupported`).
+pub fn kexec_file_load(
+    kernel: Option<BorrowedFd<'_>>,
+    initrd: Option<BorrowedFd<'_>>,
+    cmdline: &std::ffi::CStr,
+    unload: bool,
+) -> io::Result<()> {
+    const KEXEC_FILE_UNLOAD: usize = 1;
+    const KEXEC_FILE_NO_INITRAMFS: usize = 4;
+    let fd = |f: Option<BorrowedFd<'_>>| f.map_or(-1isize, |f| f.as_raw_fd() as isize);
+    let mut flags = 0;
+    if unload {
+        flags |= KEXEC_FILE_UNLOAD;
+    }
+    if initrd.is_none() {
+        flags |= KEXEC_FILE_NO_INITRAMFS;
+    }
+    // The length counts the terminating NUL (kexec_file_load(2)).
+    let (ptr, len) = (cmdline.as_ptr() as usize, cmdline.to_bytes_with_nul().len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        const SYS_KEXEC_FILE_LOAD: isize = 320;
+        let ret: isize;
+        // SAFETY: the x86_64 Linux system call convention (number in rax,
+        // arguments in rdi, rsi, rdx, r10, r8; rcx and r11 clobbered). The
+        // kernel reads `len` bytes at `ptr`, which `cmdline` keeps alive
+        // for the call, and only reads the two descriptors, which the
+        // borrows keep open; nothing of ours is written.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") SYS_KEXEC_FILE_LOAD => ret,
+                in("rdi") fd(kernel),
+                in("rsi") fd(initrd),
+                in("rdx") len,
+                in("r10") ptr,
+                in("r8") flags,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        if ret < 0 {
+            return Err(io::Error::from_raw_os_error(-ret as i32));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (fd(kernel), fd(initrd), ptr, len, flags);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "kexec_file_load: only on x86_64 for now"))
+    }
 }
 
 #[cfg(test)]

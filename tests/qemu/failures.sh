@@ -13,6 +13,8 @@
 #                     says it
 #   rescue-restart    the rescue shell restarts when it exits
 #   reboot, halt      the exitrd with those verbs
+#   kexec             the exitrd's kexec verb into a kernel loaded by
+#                     `cloopbox kexec -l`
 #   oom               a memory hog: killed, the root daemon never
 ALL_SCENARIOS+=(cow-full cow-full-overlay)
 
@@ -91,6 +93,27 @@ exitrd_verb() { # NAME VERB KERNEL-LINE
 }
 scenario_reboot() { exitrd_verb reboot reboot "Restarting system"; }
 scenario_halt() { exitrd_verb halt halt "System halted"; }
+
+# kexec: the exitrd's kexec verb starts a kernel loaded with `cloopbox
+# kexec -l` (the medium's own); that kernel boots the medium again, with
+# another boot id, and powers off cleanly.
+ALL_SCENARIOS+=(kexec)
+scenario_kexec() {
+    prepare_live
+    boot kexec "cloopbox-shutdown: (clean shutdown, poweroff|unclean)|KEXEC: FAILED|Kernel panic|boot failed|cloopbox rescue" \
+        -kernel "$KERNEL" -initrd "$WORK/initrd.gz" -cdrom "$WORK/cd-ext4.iso" \
+        -append "$APPEND_BASE cloopbox.test=kexec cloopbox.verb=kexec"
+    local first second
+    first=$(grep -a "^KEXEC: loaded" "$LOGS/kexec.log" | tr -d '\r' | sed -n 's/.*first boot id //p')
+    second=$(grep -a "^KEXEC: second kernel up" "$LOGS/kexec.log" | tr -d '\r' | sed -n 's/.*boot id //p')
+    [ -z "$first" ] || [ -z "$second" ] || [ "$first" = "$second" ] ||
+        echo "HOST: two boots, two boot ids" >> "$LOGS/kexec.log"
+    check kexec "exitrd kexec: one server flushed and detached, the loaded kernel boots the medium again" \
+        "KEXEC: loaded /mnt-system/boot/vmlinuz" \
+        "cloopbox-shutdown: clean shutdown, kexec, 1 server flushed and detached" \
+        "KEXEC: second kernel up" "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached" \
+        "HOST: two boots, two boot ids"
+}
 
 # oom: 320 MiB of RAM, a memory hog while the root is read
 # (guest/oom.sh): the kernel kills the hog, never the root daemon.
