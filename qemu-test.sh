@@ -186,7 +186,8 @@ scenario_kernel-nbd() {
     rm -rf "$dir" && mkdir -p "$root" "$dir/fs"
     # The live initramfs (cloopbox as /init, busybox, modules with their
     # modules.dep) plus the test script, run as rdinit.
-    (cd "$root" && zcat "$WORK/initrd.gz" | cpio -id --quiet)
+    # (zstd -d reads the zstd of mkinitramfs.sh's default and gzip alike.)
+    (cd "$root" && zstd -dcq "$WORK/initrd.gz" | cpio -id --quiet)
     for a in $(/bin/busybox --list); do [ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"; done
     echo "original text" > "$dir/fs/orig.txt"
     head -c 300000 /dev/urandom > "$dir/fs/random.bin"
