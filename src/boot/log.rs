@@ -40,6 +40,11 @@ impl Log {
             self.kmsg_line(level, msg);
             return;
         }
+        // The record first: when the kernel echoes it to the console (its
+        // level is below the console's loglevel), printk does so inside this
+        // write, before our own line; written the other way round, its echo
+        // of one line could cut into our next one on a slow serial console.
+        self.kmsg_line(level, msg);
         let text = format!("{}: {msg}\n", self.tag);
         let mut console = self.console.lock().unwrap_or_else(|e| e.into_inner());
         match console.as_mut() {
@@ -48,8 +53,6 @@ impl Log {
             }
             None => eprint!("{text}"),
         }
-        drop(console);
-        self.kmsg_line(level, msg);
     }
 
     fn kmsg_line(&self, level: Level, msg: &str) {
