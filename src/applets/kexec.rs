@@ -37,8 +37,17 @@ enum Action {
 }
 
 fn parse_args(args: &[OsString], running_cmdline: impl FnOnce() -> String) -> Result<Action, i32> {
-    let long = ["load=", "initrd=", "ramdisk=", "append=", "command-line=", "reuse-cmdline", "unload"];
-    let long = [&long[..], &["kexec-file-syscall", "help"]].concat();
+    let long = [
+        "load=",
+        "initrd=",
+        "ramdisk=",
+        "append=",
+        "command-line=",
+        "reuse-cmdline",
+        "unload",
+        "kexec-file-syscall",
+        "help",
+    ];
     let parsed = crate::applets::parse_flags(APPLET, USAGE, args, "l:ush", &long)?;
     let (mut kernel, mut initrd, mut append, mut reuse, mut unload) = (None, None, Vec::new(), false, false);
     for opt in &parsed.opts {

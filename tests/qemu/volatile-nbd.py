@@ -62,6 +62,14 @@ class Disk:
         self.cache = {}
         self.flushes = self.committed = self.writes = self.pending_writes = 0
 
+    def pending_bytes(self):
+        return len(self.cache) * SECTOR
+
+    def dropped(self, verb):
+        """The status line of a cut or a disconnect: what the cache lost."""
+        return (f"{verb}: dropped {self.pending_bytes()} bytes in {self.pending_writes} writes "
+                f"not yet flushed ({self.flushes} flushes committed)")
+
     def read_sector(self, n):
         data = self.cache.get(n)
         if data is None:
@@ -167,7 +175,7 @@ def transmission(conn, disk, status):
         err, payload = 0, b""
         if TRACE:
             print(f"{time.monotonic():.3f} cmd={cmd} flags={flags} off={off} len={length} "
-                  f"pending={len(disk.cache) * SECTOR}", file=sys.stderr, flush=True)
+                  f"pending={disk.pending_bytes()}", file=sys.stderr, flush=True)
         if cmd == CMD_WRITE:
             data = recv_exact(conn, length)
             if off + length > disk.size:
@@ -198,7 +206,7 @@ def main():
     disk = Disk(a.disk)
 
     def status(state, extra=None):
-        pending = len(disk.cache) * SECTOR
+        pending = disk.pending_bytes()
         with open(a.status + ".new", "w") as f:
             f.write(f"pending={pending} flushes={disk.flushes} committed={disk.committed} "
                     f"writes={disk.writes} state={state}\n")
@@ -210,8 +218,7 @@ def main():
 
     def cut():
         # The power fails: the cache is gone, DISK is not touched again.
-        status("cut", f"cut: dropped {len(disk.cache) * SECTOR} bytes in {disk.pending_writes} writes "
-               f"not yet flushed ({disk.flushes} flushes committed)")
+        status("cut", disk.dropped("cut"))
         os._exit(0)
 
     def on_usr1(_sig, _frame):
@@ -240,8 +247,7 @@ def main():
     except (EOFError, ConnectionError) as e:
         print(f"volatile-nbd: {a.disk}: client gone ({e or 'end of stream'})", file=sys.stderr)
     # A disconnect without a flush loses the cache, as a cut does.
-    status("closed", f"closed: dropped {len(disk.cache) * SECTOR} bytes in {disk.pending_writes} writes "
-           f"not yet flushed ({disk.flushes} flushes committed)")
+    status("closed", disk.dropped("closed"))
 
 
 if __name__ == "__main__":
