@@ -50,7 +50,7 @@ if [ -z "$BIN" ]; then
     if [ -x "$root/scripts/build-static.sh" ]; then BIN=$("$root/scripts/build-static.sh"); else BIN=/usr/bin/cloopbox; fi
 fi
 [ -x "$BIN" ] || { echo "mkinitramfs: $BIN is not an executable" >&2; exit 1; }
-if readelf -lW "$BIN" | grep -q INTERP; then
+if readelf -lW "$BIN" | grep INTERP >/dev/null; then
     echo "mkinitramfs: $BIN is dynamically linked; /init must be static" >&2
     exit 1
 fi
@@ -159,7 +159,7 @@ fi
 
 if [ "$BUSYBOX" = auto ]; then
     BUSYBOX=none
-    if [ -x /bin/busybox ] && ! readelf -lW /bin/busybox | grep -q INTERP; then BUSYBOX=/bin/busybox; fi
+    if [ -x /bin/busybox ] && ! readelf -lW /bin/busybox | grep INTERP >/dev/null; then BUSYBOX=/bin/busybox; fi
 fi
 if [ "$BUSYBOX" != none ]; then
     cp "$BUSYBOX" "$tree/bin/busybox"

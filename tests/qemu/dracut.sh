@@ -76,7 +76,7 @@ build_dracut_locked() { # NAME FLAVOUR [SUITE]
 # daemon_pid NAME: the pid the initrd's hook reported for the first image.
 daemon_pid() {
     tr -d '\r' < "$LOGS/$1.log" |
-        sed -n 's/^cloopbox-dracut: \/dev\/nbd[0-9]* served by pid \([0-9]*\) .*/\1/p' | head -n 1
+        sed -n 's/^cloopbox-dracut: \/dev\/nbd[0-9]* served by pid \([0-9]*\) .*/\1/p' | sed -n 1p
 }
 
 # dracut_debian NAME FLAVOUR PID1 CGROUP [SUITE]: the Debian systemd CD,

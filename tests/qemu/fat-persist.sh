@@ -58,11 +58,11 @@ fat_persist() {
     local want got n=0 line
     want=$(fatp_sums "$LOGS/$name-1.log" "$LOGS/$name-2.log")
     while read -r line; do
-        tr -d '\r' < "$LOGS/$name-3.log" | grep -qxF "FATP-READ-3: $line" && n=$((n + 1))
+        tr -d '\r' < "$LOGS/$name-3.log" | grep -xF "FATP-READ-3: $line" >/dev/null && n=$((n + 1))
     done <<< "$want"
     echo "HOST: $n of 2 synced files read back byte-for-byte after the crash" >> "$LOGS/$name-3.log"
     got=$(fatp_sums "$LOGS/$name-1.log")
-    tr -d '\r' < "$LOGS/$name-2.log" | grep -qxF "FATP-READ-2: $got" &&
+    tr -d '\r' < "$LOGS/$name-2.log" | grep -xF "FATP-READ-2: $got" >/dev/null &&
         echo "HOST: boot two read boot one's file byte-for-byte" >> "$LOGS/$name-3.log"
     check "$name-3" "after the crash: cowfile repaired, every synced file byte-for-byte, clean shutdown" \
         "persistence: /run/initramfs/persist/live/knoppix.cow was not closed cleanly" \

@@ -70,7 +70,7 @@ fetch_kernel() {
             private_apt "$KERNEL_SUITE"
             apt=("${APT_PRIVATE[@]}")
         fi
-        pkg=$(apt-cache "${apt[@]}" depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+        pkg=$(apt-cache "${apt[@]}" depends linux-image-amd64 | awk '!done && /Depends: linux-image-[0-9]/ { print $2; done = 1 }')
         [ -n "$pkg" ] || { log "cannot resolve linux-image-amd64 of $KERNEL_SUITE (apt-get update?)"; exit 1; }
         log "fetching $pkg ($KERNEL_SUITE)"
         rm -rf "$kdir" && mkdir -p "$kdir/pkg"
@@ -353,7 +353,7 @@ bench_setup() {
             { echo "$name: missing ${need%%:*} (apt-get install ${need#*:})" >&2; exit 1; }
     done
     BUSYBOX=/bin/busybox
-    if [ ! -x $BUSYBOX ] || readelf -lW $BUSYBOX | grep -q INTERP; then
+    if [ ! -x $BUSYBOX ] || readelf -lW $BUSYBOX | grep INTERP >/dev/null; then
         echo "$name: $BUSYBOX must be static (apt-get install busybox-static)" >&2
         exit 1
     fi
