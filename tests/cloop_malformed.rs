@@ -204,7 +204,6 @@ fn set_be64(bytes: &mut [u8], at: usize, v: u64) {
 #[test]
 fn giant_block_counts_fail_fast_without_allocating() {
     let scratch = Scratch::new();
-    let start = Instant::now();
     // V2 header first.
     let mut v2 = vector("v2-cloop-utils/ext2_b65536_L9.cloop");
     set_be32(&mut v2, 0x84, 0xFFFF_FFF0);
@@ -230,7 +229,6 @@ fn giant_block_counts_fail_fast_without_allocating() {
     set_be32(&mut dp, 0x6000, 0xFFFF_FFF0);
     let err = expect_err(&scratch.write("giant-dp.cloop", &dp), "giant dplasa");
     assert!(matches!(err, Error::IndexPastEof { .. }), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
 }
 
 #[test]

@@ -261,14 +261,12 @@ fn repair_of_a_32_gib_sparse_cowfile_reads_only_its_data() {
     file.write_all_at(&[0xab; 1024], geom.doffset + 7 * 1024).unwrap();
     file.write_all_at(&[0xcd; 1024], geom.doffset + 30_000_000 * 1024).unwrap();
     file.set_len(geom.doffset + (32u64 << 30)).unwrap();
-    let started = std::time::Instant::now();
     let mut marked = Vec::new();
     let report =
         repair::repair(&file, &path, &mut header, RepairOptions::default(), &mut |c| marked.push(c)).unwrap();
     assert_eq!(marked, vec![Correction::Marked { block: 7 }, Correction::Marked { block: 30_000_000 }]);
     assert_eq!((report.corrections, report.cowused), (2, 2));
     assert!(report.scanned_bytes <= 1 << 20, "read {} bytes of a sparse file", report.scanned_bytes);
-    assert!(started.elapsed().as_secs() < 10);
     let header = cowfile::read_header(&file, &path).unwrap();
     assert!(!header.is_dirty());
     assert_eq!(header.cowused, 2);
