@@ -173,6 +173,9 @@ fn handshake_error(e: io::Error) -> Error {
         rustls::Error::InvalidCertificate(c) => {
             format!("certificate not trusted: {}", certificate_problem(c))
         }
+        rustls::Error::InvalidMessage(_) => {
+            format!("TLS handshake failed: {tls} (does the server speak TLS on this port?)")
+        }
         other => format!("TLS handshake failed: {other}"),
     })
 }
