@@ -15,6 +15,9 @@
 #   -a MODULE      add a module (repeatable) to the default set
 #   -N             network boot (httpfs=, root=live:URL, fetch=): add the
 #                  Ethernet drivers of common virtual and real machines
+#   --ca FILE      (or -C FILE) PEM certificates trusted for https:// images
+#                  besides the built-in roots, put at /etc/cloopbox/ca.pem,
+#                  which init uses unless cloopbox.cafile= names another
 #   -z zstd|gzip|xz|none   compression (default zstd -19: the smallest the
 #                  kernel unpacks fast, kernels >= 5.9 with RD_ZSTD, every
 #                  Debian kernel since 11; gzip for older kernels; xz is
@@ -24,9 +27,19 @@ set -euo pipefail
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 root=$(cd "$here/.." && pwd)
 
-OUT="" BIN="" KVER=$(uname -r) MODROOT=/ BUSYBOX=auto COMP=zstd QUIET=0 NET=0
+OUT="" BIN="" KVER=$(uname -r) MODROOT=/ BUSYBOX=auto COMP=zstd QUIET=0 NET=0 CA=""
 EXTRA=()
-while getopts "o:b:k:m:s:a:z:Nqh" opt; do
+# The one long option, as its short form for getopts.
+args=()
+for a in "$@"; do
+    case $a in
+        --ca) args+=(-C) ;;
+        --ca=*) args+=(-C "${a#--ca=}") ;;
+        *) args+=("$a") ;;
+    esac
+done
+set -- ${args[@]+"${args[@]}"}
+while getopts "o:b:k:m:s:a:z:C:Nqh" opt; do
     case $opt in
         o) OUT=$OPTARG ;;
         b) BIN=$OPTARG ;;
@@ -36,12 +49,18 @@ while getopts "o:b:k:m:s:a:z:Nqh" opt; do
         a) EXTRA+=("$OPTARG") ;;
         z) COMP=$OPTARG ;;
         N) NET=1 ;;
+        C) CA=$OPTARG ;;
         q) QUIET=1 ;;
-        h) sed -n '2,22p' "$0"; exit 0 ;;
-        *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+        h) sed -n '2,25p' "$0"; exit 0 ;;
+        *) sed -n '2,25p' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$OUT" ] || { echo "mkinitramfs: -o OUT is required" >&2; exit 2; }
+if [ -n "$CA" ]; then
+    [ -r "$CA" ] || { echo "mkinitramfs: --ca $CA: cannot read it" >&2; exit 1; }
+    grep -q -- "-----BEGIN CERTIFICATE-----" "$CA" ||
+        { echo "mkinitramfs: --ca $CA: no PEM certificate (-----BEGIN CERTIFICATE-----) in it" >&2; exit 1; }
+fi
 say() { [ "$QUIET" = 1 ] || echo "mkinitramfs: $*" >&2; }
 
 # In a source tree, the static build; installed (the Debian package's
@@ -86,6 +105,11 @@ tree=$work/root
 mkdir -p "$tree"/{bin,dev,proc,sys,run,mnt,tmp,lib/modules}
 cp "$BIN" "$tree/init"
 chmod 0755 "$tree/init"
+if [ -n "$CA" ]; then
+    # src/boot/options.rs DEFAULT_CA_FILE
+    mkdir -p "$tree/etc/cloopbox"
+    install -m 0644 "$CA" "$tree/etc/cloopbox/ca.pem"
+fi
 # Run as "cloopbox" whatever the file is called, so --list reaches the
 # multicall front door; a failure here must stop the build, not silently
 # leave the initramfs without its applet links.

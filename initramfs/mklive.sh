@@ -50,6 +50,9 @@
 #   --image-only       write the compressed image to -o and stop
 #   -N                 a network initramfs (mkinitramfs.sh -N: Ethernet
 #                      drivers for httpfs=, root=live:URL and fetch=)
+#   --ca FILE          PEM certificates the initramfs trusts for https://
+#                      images besides the built-in roots (mkinitramfs.sh
+#                      --ca: /etc/cloopbox/ca.pem)
 #   -q                 quiet; -h, --help: this text
 # SOURCE_DATE_EPOCH makes the output reproducible: the same inputs give the
 # same bytes.
@@ -57,13 +60,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,58p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "mklive: $*" >&2; exit 1; }
 bad() { echo "mklive: $*" >&2; echo "mklive: see --help" >&2; exit 2; }
 
 OUT="" SRC="" KERNEL="" MODDIR=/ KVER="" INITRD="" BIN=${CLOOPBOX:-} APPEND="" FS=ext4 FS_SIZE=""
 CODEC=zlib BLOCK=65536 LEVEL="" LABEL=KNOPPIX PERSIST="" TIMEOUT=0 ADD="" SECURE=1 IMAGE_ONLY=0 NET=0 QUIET=0
-VERITY=0 UKI=""
+VERITY=0 UKI="" CA=""
 IMAGES=()
 while [ $# -gt 0 ]; do
     opt=$1
@@ -75,7 +78,7 @@ while [ $# -gt 0 ]; do
         --image-only) IMAGE_ONLY=1; shift; continue ;;
         --verity) VERITY=1; shift; continue ;;
         -o | --root | --image | --kernel | --modules | --kver | --initrd | --binary | --append | --fs | --fs-size | \
-            --codec | --block-size | --level | --label | --persistence | --timeout | --add | --uki)
+            --codec | --block-size | --level | --label | --persistence | --timeout | --add | --uki | --ca)
             [ $# -ge 2 ] || bad "$opt needs a value" ;;
         *) bad "unknown option '$opt'" ;;
     esac
@@ -101,11 +104,13 @@ while [ $# -gt 0 ]; do
         --timeout) TIMEOUT=$val ;;
         --add) ADD=$val ;;
         --uki) UKI=$val ;;
+        --ca) CA=$val ;;
     esac
 done
 
 # --- arguments ----------------------------------------------------------
 [ -n "$OUT" ] || bad "-o OUT is required"
+[ -z "$CA" ] || [ -z "$INITRD" ] || bad "--ca goes into the initramfs mklive builds: not with --initrd"
 if [ -n "$SRC" ] && [ ${#IMAGES[@]} -gt 0 ]; then bad "--root and --image exclude each other"; fi
 [ -n "$SRC" ] || [ ${#IMAGES[@]} -gt 0 ] || bad "--root DIR|ROOTFS.tar|FS.img is required"
 [ -z "$SRC" ] || [ -e "$SRC" ] || die "--root $SRC: no such file or directory"
@@ -371,6 +376,7 @@ else
     mk=("$here/mkinitramfs.sh" -b "$BIN" -k "$KVER" -m "$MODROOT" -o "$t/boot/initrd.gz")
     [ "$QUIET" = 0 ] || mk+=(-q)
     [ "$NET" = 0 ] || mk+=(-N)
+    [ -z "$CA" ] || mk+=(--ca "$CA")
     say "building the initramfs for $KVER"
     "${mk[@]}" || die "mkinitramfs.sh failed"
 fi

@@ -70,6 +70,7 @@ fn quiet_opts(retry: Retry) -> (Options, Arc<Mutex<Vec<String>>>) {
         readahead: 64 * 1024,
         buffer: 1 << 20,
         log: Arc::new(move |m: &str| sink.lock().unwrap().push(m.to_string())),
+        ca_file: None,
     };
     (opts, log)
 }
@@ -98,6 +99,12 @@ struct Nginx {
 
 impl Nginx {
     fn start() -> Nginx {
+        Nginx::start_with(|_, _| String::new())
+    }
+
+    /// With more `server` blocks (given nginx's directory and the plain
+    /// server's port) next to the plain one, all serving the same files.
+    fn start_with(extra: impl Fn(&Path, u16) -> String) -> Nginx {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -107,6 +114,7 @@ impl Nginx {
         std::fs::create_dir_all(p.join("www")).unwrap();
         std::fs::create_dir_all(p.join("tmp")).unwrap();
         let port = free_port();
+        let servers = extra(p, port);
         let d = p.display();
         let conf = format!(
             r#"daemon off;
@@ -116,7 +124,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log info;
 events {{ worker_connections 64; }}
 http {{
-    log_format t '$status $body_bytes_sent "$http_range" $connection $connection_requests $uri';
+    log_format t '$status $body_bytes_sent "$http_range" $connection $connection_requests $uri $ssl_protocol';
     access_log {d}/access.log t;
     client_body_temp_path {d}/tmp/body;
     proxy_temp_path {d}/tmp/proxy;
@@ -134,6 +142,7 @@ http {{
         location = /loop {{ return 307 /loop; }}
         location = /boom {{ return 503; }}
     }}
+    {servers}
 }}
 "#
         );
@@ -184,6 +193,12 @@ http {{
                 )
             })
             .collect()
+    }
+
+    /// The TLS protocol of each access log line (`-` for plain HTTP).
+    fn protocols(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        text.lines().map(|l| l.rsplit(' ').next().unwrap_or_default().to_string()).collect()
     }
 
     fn clear_log(&self) {
@@ -287,8 +302,6 @@ fn nginx_redirects_and_errors() {
     assert!(e.contains("the file is empty"), "{e}");
     let e = err("/boom");
     assert!(e.contains("503") && e.contains("gave up after 2 attempts"), "{e}");
-    let e = remote::open(&format!("https://127.0.0.1:{}/img.cloop", ng.port), opts.clone()).err().unwrap();
-    assert!(e.to_string().contains("HTTPS is not built yet"), "{e}");
     let statuses: Vec<u16> = ng.log().iter().map(|e| e.0).collect();
     assert!(statuses.contains(&404) && statuses.contains(&503), "{statuses:?}");
 }
@@ -375,7 +388,7 @@ fn nginx_iso_holding_knoppix_images() {
 
         // Over HTTP, the default and a #fragment.
         let (opts, _log) = quiet_opts(Retry::Attempts(1));
-        let image = remote::open_cloop(Path::new(&ng.url(&format!("/{name}")))).unwrap();
+        let image = remote::open_cloop(Path::new(&ng.url(&format!("/{name}"))), None).unwrap();
         assert!(read_all(&image, 16384) == data, "{name}: over HTTP");
         let (image1, _) = remote_image(&ng.url(&format!("/{name}#knoppix/knoppix1")), opts.clone());
         assert!(read_all(&image1, 16384) == data1, "{name}: #knoppix/knoppix1");
@@ -832,4 +845,213 @@ fn a_tampering_server_gives_eio_for_exactly_that_block_with_root_hash() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(std::fs::read(&copy).unwrap() == data);
     assert!(!server.stop().1.contains("verity"));
+}
+
+// ---------------------------------------------------------------- HTTPS
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(tool("openssl", "openssl")).args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A test CA made now, and server certificates it signed: `good.pem` for
+/// 127.0.0.1 and localhost, `wrong.pem` for another name only,
+/// `expired.pem` valid for the right names but in the past. Keys are
+/// `NAME.key`; the CA is `ca.pem`.
+fn make_pki(dir: &Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=cloopbox test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+    openssl(dir, &ca);
+    let sans = [
+        ("good", "IP:127.0.0.1,DNS:localhost"),
+        ("wrong", "DNS:wrong.example"),
+        ("expired", "IP:127.0.0.1,DNS:localhost"),
+    ];
+    // `openssl ca` takes explicit start and end dates (x509 -req does not).
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "1000\n").unwrap();
+    std::fs::create_dir_all(dir.join("issued")).unwrap();
+    let conf = "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nserial = serial\n\
+                new_certs_dir = issued\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
+                copy_extensions = copy\n[any]\ncommonName = supplied\n";
+    std::fs::write(dir.join("ca.cnf"), conf).unwrap();
+    for (name, san) in sans {
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        let mut req = vec!["req", "-new", "-subj", "/CN=cloopbox test server"];
+        req.extend(ec);
+        let san = format!("subjectAltName={san}");
+        req.extend(["-keyout", &key, "-out", &csr, "-addext", &san]);
+        openssl(dir, &req);
+        let (start, end) = if name == "expired" {
+            ("20200101000000Z", "20200201000000Z")
+        } else {
+            ("20200101000000Z", "20991231000000Z")
+        };
+        openssl(
+            dir,
+            &["ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-notext"]
+                .into_iter()
+                .chain(["-startdate", start, "-enddate", end, "-in", &csr, "-out", &pem])
+                .collect::<Vec<_>>(),
+        );
+    }
+}
+
+/// nginx with a test CA: the plain server, and TLS servers with the good,
+/// wrong-name and expired certificates. Returns nginx, the CA file and the
+/// three TLS ports.
+fn nginx_tls() -> (Nginx, PathBuf, [u16; 3]) {
+    let ports = [free_port(), free_port(), free_port()];
+    let ng = Nginx::start_with(|dir, plain| {
+        make_pki(dir);
+        let d = dir.display();
+        let mut servers = String::new();
+        for (port, cert) in ports.iter().zip(["good", "wrong", "expired"]) {
+            servers.push_str(&format!(
+                "server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {d}/{cert}.pem; \
+                 ssl_certificate_key {d}/{cert}.key; root {d}/www; \
+                 location = /to-http {{ return 302 http://127.0.0.1:{plain}/img.cloop; }} }}\n"
+            ));
+        }
+        servers
+    });
+    for p in ports {
+        wait_for_port(p);
+    }
+    let ca = ng.dir.path().join("ca.pem");
+    (ng, ca, ports)
+}
+
+#[test]
+fn https_reads_with_the_ca_file_over_kept_alive_tls_connections() {
+    let (ng, ca, [good, _, _]) = nginx_tls();
+    let data = payload(3 << 20, 21);
+    let (img, image_len) = ng.publish_cloop("img.cloop", &data);
+    let (mut opts, log) = quiet_opts(Retry::Attempts(1));
+    opts.ca_file = Some(ca.clone());
+
+    // An IP address (checked against the IP SAN) and a name (SNI and the
+    // DNS SAN; localhost from /etc/hosts).
+    for host in ["127.0.0.1", "localhost"] {
+        ng.clear_log();
+        let url = format!("https://{host}:{good}/img.cloop");
+        let rf = RemoteFile::open(&Url::parse(&url).unwrap(), opts.clone()).unwrap();
+        assert_eq!(rf.size(), image_len);
+        assert!(read_all(&rf, 7777) == std::fs::read(&img).unwrap(), "{url}");
+        let (image, _) = remote_image(&url, opts.clone());
+        assert!(read_all(&image, 16384) == data, "{url}");
+
+        // Every request went over TLS, many on each connection: the two
+        // opens above made at most 2 + 1 connections each.
+        let entries = ng.log();
+        let protocols = ng.protocols();
+        assert!(protocols.iter().all(|p| p.starts_with("TLSv1.")), "{host}: {protocols:?}");
+        let conns: HashSet<u64> = entries.iter().map(|e| e.3).collect();
+        assert!(entries.len() >= 20, "{host}: {} requests", entries.len());
+        assert!(conns.len() <= 6, "{host}: {} connections for {} requests", conns.len(), entries.len());
+        assert!(entries.iter().all(|e| e.0 == 206), "{entries:?}");
+    }
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+}
+
+#[test]
+fn https_refuses_untrusted_wrong_name_and_expired_certificates() {
+    let (ng, ca, [good, wrong, expired]) = nginx_tls();
+    ng.publish_cloop("img.cloop", &payload(100_000, 22));
+    let (opts, _log) = quiet_opts(Retry::Attempts(3));
+    let mut with_ca = opts.clone();
+    with_ca.ca_file = Some(ca);
+    let err = |port: u16, opts: &Options| {
+        let url = format!("https://127.0.0.1:{port}/img.cloop");
+        let e = remote::open(&url, opts.clone()).err().unwrap().to_string();
+        assert!(e.starts_with(&url), "{e}");
+        e
+    };
+
+    let e = err(good, &opts);
+    assert!(e.contains("certificate not trusted: unknown issuer"), "{e}");
+    let e = err(wrong, &with_ca);
+    assert!(e.contains("certificate not trusted") && e.contains("wrong.example"), "{e}");
+    let e = err(expired, &with_ca);
+    assert!(e.contains("certificate not trusted: certificate expired"), "{e}");
+    // Final at once: no retries ("gave up after" would mean retried), and
+    // not a single request reached nginx.
+    assert!(!e.contains("gave up"), "{e}");
+    assert!(ng.log().is_empty(), "{:?}", ng.log());
+
+    // A redirect from https:// to http:// would drop TLS.
+    let url = format!("https://127.0.0.1:{good}/to-http");
+    let e = remote::open(&url, with_ca.clone()).err().unwrap().to_string();
+    assert!(e.contains("refused (it would drop TLS)"), "{e}");
+
+    // The tools: a clear message and exit status 1, never a panic.
+    let url = format!("https://127.0.0.1:{good}/img.cloop");
+    for args in [&["cloopinfo", &url][..], &["extract_compressed_fs", &url, "/dev/null"][..]] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&url) && stderr.contains("certificate not trusted: unknown issuer"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn https_applets_take_ca_file() {
+    let (ng, ca, [good, _, _]) = nginx_tls();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = payload(2 << 20, 23);
+    ng.publish_cloop("img.cloop", &data);
+    let url = format!("https://localhost:{good}/img.cloop");
+    let ca = ca.to_str().unwrap();
+
+    let out = tmp.path().join("out");
+    let st =
+        Command::new(BIN).args(["extract_compressed_fs", "-q", "--ca-file", ca, &url]).arg(&out).status();
+    assert!(st.unwrap().success());
+    assert!(std::fs::read(&out).unwrap() == data);
+    let info = Command::new(BIN).args(["cloopinfo", "--ca-file", ca, &url]).output().unwrap();
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+
+    // cloopd serves it over NBD; nbdcopy reads the whole device.
+    let port = free_port();
+    let mut cloopd = Command::new(BIN)
+        .args(["cloopd", "-q", "--ca-file", ca, "--tcp", &format!("127.0.0.1:{port}"), &url])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let copy = tmp.path().join("copy");
+    let st = Command::new(tool("nbdcopy", "libnbd-bin"))
+        .arg(format!("nbd://127.0.0.1:{port}"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    let _ = cloopd.kill();
+    let _ = cloopd.wait();
+    assert!(st.success());
+    assert!(std::fs::read(&copy).unwrap() == data);
+    assert!(ng.protocols().iter().all(|p| p.starts_with("TLSv1.")));
+
+    // Without the CA, cloopd does not start.
+    let out =
+        Command::new(BIN).args(["cloopd", "-q", "--tcp", &free_port().to_string(), &url]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("certificate not trusted: unknown issuer"), "{stderr}");
+
+    // A CA file that is no CA file is named in the error.
+    let junk = tmp.path().join("junk.pem");
+    std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n").unwrap();
+    let out =
+        Command::new(BIN).args(["cloopinfo", "--ca-file", junk.to_str().unwrap(), &url]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("junk.pem: certificate 1: bad PEM"), "{stderr}");
+    let out = Command::new(BIN).args(["cloopinfo", "--ca-file", "/nonexistent.pem", &url]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("CA file /nonexistent.pem"), "{stderr}");
 }

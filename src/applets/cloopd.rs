@@ -18,9 +18,9 @@ const USAGE: &str = "\
 Usage: cloopd [OPTIONS] IMAGE
 
 Serve IMAGE over NBD: a cloop image of any version, a plain file or a block
-device. IMAGE may be an http:// URL (read lazily with range requests; an ISO
-there serves its KNOPPIX/KNOPPIX, or the file named by URL#PATH). Without
---cow the export is read-only.
+device. IMAGE may be an http:// or https:// URL (read lazily with range
+requests; an ISO there serves its KNOPPIX/KNOPPIX, or the file named by
+URL#PATH). Without --cow the export is read-only.
 
   --cow COWFILE           write to COWFILE (cowloop format; created when
                           missing, repaired when left dirty by a crash)
@@ -71,6 +71,9 @@ there serves its KNOPPIX/KNOPPIX, or the file named by URL#PATH). Without
                           kernel fills itself) and say once on the
                           console when it is full; again after it had
                           room (init passes it for an overlayfs root)
+  --ca-file FILE          trust the PEM certificates in FILE for an https://
+                          IMAGE, besides the built-in roots (certificates
+                          are always verified: chain, host name, dates)
   --export-name NAME      the export's name (default: empty; the empty
                           name is always accepted)
   --description TEXT      the export's description
@@ -134,6 +137,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
         "verity-tree=",
         "check-at-most-once",
         "watch-space=",
+        "ca-file=",
         "quiet",
         "help",
     ];
@@ -176,6 +180,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
             "verity-tree" => a.verity.tree = Some(value.into()),
             "check-at-most-once" => a.verity.once = true,
             "watch-space" => a.watch_space = Some(value.into()),
+            "ca-file" => a.ca_file = Some(value.into()),
             "q" | "quiet" => a.quiet = true,
             _ => return Ok(None),
         }

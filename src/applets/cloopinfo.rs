@@ -25,8 +25,8 @@ Usage: cloopinfo [--verify [--root-hash HEX]] [--verity-tree FILE] [--json]
 Describe a cloop image of any version: format, header position, block size
 and count, sizes, codecs used, links and the largest block, and whether a
 dm-verity hash tree is present (IMAGE.verity) with the root hash it leads to.
-IMAGE may be an http:// URL (also of an ISO holding KNOPPIX/KNOPPIX, or
-URL#PATH in one).
+IMAGE may be an http:// or https:// URL (also of an ISO holding
+KNOPPIX/KNOPPIX, or URL#PATH in one).
 
   --verify           decode every block; list bad ones, exit 1 if any
   --root-hash HEX    with --verify: also check every 4096-byte block of the
@@ -36,6 +36,8 @@ URL#PATH in one).
   --verity-tree FILE the hash tree (default IMAGE.verity)
   --json             print a JSON object instead of text
   -t, --threads N    threads for --verify (default: one per CPU)
+  --ca-file FILE     trust the PEM certificates in FILE for an https://
+                     IMAGE, besides the built-in roots
   -h, --help         show this help
 ";
 
@@ -46,19 +48,21 @@ struct Args {
     image: PathBuf,
     root_hash: Option<crate::verity::Digest>,
     tree: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
-    let long = ["verify", "json", "threads=", "root-hash=", "verity-tree=", "help"];
+    let long = ["verify", "json", "threads=", "root-hash=", "verity-tree=", "ca-file=", "help"];
     let parsed = crate::getopt::parse(args, "t:h", &long)?;
     let (mut verify, mut json, mut threads) = (false, false, 0);
-    let (mut root_hash, mut tree) = (None, None);
+    let (mut root_hash, mut tree, mut ca_file) = (None, None, None);
     for opt in &parsed.opts {
         let value = opt.value.as_deref().unwrap_or_default();
         match opt.name.as_str() {
             "verify" => verify = true,
             "root-hash" => root_hash = Some(crate::verity::format::parse_root_hash(value)?),
             "verity-tree" => tree = Some(PathBuf::from(value)),
+            "ca-file" => ca_file = Some(PathBuf::from(value)),
             "json" => json = true,
             "t" | "threads" => {
                 let value = opt.value.as_deref().unwrap_or_default();
@@ -75,7 +79,7 @@ fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
     if root_hash.is_some() && !verify {
         return Err("--root-hash is checked by --verify: give both".into());
     }
-    Ok(Some(Args { verify, json, threads, image: image.into(), root_hash, tree }))
+    Ok(Some(Args { verify, json, threads, image: image.into(), root_hash, tree, ca_file }))
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
@@ -83,7 +87,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(args) => args,
         Err(status) => return status,
     };
-    let image = match crate::remote::open_cloop(&args.image) {
+    let image = match crate::remote::open_cloop(&args.image, args.ca_file.as_deref()) {
         Ok(image) => image,
         Err(e) => return crate::applets::fail(APPLET, e),
     };

@@ -27,15 +27,18 @@ use crate::progress::Progress;
 const APPLET: &str = "extract_compressed_fs";
 
 const USAGE: &str = "\
-Usage: extract_compressed_fs [-q] [-t N] INFILE [OUTFILE]
+Usage: extract_compressed_fs [-q] [-t N] [--ca-file FILE] INFILE [OUTFILE]
 
 Decompress a cloop image (any version: 0.68, 1.0, 2.0, SliTaz 3.0, dplasa
 CLOOP3, 4.0, FreeBSD uzip) to OUTFILE, or to stdout when OUTFILE is missing
-or '-'. INFILE '-' reads the image from stdin; an http:// URL reads it with
-range requests (an ISO there: its KNOPPIX/KNOPPIX, or the file URL#PATH).
+or '-'. INFILE '-' reads the image from stdin; an http:// or https:// URL
+reads it with range requests (an ISO there: its KNOPPIX/KNOPPIX, or the file
+URL#PATH).
 
   -q, --quiet        no progress on stderr
   -t, --threads N    decompression threads (default: one per CPU)
+  --ca-file FILE     trust the PEM certificates in FILE for an https://
+                     INFILE, besides the built-in roots
   -h, --help         show this help
 ";
 
@@ -47,16 +50,19 @@ struct Args {
     threads: usize,
     input: PathBuf,
     output: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 /// The command line; `Ok(None)` means --help.
 fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
-    let parsed = crate::getopt::parse(args, "qt:h", &["quiet", "threads=", "help"])?;
+    let parsed = crate::getopt::parse(args, "qt:h", &["quiet", "threads=", "ca-file=", "help"])?;
     let mut quiet = false;
+    let mut ca_file = None;
     let mut threads = 0;
     for opt in &parsed.opts {
         match opt.name.as_str() {
             "q" | "quiet" => quiet = true,
+            "ca-file" => ca_file = opt.value.as_deref().map(PathBuf::from),
             "t" | "threads" => {
                 let value = opt.value.as_deref().unwrap_or_default();
                 threads = value.parse().map_err(|_| format!("bad thread count '{value}'"))?;
@@ -73,7 +79,7 @@ fn parse_args(args: &[OsString]) -> Result<Option<Args>, String> {
     if threads == 0 {
         threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
-    Ok(Some(Args { quiet, threads, input, output }))
+    Ok(Some(Args { quiet, threads, input, output, ca_file }))
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
@@ -104,7 +110,7 @@ impl std::fmt::Display for Failure {
 }
 
 fn run(args: &Args) -> Result<(), Failure> {
-    let image = open_image(&args.input)?;
+    let image = open_image(&args.input, args.ca_file.as_deref())?;
     let (out, name) = match &args.output {
         Some(path) => {
             if same_file(&args.input, path) {
@@ -140,9 +146,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn open_image(input: &Path) -> Result<Image, Failure> {
+fn open_image(input: &Path, ca_file: Option<&Path>) -> Result<Image, Failure> {
     if input.as_os_str() != "-" {
-        return crate::remote::open_cloop(input).map_err(|e| Failure::Extract(ExtractError::Read(e)));
+        return crate::remote::open_cloop(input, ca_file)
+            .map_err(|e| Failure::Extract(ExtractError::Read(e)));
     }
     let name = Path::new("<stdin>");
     let stdin = io::stdin();

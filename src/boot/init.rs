@@ -362,6 +362,7 @@ fn assemble_root(
     changes: &Changes,
     verity: &VerityRoots,
     daemon_flags: &[String],
+    ca_file: Option<&Path>,
     log: &Log,
 ) -> Result<Vec<Served>, Failure> {
     mkdir(IMAGES_DIR)?;
@@ -370,7 +371,7 @@ fn assemble_root(
     let mut plans = Vec::new();
     for path in images {
         let (image, remote) =
-            crate::remote::open_cloop_described(path).map_err(|e| Failure::new(format!("{e}")))?;
+            crate::remote::open_cloop_described(path, ca_file).map_err(|e| Failure::new(format!("{e}")))?;
         if let Some(summary) = remote {
             log.info(&format!("image on the server: {summary}"));
         }
@@ -642,7 +643,12 @@ fn serve_images(
         Some(p) => persistence(p, opts.media_timeout, log).map_or(Changes::Ram, Changes::Persistent),
         None => Changes::Ram,
     };
-    assemble_root(images, root, &changes, &opts.verity, &opts.cloopd, log)
+    let ca_file = opts.ca_file();
+    let mut flags = opts.cloopd.clone();
+    if let Some(ca) = &ca_file {
+        flags.extend(["--ca-file".to_string(), ca.display().to_string()]);
+    }
+    assemble_root(images, root, &changes, &opts.verity, &flags, ca_file.as_deref(), log)
 }
 
 fn stage_exit_initramfs(log: &Log) {
@@ -678,7 +684,7 @@ pub fn mount_net_root(
 ) -> Result<Vec<Served>, Failure> {
     let mut images = vec![PathBuf::from(&net.url)];
     if net.fetch {
-        match super::toram::fetch(&net.url, log) {
+        match super::toram::fetch(&net.url, opts.ca_file().as_deref(), log) {
             Ok(copy) => images = vec![copy],
             Err(why) => log.warn(&format!("fetch: {why}: booting lazily from {} instead", net.url)),
         }

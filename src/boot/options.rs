@@ -100,6 +100,10 @@ pub struct BootOptions {
     pub nameservers: Vec<std::net::Ipv4Addr>,
     /// `httpfs=`, `root=live:URL` or `fetch=`: the image on an HTTP server.
     pub net_root: Option<NetRoot>,
+    /// `cloopbox.cafile=PATH`: PEM certificates trusted for an `https://`
+    /// image besides the built-in roots; `None`: [`DEFAULT_CA_FILE`] when
+    /// the initramfs has one (see [`BootOptions::ca_file`]).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Problems with the command line, reported once the console is up.
     pub warnings: Vec<String>,
 }
@@ -135,10 +139,15 @@ impl Default for BootOptions {
             ip: None,
             nameservers: Vec::new(),
             net_root: None,
+            ca_file: None,
             warnings: Vec::new(),
         }
     }
 }
+
+/// Where `mkinitramfs.sh -N --ca FILE` puts the CA file, used for
+/// `https://` images when `cloopbox.cafile=` does not name another.
+pub const DEFAULT_CA_FILE: &str = "/etc/cloopbox/ca.pem";
 
 /// A boot parameter, the cloopd flag it becomes, and what a valid value is.
 type DaemonFlag = (&'static str, &'static str, fn(&str) -> bool);
@@ -325,8 +334,27 @@ impl BootOptions {
         o
     }
 
-    /// `httpfs=`, `root=live:URL`, `fetch=`, `ip=`, `nameserver=`.
+    /// The CA file for `https://` images: `cloopbox.cafile=` (which must
+    /// then exist: a missing one is an error when the image is opened),
+    /// else [`DEFAULT_CA_FILE`] if the initramfs holds it, else none (the
+    /// built-in roots only).
+    pub fn ca_file(&self) -> Option<std::path::PathBuf> {
+        match &self.ca_file {
+            Some(path) => Some(path.clone()),
+            None => Some(std::path::PathBuf::from(DEFAULT_CA_FILE)).filter(|p| p.exists()),
+        }
+    }
+
+    /// `httpfs=`, `root=live:URL`, `fetch=`, `ip=`, `nameserver=`,
+    /// `cloopbox.cafile=`.
     fn parse_network(&mut self, c: &Cmdline) {
+        match c.value("cloopbox.cafile") {
+            Some(p) if p.starts_with('/') => self.ca_file = Some(p.into()),
+            Some(p) => self.warnings.push(format!(
+                "cloopbox.cafile={p}: not an absolute path; using {DEFAULT_CA_FILE} if the initramfs has it"
+            )),
+            None => {}
+        }
         let lazy = c.value("httpfs").or_else(|| c.value("root").and_then(|r| r.strip_prefix("live:")));
         let lazy = lazy.filter(|u| u.contains("://"));
         let (url, fetch) = match (lazy, c.value("fetch")) {
@@ -512,6 +540,22 @@ mod tests {
         let o = opts("httpfs=ftp://h/x ip=10.0.2.300::::::off nameserver=x");
         assert!(o.net_root.is_none());
         assert_eq!(o.warnings.len(), 3, "{:?}", o.warnings);
+    }
+
+    #[test]
+    fn ca_file_option() {
+        let o = opts("httpfs=https://images.test/k.iso cloopbox.cafile=/etc/my-ca.pem");
+        assert_eq!(o.net_root.as_ref().unwrap().url, "https://images.test/k.iso");
+        assert_eq!(o.ca_file(), Some(PathBuf::from("/etc/my-ca.pem")), "named, so used even if missing");
+        let o = opts("cloopbox.cafile=my-ca.pem");
+        assert!(o.ca_file.is_none());
+        assert!(o.warnings[0].contains("not an absolute path"), "{:?}", o.warnings);
+        // Without the option: the initramfs's file when there is one.
+        let o = opts("httpfs=https://h/k");
+        assert_eq!(
+            o.ca_file(),
+            std::path::Path::new(DEFAULT_CA_FILE).exists().then(|| PathBuf::from(DEFAULT_CA_FILE))
+        );
     }
 
     #[test]

@@ -139,9 +139,9 @@ fn copy_all(label: &str, sources: &[(String, Arc<dyn ReadAt>)], log: &Log) -> Re
 /// `fetch=`: the image at `url` (inside an ISO if the URL names one)
 /// downloaded into RAM; returns its path there. `Err`: why not (too
 /// little RAM, or the server failed), and the caller boots lazily.
-pub fn fetch(url: &str, log: &Log) -> Result<PathBuf, String> {
-    let opened =
-        crate::remote::open(url, crate::remote::options(false, None)).map_err(|e| format!("{url}: {e}"))?;
+pub fn fetch(url: &str, ca_file: Option<&Path>, log: &Log) -> Result<PathBuf, String> {
+    let opened = crate::remote::open(url, crate::remote::options(false, None, ca_file))
+        .map_err(|e| format!("{url}: {e}"))?;
     log.info(&format!("fetch: {} into RAM", opened.summary));
     let name = if opened.dev.size() == opened.remote.identity().size {
         let path = url.split(['#', '?']).next().unwrap_or(url);

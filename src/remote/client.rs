@@ -3,19 +3,21 @@
 //! [`Pool`] keeps a few kept-alive connections to one server and caps how
 //! many are open at once; [`Request`] sends one GET and reads its head.
 //! Decisions about what a status means belong to the caller
-//! ([`super::file`]); here only the transport and its errors.
+//! ([`super::file`]); here only the connections and their errors. Whether
+//! a connection is plain TCP or TLS is [`super::tls`]'s business: the
+//! client reads and writes a [`Stream`] either way.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
 
 use super::http::{self, Conn, Head};
+use super::tls::{Stream, Transport};
 use super::url::Url;
 
-/// One TCP connection and its receive buffer.
+/// One connection (TCP or TLS) and its receive buffer.
 pub struct Connection {
-    pub conn: Conn<TcpStream>,
+    pub conn: Conn<Stream>,
     /// It carried a response before (so a failure at once may only mean
     /// the server closed it while idle).
     pub reused: bool,
@@ -27,32 +29,35 @@ impl Connection {
     }
 }
 
-pub fn connect(url: &Url, connect_timeout: Duration, io_timeout: Duration) -> Result<Connection, String> {
+/// A connection to `url`'s server; for `https://` with the TLS handshake
+/// done. A certificate that fails verification is [`http::Error::Tls`].
+pub fn connect(url: &Url, transport: &Transport) -> Result<Connection, http::Error> {
+    let net = |msg: String| http::Error::Io(std::io::Error::other(msg));
     // Address literals as they are; host names through our resolver
     // (crate::net::dns: /etc/hosts, then DNS over UDP and TCP), which a
     // static binary in an initramfs can rely on.
     let addrs: Vec<SocketAddr> = match url.host.trim_matches(['[', ']']).parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, url.port)],
-        Err(_) => crate::net::dns::resolve(&url.host)?
+        Err(_) => crate::net::dns::resolve(&url.host)
+            .map_err(net)?
             .into_iter()
             .map(|a| SocketAddr::new(IpAddr::V4(a), url.port))
             .collect(),
     };
     let mut last = format!("{} has no address", url.host);
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, connect_timeout) {
+        match TcpStream::connect_timeout(&addr, transport.connect_timeout) {
             Ok(s) => {
-                let setup = s
-                    .set_read_timeout(Some(io_timeout))
-                    .and_then(|()| s.set_write_timeout(Some(io_timeout)))
-                    .and_then(|()| s.set_nodelay(true));
-                setup.map_err(|e| format!("{addr}: {e}"))?;
-                return Ok(Connection { conn: Conn::new(s), reused: false });
+                let stream = transport.open(url, s).map_err(|e| match e {
+                    http::Error::Io(e) => net(format!("{addr}: {e}")),
+                    other => other,
+                })?;
+                return Ok(Connection { conn: Conn::new(stream), reused: false });
             }
             Err(e) => last = format!("connect to {addr}: {e}"),
         }
     }
-    Err(last)
+    Err(net(last))
 }
 
 /// A GET of `url` with the given extra header lines.
@@ -70,7 +75,10 @@ pub fn send_get(c: &mut Connection, url: &Url, headers: &[(&str, &str)]) -> std:
         req.push_str("\r\n");
     }
     req.push_str("\r\n");
-    c.conn.get_mut().write_all(req.as_bytes())
+    let stream = c.conn.get_mut();
+    stream.write_all(req.as_bytes())?;
+    // TLS buffers what is written; the request must leave now.
+    stream.flush()
 }
 
 /// Sends the request and reads the response head. A kept-alive connection
@@ -81,18 +89,18 @@ pub fn exchange<'p>(
     url: &Url,
     headers: &[(&str, &str)],
 ) -> Result<(Lease<'p>, Head), http::Error> {
-    let mut lease = pool.take(url).map_err(|e| http::Error::Io(std::io::Error::other(e)))?;
+    let mut lease = pool.take(url)?;
     // Bytes left over from an earlier response (a server that sent more
     // than it announced) would be read as this answer's head.
     if lease.get().buffered_garbage() {
-        lease.replace(url).map_err(|e| http::Error::Io(std::io::Error::other(e)))?;
+        lease.replace(url)?;
     }
     let first = round_trip(lease.get(), url, headers);
     let result = match first {
         // A kept-alive connection may also carry bytes a broken server
         // sent after an earlier body: that is no reason to fail this read.
         Err(e) if lease.get().reused && (is_stale(&e) || matches!(e, http::Error::Protocol(_))) => {
-            lease.replace(url).map_err(|e| http::Error::Io(std::io::Error::other(e)))?;
+            lease.replace(url)?;
             round_trip(lease.get(), url, headers)
         }
         other => other,
@@ -122,18 +130,16 @@ struct PoolState {
 /// At most `max` connections to one server, idle ones kept for reuse.
 pub struct Pool {
     max: usize,
-    connect_timeout: Duration,
-    io_timeout: Duration,
+    transport: Transport,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
 
 impl Pool {
-    pub fn new(max: usize, connect_timeout: Duration, io_timeout: Duration) -> Pool {
+    pub fn new(max: usize, transport: Transport) -> Pool {
         Pool {
             max: max.max(1),
-            connect_timeout,
-            io_timeout,
+            transport,
             state: Mutex::new(PoolState { idle: Vec::new(), open: 0 }),
             freed: Condvar::new(),
         }
@@ -145,7 +151,7 @@ impl Pool {
 
     /// An idle connection, or a new one when fewer than `max` are open;
     /// otherwise waits for one to be returned.
-    pub fn take(&self, url: &Url) -> Result<Lease<'_>, String> {
+    pub fn take(&self, url: &Url) -> Result<Lease<'_>, http::Error> {
         let mut st = self.lock();
         loop {
             if let Some(mut c) = st.idle.pop() {
@@ -156,7 +162,7 @@ impl Pool {
                 st.open += 1;
                 drop(st);
                 let mut lease = Lease { pool: self, conn: None, kept: false };
-                lease.conn = Some(connect(url, self.connect_timeout, self.io_timeout)?);
+                lease.conn = Some(connect(url, &self.transport)?);
                 return Ok(lease);
             }
             st = self.freed.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -192,9 +198,9 @@ impl Lease<'_> {
         self.conn.as_mut().expect("a lease holds a connection until it is dropped")
     }
 
-    fn replace(&mut self, url: &Url) -> Result<(), String> {
+    fn replace(&mut self, url: &Url) -> Result<(), http::Error> {
         self.conn = None;
-        self.conn = Some(connect(url, self.pool.connect_timeout, self.pool.io_timeout)?);
+        self.conn = Some(connect(url, &self.pool.transport)?);
         Ok(())
     }
 

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use super::client::{self, Pool};
 use super::http::{self, ContentRange, Head};
+use super::tls::{Tls, Transport};
 use super::url::{Scheme, Url};
 use crate::blockdev::{check_range, ReadAt};
 
@@ -66,6 +67,8 @@ pub struct Options {
     pub buffer: usize,
     /// Where the outage, recovery and changed-image messages go.
     pub log: LogFn,
+    /// PEM certificates trusted for `https://` besides the built-in roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -80,6 +83,7 @@ impl Default for Options {
             readahead: 512 * 1024,
             buffer: 8 << 20,
             log: Arc::new(|msg: &str| eprintln!("{msg}")),
+            ca_file: None,
         }
     }
 }
@@ -117,7 +121,7 @@ enum Fail {
 
 fn transient(e: http::Error) -> Fail {
     match e {
-        http::Error::Protocol(_) => Fail::Fatal(e.to_string()),
+        http::Error::Protocol(_) | http::Error::Tls(_) => Fail::Fatal(e.to_string()),
         _ => Fail::Retry(e.to_string()),
     }
 }
@@ -168,18 +172,18 @@ struct Shared {
 impl RemoteFile {
     /// Probes `url` and pins the file's size and validators.
     pub fn open(url: &Url, opts: Options) -> io::Result<RemoteFile> {
-        if url.scheme == Scheme::Https {
-            return Err(https_not_built(url));
-        }
+        let tls =
+            Tls::new(opts.ca_file.as_deref()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let transport = Transport { connect_timeout: opts.connect_timeout, io_timeout: opts.io_timeout, tls };
         let waiting = Mutex::new(false);
-        let (final_url, id, conn) = retrying(&opts, &waiting, url, "probe", || probe(url, &opts))?;
+        let (final_url, id, conn) = retrying(&opts, &waiting, url, "probe", || probe(url, &transport))?;
         if id.etag.is_none() && id.last_modified.is_none() {
             (opts.log)(&format!(
                 "{final_url}: the server sends neither ETag nor Last-Modified: only the length ({} bytes) can tell a replaced image",
                 id.size
             ));
         }
-        let pool = Pool::new(opts.connections, opts.connect_timeout, opts.io_timeout);
+        let pool = Pool::new(opts.connections, transport);
         if let Some(c) = conn {
             pool.adopt(c);
         }
@@ -379,13 +383,6 @@ impl std::fmt::Display for ChangedError {
 }
 impl std::error::Error for ChangedError {}
 
-fn https_not_built(url: &Url) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("{url}: HTTPS is not built yet (only http:// URLs work in this version)"),
-    )
-}
-
 /// Runs `attempt` until it succeeds, fails for good, or the retry policy
 /// gives up. The first retry of an outage and the first success after one
 /// are reported once each through `opts.log`.
@@ -435,13 +432,10 @@ fn retrying<T>(
 }
 
 /// The first request: `Range: bytes=0-0`, following redirects.
-fn probe(start: &Url, opts: &Options) -> Result<(Url, Identity, Option<client::Connection>), Fail> {
+fn probe(start: &Url, transport: &Transport) -> Result<(Url, Identity, Option<client::Connection>), Fail> {
     let mut url = start.clone();
     for hop in 0..=MAX_REDIRECTS {
-        if url.scheme == Scheme::Https {
-            return Err(Fail::Fatal(https_not_built(&url).to_string()));
-        }
-        let mut c = client::connect(&url, opts.connect_timeout, opts.io_timeout).map_err(Fail::Retry)?;
+        let mut c = client::connect(&url, transport).map_err(transient)?;
         client::send_get(&mut c, &url, &[("Range", "bytes=0-0")]).map_err(|e| Fail::Retry(e.to_string()))?;
         let head = c.conn.read_head().map_err(transient)?;
         let framing = head.framing().map_err(transient)?;
@@ -481,7 +475,12 @@ fn probe(start: &Url, opts: &Options) -> Result<(Url, Identity, Option<client::C
                 if hop == MAX_REDIRECTS {
                     return Err(Fail::Fatal(format!("{what}: more than {MAX_REDIRECTS} redirects")));
                 }
-                url = url.join(location).map_err(|e| Fail::Fatal(format!("{what}: redirect to {e}")))?;
+                let next = url.join(location).map_err(|e| Fail::Fatal(format!("{what}: redirect to {e}")))?;
+                // What TLS protects must not be fetched without it.
+                if url.scheme == Scheme::Https && next.scheme == Scheme::Http {
+                    return Err(Fail::Fatal(format!("{what}: redirect to {next} refused (it would drop TLS)")));
+                }
+                url = next;
             }
             416 => {
                 let empty = matches!(head.content_range(), Ok(Some(ContentRange::Unsatisfied { total: 0 })));

@@ -33,6 +33,9 @@ pub enum Error {
     Truncated(String),
     /// The response breaks the protocol.
     Protocol(String),
+    /// The TLS handshake failed for good (a certificate that is not
+    /// trusted, no common protocol version): retrying cannot help.
+    Tls(String),
 }
 
 impl std::fmt::Display for Error {
@@ -43,6 +46,7 @@ impl std::fmt::Display for Error {
             Error::Closed => write!(f, "connection closed by the server before a response"),
             Error::Truncated(what) => write!(f, "connection closed early: {what}"),
             Error::Protocol(what) => write!(f, "malformed response: {what}"),
+            Error::Tls(what) => write!(f, "{what}"),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Images on HTTP servers, read lazily with range requests.
 //!
-//! [`url`] parses `http://` URLs, [`http`] is the strict response parser,
-//! [`client`] the connections, [`file::RemoteFile`] the file as a
+//! [`url`] parses `http://` and `https://` URLs, [`http`] is the strict
+//! response parser, [`tls`] the transport (TCP, or TLS with verified
+//! certificates), [`client`] the connections, [`file::RemoteFile`] the file as a
 //! [`ReadAt`] device (identity pinning, retries, read-ahead). [`open`] is
 //! what the applets call: it also looks inside an ISO 9660 image for
 //! `KNOPPIX/KNOPPIX` (or the file the URL's `#fragment` names). The design
@@ -10,6 +11,7 @@
 pub mod client;
 pub mod file;
 pub mod http;
+pub mod tls;
 pub mod url;
 
 use std::io;
@@ -33,7 +35,7 @@ pub struct Opened {
     pub summary: String,
 }
 
-/// Opens `text` (an `http://` URL) as the bottom of a stack. If the file is
+/// Opens `text` (an `http://` or `https://` URL) as the bottom of a stack. If the file is
 /// an ISO 9660 image holding `KNOPPIX/KNOPPIX` (or the URL's `#PATH`), the
 /// device is that file inside it; a `#PATH` that the ISO lacks is an error.
 pub fn open(text: &str, opts: Options) -> io::Result<Opened> {
@@ -80,31 +82,39 @@ pub fn inside_iso(
 
 /// Retry policy for an applet: a root filesystem (`cloopd --root-daemon`)
 /// waits for the server forever; everything else gives up after a few
-/// retries (about half a minute of backoff).
-pub fn options(root: bool, log: Option<file::LogFn>) -> Options {
-    let mut opts =
-        Options { retry: if root { Retry::Forever } else { Retry::Attempts(7) }, ..Options::default() };
+/// retries (about half a minute of backoff). `ca_file`: PEM certificates
+/// trusted for `https://` besides the built-in roots (`--ca-file`).
+pub fn options(root: bool, log: Option<file::LogFn>, ca_file: Option<&std::path::Path>) -> Options {
+    let mut opts = Options {
+        retry: if root { Retry::Forever } else { Retry::Attempts(7) },
+        ca_file: ca_file.map(Into::into),
+        ..Options::default()
+    };
     if let Some(log) = log {
         opts.log = log;
     }
     opts
 }
 
-/// A cloop image at a local path or an `http://` URL (inside an ISO too),
-/// for the tools that read one (cloopinfo, extract_compressed_fs).
-pub fn open_cloop(path: &std::path::Path) -> Result<crate::cloop::reader::Image, crate::cloop::error::Error> {
-    open_cloop_described(path).map(|(image, _)| image)
+/// A cloop image at a local path or an `http(s)://` URL (inside an ISO
+/// too), for the tools that read one (cloopinfo, extract_compressed_fs).
+pub fn open_cloop(
+    path: &std::path::Path,
+    ca_file: Option<&std::path::Path>,
+) -> Result<crate::cloop::reader::Image, crate::cloop::error::Error> {
+    open_cloop_described(path, ca_file).map(|(image, _)| image)
 }
 
 /// [`open_cloop`], with [`Opened::summary`] for a URL (size, identity,
 /// the file inside an ISO), for the boot's log.
 pub fn open_cloop_described(
     path: &std::path::Path,
+    ca_file: Option<&std::path::Path>,
 ) -> Result<(crate::cloop::reader::Image, Option<String>), crate::cloop::error::Error> {
     match path.to_str().filter(|p| is_url(p)) {
         None => Ok((crate::cloop::reader::Image::open(path)?, None)),
         Some(text) => {
-            let opened = open(text, options(false, None))
+            let opened = open(text, options(false, None, ca_file))
                 .map_err(|source| crate::cloop::error::Error::Open { path: Arc::from(path), source })?;
             let image = crate::cloop::reader::Image::from_reader(opened.dev, path)?;
             Ok((image, Some(opened.summary)))

@@ -18,12 +18,18 @@ pub enum Base {
 
 /// Opens `path` as a cloop image; a file with no cloop signature at all
 /// is served raw. A damaged cloop image is an error, never silently
-/// served as if it were a plain file. An `http://` URL is opened by
+/// served as if it were a plain file. An `http(s)://` URL is opened by
 /// [`open_remote_base`]; `root_daemon` makes it wait for the server
-/// forever, and `warn` reports outages and a changed image.
-pub fn open_base(path: &Path, root_daemon: bool, warn: &WarnFn) -> Result<Base, String> {
+/// forever, `warn` reports outages and a changed image, and `ca_file`
+/// adds trusted certificates for `https://`.
+pub fn open_base(
+    path: &Path,
+    root_daemon: bool,
+    warn: &WarnFn,
+    ca_file: Option<&Path>,
+) -> Result<Base, String> {
     if let Some(url) = path.to_str().filter(|p| crate::remote::is_url(p)) {
-        return open_remote_base(url, root_daemon, warn);
+        return open_remote_base(url, root_daemon, warn, ca_file);
     }
     match Image::open(path) {
         Ok(image) => Ok(Base::Cloop(Arc::new(image))),
@@ -35,11 +41,16 @@ pub fn open_base(path: &Path, root_daemon: bool, warn: &WarnFn) -> Result<Base, 
     }
 }
 
-/// An `http://` URL as the base: a cloop image, an ISO holding
+/// An `http(s)://` URL as the base: a cloop image, an ISO holding
 /// `KNOPPIX/KNOPPIX` (or the URL's `#PATH`), else a raw file
 /// (docs/remote.md).
-fn open_remote_base(url: &str, root_daemon: bool, warn: &WarnFn) -> Result<Base, String> {
-    let opts = crate::remote::options(root_daemon, Some(warn.clone()));
+fn open_remote_base(
+    url: &str,
+    root_daemon: bool,
+    warn: &WarnFn,
+    ca_file: Option<&Path>,
+) -> Result<Base, String> {
+    let opts = crate::remote::options(root_daemon, Some(warn.clone()), ca_file);
     let opened = crate::remote::open(url, opts).map_err(|e| e.to_string())?;
     match Image::from_reader(opened.dev.clone(), Path::new(url)) {
         Ok(image) => Ok(Base::Cloop(Arc::new(image))),

@@ -66,6 +66,9 @@ pub struct Options {
     pub verity: Verity,
     /// `--watch-space DIR`: say on the console when DIR's filesystem is full.
     pub watch_space: Option<PathBuf>,
+    /// `--ca-file FILE`: PEM certificates trusted for an `https://` image
+    /// besides the built-in roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Verified serving: every block checked against a dm-verity hash tree
@@ -101,6 +104,7 @@ impl Options {
             background: false,
             verity: Verity::default(),
             watch_space: None,
+            ca_file: None,
         }
     }
 }

@@ -70,7 +70,7 @@ fn verified(
 }
 
 fn read_layers(o: &Options, warn: &WarnFn) -> Result<Read, String> {
-    let image = match open_base(&o.image, o.root_daemon, warn)? {
+    let image = match open_base(&o.image, o.root_daemon, warn, o.ca_file.as_deref())? {
         Base::Raw(file) => {
             let mut what = "raw".to_string();
             let (dev, verity_stats) = verified(o, file, &mut what, warn)?;

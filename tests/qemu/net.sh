@@ -34,7 +34,17 @@
 #   net-debian   the Debian systemd root (debian.sh's checks: multi-user,
 #                writes, fstrim, clean poweroff through the exit initramfs)
 #                from httpfs=, its network kept up by the live system
-ALL_SCENARIOS+=(net-http net-iso net-fetch net-outage net-changed net-debian)
+#   net-https    httpfs=https://images.test/root.cloop: nginx with TLS
+#                (a test CA made by openssl, a certificate for
+#                images.test) behind 10.0.2.100:443; the initramfs from
+#                `mklive -N --ca CA` trusts the CA through
+#                /etc/cloopbox/ca.pem. Root up; every request nginx logged
+#                was TLS; far fewer bytes sent than the image has
+#   net-https-noca  the same server, the initramfs without the CA: the
+#                boot refuses with the URL and "certificate not trusted:
+#                unknown issuer", then the rescue shell; no request ever
+#                reached nginx
+ALL_SCENARIOS+=(net-http net-iso net-fetch net-outage net-changed net-debian net-https net-https-noca)
 
 NET_DIR=$WORK/net
 
@@ -63,12 +73,43 @@ net_prepare_build() {
     [ -s "$NET_DIR/initrd.gz" ] || { log "net: no boot/initrd.gz in the mklive -N ISO"; return 1; }
 }
 
+# net_tls_prepare: a test CA and a certificate for images.test it signed
+# (NET_DIR/tls/{ca,server}.{pem,key}), and the initramfs of `mklive -N
+# --ca` (NET_DIR/initrd-ca.gz), once per run.
+net_tls_prepare() {
+    net_prepare
+    once net-tls net_tls_build
+}
+net_tls_build() {
+    local t=$NET_DIR/tls ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    rm -rf "$t" && mkdir -p "$t"
+    openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=cloopbox net-https test CA" -keyout "$t/ca.key" -out "$t/ca.pem" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2> /dev/null
+    openssl req -new "${ec[@]}" -subj "/CN=images.test" -keyout "$t/server.key" -out "$t/server.csr" 2> /dev/null
+    printf 'subjectAltName=DNS:images.test\nextendedKeyUsage=serverAuth\n' > "$t/ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 2 \
+        -extfile "$t/ext" -out "$t/server.pem" 2> /dev/null
+    [ -s "$t/server.pem" ] || { log "net-https: openssl made no server certificate"; return 1; }
+    mklive -N --ca "$t/ca.pem" --append "$APPEND_BASE" --image "$NET_DIR/root-a.cloop" -o "$NET_DIR/live-ca.iso"
+    rm -f "$NET_DIR/initrd-ca.gz"
+    xorriso -osirrox on -indev "$NET_DIR/live-ca.iso" -extract /boot/initrd.gz "$NET_DIR/initrd-ca.gz" 2> /dev/null
+    rm -f "$NET_DIR/live-ca.iso"
+    [ -s "$NET_DIR/initrd-ca.gz" ] || { log "net-https: no boot/initrd.gz in the mklive -N --ca ISO"; return 1; }
+}
+
 # net_nginx_start DIR: nginx serving DIR/www on a free port of 127.0.0.1,
-# access log DIR/access.log ("status body-bytes uri range"); sets NGINX_PORT.
+# access log DIR/access.log ("status body-bytes uri range tls-protocol");
+# sets NGINX_PORT. With NET_TLS set, also with TLS (NET_DIR/tls's server
+# certificate) on NGINX_TLS_PORT.
 net_nginx_start() {
-    local d=$1 i
+    local d=$1 i tls=""
     mkdir -p "$d/www" "$d/tmp"
-    NGINX_PORT=${NGINX_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+    NGINX_PORT=${NGINX_PORT:-$(net_free_port)}
+    if [ -n "${NET_TLS:-}" ]; then
+        NGINX_TLS_PORT=${NGINX_TLS_PORT:-$(net_free_port)}
+        tls="server { listen 127.0.0.1:$NGINX_TLS_PORT ssl; root $d/www;
+        ssl_certificate $NET_DIR/tls/server.pem; ssl_certificate_key $NET_DIR/tls/server.key; }"
+    fi
     cat > "$d/nginx.conf" <<CONF
 user root;
 worker_processes 1;
@@ -76,7 +117,7 @@ pid $d/nginx.pid;
 error_log $d/error.log info;
 events { worker_connections 64; }
 http {
-    log_format t '\$status \$body_bytes_sent \$uri "\$http_range"';
+    log_format t '\$status \$body_bytes_sent \$uri "\$http_range" \$ssl_protocol';
     access_log $d/access.log t;
     client_body_temp_path $d/tmp/body;
     proxy_temp_path $d/tmp/proxy;
@@ -89,6 +130,7 @@ http {
         listen 127.0.0.1:$NGINX_PORT;
         root $d/www;
     }
+    $tls
 }
 CONF
     nginx -p "$d" -c "$d/nginx.conf"
@@ -98,6 +140,10 @@ CONF
     done
     log "nginx did not start on 127.0.0.1:$NGINX_PORT (see $d/error.log)"
     return 1
+}
+
+net_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # net_nginx_stop DIR: stops that nginx and waits until it is gone.
@@ -132,8 +178,9 @@ net_qemu() {
     # slirp gives the command the connection as stdin, stdout and stderr:
     # nc's complaints (nginx down) must not reach the guest as data.
     netdev+=",guestfwd=tcp:10.0.2.100:80-cmd:sh -c 'exec busybox nc 127.0.0.1 $NGINX_PORT 2>/dev/null'"
+    [ -z "${NGINX_TLS_PORT:-}" ] || netdev+=",guestfwd=tcp:10.0.2.100:443-cmd:sh -c 'exec busybox nc 127.0.0.1 $NGINX_TLS_PORT 2>/dev/null'"
     [ -z "${DNS_PORT:-}" ] || netdev+=",guestfwd=tcp:10.0.2.101:53-cmd:sh -c 'exec busybox nc 127.0.0.1 $DNS_PORT 2>/dev/null'"
-    NET_QEMU=(-kernel "$KERNEL" -initrd "$NET_DIR/initrd.gz" -append "$1" -netdev "$netdev" -device virtio-net-pci,netdev=n0)
+    NET_QEMU=(-kernel "$KERNEL" -initrd "${NET_INITRD:-$NET_DIR/initrd.gz}" -append "$1" -netdev "$netdev" -device virtio-net-pci,netdev=n0)
 }
 
 # net_boot NAME DIR APPEND: the busybox root's guest (net_qemu).
@@ -150,7 +197,7 @@ net_setup() {
     rm -rf "$ND" && mkdir -p "$ND/www"
     cp "$NET_DIR/root-a.cloop" "$ND/www/root.cloop"
     cp "$NET_DIR/live.iso" "$ND/www/live.iso"
-    NGINX_PORT="" DNS_PORT="" DNS_PID=""
+    NGINX_PORT="" NGINX_TLS_PORT="" DNS_PORT="" DNS_PID=""
     net_nginx_start "$ND"
     net_dns_start "$ND"
 }
@@ -272,4 +319,36 @@ scenario_net-debian() {
     log "net-debian: nginx sent $sent bytes of the $size-byte image"
     [ "$sent" -gt 0 ] && [ "$sent" -lt "$size" ] ||
         record net-debian-bytes FAIL - "nginx sent $sent bytes of the $size-byte image"
+}
+
+# net_https NAME INITRD: net_run over TLS with INITRD; PROTOCOLS is then
+# the TLS protocols in nginx's access log, one per request ("-" for plain
+# HTTP), sorted and counted.
+net_https() {
+    net_tls_prepare
+    NET_TLS=1 NET_INITRD=$2 net_run "$1" root.cloop "httpfs=https://images.test/root.cloop nameserver=10.0.2.101"
+    PROTOCOLS=$(awk '{ print $NF }' "$ND/access.log" | sort | uniq -c | tr -s ' \n' ' ')
+}
+
+scenario_net-https() {
+    net_https net-https "$NET_DIR/initrd-ca.gz"
+    log "net-https: nginx sent $SENT bytes of the $SIZE-byte image; requests by protocol:$PROTOCOLS"
+    check_absent net-https "lazy boot over HTTPS by name, CA from mklive --ca: nginx sent $SENT of $SIZE bytes;$PROTOCOLS" \
+        NET_ABSENT "${NET_ROOT_CHECKS[@]}" "image on the server: https://images.test/root.cloop" \
+        "DAEMON: [0-9]+ @cloopd .*--ca-file /etc/cloopbox/ca.pem"
+    # Every request went over TLS, and there were some.
+    awk '$NF !~ /^TLSv1\.[23]$/ { bad = 1 } END { exit bad || NR == 0 }' "$ND/access.log" ||
+        record net-https-tls FAIL - "nginx logged requests without TLS (or none):$PROTOCOLS"
+    [ "$SENT" -gt 0 ] && [ $((SENT * 3)) -lt "$SIZE" ] ||
+        record net-https-bytes FAIL - "nginx sent $SENT bytes of the $SIZE-byte image: not lazy"
+}
+
+scenario_net-https-noca() {
+    net_https net-https-noca "$NET_DIR/initrd.gz"
+    local refused=("ROOTFS: " "CHECKS-DONE")
+    check_absent net-https-noca "HTTPS without the CA: refused with the URL and the certificate problem, rescue shell" \
+        refused "https://images.test/root.cloop: probe: certificate not trusted: unknown issuer" "cloopbox rescue"
+    # The handshake failed: no request reached nginx.
+    [ ! -s "$ND/access.log" ] ||
+        record net-https-noca-log FAIL - "nginx logged requests although the certificate was refused"
 }

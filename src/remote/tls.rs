@@ -1,0 +1,257 @@
+//! TLS for `https://` URLs, under the HTTP client.
+//!
+//! [`Transport`] opens a TCP connection and, for `https://`, runs the TLS
+//! handshake over it; the HTTP client reads and writes a [`Stream`] and
+//! does not know which of the two it has. The stack is rustls with the
+//! ring provider (README "Dependencies": chosen by binary size and a
+//! static musl build). Certificates are always verified: the chain up to
+//! a trusted root (Mozilla's roots built in, from webpki-roots, plus the
+//! certificates of a `--ca-file`), the host name (a DNS name is sent as
+//! SNI and must be in the certificate's subjectAltName; an IP address must
+//! be there as an IP SAN), and the validity dates against the system
+//! clock. There is no way to turn verification off.
+//!
+//! A CA file is PEM: one or more `CERTIFICATE` sections (other sections,
+//! such as keys, are ignored); a file without any, an unreadable section
+//! or a certificate that cannot be a trust anchor is an error naming the
+//! file and the certificate's number.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use super::http::Error;
+use super::url::{Scheme, Url};
+
+/// Largest CA file read (Debian's whole ca-certificates bundle is ~220 KiB).
+pub const MAX_CA_FILE: u64 = 4 << 20;
+
+/// Where the TLS settings come from: the built-in roots, plus a CA file.
+#[derive(Clone)]
+pub struct Tls {
+    config: Arc<ClientConfig>,
+}
+
+impl Tls {
+    /// The built-in roots plus the certificates of `ca_file`.
+    pub fn new(ca_file: Option<&Path>) -> Result<Tls, String> {
+        let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        if let Some(path) = ca_file {
+            let shown = path.display();
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut bytes))
+                .map_err(|e| format!("CA file {shown}: {e}"))?;
+            if bytes.len() as u64 > MAX_CA_FILE {
+                return Err(format!("CA file {shown}: larger than {MAX_CA_FILE} bytes"));
+            }
+            let extra = parse_ca_pem(&bytes).map_err(|e| format!("CA file {shown}: {e}"))?;
+            roots.roots.extend(extra.roots);
+        }
+        // ring's provider is "deprecated" in rustls 0.23.48 only because it
+        // lacks the post-quantum key exchange (X25519MLKEM768); see README
+        // "Dependencies" for why ring all the same.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Tls { config: Arc::new(config) })
+    }
+}
+
+/// The trust anchors of a PEM file: every `CERTIFICATE` section, each
+/// checked to be a certificate rustls can anchor a chain at.
+pub fn parse_ca_pem(bytes: &[u8]) -> Result<RootCertStore, String> {
+    let mut anchors = RootCertStore::empty();
+    for (i, cert) in CertificateDer::pem_slice_iter(bytes).enumerate() {
+        let n = i + 1;
+        let cert = cert.map_err(|e| format!("certificate {n}: bad PEM: {e}"))?;
+        anchors.add(cert).map_err(|e| format!("certificate {n}: not a usable CA certificate: {e}"))?;
+    }
+    if anchors.is_empty() {
+        return Err("no PEM CERTIFICATE section (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(anchors)
+}
+
+/// A connection to the server: plain TCP, or TLS over TCP.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            // A peer that closes without close_notify is an end of stream
+            // like any other: every body is framed (Content-Length,
+            // chunked, or exactly the requested length), so a cut is still
+            // seen as one (http::Conn).
+            Stream::Tls(s) => match s.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Opens connections for one file: timeouts and TLS settings.
+#[derive(Clone)]
+pub struct Transport {
+    pub connect_timeout: std::time::Duration,
+    pub io_timeout: std::time::Duration,
+    pub tls: Tls,
+}
+
+impl Transport {
+    /// A TCP connection to `addr` for `url`, with the TLS handshake done
+    /// for `https://`. A certificate that fails verification is
+    /// [`Error::Tls`] (retrying cannot help); network trouble is
+    /// [`Error::Io`].
+    pub fn open(&self, url: &Url, tcp: TcpStream) -> Result<Stream, Error> {
+        tcp.set_read_timeout(Some(self.io_timeout))
+            .and_then(|()| tcp.set_write_timeout(Some(self.io_timeout)))
+            .and_then(|()| tcp.set_nodelay(true))
+            .map_err(Error::Io)?;
+        if url.scheme == Scheme::Http {
+            return Ok(Stream::Plain(tcp));
+        }
+        let name = ServerName::try_from(url.host.clone())
+            .map_err(|e| Error::Tls(format!("{:?} is no valid TLS server name: {e}", url.host)))?;
+        let mut conn =
+            ClientConnection::new(self.tls.config.clone(), name).map_err(|e| Error::Tls(e.to_string()))?;
+        let mut tcp = tcp;
+        while conn.is_handshaking() {
+            match conn.complete_io(&mut tcp) {
+                Ok((0, 0)) if conn.is_handshaking() => {
+                    return Err(Error::Truncated(
+                        "the server closed the connection during the TLS handshake".into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(handshake_error(e)),
+            }
+        }
+        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+    }
+}
+
+/// A handshake failure: rustls's own errors are final and said in words;
+/// I/O errors are the network's.
+fn handshake_error(e: io::Error) -> Error {
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            return Error::Truncated("the server closed the connection during the TLS handshake".into());
+        }
+        return Error::Io(e);
+    };
+    Error::Tls(match tls {
+        rustls::Error::InvalidCertificate(c) => {
+            format!("certificate not trusted: {}", certificate_problem(c))
+        }
+        rustls::Error::InvalidMessage(_) => {
+            format!("TLS handshake failed: {tls} (does the server speak TLS on this port?)")
+        }
+        other => format!("TLS handshake failed: {other}"),
+    })
+}
+
+fn certificate_problem(c: &CertificateError) -> String {
+    match c {
+        CertificateError::UnknownIssuer => {
+            "unknown issuer (not signed by a built-in root or a certificate of the CA file)".into()
+        }
+        CertificateError::NotValidForName => "not valid for this host name".into(),
+        CertificateError::Expired => "expired".into(),
+        CertificateError::NotValidYet => "not valid yet (is the clock right?)".into(),
+        CertificateError::BadSignature => "bad signature".into(),
+        CertificateError::BadEncoding => "badly encoded".into(),
+        // These carry the names, dates and algorithms in their own words.
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real CA certificate (P-256, CN=cloopbox unit test CA), made with
+    /// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256
+    /// -addext basicConstraints=critical,CA:TRUE`; its key is not kept.
+    const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBlTCCATugAwIBAgIUPcz4fHPdLzDz8brHJkOZIYKenVYwCgYIKoZIzj0EAwIw
+IDEeMBwGA1UEAwwVY2xvb3Bib3ggdW5pdCB0ZXN0IENBMB4XDTI2MTIwNjIwMzUw
+N1oXDTM2MTIwMzIwMzUwN1owIDEeMBwGA1UEAwwVY2xvb3Bib3ggdW5pdCB0ZXN0
+IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEW9Y2R1PIsRft3yV/TD09OsUH
+PF3/8rauXNHMHUg89EnJzg4gbBStdCz69+19xrXX01ja1LXOStrGx7cFUwIWJaNT
+MFEwHQYDVR0OBBYEFETBIq9B6H7bPisHeJogN9MCGqvNMB8GA1UdIwQYMBaAFETB
+Iq9B6H7bPisHeJogN9MCGqvNMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID
+SAAwRQIhAII9SAH985FOSkZj42qalHuQs+YdIibuMnF56cFuUksCAiAY3hcQYhil
+KwbrSL3Gj/geP9vwF8Eh12lFeq4v6br4oA==
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn ca_files_with_one_or_more_certificates_and_other_sections() {
+        assert_eq!(parse_ca_pem(CA.as_bytes()).unwrap().len(), 1);
+        let two =
+            format!("# comment\n{CA}\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{CA}");
+        assert_eq!(parse_ca_pem(two.as_bytes()).unwrap().len(), 2);
+        assert_eq!(parse_ca_pem(CA.replace('\n', "\r\n").as_bytes()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn malformed_ca_files_are_refused_with_the_certificate_number() {
+        let e = parse_ca_pem(b"").unwrap_err();
+        assert!(e.contains("no PEM CERTIFICATE"), "{e}");
+        let e = parse_ca_pem(b"just text\n").unwrap_err();
+        assert!(e.contains("no PEM CERTIFICATE"), "{e}");
+        // A key alone is no certificate.
+        let e = parse_ca_pem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap_err();
+        assert!(e.contains("no PEM CERTIFICATE"), "{e}");
+        let e = parse_ca_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap_err();
+        assert!(e.contains("certificate 1: bad PEM") && e.contains("missing section end"), "{e}");
+        let e = parse_ca_pem(b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").unwrap_err();
+        assert!(e.contains("certificate 1: bad PEM") && e.contains("base64"), "{e}");
+        // Valid base64, but no certificate inside.
+        let e = parse_ca_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap_err();
+        assert!(e.contains("certificate 1: not a usable CA certificate"), "{e}");
+        // A cut-off certificate, as the second one.
+        let lines: Vec<&str> = CA.lines().collect();
+        let cut = format!("{CA}{}\n{}\n", lines[..4].join("\n"), lines[lines.len() - 1]);
+        let e = parse_ca_pem(cut.as_bytes()).unwrap_err();
+        assert!(e.starts_with("certificate 2: "), "{e}");
+    }
+
+    #[test]
+    fn built_in_roots_are_there_and_a_missing_ca_file_is_named() {
+        assert!(Tls::new(None).is_ok());
+        assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
+        let e = Tls::new(Some(Path::new("/nonexistent/ca.pem"))).err().unwrap();
+        assert!(e.starts_with("CA file /nonexistent/ca.pem: "), "{e}");
+    }
+}
