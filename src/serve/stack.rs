@@ -70,7 +70,13 @@ fn verified(
         crate::verity::layer::Options { check_at_most_once: o.verity.once, warn: Some(warn.clone()) };
     let tree = o.verity.tree.as_deref().map_or_else(|| next_to.clone(), Source::given);
     let remote = crate::remote::options(o.root_daemon, Some(warn.clone()));
-    let layer = crate::verity::serve_layer(&o.image, &tree, root, lower, options, remote)?;
+    let layer = crate::verity::serve_layer(&o.image, &tree, root, lower, options, remote).map_err(|e| {
+        if o.verity.tree.is_none() && e.starts_with("no hash tree") {
+            format!("{e}; --verity-tree FILE|URL names another one")
+        } else {
+            e
+        }
+    })?;
     *what = format!("{what}, {}", layer.summary);
     Ok((layer.dev, Some(layer.stats)))
 }

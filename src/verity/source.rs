@@ -91,7 +91,7 @@ impl Source {
             Source::Path { given: true, .. } | Source::Url { given: true, .. } => {
                 format!("the hash tree {}: {why}", self.name())
             }
-            _ => format!("no hash tree {} next to the image ({why}; give --verity-tree FILE)", self.name()),
+            _ => format!("no hash tree {} next to the image ({why})", self.name()),
         };
         let (dev, name): (Arc<dyn ReadAt>, String) = match self {
             Source::Path { path, given } => {
