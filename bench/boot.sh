@@ -14,6 +14,11 @@
 #   ours-zlib    cloopbox initramfs; iso9660 in cloop (zlib -L 9), served by
 #                cloopd on /dev/nbd0, overlayfs on top (as Knoppix)
 #   ours-zstd    the same with --codec zstd (its default level, 19)
+#   ours-zlib-verity
+#                ours-zlib's image made with --verity (the tree on the CD
+#                as KNOPPIX/KNOPPIX.verity, mklive --verity), booted with
+#                cloopbox.verity=ROOTHASH: every block checked (issue 13);
+#                with it in the run, ours-zlib is a reference of the report
 #   sq-gzip      busybox initramfs: insmod, mount the CD, losetup + mount
 #   sq-xz        the squashfs (mksquashfs -comp gzip|xz|zstd -b BLOCK),
 #   sq-zstd      overlayfs with a tmpfs upper
@@ -81,11 +86,12 @@ extra() { case $1 in *@*) echo " ${1#*@}" | tr + ' ' ;; esac; }
 # image NAME: the compressed root of one contender (kept with -r).
 image() {
     local b=$1
-    [ "$REUSE" = 0 ] || [ ! -s "$b.img" ] || return 0
+    [ "$REUSE" = 0 ] || [ ! -s "$b.img" ] || { [[ $b == *-verity ]] && [ ! -s "$b.img.verity" ]; } || return 0
     say "image $b"
     case $b in
         ours-zlib) cloop_of iso9660 tree "$b.img" --block-size "$BLOCK" --level 9 ;;
         ours-zstd) cloop_of iso9660 tree "$b.img" --block-size "$BLOCK" --codec zstd ;;
+        ours-zlib-verity) cloop_of iso9660 tree "$b.img" --block-size "$BLOCK" --level 9 --verity ;;
         sq-*) mksquashfs tree "$b.img" -noappend -quiet -no-progress -comp "${b#sq-}" -b "$BLOCK" > /dev/null ;;
         erofs-lz4hc) mkfs.erofs --quiet -zlz4hc,12 -C"$BLOCK" "$b.img" tree > /dev/null ;;
         *) echo "boot-bench: unknown contender '$b'" >&2; exit 2 ;;
@@ -116,6 +122,9 @@ build() {
     for n in "${NAMES[@]}"; do
         b=$(base "$n")
         case $b in ours-*) i=ours-initrd.gz ;; sq-*) i=sq-initrd.gz ;; *) i=erofs-initrd.gz ;; esac
+        # --verity: the image's tree onto the CD, cloopbox.verity= into the command line.
+        MKLIVE_ARGS=()
+        [[ $b != *-verity ]] || MKLIVE_ARGS=(--verity)
         MKLIVE_INITRD=$i make_iso "$(iso "$n")" "$APPEND$(extra "$n")" "$b.img"
         echo "$n $(stat -c %s "$b.img") $(stat -c %s "$i")"
     done > sizes.txt

@@ -6,7 +6,12 @@
 //! record, then a walk down the path through directory extents. Names are
 //! the primary (ISO 9660) names, compared ASCII case-insensitively without
 //! the `;1` version and a trailing dot, so `-R`, `-J` and plain images
-//! made by xorriso or genisoimage all match. A file of several extents
+//! made by xorriso or genisoimage all match; a Rock Ridge name (an `NM`
+//! entry in the record's system use area, IEEE P1282) matches too, so a
+//! name that does not fit ISO 9660's (`KNOPPIX.verity`, whose primary
+//! name is cut to `KNOPPIX.VER`) is found on `-R` images. `NM` entries in
+//! a continuation area (`CE`, for names of more than about 200 bytes) are
+//! not followed. A file of several extents
 //! (multi-extent, flag bit 7, for files of 4 GiB and more) is returned as
 //! all its extents in order. Every length and position is checked against
 //! the image size before it is used; directories are read at most
@@ -35,6 +40,8 @@ pub type Extents = Vec<(u64, u64)>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub name: Vec<u8>,
+    /// The Rock Ridge name, when the record has one.
+    pub rr_name: Option<Vec<u8>>,
     pub flags: u8,
     /// Byte offset of the data in the image.
     pub start: u64,
@@ -45,6 +52,44 @@ impl Record {
     pub fn is_dir(&self) -> bool {
         self.flags & FLAG_DIR != 0
     }
+
+    /// Whether path component `want` names this record (its primary or
+    /// its Rock Ridge name).
+    pub fn is_named(&self, want: &str) -> bool {
+        same_name(&self.name, want)
+            || self.rr_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(want.as_bytes()))
+    }
+}
+
+/// The Rock Ridge name in a record's system use area `su`: the `NM`
+/// entries' names joined (flag bit 0, CONTINUE, joins the next one);
+/// `None` when there is no `NM` entry, or it names `.` or `..` (flag bits
+/// 1 and 2). Entries are `[sig, sig, len, version, data...]`; a length
+/// that does not fit ends the walk.
+pub fn rock_ridge_name(su: &[u8]) -> Option<Vec<u8>> {
+    let mut name: Option<Vec<u8>> = None;
+    let mut pos = 0usize;
+    while pos + 4 <= su.len() {
+        let len = su[pos + 2] as usize;
+        if len < 4 || pos + len > su.len() {
+            break;
+        }
+        let entry = &su[pos..pos + len];
+        if &entry[..2] == b"NM" && len >= 5 {
+            let flags = entry[4];
+            if flags & 0x06 != 0 {
+                return None;
+            }
+            name.get_or_insert_with(Vec::new).extend_from_slice(&entry[5..]);
+            if flags & 1 == 0 {
+                break;
+            }
+        } else if &entry[..2] == b"ST" {
+            break;
+        }
+        pos += len;
+    }
+    name.filter(|n| !n.is_empty())
 }
 
 /// The volume: block size and root directory.
@@ -154,7 +199,7 @@ impl Volume {
         let mut dir = self.root.clone();
         for (i, part) in parts.iter().enumerate() {
             let entries = self.list(dev, &dir)?;
-            let Some(first) = entries.iter().position(|r| same_name(&r.name, part)) else {
+            let Some(first) = entries.iter().position(|r| r.is_named(part)) else {
                 return Ok(None);
             };
             if i + 1 < parts.len() {
@@ -169,7 +214,7 @@ impl Volume {
             }
             let mut extents = Vec::new();
             for rec in &entries[first..] {
-                if !same_name(&rec.name, part) {
+                if !rec.is_named(part) {
                     return Err(bad(
                         rec.start,
                         format!("multi-extent file {part:?} ends without its last extent"),
@@ -212,7 +257,10 @@ fn parse_record(dev: &dyn ReadAt, r: &[u8], at: u64, block_size: u64) -> io::Res
             ),
         ));
     }
-    Ok(Record { name: r[33..33 + name_len].to_vec(), flags: r[25], start, len })
+    // The system use area follows the name, padded to an even length.
+    let su_start = 33 + name_len + (name_len + 1) % 2;
+    let rr_name = r.get(su_start..r[0] as usize).and_then(rock_ridge_name);
+    Ok(Record { name: r[33..33 + name_len].to_vec(), rr_name, flags: r[25], start, len })
 }
 
 /// ISO name `raw` (maybe `NAME.;1`) against a path component.
@@ -249,6 +297,31 @@ pub fn knoppix_images(dev: &dyn ReadAt) -> io::Result<Vec<(String, Extents)>> {
 pub(crate) mod tests {
     use super::*;
     use crate::blockdev::MemDev;
+
+    #[test]
+    fn rock_ridge_names_are_read_and_malformed_areas_are_harmless() {
+        let px = [b'P', b'X', 8, 1, 0, 0, 0, 0];
+        let mut su = px.to_vec();
+        su.extend_from_slice(&[b'N', b'M', 5 + 8, 1, 1]);
+        su.extend_from_slice(b"KNOPPIX.");
+        su.extend_from_slice(&[b'N', b'M', 5 + 6, 1, 0]);
+        su.extend_from_slice(b"verity");
+        assert_eq!(rock_ridge_name(&su).as_deref(), Some(&b"KNOPPIX.verity"[..]));
+        assert_eq!(rock_ridge_name(&px), None);
+        assert_eq!(rock_ridge_name(&[b'N', b'M', 5, 1, 2]), None, "'.'");
+        assert_eq!(rock_ridge_name(&[b'N', b'M', 200, 1, 0, b'x']), None, "a length past the end");
+        assert_eq!(rock_ridge_name(&[b'N', b'M', 2, 1, 0, b'x']), None, "a length below 4");
+        assert_eq!(rock_ridge_name(&[]), None);
+        let rec = Record {
+            name: b"KNOPPIX.VER;1".to_vec(),
+            rr_name: Some(b"KNOPPIX.verity".to_vec()),
+            flags: 0,
+            start: 0,
+            len: 0,
+        };
+        assert!(rec.is_named("knoppix/../KNOPPIX.verity".rsplit('/').next().unwrap()));
+        assert!(rec.is_named("KNOPPIX.VER") && !rec.is_named("KNOPPIX"));
+    }
 
     fn record(name: &[u8], flags: u8, lba: u32, len: u32) -> Vec<u8> {
         let total = 33 + name.len() + (name.len() + 1) % 2;

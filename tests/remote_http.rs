@@ -757,27 +757,37 @@ fn concurrent_readers_share_fetches_and_get_exact_data() {
     assert!(reqs < 400, "{reqs} requests for 800 reads");
 }
 
+/// Reads through qemu-io from the export at `uri`: every `(offset, len)`
+/// of `exact` gives exactly `data`'s bytes, every one of `eio` an
+/// Input/output error and no data.
+fn assert_exact_around_eio_inside(uri: &str, data: &[u8], exact: &[(usize, usize)], eio: &[(usize, usize)]) {
+    for &(offset, len) in exact {
+        let dump = common::qemu_io(uri, &format!("read -v {offset} {len}"));
+        assert!(!dump.contains("error"), "{offset}+{len}: {dump}");
+        let hex: String = dump
+            .lines()
+            .filter(|l| l.len() > 10 && l.as_bytes()[8] == b':')
+            .flat_map(|l| l[10..].split_whitespace().take(16).map(str::to_string).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+            .join("");
+        let want: String = data[offset..offset + len].iter().map(|b| format!("{b:02x}")).collect();
+        assert!(hex == want, "{offset}+{len}: not the image's bytes");
+    }
+    for &(offset, len) in eio {
+        let out = common::qemu_io(uri, &format!("read -v {offset} {len}"));
+        assert!(out.contains("Input/output error"), "{offset}+{len}: {out}");
+        assert!(!out.contains(&format!("{offset:08x}:")), "{offset}+{len}: data came back: {out}");
+    }
+}
+
 #[test]
 fn a_tampering_server_gives_eio_for_exactly_that_block_with_root_hash() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let data = payload(1 << 20, 12);
-    let raw = d.join("img.raw");
-    std::fs::write(&raw, &data).unwrap();
     // Stored blocks (--codec none): the tampered byte still decodes, so
     // only the hash tree can catch it.
-    let image = d.join("img.cloop");
-    let out = Command::new(BIN)
-        .args(["create_compressed_fs", "-q", "-B", "16384", "--codec", "none", "--verity", "--salt", "5a"])
-        .arg(&raw)
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let root =
-        stdout.trim().strip_prefix("root hash: ").unwrap_or_else(|| panic!("stdout: {stdout}")).to_string();
-    let tree = d.join("img.cloop.verity");
+    let (image, tree, root) = make_verified(d, "img.cloop", &data);
     let file = std::fs::read(&image).unwrap();
     // Data block 77 (bytes 315392..319488), found in the image by its bytes
     // (lines of the payload are numbered, so 64 of them are unique).
@@ -808,25 +818,10 @@ fn a_tampering_server_gives_eio_for_exactly_that_block_with_root_hash() {
         String::from_utf8_lossy(&r.stderr)
     );
     // Around it: exact data; in it: EIO, whatever piece is asked for.
-    let qemu_io = |cmd: &str| common::qemu_io(&server.uri(), cmd);
     let bad = block * 4096;
-    for (offset, len) in [(0, bad), (bad + 4096, (1 << 20) - bad - 4096), (bad - 4096, 4096)] {
-        let dump = qemu_io(&format!("read -v {offset} {len}"));
-        assert!(!dump.contains("error"), "{offset}+{len}: {dump}");
-        let hex: String = dump
-            .lines()
-            .filter(|l| l.len() > 10 && l.as_bytes()[8] == b':')
-            .flat_map(|l| l[10..].split_whitespace().take(16).map(str::to_string).collect::<Vec<_>>())
-            .collect::<Vec<_>>()
-            .join("");
-        let want: String = data[offset..offset + len].iter().map(|b| format!("{b:02x}")).collect();
-        assert!(hex == want, "{offset}+{len}: not the image's bytes");
-    }
-    for (offset, len) in [(bad, 4096), (bad + 1000, 64), (bad - 100, 200), (bad + 4000, 200)] {
-        let out = qemu_io(&format!("read -v {offset} {len}"));
-        assert!(out.contains("Input/output error"), "{offset}+{len}: {out}");
-        assert!(!out.contains(&format!("{:08x}:", offset)), "{offset}+{len}: data came back: {out}");
-    }
+    let around = [(0, bad), (bad + 4096, (1 << 20) - bad - 4096), (bad - 4096, 4096)];
+    let inside = [(bad, 4096), (bad + 1000, 64), (bad - 100, 200), (bad + 4000, 200)];
+    assert_exact_around_eio_inside(&server.uri(), &data, &around, &inside);
     let log = server.stop().1;
     assert!(
         log.contains(&format!("verity: data block {block} (bytes {bad}..{}) does not match", bad + 4096)),
@@ -1054,4 +1049,159 @@ fn https_applets_take_ca_file() {
     let out = Command::new(BIN).args(["cloopinfo", "--ca-file", "/nonexistent.pem", &url]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("CA file /nonexistent.pem"), "{stderr}");
+}
+
+/// A verified cloop image of `data` in `dir` (stored blocks: a flipped
+/// byte still decodes, so only the tree can catch it); returns the image,
+/// its tree and the root hash.
+fn make_verified(dir: &Path, name: &str, data: &[u8]) -> (PathBuf, PathBuf, String) {
+    let raw = dir.join(format!("{name}.raw"));
+    std::fs::write(&raw, data).unwrap();
+    let image = dir.join(name);
+    let out = Command::new(BIN)
+        .args(["create_compressed_fs", "-q", "-B", "16384", "--codec", "none", "--verity", "--salt", "5a"])
+        .arg(&raw)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let root = stdout.trim().strip_prefix("root hash: ").unwrap_or_else(|| panic!("stdout: {stdout}"));
+    let tree = dir.join(format!("{name}.verity"));
+    assert!(tree.is_file());
+    (image, tree, root.to_string())
+}
+
+/// nbdcopy of the whole export: the bytes, or the error.
+fn copy_export(server: &Cloopd, dir: &Path) -> Result<Vec<u8>, String> {
+    let copy = dir.join("copy");
+    let _ = std::fs::remove_file(&copy);
+    let r = Command::new(tool("nbdcopy", "libnbd-bin")).arg(server.uri()).arg(&copy).output().unwrap();
+    if r.status.success() {
+        Ok(std::fs::read(&copy).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&r.stderr).into_owned())
+    }
+}
+
+#[test]
+fn nginx_verified_image_finds_its_tree_next_to_the_url_and_refuses_tampering() {
+    let ng = Nginx::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let data = payload(1 << 20, 21);
+    let (image, tree, root) = make_verified(d, "img.cloop", &data);
+    let www = ng.www();
+    let publish = |name: &str, image: &[u8], tree: Option<&[u8]>| {
+        std::fs::write(www.join(name), image).unwrap();
+        if let Some(t) = tree {
+            std::fs::write(www.join(format!("{name}.verity")), t).unwrap();
+        }
+    };
+    let (img_bytes, tree_bytes) = (std::fs::read(&image).unwrap(), std::fs::read(&tree).unwrap());
+    // 256 data blocks: level 0 is two hash blocks (offsets 8192, 12288),
+    // level 1 (the top) one block at 4096.
+    assert_eq!(tree_bytes.len(), 4 * 4096);
+
+    // The tree next to the URL, found by itself; cache and prefetch on.
+    publish("img.cloop", &img_bytes, Some(&tree_bytes));
+    let url = ng.url("/img.cloop");
+    ng.clear_log();
+    let server = Cloopd::start(d, Path::new(&url), &["--root-hash", &root, "--prefetch", "8"]);
+    assert!(copy_export(&server, d).expect("the verified image reads") == data);
+    let (_, log) = server.stop();
+    assert!(!log.contains("verity:"), "{log}");
+    let asked: Vec<String> = ng.log().into_iter().map(|e| e.4).collect();
+    assert!(
+        asked.iter().any(|u| u == "/img.cloop.verity"),
+        "the tree was fetched from the server: {asked:?}"
+    );
+
+    // --verity-tree as a URL, under another name.
+    publish("other.verity", &tree_bytes, None);
+    let other = ng.url("/other.verity");
+    let server = Cloopd::start(d, Path::new(&url), &["--root-hash", &root, "--verity-tree", &other]);
+    assert!(copy_export(&server, d).unwrap() == data);
+    server.stop();
+
+    // No tree on the server: refused, naming where it was looked for.
+    publish("notree.cloop", &img_bytes, None);
+    let e = Cloopd::try_start(d, Path::new(&ng.url("/notree.cloop")), &["--root-hash", &root]).err().unwrap();
+    let want = format!("no hash tree {} next to the image", ng.url("/notree.cloop.verity"));
+    assert!(e.contains(&want) && e.contains("404"), "{e}");
+
+    // A wrong root hash: refused at open.
+    let mut wrong = root.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    let e = Cloopd::try_start(d, Path::new(&url), &["--root-hash", &wrong]).err().unwrap();
+    assert!(e.contains("does not match the root hash") && e.contains("img.cloop.verity"), "{e}");
+
+    // A tampered top level of the tree: refused at open.
+    let mut t = tree_bytes.clone();
+    t[4096 + 5] ^= 1;
+    publish("toptamper.cloop", &img_bytes, Some(&t));
+    let e =
+        Cloopd::try_start(d, Path::new(&ng.url("/toptamper.cloop")), &["--root-hash", &root]).err().unwrap();
+    assert!(e.contains("hash block 0 of level 1") && e.contains("does not match the root hash"), "{e}");
+
+    // A tampered level-0 block: the data blocks under it get EIO, the
+    // others read exactly.
+    let mut t = tree_bytes.clone();
+    t[12288 + 5] ^= 1;
+    publish("leaftamper.cloop", &img_bytes, Some(&t));
+    let server = Cloopd::start(d, Path::new(&ng.url("/leaftamper.cloop")), &["--root-hash", &root]);
+    let first = common::qemu_io(&server.uri(), "read -v 0 4096");
+    assert!(!first.contains("error"), "{first}");
+    let out = common::qemu_io(&server.uri(), &format!("read -v {} 4096", 200 * 4096));
+    assert!(out.contains("Input/output error") && !out.contains(":  "), "{out}");
+    let (_, log) = server.stop();
+    assert!(log.contains("hash block 1 of level 0") && log.contains("the tree is damaged"), "{log}");
+
+    // One tampered byte in the image on the server: EIO for exactly that
+    // block, every other byte exact, with the cache and prefetch on.
+    let block = 77;
+    let at = block * 4096 + 1000;
+    let file_at = img_bytes.windows(64).position(|w| w == &data[at..at + 64]).unwrap();
+    let mut bad = img_bytes.clone();
+    bad[file_at] ^= 0x20;
+    publish("bad.cloop", &bad, Some(&tree_bytes));
+    let server =
+        Cloopd::start(d, Path::new(&ng.url("/bad.cloop")), &["--root-hash", &root, "--prefetch", "8"]);
+    let e = copy_export(&server, d).expect_err("nbdcopy read the tampered image whole");
+    assert!(e.contains("Input/output error"), "{e}");
+    let bad_off = block * 4096;
+    let around = [(0, bad_off), (bad_off + 4096, (1 << 20) - bad_off - 4096)];
+    assert_exact_around_eio_inside(&server.uri(), &data, &around, &[(bad_off, 4096), (bad_off + 1000, 64)]);
+    let (_, log) = server.stop();
+    let named: Vec<&str> = log.lines().filter(|l| l.contains("data block")).collect();
+    assert!(!named.is_empty(), "{log}");
+    assert!(named.iter().all(|l| l.contains(&format!("data block {block} (bytes {bad_off}.."))), "{log}");
+    assert!(named.iter().all(|l| l.contains(&ng.url("/bad.cloop"))), "the image's URL is named: {log}");
+}
+
+#[test]
+fn nginx_verified_image_in_an_iso_finds_its_tree_in_the_iso() {
+    let ng = Nginx::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let data = payload(1 << 20, 22);
+    let (image, tree, root) = make_verified(d, "k.cloop", &data);
+    let dir = d.join("cd");
+    std::fs::create_dir_all(dir.join("KNOPPIX")).unwrap();
+    std::fs::copy(&image, dir.join("KNOPPIX/KNOPPIX")).unwrap();
+    xorriso(&dir, &ng.www().join("notree.iso"), &["-R", "-J"]);
+    std::fs::copy(&tree, dir.join("KNOPPIX/KNOPPIX.verity")).unwrap();
+    xorriso(&dir, &ng.www().join("k.iso"), &["-R", "-J"]);
+    // The tree is not next to the ISO: only inside it.
+    let url = ng.url("/k.iso");
+    let server = Cloopd::start(d, Path::new(&url), &["--root-hash", &root]);
+    assert!(copy_export(&server, d).unwrap() == data);
+    let (_, log) = server.stop();
+    assert!(!log.contains("verity:"), "{log}");
+    let asked: Vec<String> = ng.log().into_iter().map(|e| e.4).collect();
+    assert!(!asked.iter().any(|u| u.ends_with(".verity")), "no tree asked for next to the ISO: {asked:?}");
+
+    let e = Cloopd::try_start(d, Path::new(&ng.url("/notree.iso")), &["--root-hash", &root]).err().unwrap();
+    assert!(e.contains("no hash tree") && e.contains("the ISO has no file KNOPPIX/KNOPPIX.verity"), "{e}");
 }

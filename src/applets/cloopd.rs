@@ -63,7 +63,9 @@ URL#PATH). Without --cow the export is read-only.
                           hash tree with this trusted root hash before it
                           is cached or served; a block that does not match
                           is EIO and reported, never served
-  --verity-tree FILE      the hash tree (default IMAGE.verity)
+  --verity-tree FILE|URL  the hash tree (default IMAGE.verity, URL.verity
+                          next to an image on a server, or PATH.verity
+                          inside the ISO that holds the image)
   --check-at-most-once    hash each block only the first time it is read
                           (dm-verity's option: weaker, see verity(1))
   --watch-space DIR       look at the free space of DIR's filesystem every

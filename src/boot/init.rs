@@ -326,30 +326,43 @@ fn choose_cowfile(image_path: &Path, image: &Image, changes: &Changes, log: &Log
 }
 
 /// With `cloopbox.verity=`, the root hash `image` must match, after
-/// checking that its tree (IMAGE.verity) is there and its upper levels
-/// match that root; any problem is a reason to refuse the boot.
+/// checking that its tree is there (IMAGE.verity next to a file or a URL,
+/// PATH.verity inside a remote ISO) and its upper levels match that root;
+/// any problem is a reason to refuse the boot. `iso`: the remote ISO the
+/// image is in. `only`: the image is the only one of this boot (a network
+/// root, one file in RAM), so a single root hash is its, whatever its file
+/// is called. `ca_file`: trusted certificates for an `https://` tree.
+#[allow(clippy::too_many_arguments)]
 fn verified(
     path: &Path,
     image: &Image,
+    iso: Option<&crate::remote::IsoFile>,
     verity: &VerityRoots,
+    only: bool,
+    ca_file: Option<&Path>,
     log: &Log,
 ) -> Result<Option<crate::verity::Digest>, Failure> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let name = match iso {
+        Some(iso) => iso.path.rsplit('/').next().unwrap_or_default().to_string(),
+        None => path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+    };
     let refuse = |why: String| Failure {
         what: format!("{}: refusing to boot an image that does not match cloopbox.verity=", path.display()),
         details: vec![why],
     };
-    let Some(root) = verity.root_for(&name).map_err(refuse)? else { return Ok(None) };
-    let tree = crate::verity::tree_path_for(path);
-    if !tree.exists() {
-        return Err(refuse(format!("no hash tree {} next to the image", tree.display())));
-    }
-    crate::verity::tree::Tree::open(&tree, root, crate::blockdev::ReadAt::size(image))
-        .map_err(|e| refuse(e.to_string()))?;
+    let root = match (verity.root_for(&name), verity) {
+        (Ok(root), _) => root,
+        (Err(_), VerityRoots::Roots(roots)) if only && roots.len() == 1 => Some(roots[0].1),
+        (Err(why), _) => return Err(refuse(why)),
+    };
+    let Some(root) = root else { return Ok(None) };
+    let tree = crate::verity::source::Source::next_to(path, iso);
+    let opts = crate::remote::options(false, None, ca_file);
+    tree.open(root, crate::blockdev::ReadAt::size(image), opts).map_err(refuse)?;
     log.info(&format!(
         "{}: hash tree {} matches root hash {}",
         path.display(),
-        tree.display(),
+        tree.name(),
         &crate::verity::format::to_hex(&root)[..16]
     ));
     Ok(Some(root))
@@ -372,14 +385,15 @@ fn assemble_root(
     for path in images {
         let (image, remote) =
             crate::remote::open_cloop_described(path, ca_file).map_err(|e| Failure::new(format!("{e}")))?;
-        if let Some(summary) = remote {
-            log.info(&format!("image on the server: {summary}"));
+        if let Some(opened) = &remote {
+            log.info(&format!("image on the server: {}", opened.summary));
         }
         let fs = probe(&image).ok_or_else(|| {
             Failure::new(format!("{}: no known filesystem inside the image", path.display()))
         })?;
         let block = min_io_size(&image, &fs).min(4096);
-        let hash = verified(path, &image, verity, log)?;
+        let iso = remote.and_then(|o| o.iso);
+        let hash = verified(path, &image, iso.as_ref(), verity, images.len() == 1, ca_file, log)?;
         log.info(&format!(
             "{}: {} image, {} filesystem '{}'",
             path.display(),
@@ -684,7 +698,8 @@ pub fn mount_net_root(
 ) -> Result<Vec<Served>, Failure> {
     let mut images = vec![PathBuf::from(&net.url)];
     if net.fetch {
-        match super::toram::fetch(&net.url, opts.ca_file().as_deref(), log) {
+        let verify = opts.verity != VerityRoots::Off;
+        match super::toram::fetch(&net.url, verify, opts.ca_file().as_deref(), log) {
             Ok(copy) => images = vec![copy],
             Err(why) => log.warn(&format!("fetch: {why}: booting lazily from {} instead", net.url)),
         }

@@ -139,17 +139,35 @@ fn copy_all(label: &str, sources: &[(String, Arc<dyn ReadAt>)], log: &Log) -> Re
 /// `fetch=`: the image at `url` (inside an ISO if the URL names one)
 /// downloaded into RAM; returns its path there. `Err`: why not (too
 /// little RAM, or the server failed), and the caller boots lazily.
-pub fn fetch(url: &str, ca_file: Option<&Path>, log: &Log) -> Result<PathBuf, String> {
+/// `verify` (`cloopbox.verity=`): the image's hash tree (URL.verity, or
+/// PATH.verity inside the ISO) comes along as `NAME.verity`, after its
+/// superblock matched the image's size (so a lying server cannot make it
+/// large). It is checked against the root hash when the copy is served,
+/// and the daemon then verifies every block of the copy as it reads it,
+/// exactly as from a medium (docs/verity.md).
+pub fn fetch(url: &str, verify: bool, ca_file: Option<&Path>, log: &Log) -> Result<PathBuf, String> {
     let opened = crate::remote::open(url, crate::remote::options(false, None, ca_file))
         .map_err(|e| format!("{url}: {e}"))?;
     log.info(&format!("fetch: {} into RAM", opened.summary));
-    let name = if opened.dev.size() == opened.remote.identity().size {
+    let name = if opened.iso.is_none() {
         let path = url.split(['#', '?']).next().unwrap_or(url);
         path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("image").to_string()
     } else {
-        crate::remote::DEFAULT_ISO_PATH.rsplit('/').next().unwrap_or("KNOPPIX").to_string()
+        let inside = opened.iso.as_ref().map_or(crate::remote::DEFAULT_ISO_PATH, |i| i.path.as_str());
+        inside.rsplit('/').next().unwrap_or("KNOPPIX").to_string()
     };
-    let mut copies = copy_all("fetch", &[(name, opened.dev)], log)?;
+    let mut sources = vec![(name.clone(), opened.dev.clone())];
+    if verify {
+        // The tree covers the uncompressed image.
+        let data_size = match crate::cloop::reader::Image::from_reader(opened.dev.clone(), Path::new(url)) {
+            Ok(image) => image.size(),
+            Err(_) => opened.dev.size(),
+        };
+        let tree = crate::verity::source::Source::next_to(Path::new(url), opened.iso.as_ref());
+        let (dev, _) = tree.open_file(data_size, crate::remote::options(false, None, ca_file))?;
+        sources.push((format!("{name}.verity"), dev));
+    }
+    let mut copies = copy_all("fetch", &sources, log)?;
     Ok(copies.remove(0))
 }
 

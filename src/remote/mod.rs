@@ -33,6 +33,20 @@ pub struct Opened {
     pub remote: Arc<RemoteFile>,
     /// One line for the log: URL, size, identity, and the ISO path if any.
     pub summary: String,
+    /// When the image is a file inside a remote ISO: the ISO and the path.
+    pub iso: Option<IsoFile>,
+}
+
+/// A file inside an ISO: where the image's hash tree (`PATH.verity`) is
+/// looked for too.
+#[derive(Clone)]
+pub struct IsoFile {
+    /// The whole ISO.
+    pub iso: Arc<dyn ReadAt>,
+    /// The file's path inside it, as looked up.
+    pub path: String,
+    /// The ISO's name in messages (its URL).
+    pub name: String,
 }
 
 /// Opens `text` (an `http://` or `https://` URL) as the bottom of a stack. If the file is
@@ -42,9 +56,10 @@ pub fn open(text: &str, opts: Options) -> io::Result<Opened> {
     let url = Url::parse(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let remote = Arc::new(RemoteFile::open(&url, opts)?);
     let summary = format!("{} ({})", remote.url(), remote.identity());
-    let dev: Arc<dyn ReadAt> = remote.clone();
-    let (dev, summary) = inside_iso(dev, url.fragment.as_deref(), &summary)?;
-    Ok(Opened { dev, remote, summary })
+    let whole: Arc<dyn ReadAt> = remote.clone();
+    let (dev, summary, path) = find_in_iso(whole.clone(), url.fragment.as_deref(), &summary)?;
+    let iso = path.map(|path| IsoFile { iso: whole, path, name: remote.url().to_string() });
+    Ok(Opened { dev, remote, summary, iso })
 }
 
 /// `dev` itself, or the file `path` (default [`DEFAULT_ISO_PATH`]) inside
@@ -54,6 +69,15 @@ pub fn inside_iso(
     path: Option<&str>,
     name: &str,
 ) -> io::Result<(Arc<dyn ReadAt>, String)> {
+    find_in_iso(dev, path, name).map(|(dev, what, _)| (dev, what))
+}
+
+/// [`inside_iso`], and the path of the file when one was found in an ISO.
+fn find_in_iso(
+    dev: Arc<dyn ReadAt>,
+    path: Option<&str>,
+    name: &str,
+) -> io::Result<(Arc<dyn ReadAt>, String, Option<String>)> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{name}: {e}"));
     if !crate::iso9660::is_iso(&*dev) {
         return match path {
@@ -61,7 +85,7 @@ pub fn inside_iso(
                 io::ErrorKind::InvalidInput,
                 format!("#{p} names a file inside an ISO, but this is no ISO 9660 image"),
             ))),
-            None => Ok((dev, name.to_string())),
+            None => Ok((dev, name.to_string(), None)),
         };
     }
     let vol = crate::iso9660::Volume::open(&*dev).map_err(named)?;
@@ -70,13 +94,13 @@ pub fn inside_iso(
         Some(extents) => {
             let slice = Slice::new(dev, &extents).map_err(named)?;
             let size = slice.size();
-            Ok((Arc::new(slice), format!("{name}, ISO file {want} ({size} bytes)")))
+            Ok((Arc::new(slice), format!("{name}, ISO file {want} ({size} bytes)"), Some(want.to_string())))
         }
         None if path.is_some() => {
             Err(named(io::Error::new(io::ErrorKind::NotFound, format!("the ISO has no file {want}"))))
         }
         // An ISO without a KNOPPIX image is served as it is.
-        None => Ok((dev, name.to_string())),
+        None => Ok((dev, name.to_string(), None)),
     }
 }
 
@@ -105,19 +129,20 @@ pub fn open_cloop(
     open_cloop_described(path, ca_file).map(|(image, _)| image)
 }
 
-/// [`open_cloop`], with [`Opened::summary`] for a URL (size, identity,
-/// the file inside an ISO), for the boot's log.
+/// [`open_cloop`], and for a URL what [`open`] found (the summary for the
+/// boot's log: size, identity, the file inside an ISO; the ISO, where the
+/// hash tree is looked for).
 pub fn open_cloop_described(
     path: &std::path::Path,
     ca_file: Option<&std::path::Path>,
-) -> Result<(crate::cloop::reader::Image, Option<String>), crate::cloop::error::Error> {
+) -> Result<(crate::cloop::reader::Image, Option<Opened>), crate::cloop::error::Error> {
     match path.to_str().filter(|p| is_url(p)) {
         None => Ok((crate::cloop::reader::Image::open(path)?, None)),
         Some(text) => {
             let opened = open(text, options(false, None, ca_file))
                 .map_err(|source| crate::cloop::error::Error::Open { path: Arc::from(path), source })?;
-            let image = crate::cloop::reader::Image::from_reader(opened.dev, path)?;
-            Ok((image, Some(opened.summary)))
+            let image = crate::cloop::reader::Image::from_reader(opened.dev.clone(), path)?;
+            Ok((image, Some(opened)))
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::control::target::{CacheStats, CowStats, CowSync, VerityStats};
 use crate::cow::overlay::{Overlay, OverlayOptions, WarnFn};
 use crate::nbd::{BlockSizes, Export};
 use crate::units::Bytes;
+use crate::verity::source::Source;
 
 /// The built stack and what to say about it.
 pub struct Stack {
@@ -55,25 +56,37 @@ struct Read {
 
 /// With `--root-hash`, the verifying layer over `lower` and its counters;
 /// else `lower`.
+/// The tree is `--verity-tree` (a file or a URL), else `next_to`, the
+/// tree next to the image (docs/verity.md).
 fn verified(
     o: &Options,
     lower: Arc<dyn ReadAt>,
+    next_to: &Source,
     what: &mut String,
     warn: &WarnFn,
 ) -> Result<(Arc<dyn ReadAt>, Option<VerityStats>), String> {
     let Some(root) = o.verity.root else { return Ok((lower, None)) };
     let options =
         crate::verity::layer::Options { check_at_most_once: o.verity.once, warn: Some(warn.clone()) };
-    let layer = crate::verity::serve_layer(&o.image, o.verity.tree.as_deref(), root, lower, options)?;
+    let tree = o.verity.tree.as_deref().map_or_else(|| next_to.clone(), Source::given);
+    let remote = crate::remote::options(o.root_daemon, Some(warn.clone()), o.ca_file.as_deref());
+    let layer = crate::verity::serve_layer(&o.image, &tree, root, lower, options, remote).map_err(|e| {
+        if o.verity.tree.is_none() && e.starts_with("no hash tree") {
+            format!("{e}; --verity-tree FILE|URL names another one")
+        } else {
+            e
+        }
+    })?;
     *what = format!("{what}, {}", layer.summary);
     Ok((layer.dev, Some(layer.stats)))
 }
 
 fn read_layers(o: &Options, warn: &WarnFn) -> Result<Read, String> {
-    let image = match open_base(&o.image, o.root_daemon, warn, o.ca_file.as_deref())? {
+    let (base, tree) = open_base(&o.image, o.root_daemon, warn, o.ca_file.as_deref())?;
+    let image = match base {
         Base::Raw(file) => {
             let mut what = "raw".to_string();
-            let (dev, verity_stats) = verified(o, file, &mut what, warn)?;
+            let (dev, verity_stats) = verified(o, file, &tree, &mut what, warn)?;
             return Ok(Read { dev, block_size: 4096, what, cache_stats: None, verity_stats });
         }
         Base::Cloop(image) => image,
@@ -81,7 +94,7 @@ fn read_layers(o: &Options, warn: &WarnFn) -> Result<Read, String> {
     let info = image.info().clone();
     let mut what =
         format!("{} image, {} blocks of {}", info.version, info.num_blocks, Bytes(info.block_size.into()));
-    let (lower, verity_stats) = verified(o, image.clone(), &mut what, warn)?;
+    let (lower, verity_stats) = verified(o, image.clone(), &tree, &mut what, warn)?;
     if o.cache_size == 0 {
         let what = what + ", no cache";
         return Ok(Read { dev: lower, block_size: info.block_size, what, cache_stats: None, verity_stats });

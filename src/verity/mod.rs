@@ -21,6 +21,7 @@ pub mod check;
 pub mod error;
 pub mod format;
 pub mod layer;
+pub mod source;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
@@ -64,11 +65,6 @@ pub fn blocks<E>(
 #[cfg(test)]
 mod tests;
 
-/// The verifying layer for a server: opens `tree` (default IMAGE.verity),
-/// verifies its upper levels against `root` and stacks
-/// [`layer::Verified`] on `lower`. Returns the layer and a summary for
-/// the startup line. Any problem is an error: a server asked to verify
-/// never serves unverified data.
 /// The verifying layer of a served stack: the device, what to say about
 /// it, and its counters for the control socket's status.
 pub struct ServeLayer {
@@ -80,22 +76,21 @@ pub struct ServeLayer {
 /// The verifying layer's counters (blocks hashed, blocks refused).
 pub type StatsFn = Box<dyn Fn() -> layer::Stats + Send + Sync>;
 
+/// The verifying layer for a server: opens `tree` (a local file, a URL
+/// or a file inside a remote ISO, see [`source`]), verifies its upper
+/// levels against `root` and stacks [`layer::Verified`] on `lower`.
+/// Returns the layer and a summary for the startup line. Any problem is
+/// an error: a server asked to verify never serves unverified data.
 pub fn serve_layer(
     image: &Path,
-    tree: Option<&Path>,
+    tree: &source::Source,
     root: Digest,
     lower: std::sync::Arc<dyn crate::blockdev::ReadAt>,
     options: layer::Options,
+    remote: crate::remote::Options,
 ) -> Result<ServeLayer, String> {
-    let path = tree.map_or_else(|| tree_path_for(image), Path::to_path_buf);
-    if tree.is_none() && !path.exists() {
-        return Err(format!(
-            "--root-hash: no hash tree {} next to the image (give --verity-tree FILE)",
-            path.display()
-        ));
-    }
-    let opened = tree::Tree::open(&path, root, lower.size()).map_err(|e| e.to_string())?;
-    let summary = format!("verity {} root {}", path.display(), &format::to_hex(&root)[..16]);
+    let opened = tree.open(root, lower.size(), remote)?;
+    let summary = format!("verity {} root {}", tree.name(), &format::to_hex(&root)[..16]);
     let name = image.display().to_string();
     let layer = std::sync::Arc::new(layer::Verified::new(lower, std::sync::Arc::new(opened), name, options));
     let counted = layer.clone();

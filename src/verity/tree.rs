@@ -12,15 +12,14 @@
 //! read and verified again, never trusted from the file.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::error::{Error, Parent, TreePath};
 use super::format::{
     Digest, Geometry, Salted, Superblock, BLOCK, BLOCK_U64, DIGEST, PER_BLOCK, SUPERBLOCK_LEN,
 };
+use crate::blockdev::{FileDev, ReadAt};
 
 /// Verified level-0 blocks kept (4 KiB each; each covers 512 KiB of data).
 pub const LEAF_CACHE_BLOCKS: usize = 256;
@@ -36,9 +35,11 @@ fn io_err(path: &TreePath, offset: u64) -> impl Fn(std::io::Error) -> Error + '_
     move |source| Error::Io { path: path.clone(), offset, source }
 }
 
-/// Reads and validates the superblock and the file length.
-fn read_info(file: &File, path: &TreePath) -> Result<TreeInfo, Error> {
-    let len = file.metadata().map_err(io_err(path, 0))?.len();
+/// Reads and validates the superblock and the file length. The tree is
+/// read through [`ReadAt`]: a local file, a file on an HTTP server (its
+/// identity pinned) or a file inside an ISO.
+fn read_info(file: &dyn ReadAt, path: &TreePath) -> Result<TreeInfo, Error> {
+    let len = file.size();
     let mut sb = [0u8; SUPERBLOCK_LEN];
     if len < SUPERBLOCK_LEN as u64 {
         return Err(Error::Superblock {
@@ -47,7 +48,7 @@ fn read_info(file: &File, path: &TreePath) -> Result<TreeInfo, Error> {
             what: format!("the file is {len} bytes, shorter than a superblock ({SUPERBLOCK_LEN})"),
         });
     }
-    file.read_exact_at(&mut sb, 0).map_err(io_err(path, 0))?;
+    file.read_at(&mut sb, 0).map_err(io_err(path, 0))?;
     parse_info(&sb, len, path)
 }
 
@@ -65,24 +66,47 @@ pub fn parse_info(sb: &[u8; SUPERBLOCK_LEN], file_len: u64, path: &TreePath) -> 
     Ok(TreeInfo { superblock, geometry })
 }
 
+/// Reads the superblock of `file` and checks that the tree covers an image
+/// of `data_size` bytes and that the file is as long as that tree. Verifies
+/// nothing against a root hash, but bounds what the file can make us read
+/// or hold by the image's size.
+pub fn info_for(file: &dyn ReadAt, path: &TreePath, data_size: u64) -> Result<TreeInfo, Error> {
+    let info = read_info(file, path)?;
+    let image_blocks = data_size.div_ceil(BLOCK_U64);
+    if image_blocks != info.geometry.data_blocks {
+        return Err(Error::DataBlocks {
+            path: path.clone(),
+            tree: info.geometry.data_blocks,
+            image: image_blocks,
+            image_size: data_size,
+        });
+    }
+    Ok(info)
+}
+
+/// Opens a local tree file as a [`ReadAt`].
+fn open_file(path: &Path) -> Result<(Arc<dyn ReadAt>, TreePath), Error> {
+    let name: TreePath = path.display().to_string().into();
+    let file = FileDev::open(path).map_err(io_err(&name, 0))?;
+    Ok((Arc::new(file), name))
+}
+
 /// Reads only the superblock of `path` and checks the file's length.
 pub fn info(path: &Path) -> Result<TreeInfo, Error> {
-    let name: TreePath = path.display().to_string().into();
-    let file = File::open(path).map_err(io_err(&name, 0))?;
-    read_info(&file, &name)
+    let (file, name) = open_file(path)?;
+    read_info(&*file, &name)
 }
 
 /// The root hash the tree file implies: the digest of its top hash block.
 /// `None` for a one-block tree, whose root is the data block's digest.
 /// This is what the file claims, not a verification.
 pub fn claimed_root(path: &Path) -> Result<(TreeInfo, Option<Digest>), Error> {
-    let name: TreePath = path.display().to_string().into();
-    let file = File::open(path).map_err(io_err(&name, 0))?;
-    let info = read_info(&file, &name)?;
+    let (file, name) = open_file(path)?;
+    let info = read_info(&*file, &name)?;
     let Some(top) = info.geometry.levels.last() else { return Ok((info, None)) };
     let mut block = vec![0u8; BLOCK];
     let offset = top.start * BLOCK_U64;
-    file.read_exact_at(&mut block, offset).map_err(io_err(&name, offset))?;
+    file.read_at(&mut block, offset).map_err(io_err(&name, offset))?;
     let root = Salted::new(&info.superblock.salt).hash(&block);
     Ok((info, Some(root)))
 }
@@ -131,7 +155,7 @@ impl LeafCache {
 /// A tree whose upper levels matched the root hash.
 pub struct Tree {
     path: TreePath,
-    file: File,
+    file: Arc<dyn ReadAt>,
     info: TreeInfo,
     root: Digest,
     salted: Salted,
@@ -146,28 +170,29 @@ impl Tree {
     /// Opens `path`, checks that it covers `data_size` bytes, and verifies
     /// every level above level 0 against `root`.
     pub fn open(path: &Path, root: Digest, data_size: u64) -> Result<Tree, Error> {
-        let name: TreePath = path.display().to_string().into();
-        let file = File::open(path).map_err(io_err(&name, 0))?;
-        Tree::from_file(file, name, root, data_size)
+        let (file, name) = open_file(path)?;
+        Tree::from_reader(file, name, root, data_size)
     }
 
-    pub fn from_file(file: File, path: TreePath, root: Digest, data_size: u64) -> Result<Tree, Error> {
-        let info = read_info(&file, &path)?;
-        let image_blocks = data_size.div_ceil(BLOCK_U64);
-        if image_blocks != info.geometry.data_blocks {
-            return Err(Error::DataBlocks {
-                path,
-                tree: info.geometry.data_blocks,
-                image: image_blocks,
-                image_size: data_size,
-            });
-        }
+    /// [`Tree::open`] over any [`ReadAt`] (`path` names it in messages).
+    /// Nothing is allocated before the superblock's geometry matched both
+    /// the file's length and `data_size`: a lying server cannot make us
+    /// hold more than the upper levels of a tree for `data_size` bytes
+    /// (1/128 of the tree or less), and level-0 blocks are read one at a
+    /// time on use.
+    pub fn from_reader(
+        file: Arc<dyn ReadAt>,
+        path: TreePath,
+        root: Digest,
+        data_size: u64,
+    ) -> Result<Tree, Error> {
+        let info = info_for(&*file, &path, data_size)?;
         let salted = Salted::new(&info.superblock.salt);
         let g = &info.geometry;
         // One level: its block is the top; read it as the "upper" part.
         let upper_end = if g.levels.len() == 1 { g.total_blocks } else { g.leaf_start() };
         let mut upper = vec![0u8; ((upper_end - 1) * BLOCK_U64) as usize];
-        file.read_exact_at(&mut upper, BLOCK_U64).map_err(io_err(&path, BLOCK_U64))?;
+        file.read_at(&mut upper, BLOCK_U64).map_err(io_err(&path, BLOCK_U64))?;
         let tree = Tree {
             path,
             file,
@@ -246,7 +271,7 @@ impl Tree {
         // Read and verify outside the lock; two threads may both do it.
         let mut block = Box::new([0u8; BLOCK]);
         let offset = (levels[0].start + leaf) * BLOCK_U64;
-        self.file.read_exact_at(&mut block[..], offset).map_err(io_err(&self.path, offset))?;
+        self.file.read_at(&mut block[..], offset).map_err(io_err(&self.path, offset))?;
         if self.salted.hash(&block[..]) != self.upper_digest(1, leaf) {
             return Err(self.mismatch(0, leaf, Parent::Level(1)));
         }

@@ -44,7 +44,24 @@
 #                boot refuses with the URL and "certificate not trusted:
 #                unknown issuer", then the rescue shell; no request ever
 #                reached nginx
-ALL_SCENARIOS+=(net-http net-iso net-fetch net-outage net-changed net-debian net-https net-https-noca)
+#   net-verity   httpfs= of verity.sh's verified image with
+#                cloopbox.verity=: init finds URL.verity on the server by
+#                itself and says it matches, the daemon runs with
+#                --root-hash, its status counts blocks checked and none
+#                refused, nginx sent the tree
+#   net-verity-tampered
+#                verity-tampered's image (one byte of /verity/bad flipped)
+#                on the server: EIO for exactly that file, the block and the
+#                URL named on the console, /verity/good reads whole
+#   net-verity-refused
+#                the verified image on the server without its tree, then
+#                (a second boot) with the tree and a wrong root hash: both
+#                refused naming the URL, rescue shell, nothing served
+#   net-verity-fetch
+#                fetch= of the verified image: its tree comes along into
+#                RAM, the copy is served with --root-hash and checked
+ALL_SCENARIOS+=(net-http net-iso net-fetch net-outage net-changed net-debian net-https net-https-noca
+    net-verity net-verity-tampered net-verity-refused net-verity-fetch)
 
 NET_DIR=$WORK/net
 
@@ -351,4 +368,83 @@ scenario_net-https-noca() {
     # The handshake failed: no request reached nginx.
     [ ! -s "$ND/access.log" ] ||
         record net-https-noca-log FAIL - "nginx logged requests although the certificate was refused"
+}
+
+# net_verity_setup NAME IMAGE TREE: net_setup NAME, with IMAGE on the
+# server as /KNOPPIX and TREE (if not empty) as /KNOPPIX.verity.
+net_verity_setup() {
+    net_setup "$1"
+    cp "$2" "$ND/www/KNOPPIX"
+    [ -z "$3" ] || cp "$3" "$ND/www/KNOPPIX.verity"
+}
+
+# What a verifying daemon over HTTP produces (verity.sh's
+# verity_served_checks, with the tree's URL).
+net_verity_checks() { # ROOTHASH
+    NET_VERITY_SERVED=("http://10.0.2.100/KNOPPIX: hash tree http://10.0.2.100/KNOPPIX.verity matches root hash ${1:0:16}"
+        "DAEMON: [0-9]+ @cloopd .*--root-hash $1" "CTL: +verity checked: +[1-9][0-9]*\b" "CTL: +verity refused: +0\b")
+}
+
+scenario_net-verity() {
+    verity_image
+    net_verity_setup net-verity "$VERITY_WORK/root.cloop" "$VERITY_WORK/root.cloop.verity"
+    net_boot net-verity "$ND" "httpfs=http://10.0.2.100/KNOPPIX cloopbox.verity=$VERITY_ROOT"
+    net_teardown
+    net_verity_checks "$VERITY_ROOT"
+    local forbid=("${NET_ABSENT[@]}" "boot failed" "verity: .*block")
+    check_absent net-verity "verified root over HTTP: the tree found next to the URL, every block checked" forbid \
+        "${NET_ROOT_CHECKS[@]}" "${NET_VERITY_SERVED[@]}"
+    local sent
+    sent=$(net_bytes "$ND" /KNOPPIX.verity)
+    [ "$sent" -gt 0 ] || record net-verity-tree FAIL - "nginx never sent /KNOPPIX.verity"
+}
+
+scenario_net-verity-tampered() {
+    local d=$VERITY_WORK/net-tampered
+    verity_tampered_image "$d"
+    net_verity_setup net-verity-tampered "$d/root.cloop" "$d/root.cloop.verity"
+    net_boot net-verity-tampered "$ND" "httpfs=http://10.0.2.100/KNOPPIX cloopbox.verity=$TAMPERED_ROOT cloopbox.test=verity"
+    net_teardown
+    local forbid=("VERITY-BAD: read" "VERITY-GOOD: wrong" "boot failed")
+    check_absent net-verity-tampered "one block tampered on the server: EIO for exactly that file, block and URL named" \
+        forbid "VERITY-BAD: refused: .*Input/output error" "VERITY-GOOD: ok" \
+        "http://10.0.2.100/KNOPPIX: verity: data block [0-9]+ \(bytes [0-9]+\.\.[0-9]+\) does not match" "CHECKS-DONE"
+}
+
+scenario_net-verity-refused() {
+    verity_image
+    local wrong=${VERITY_ROOT:0:63} until="cloopbox rescue|Kernel panic|CHECKS-DONE"
+    if [ "${VERITY_ROOT:63}" = 0 ]; then wrong+=1; else wrong+=0; fi
+    local forbid=("DAEMON: " "CHECKS-DONE" "served on /dev/nbd")
+    # No tree on the server.
+    net_verity_setup net-verity-refused "$VERITY_WORK/root.cloop" ""
+    net_qemu "$APPEND_BASE no_timer_check httpfs=http://10.0.2.100/KNOPPIX cloopbox.verity=$VERITY_ROOT"
+    boot net-verity-refused "$until" "${NET_QEMU[@]}"
+    net_teardown
+    check_absent net-verity-refused "no tree on the server: refused, naming the URL, rescue shell" forbid \
+        "boot failed: http://10.0.2.100/KNOPPIX: refusing to boot an image that does not match cloopbox.verity=" \
+        "no hash tree http://10.0.2.100/KNOPPIX.verity next to the image .*404" "dropping to the rescue shell"
+    # The tree there, the root hash wrong.
+    net_verity_setup net-verity-refused-hash "$VERITY_WORK/root.cloop" "$VERITY_WORK/root.cloop.verity"
+    net_qemu "$APPEND_BASE no_timer_check httpfs=http://10.0.2.100/KNOPPIX cloopbox.verity=$wrong"
+    boot net-verity-refused-hash "$until" "${NET_QEMU[@]}"
+    net_teardown
+    check_absent net-verity-refused-hash "wrong root hash over HTTP: refused, naming the URL, rescue shell" forbid \
+        "boot failed: http://10.0.2.100/KNOPPIX: refusing to boot an image that does not match cloopbox.verity=" \
+        "http://10.0.2.100/KNOPPIX.verity .*hash block 0 of level [0-9]+ .*does not match the root hash" \
+        "dropping to the rescue shell"
+}
+
+scenario_net-verity-fetch() {
+    verity_image
+    net_verity_setup net-verity-fetch "$VERITY_WORK/root.cloop" "$VERITY_WORK/root.cloop.verity"
+    net_boot net-verity-fetch "$ND" \
+        "fetch=http://10.0.2.100/KNOPPIX ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off cloopbox.verity=$VERITY_ROOT cloopbox.test=net-fetch"
+    net_teardown
+    local forbid=("${NET_ABSENT[@]}" "boot failed" "verity: .*block" "booting lazily")
+    check_absent net-verity-fetch "fetch= of a verified image: the tree comes along, the copy is verified" forbid \
+        "fetch: [0-9]+ MiB copied in" "FETCH-FILE: KNOPPIX[[:space:]]*$" "FETCH-FILE: KNOPPIX.verity" \
+        "/run/initramfs/toram/KNOPPIX: hash tree /run/initramfs/toram/KNOPPIX.verity matches root hash ${VERITY_ROOT:0:16}" \
+        "DAEMON: [0-9]+ @cloopd .*--root-hash $VERITY_ROOT" "CTL: +verity checked: +[1-9][0-9]*\b" \
+        "CTL: +verity refused: +0\b" "CHECKS-DONE"
 }

@@ -83,9 +83,13 @@ scenario_verity-wrong-hash() {
         "dropping to the rescue shell" "cloopbox rescue"
 }
 
-scenario_verity-tampered() {
+# verity_tampered_image DIR: in DIR, root.cloop (a root with two files,
+# --codec none and --verity, then one byte of /verity/bad flipped in the
+# image), its tree root.cloop.verity and add/KNOPPIX/KNOPPIX.verity; sets
+# TAMPERED_ROOT to the root hash of the image before the flip.
+verity_tampered_image() {
     prepare_live
-    local d=$VERITY_WORK/tampered
+    local d=$1
     rm -rf "$d" && mkdir -p "$d/add/KNOPPIX"
     cp -a "$WORK/rootfs" "$d/root"
     mkdir -p "$d/root/verity"
@@ -104,6 +108,13 @@ scenario_verity-tampered() {
     off=$(grep -obaF BADBADBADBADBAD "$d/root.cloop" | sed -n '100{s/:.*//;p}')
     [ -n "$off" ] || { log "/verity/bad not found in $d/root.cloop"; exit 1; }
     printf 'X' | dd of="$d/root.cloop" bs=1 seek="$off" conv=notrunc status=none
+    TAMPERED_ROOT=$root
+}
+
+scenario_verity-tampered() {
+    local d=$VERITY_WORK/tampered root
+    verity_tampered_image "$d"
+    root=$TAMPERED_ROOT
     local MKLIVE_ARGS=(--add "$d/add")
     make_iso "$d/cd.iso" "$APPEND_BASE cloopbox.verity=$root cloopbox.test=verity" "$d/root.cloop"
     boot verity-tampered "$UNTIL_LIVE" -cdrom "$d/cd.iso" -boot d
