@@ -122,12 +122,13 @@ fn open_cdev(path: &str) -> io::Result<std::os::fd::OwnedFd> {
 /// One queue's thread: set up, say ready, serve until stopped.
 fn serve_queue(
     dev: &dyn BlockDev,
+    cdev: std::io::Result<std::os::fd::OwnedFd>,
     (id, q_id, depth, buf_size): (u32, u16, u16, usize),
     stop: &AtomicBool,
     ready: Sender<Result<(), String>>,
 ) -> Result<(), String> {
     let path = format!("/dev/ublkc{id}");
-    let setup = open_cdev(&path)
+    let setup = cdev
         .and_then(|cdev| {
             Queue::new(cdev, q_id, depth, buf_size, (proto::IO_FETCH_REQ, proto::IO_COMMIT_AND_FETCH_REQ))
         })
@@ -180,12 +181,20 @@ fn start_queues(
     events: &Sender<Event>,
 ) -> (Vec<JoinHandle<()>>, Result<(), String>) {
     let mut threads = Vec::new();
+    // The char device opens once (a second open is EBUSY): every queue
+    // gets a duplicate of the one descriptor.
+    let path = format!("/dev/ublkc{}", info.dev_id);
+    let cdev = match open_cdev(&path) {
+        Ok(fd) => fd,
+        Err(e) => return (threads, Err(format!("ublk: {path}: {e}"))),
+    };
     let (ready_tx, ready) = mpsc::channel();
     for q_id in 0..info.nr_hw_queues {
         let (dev, stop, events, ready_tx) = (dev.clone(), stop.clone(), events.clone(), ready_tx.clone());
         let shape = (info.dev_id, q_id, info.queue_depth, info.max_io_buf_bytes as usize);
+        let fd = cdev.try_clone();
         let spawned = std::thread::Builder::new().name(format!("ublk-q{q_id}")).spawn(move || {
-            if let Err(e) = serve_queue(&*dev, shape, &stop, ready_tx) {
+            if let Err(e) = serve_queue(&*dev, fd, shape, &stop, ready_tx) {
                 let _ = events.send(Event::Queue(e));
             }
         });
@@ -194,7 +203,7 @@ fn start_queues(
             Err(e) => return (threads, Err(format!("ublk: queue thread: {e}"))),
         }
     }
-    drop(ready_tx);
+    drop((ready_tx, cdev));
     for _ in 0..threads.len() {
         match ready.recv() {
             Ok(Ok(())) => {}

@@ -30,26 +30,34 @@ fn errno(e: &io::Error) -> i32 {
 /// is told: the bytes done, or a negative errno. A request outside the
 /// device or larger than the buffer is `-EINVAL`, never a panic.
 pub fn handle(dev: &dyn BlockDev, d: &IoDesc, buf: &mut [u8]) -> i32 {
-    let (offset, len) = match (d.start_sector.checked_mul(SECTOR), u64::from(d.nr_sectors) * SECTOR) {
-        (Some(o), l) => (o, l),
-        (None, _) => return -EINVAL,
-    };
-    let data_op = matches!(d.op, Op::Read | Op::Write);
-    if check_range(dev.size(), offset, len).is_err() || (data_op && len > buf.len() as u64) {
-        return -EINVAL;
-    }
-    let n = len as usize;
     let done = match d.op {
-        Op::Read => dev.read_at(&mut buf[..n], offset),
-        Op::Write => dev.write_at(&buf[..n], offset).and_then(|()| if d.fua { dev.flush() } else { Ok(()) }),
+        // A flush has no range: the block layer leaves its sector at -1.
         Op::Flush => dev.flush(),
-        Op::Discard => dev.trim(offset, len),
-        Op::WriteZeroes => dev.write_zeroes(offset, len),
         Op::Other(_) => return -EOPNOTSUPP,
+        Op::Read | Op::Write | Op::Discard | Op::WriteZeroes => {
+            let Some(offset) = d.start_sector.checked_mul(SECTOR) else { return -EINVAL };
+            let len = u64::from(d.nr_sectors) * SECTOR;
+            let data_op = matches!(d.op, Op::Read | Op::Write);
+            if check_range(dev.size(), offset, len).is_err() || (data_op && len > buf.len() as u64) {
+                return -EINVAL;
+            }
+            let n = len as usize;
+            let done = match d.op {
+                Op::Read => dev.read_at(&mut buf[..n], offset),
+                Op::Write => {
+                    dev.write_at(&buf[..n], offset).and_then(|()| if d.fua { dev.flush() } else { Ok(()) })
+                }
+                Op::Discard => dev.trim(offset, len),
+                _ => dev.write_zeroes(offset, len),
+            };
+            // A request is at most the buffer (a few MiB), so it fits.
+            match done {
+                Ok(()) if data_op => return n as i32,
+                other => other,
+            }
+        }
     };
     match done {
-        // A request is at most the buffer (a few MiB), so it fits.
-        Ok(()) if data_op => n as i32,
         Ok(()) => 0,
         Err(e) => errno(&e),
     }
@@ -75,6 +83,8 @@ mod tests {
         assert_eq!(handle(&dev, &IoDesc { fua: true, ..desc(Op::Write, 7, 1) }, &mut buf), 512);
         assert_eq!(&dev.snapshot()[3584..], &[7u8; 512][..]);
         assert_eq!(handle(&dev, &desc(Op::Flush, 0, 0), &mut buf), 0);
+        // What the kernel sends for a flush: sector -1, no sectors.
+        assert_eq!(handle(&dev, &desc(Op::Flush, u64::MAX, 0), &mut buf), 0);
         assert_eq!(handle(&dev, &desc(Op::WriteZeroes, 0, 1), &mut buf), 0);
         assert_eq!(&dev.snapshot()[..512], &[0u8; 512][..]);
         // Past the end, overflowing, larger than the buffer, unknown.
