@@ -25,5 +25,6 @@ pub mod progress;
 pub mod remote;
 pub mod serve;
 pub mod sys;
+pub mod ublk;
 pub mod units;
 pub mod verity;

@@ -1,5 +1,6 @@
 //! `cloopd IMAGE [--cow COWFILE] --unix PATH | --tcp [ADDR:]PORT ...`:
-//! serve a cloop image, a plain file or a block device over NBD.
+//! serve a cloop image, a plain file or a block device over NBD (or, with
+//! `--transport ublk`, as a `/dev/ublkbN` of the kernel's ublk driver).
 //!
 //! Two stages (ripgrep's low/high args): [`parse_args`] turns the command
 //! line into [`Options`] without touching the system; [`crate::serve`]
@@ -9,7 +10,7 @@ use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::nbd;
-use crate::serve::{self, Options};
+use crate::serve::{self, Options, Transport};
 use crate::units::parse_size;
 
 const APPLET: &str = "cloopd";
@@ -21,6 +22,15 @@ Serve IMAGE over NBD: a cloop image of any version, a plain file or a block
 device. IMAGE may be an http:// or https:// URL (read lazily with range
 requests; an ISO there serves its KNOPPIX/KNOPPIX, or the file named by
 URL#PATH). Without --cow the export is read-only.
+
+  --transport nbd|ublk    nbd (default): the options below; ublk: serve
+                          the same stack as /dev/ublkbN through the
+                          kernel's ublk_drv (Linux 6.x, modprobe
+                          ublk_drv) and print the device; --threads N is
+                          then the number of queues (one thread each),
+                          --max-request the largest request and
+                          --read-ahead the read-ahead; no --unix, --tcp,
+                          --device, --root-daemon or --background
 
   --cow COWFILE           write to COWFILE (cowloop format; created when
                           missing, repaired when left dirty by a crash)
@@ -82,7 +92,7 @@ URL#PATH). Without --cow the export is read-only.
   -q, --quiet             do not print the startup line
   -h, --help              show this help
 
-At least one of --unix, --tcp or --device is needed. SIGINT or SIGTERM
+At least one of --unix, --tcp or --device is needed (not with ublk). SIGINT or SIGTERM
 stop the server cleanly (outside --root-daemon): in-flight requests
 finish, the cowfile is flushed and a kernel device is disconnected.
 With --device, root controls the server through the abstract socket
@@ -116,6 +126,31 @@ pub fn parse_tcp(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| format!("--tcp '{text}': expected PORT, IPADDR:PORT or [IPV6ADDR]:PORT"))
 }
 
+fn parse_transport(value: &str) -> Result<Transport, String> {
+    match value {
+        "nbd" => Ok(Transport::Nbd),
+        "ublk" => Ok(Transport::Ublk),
+        _ => Err(format!("--transport '{value}': expected nbd or ublk")),
+    }
+}
+
+/// The ublk transport serves its own device: the NBD-only options are
+/// refused rather than ignored.
+fn check_ublk(a: Options) -> Result<Options, String> {
+    let nbd_only = [
+        (!a.unix.is_empty(), "--unix"),
+        (!a.tcp.is_empty(), "--tcp"),
+        (a.device.is_some(), "--device"),
+        (a.root_daemon, "--root-daemon"),
+        (a.background, "--background"),
+        (a.connections != 1, "--connections"),
+    ];
+    match nbd_only.iter().find(|(set, _)| *set) {
+        Some((_, name)) => Err(format!("{name} is for --transport nbd; ublk serves /dev/ublkbN itself")),
+        None => Ok(a),
+    }
+}
+
 /// Parses the command line (without argv[0]); `Ok(None)` means --help.
 pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
     let long = [
@@ -140,6 +175,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
         "check-at-most-once",
         "watch-space=",
         "ca-file=",
+        "transport=",
         "quiet",
         "help",
     ];
@@ -183,6 +219,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
             "check-at-most-once" => a.verity.once = true,
             "watch-space" => a.watch_space = Some(value.into()),
             "ca-file" => a.ca_file = Some(value.into()),
+            "transport" => a.transport = parse_transport(&value)?,
             "q" | "quiet" => a.quiet = true,
             _ => return Ok(None),
         }
@@ -190,6 +227,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
     let [image] =
         <[OsString; 1]>::try_from(parsed.operands).map_err(|_| "expected one IMAGE (try --help)")?;
     a.image = image.into();
+    if a.transport == Transport::Ublk {
+        return check_ublk(a).map(Some);
+    }
     if a.unix.is_empty() && a.tcp.is_empty() && a.device.is_none() {
         return Err("nothing to serve on: give --unix PATH, --tcp [ADDR:]PORT and/or --device".into());
     }
@@ -253,6 +293,29 @@ mod tests {
         assert!(args(&["--help"]).unwrap().is_none());
         let w = args(&["img", "--unix", "/s", "--watch-space", "/run/initramfs/cow"]).unwrap().unwrap();
         assert_eq!(w.watch_space, Some(std::path::PathBuf::from("/run/initramfs/cow")));
+    }
+
+    #[test]
+    fn transport_ublk_takes_no_nbd_options() {
+        assert_eq!(
+            args(&["img"]).map(|_| ()).unwrap_err(),
+            "nothing to serve on: give --unix PATH, --tcp [ADDR:]PORT and/or --device"
+        );
+        let u = args(&["img", "--transport", "ublk", "--cow", "c", "--threads", "2"]).unwrap().unwrap();
+        assert_eq!((u.transport, u.threads, u.cow), (Transport::Ublk, 2, Some("c".into())));
+        assert_eq!(args(&["img", "--unix", "/s"]).unwrap().unwrap().transport, Transport::Nbd);
+        assert_eq!(
+            args(&["img", "--transport=nbd", "--unix", "/s"]).unwrap().unwrap().transport,
+            Transport::Nbd
+        );
+        assert!(args(&["img", "--transport", "ublk", "--tcp", "9"])
+            .unwrap_err()
+            .contains("--tcp is for --transport nbd"));
+        assert!(args(&["img", "--transport", "ublk", "--device", "auto"]).unwrap_err().contains("--device"));
+        assert!(args(&["img", "--transport", "ublk", "--root-daemon"])
+            .unwrap_err()
+            .contains("--root-daemon"));
+        assert!(args(&["img", "--transport", "loop"]).unwrap_err().contains("expected nbd or ublk"));
     }
 
     #[test]

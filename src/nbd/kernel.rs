@@ -166,7 +166,8 @@ pub struct QueueState {
     pub read_ahead_kb: u32,
 }
 
-/// Sets `/sys/block/nbdN/queue/{max_sectors_kb,read_ahead_kb}` for an
+/// Sets `/sys/block/DEVICE/queue/{max_sectors_kb,read_ahead_kb}` (DEVICE
+/// `nbdN` or `ublkbN`) for an
 /// image of `image_block` bytes per block. `auto` raises each (never
 /// lowers it) to the image's block size, so that one request and one
 /// read-ahead window can cover a whole image block; a number of KiB is set
@@ -174,11 +175,11 @@ pub struct QueueState {
 /// `sys_block` is `/sys/block` (a directory of the tests elsewhere).
 pub fn tune_queue(
     sys_block: &Path,
-    index: u32,
+    device: &str,
     shape: &QueueShape,
     image_block: u32,
 ) -> io::Result<QueueState> {
-    let queue = sys_block.join(format!("nbd{index}/queue"));
+    let queue = sys_block.join(device).join("queue");
     let read = |name: &str| -> io::Result<u32> {
         let path = queue.join(name);
         let text = std::fs::read_to_string(&path)
@@ -245,21 +246,21 @@ mod tests {
     fn queue_fits_the_image_block() {
         let auto = QueueShape { max_sectors_kb: Limit::Auto, read_ahead_kb: Limit::Auto };
         let dir = fake_queue(128, 32768, 128);
-        let got = tune_queue(dir.path(), 3, &auto, 256 * 1024).unwrap();
+        let got = tune_queue(dir.path(), "nbd3", &auto, 256 * 1024).unwrap();
         assert_eq!(got, QueueState { max_sectors_kb: 256, max_hw_sectors_kb: 32768, read_ahead_kb: 256 });
         // Capped at the hardware limit; never lowered.
         let dir = fake_queue(128, 64, 128);
-        assert_eq!(tune_queue(dir.path(), 3, &auto, 256 * 1024).unwrap().max_sectors_kb, 128);
+        assert_eq!(tune_queue(dir.path(), "nbd3", &auto, 256 * 1024).unwrap().max_sectors_kb, 128);
         let dir = fake_queue(1280, 32768, 128);
-        let got = tune_queue(dir.path(), 3, &auto, 64 * 1024).unwrap();
+        let got = tune_queue(dir.path(), "nbd3", &auto, 64 * 1024).unwrap();
         assert_eq!((got.max_sectors_kb, got.read_ahead_kb), (1280, 128));
         // Explicit and kernel values.
         let shape = QueueShape { max_sectors_kb: Limit::Kernel, read_ahead_kb: Limit::Kib(1024) };
         let dir = fake_queue(128, 32768, 128);
-        let got = tune_queue(dir.path(), 3, &shape, 128 * 1024).unwrap();
+        let got = tune_queue(dir.path(), "nbd3", &shape, 128 * 1024).unwrap();
         assert_eq!((got.max_sectors_kb, got.read_ahead_kb), (128, 1024));
         let shape = QueueShape { max_sectors_kb: Limit::Kib(99999), read_ahead_kb: Limit::Kib(64) };
-        let got = tune_queue(dir.path(), 3, &shape, 128 * 1024).unwrap();
+        let got = tune_queue(dir.path(), "nbd3", &shape, 128 * 1024).unwrap();
         assert_eq!((got.max_sectors_kb, got.read_ahead_kb), (32768, 64));
         let ra = std::fs::read_to_string(dir.path().join("nbd3/queue/read_ahead_kb")).unwrap();
         assert_eq!(ra, "64\n");
@@ -269,11 +270,11 @@ mod tests {
     fn queue_errors_name_the_file() {
         let auto = QueueShape { max_sectors_kb: Limit::Auto, read_ahead_kb: Limit::Auto };
         let dir = tempfile::tempdir().unwrap();
-        let e = tune_queue(dir.path(), 3, &auto, 65536).unwrap_err().to_string();
+        let e = tune_queue(dir.path(), "nbd3", &auto, 65536).unwrap_err().to_string();
         assert!(e.contains("nbd3/queue/max_hw_sectors_kb"), "{e}");
         let dir = fake_queue(128, 32768, 128);
         std::fs::write(dir.path().join("nbd3/queue/max_hw_sectors_kb"), "lots\n").unwrap();
-        let e = tune_queue(dir.path(), 3, &auto, 65536).unwrap_err().to_string();
+        let e = tune_queue(dir.path(), "nbd3", &auto, 65536).unwrap_err().to_string();
         assert!(e.contains("max_hw_sectors_kb: not a number"), "{e}");
     }
 

@@ -173,7 +173,9 @@ fn attach(
     let (index, device) = (attachment.index, attachment.device());
     // Before the device line, so the first reads already have this shape;
     // a kernel without these files still serves, with its own shape.
-    if let Err(e) = nbd::kernel::tune_queue(Path::new("/sys/block"), index, &o.queue, image_block) {
+    if let Err(e) =
+        nbd::kernel::tune_queue(Path::new("/sys/block"), &format!("nbd{index}"), &o.queue, image_block)
+    {
         eprintln!("{APPLET}: {device}: request shape: {e}", device = device.display());
     }
     let detach_events = events.clone();

@@ -15,12 +15,29 @@ pub mod base;
 pub mod daemon;
 pub mod spawn;
 pub mod stack;
+pub mod ublk;
 pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use daemon::run;
+/// Serves `o` on its transport until it is stopped.
+pub fn run(o: Options) -> Result<(), String> {
+    match o.transport {
+        Transport::Nbd => daemon::run(o),
+        Transport::Ublk => ublk::run(o),
+    }
+}
+
+/// How the kernel reaches the stack (`--transport`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// NBD: sockets, and the kernel's NBD client with `--device`.
+    #[default]
+    Nbd,
+    /// The kernel's ublk driver: `/dev/ublkbN` (Linux 6.x, `ublk_drv`).
+    Ublk,
+}
 pub use stack::{build, Stack};
 
 /// Default size of the decompressed-block cache.
@@ -69,6 +86,7 @@ pub struct Options {
     /// `--ca-file FILE`: PEM certificates trusted for an `https://` image
     /// besides the built-in roots.
     pub ca_file: Option<PathBuf>,
+    pub transport: Transport,
 }
 
 /// Verified serving: every block checked against a dm-verity hash tree
@@ -105,6 +123,7 @@ impl Options {
             verity: Verity::default(),
             watch_space: None,
             ca_file: None,
+            transport: Transport::Nbd,
         }
     }
 }

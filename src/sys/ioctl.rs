@@ -205,6 +205,281 @@ pub fn kexec_file_load(
     }
 }
 
+/// The ublk driver's io_uring side (`linux/ublk_cmd.h`, docs/ublk.md):
+/// the control ring on `/dev/ublk-control` and one ring per queue on
+/// `/dev/ublkcN`. The commands' bytes are built and parsed in safe code
+/// (`crate::ublk::proto`); what is here is what shares memory with the
+/// kernel: the submission of a command that names a buffer, the
+/// descriptor area mmapped from the char device, and the I/O buffers.
+pub mod ublk {
+    use std::io;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::time::Duration;
+
+    use io_uring::{cqueue, opcode, squeue, types, IoUring};
+    use rustix::mm::{MapFlags, ProtFlags};
+
+    /// `UBLK_IO_RES_ABORT`: the device is going away; the command is
+    /// not fetched again.
+    pub const IO_RES_ABORT: i32 = -(rustix::io::Errno::NODEV.raw_os_error());
+
+    /// `/dev/ublk-control` and a ring with 128-byte entries (a control
+    /// command is 32 bytes, more than a 64-byte entry holds).
+    pub struct Control {
+        ring: IoUring<squeue::Entry128, cqueue::Entry>,
+        fd: OwnedFd,
+    }
+
+    impl Control {
+        pub fn new(fd: OwnedFd) -> io::Result<Control> {
+            Ok(Control { ring: IoUring::builder().build(4)?, fd })
+        }
+
+        /// Runs one control command and waits for its answer: `cmd` is an
+        /// encoded `struct ublksrv_ctrl_cmd` whose `addr` and `len` are
+        /// filled in here from `buf`, which the kernel reads or writes
+        /// during the command. The answer's negative errno is an error.
+        pub fn command(&mut self, op: u32, mut cmd: [u8; 32], buf: Option<&mut [u8]>) -> io::Result<i32> {
+            let (addr, len) = match buf {
+                Some(b) => (b.as_mut_ptr() as u64, b.len()),
+                None => (0, 0),
+            };
+            let len = u16::try_from(len).map_err(|_| io::Error::other("ublk: control buffer too large"))?;
+            cmd[6..8].copy_from_slice(&len.to_le_bytes());
+            cmd[8..16].copy_from_slice(&addr.to_le_bytes());
+            let mut data = [0u8; 80];
+            data[..32].copy_from_slice(&cmd);
+            let sqe = opcode::UringCmd80::new(types::Fd(self.fd.as_raw_fd()), op)
+                .cmd(data)
+                .build()
+                .user_data(op.into());
+            // SAFETY: the entry names `buf` (through `addr`), which the
+            // caller's borrow keeps alive and unaliased until this
+            // function returns; it returns only after the command's
+            // completion (submit_and_wait below, then the CQE is taken),
+            // and the kernel touches the buffer only before completing.
+            unsafe { self.ring.submission().push(&sqe) }
+                .map_err(|_| io::Error::other("ublk: control ring full"))?;
+            loop {
+                match self.ring.submit_and_wait(1) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => other?,
+                };
+                if let Some(cqe) = self.ring.completion().next() {
+                    let res = cqe.result();
+                    return if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res) };
+                }
+            }
+        }
+    }
+
+    /// A memory mapping, unmapped on drop.
+    struct Mapping {
+        ptr: *mut core::ffi::c_void,
+        len: usize,
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // SAFETY: `ptr`/`len` are exactly what mmap returned and
+            // nothing borrows the mapping any more (borrows of its bytes
+            // are tied to `&self`/`&mut self` of the owning queue).
+            let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
+        }
+    }
+
+    /// The size of one I/O descriptor (`struct ublksrv_io_desc`).
+    pub const DESC_SIZE: usize = 24;
+    /// `UBLK_MAX_QUEUE_DEPTH`: the stride of the queues' descriptor
+    /// areas in the char device is sized for it.
+    const MAX_QUEUE_DEPTH: usize = 4096;
+
+    fn round_to_page(n: usize) -> usize {
+        let page = rustix::param::page_size();
+        n.div_ceil(page) * page
+    }
+
+    /// One hardware queue served by the thread that created it (the
+    /// driver binds a queue to the task that fetched on it): its ring,
+    /// the kernel's descriptor area and one buffer per tag.
+    pub struct Queue {
+        // Dropped first: closing the ring cancels the commands still in
+        // the kernel.
+        ring: IoUring,
+        descs: Mapping,
+        bufs: Option<Mapping>,
+        cdev: OwnedFd,
+        q_id: u16,
+        buf_size: usize,
+        /// Tags whose command (and buffer) the kernel holds.
+        in_kernel: Vec<bool>,
+        fetch_op: u32,
+        commit_op: u32,
+    }
+
+    impl Queue {
+        /// Maps queue `q_id`'s descriptors from `cdev` (`/dev/ublkcN`)
+        /// and `depth` buffers of `buf_size` bytes. `ops` are
+        /// `(UBLK_U_IO_FETCH_REQ, UBLK_U_IO_COMMIT_AND_FETCH_REQ)`.
+        pub fn new(
+            cdev: OwnedFd,
+            q_id: u16,
+            depth: u16,
+            buf_size: usize,
+            ops: (u32, u32),
+        ) -> io::Result<Queue> {
+            let depth_n = usize::from(depth);
+            if depth == 0 || depth_n > MAX_QUEUE_DEPTH || buf_size == 0 {
+                return Err(io::Error::other("ublk: bad queue depth or buffer size"));
+            }
+            let ring = IoUring::builder().build(u32::from(depth).next_power_of_two())?;
+            let stride = round_to_page(MAX_QUEUE_DEPTH * DESC_SIZE) as u64;
+            let len = round_to_page(depth_n * DESC_SIZE);
+            // SAFETY: a new shared read-only mapping of the driver's
+            // descriptor area; no Rust object aliases it, and we only
+            // ever read it with volatile reads (the kernel writes it).
+            let ptr = unsafe {
+                rustix::mm::mmap(
+                    core::ptr::null_mut(),
+                    len,
+                    ProtFlags::READ,
+                    MapFlags::SHARED | MapFlags::POPULATE,
+                    &cdev,
+                    u64::from(q_id) * stride,
+                )
+            }?;
+            let descs = Mapping { ptr, len };
+            let blen = depth_n
+                .checked_mul(buf_size)
+                .ok_or_else(|| io::Error::other("ublk: buffers larger than the address space"))?;
+            // SAFETY: a new private anonymous mapping nothing else refers to.
+            let bptr = unsafe {
+                rustix::mm::mmap_anonymous(
+                    core::ptr::null_mut(),
+                    blen,
+                    ProtFlags::READ | ProtFlags::WRITE,
+                    MapFlags::PRIVATE,
+                )
+            }?;
+            let bufs = Some(Mapping { ptr: bptr, len: blen });
+            Ok(Queue {
+                ring,
+                descs,
+                bufs,
+                cdev,
+                q_id,
+                buf_size,
+                in_kernel: vec![false; depth_n],
+                fetch_op: ops.0,
+                commit_op: ops.1,
+            })
+        }
+
+        fn buf_ptr(&self, tag: u16) -> *mut u8 {
+            let base = self.bufs.as_ref().map_or(core::ptr::null_mut(), |m| m.ptr.cast::<u8>());
+            base.wrapping_add(usize::from(tag) * self.buf_size)
+        }
+
+        fn push(&mut self, op: u32, tag: u16, result: i32) -> io::Result<()> {
+            if usize::from(tag) >= self.in_kernel.len() || self.in_kernel[usize::from(tag)] {
+                return Err(io::Error::other(format!("ublk: tag {tag} is not ours to submit")));
+            }
+            let mut cmd = [0u8; 16];
+            cmd[0..2].copy_from_slice(&self.q_id.to_le_bytes());
+            cmd[2..4].copy_from_slice(&tag.to_le_bytes());
+            cmd[4..8].copy_from_slice(&result.to_le_bytes());
+            cmd[8..16].copy_from_slice(&(self.buf_ptr(tag) as u64).to_le_bytes());
+            let sqe = opcode::UringCmd16::new(types::Fd(self.cdev.as_raw_fd()), op)
+                .cmd(cmd)
+                .build()
+                .user_data(u64::from(tag));
+            // SAFETY: the command names tag's buffer inside `bufs`, which
+            // stays mapped while the kernel holds the command: the tag is
+            // marked in_kernel until its completion is reaped, no `&mut`
+            // to it is handed out meanwhile (`buf` refuses), and `Drop`
+            // leaks the mapping if any tag is still in the kernel.
+            unsafe { self.ring.submission().push(&sqe) }
+                .map_err(|_| io::Error::other("ublk: submission queue full"))?;
+            self.in_kernel[usize::from(tag)] = true;
+            Ok(())
+        }
+
+        /// Hands every tag to the kernel (`FETCH_REQ`) and submits.
+        pub fn fetch_all(&mut self) -> io::Result<()> {
+            for tag in 0..self.in_kernel.len() as u16 {
+                self.push(self.fetch_op, tag, 0)?;
+            }
+            self.ring.submit()?;
+            Ok(())
+        }
+
+        /// Answers `tag` with `result` (bytes done or a negative errno)
+        /// and fetches its next request; submitted by the next `wait`.
+        pub fn commit(&mut self, tag: u16, result: i32) -> io::Result<()> {
+            self.push(self.commit_op, tag, result)
+        }
+
+        /// Submits what is queued and waits up to `timeout` for
+        /// completions: `(tag, result)` for each.
+        pub fn wait(&mut self, timeout: Duration, out: &mut Vec<(u16, i32)>) -> io::Result<()> {
+            let ts = types::Timespec::from(timeout);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::TIME.raw_os_error() || c == rustix::io::Errno::INTR.raw_os_error()) =>
+                    {}
+                Err(e) => return Err(e),
+            }
+            for cqe in self.ring.completion() {
+                let Ok(tag) = u16::try_from(cqe.user_data()) else { continue };
+                if let Some(slot) = self.in_kernel.get_mut(usize::from(tag)) {
+                    *slot = false;
+                    out.push((tag, cqe.result()));
+                }
+            }
+            Ok(())
+        }
+
+        /// The kernel's descriptor of `tag`'s request, as bytes.
+        pub fn desc(&self, tag: u16) -> [u8; DESC_SIZE] {
+            let off = usize::from(tag) * DESC_SIZE;
+            if off + DESC_SIZE > self.descs.len {
+                return [0xff; DESC_SIZE];
+            }
+            // SAFETY: inside the mapping (checked above); volatile
+            // because the kernel writes the area; [u8; N] has alignment 1.
+            unsafe {
+                core::ptr::read_volatile(self.descs.ptr.cast::<u8>().add(off).cast::<[u8; DESC_SIZE]>())
+            }
+        }
+
+        /// `tag`'s buffer, while the kernel does not hold it.
+        pub fn buf(&mut self, tag: u16) -> Option<&mut [u8]> {
+            if *self.in_kernel.get(usize::from(tag))? || self.bufs.is_none() {
+                return None;
+            }
+            // SAFETY: tag's slice of the live buffer mapping; the kernel
+            // is not using it (not in_kernel) and `&mut self` makes this
+            // the only borrow until it ends.
+            Some(unsafe { core::slice::from_raw_parts_mut(self.buf_ptr(tag), self.buf_size) })
+        }
+
+        /// Whether the kernel still holds any of our commands.
+        pub fn busy(&self) -> bool {
+            self.in_kernel.iter().any(|&b| b)
+        }
+    }
+
+    impl Drop for Queue {
+        fn drop(&mut self) {
+            if self.busy() {
+                // The kernel may still name these buffers: never unmap.
+                std::mem::forget(self.bufs.take());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

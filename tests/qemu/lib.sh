@@ -139,6 +139,20 @@ cloop_of() {
     mklive --image-only --root "$dir" --fs "$kind" "${size[@]}" "$@" -o "$out"
 }
 
+# files_matching MARKER LOG IMAGE FILE...: how many FILEs of the ext4
+# IMAGE have the sha256 that the guest logged for them as "MARKER SUM FILE"
+# (the first such line of LOG).
+files_matching() {
+    local marker=$1 log=$2 img=$3 f want got matched=0
+    shift 3
+    for f in "$@"; do
+        want=$(tr -d '\r' < "$log" | awk -v m="$marker" -v f="$f" '!done && $1 == m && $3 == f { print $2; done = 1 }')
+        got=$(debugfs -R "cat /$f" "$img" 2> /dev/null | sha256sum | cut -d' ' -f1)
+        [ -n "$want" ] && [ "$want" = "$got" ] && matched=$((matched + 1))
+    done
+    echo "$matched"
+}
+
 # make_iso OUT APPEND IMAGE...: the hybrid BIOS/UEFI ISO of mklive.sh with
 # our initramfs and the images as KNOPPIX/KNOPPIX, KNOPPIX1, ... MKLIVE_ARGS
 # (an array) adds options. WRONG_SUMS=1 makes sha256sum.txt list wrong
