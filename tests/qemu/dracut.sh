@@ -19,6 +19,8 @@
 #                   dracut (106, dracut-ng) inside a trixie chroot
 #                   (tests/qemu/mkdracut-chroot.sh, the root of mkdebian.sh
 #                   with SUITE=trixie), the same module and builder
+#   dracut13-net    dracut-net with the initramfs of Debian 13's dracut 106
+#                   (its dracut-network in the trixie chroot)
 #   dracut-net      as dracut, with dracut's network (mkdracut.sh -n:
 #                   network-legacy, dhclient) and no medium at all: the root
 #                   is root=live:http://images.test/KNOPPIX, from an nginx on
@@ -34,7 +36,7 @@
 # module's initqueue job reports with the daemon's pid:
 #   cloopbox-dracut: /dev/nbdN served by pid P (IMAGE), initrd pid 1: systemd|init
 # The root then has to show that same pid alive as @cloopd.
-ALL_SCENARIOS+=(dracut dracut-shell dracut-iso9660 dracut-no-medium dracut13 dracut-net)
+ALL_SCENARIOS+=(dracut dracut-shell dracut-iso9660 dracut-no-medium dracut13 dracut-net dracut13-net)
 
 DRACUT_WORK=$WORK/dracut
 DRACUT_FAILED="Kernel panic|no live root|Entering emergency mode|Could not boot|dracut Warning: FATAL|Failed to start .*Switch Root"
@@ -43,7 +45,7 @@ DRACUT_FAILED="Kernel panic|no live root|Entering emergency mode|Could not boot|
 # binary, the module or the builder changed: by the host's dracut, or with
 # SUITE by that Debian release's dracut in a chroot of its root
 # (initrd-FLAVOUR-SUITE.img). FLAVOUR systemd-net or shell-net: with
-# dracut's network (mkdracut.sh -n; the host's dracut only). Returns non-zero (after recording a FAIL for
+# dracut's network (mkdracut.sh -n). Returns non-zero (after recording a FAIL for
 # NAME) if dracut could not build it.
 # Under a lock: the parallel jobs of qemu-test.sh share DRACUT_WORK.
 build_dracut() { # NAME FLAVOUR
@@ -155,9 +157,18 @@ scenario_dracut13() {
 # CD's image, named KNOPPIX), by name; dracut's network module brings eth0
 # up with DHCP and writes nameserver= into /etc/resolv.conf, which the
 # daemon's resolver reads. The daemon's argv must name the URL; nginx
-# must have sent part of the image, far less than all of it.
-scenario_dracut-net() {
-    local name=dracut-net nd=$DRACUT_WORK/net
+# must have answered range requests only, less than the image in all
+# (measured: about half of the compressed image for the boot to multi-user
+# plus debian-check's reads, 35 MB uncompressed from the root device).
+# dracut13-net: the same with Debian 13's dracut 106 and its dracut-network.
+scenario_dracut-net() { dracut_net dracut-net; }
+scenario_dracut13-net() {
+    local DRACUT_CHECKS=("systemd 257\\.[0-9.]+-[0-9]+~deb13u[0-9]+ running in system mode")
+    dracut_net dracut13-net trixie
+}
+# dracut_net NAME [SUITE]
+dracut_net() {
+    local name=$1 suite=${2:-} nd=$DRACUT_WORK/net-$1
     prepare_debian
     rm -rf "$nd" && mkdir -p "$nd/www"
     ln -f "$DEBIAN_CLOOP" "$nd/www/KNOPPIX" 2> /dev/null || cp "$DEBIAN_CLOOP" "$nd/www/KNOPPIX"
@@ -168,8 +179,8 @@ scenario_dracut-net() {
     local DRACUT_MEDIUM=(-netdev "$NET_NETDEV" -device virtio-net-pci,netdev=n0)
     local DRACUT_ROOT="no_timer_check root=live:http://images.test/KNOPPIX ip=dhcp nameserver=10.0.2.101"
     local DRACUT_IMAGE=http://images.test/KNOPPIX
-    local DRACUT_CHECKS=("image on the server: ")
-    dracut_debian "$name" systemd-net systemd /system.slice/dracut-initqueue.service
+    local DRACUT_CHECKS=(${DRACUT_CHECKS[@]+"${DRACUT_CHECKS[@]}"} "image on the server: ")
+    dracut_debian "$name" systemd-net systemd /system.slice/dracut-initqueue.service "$suite"
     net_nginx_stop "$nd"
     kill "$DNS_PID" 2> /dev/null || true
     local size sent whole read
@@ -178,13 +189,13 @@ scenario_dracut-net() {
     # Responses that were not a range (200: the whole file).
     whole=$(awk '$3 == "/KNOPPIX" && $1 != 206' "$nd/access.log" | wc -l)
     read=$(tr -d '\r' < "$LOGS/$name.log" | sed -n 's/^CTL: *bytes read: *\([0-9]*\)$/\1/p' | head -n 1)
-    log "dracut-net: nginx sent $sent bytes of the $size-byte image in range requests ($whole other answers); the root device read ${read:-?} bytes (uncompressed) by the checks"
+    log "$name: nginx sent $sent bytes of the $size-byte image in range requests ($whole other answers); the root device read ${read:-?} bytes (uncompressed) by the checks"
     grep -q "query images.test -> 10.0.2.100" "$nd/dns.log" ||
-        record dracut-net-dns FAIL - "the guest never asked our DNS responder for images.test"
+        record "$name-dns" FAIL - "the guest never asked our DNS responder for images.test"
     # Lazy: range requests only, and less than the image in all (the boot
     # and the checks read a part of the root; the figures are logged).
     [ "$sent" -gt 0 ] && [ "$sent" -lt "$size" ] && [ "$whole" = 0 ] ||
-        record dracut-net-bytes FAIL - "nginx sent $sent bytes of the $size-byte image, $whole answers not ranges: not lazy"
+        record "$name-bytes" FAIL - "nginx sent $sent bytes of the $size-byte image, $whole answers not ranges: not lazy"
 }
 
 # --- dracut-iso9660 ----------------------------------------------------------
