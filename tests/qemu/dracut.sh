@@ -19,6 +19,7 @@
 #                   dracut (106, dracut-ng) inside a trixie chroot
 #                   (tests/qemu/mkdracut-chroot.sh, the root of mkdebian.sh
 #                   with SUITE=trixie), the same module and builder
+#   dracut-net-shell  dracut-net with dracut's shell init
 #   dracut13-net    dracut-net with the initramfs of Debian 13's dracut 106
 #                   (its dracut-network in the trixie chroot)
 #   dracut-net      as dracut, with dracut's network (mkdracut.sh -n:
@@ -36,7 +37,7 @@
 # module's initqueue job reports with the daemon's pid:
 #   cloopbox-dracut: /dev/nbdN served by pid P (IMAGE), initrd pid 1: systemd|init
 # The root then has to show that same pid alive as @cloopd.
-ALL_SCENARIOS+=(dracut dracut-shell dracut-iso9660 dracut-no-medium dracut13 dracut-net dracut13-net)
+ALL_SCENARIOS+=(dracut dracut-shell dracut-iso9660 dracut-no-medium dracut13 dracut-net dracut-net-shell dracut13-net)
 
 DRACUT_WORK=$WORK/dracut
 DRACUT_FAILED="Kernel panic|no live root|Entering emergency mode|Could not boot|dracut Warning: FATAL|Failed to start .*Switch Root"
@@ -160,15 +161,18 @@ scenario_dracut13() {
 # must have answered range requests only, less than the image in all
 # (measured: about half of the compressed image for the boot to multi-user
 # plus debian-check's reads, 35 MB uncompressed from the root device).
-# dracut13-net: the same with Debian 13's dracut 106 and its dracut-network.
-scenario_dracut-net() { dracut_net dracut-net; }
+# dracut-net-shell: the same with dracut's shell init; dracut13-net: with
+# Debian 13's dracut 106 and its dracut-network.
+scenario_dracut-net() { dracut_net dracut-net systemd systemd /system.slice/dracut-initqueue.service; }
+scenario_dracut-net-shell() { dracut_net dracut-net-shell shell init /init.scope; }
 scenario_dracut13-net() {
     local DRACUT_CHECKS=("systemd 257\\.[0-9.]+-[0-9]+~deb13u[0-9]+ running in system mode")
-    dracut_net dracut13-net trixie
+    dracut_net dracut13-net systemd systemd /system.slice/dracut-initqueue.service trixie
 }
-# dracut_net NAME [SUITE]
+# dracut_net NAME FLAVOUR PID1 CGROUP [SUITE]: as dracut_debian, the
+# initramfs with dracut's network (FLAVOUR-net), the root from nginx.
 dracut_net() {
-    local name=$1 suite=${2:-} nd=$DRACUT_WORK/net-$1
+    local name=$1 flavour=$2 pid1=$3 cgroup=$4 suite=${5:-} nd=$DRACUT_WORK/net-$1
     prepare_debian
     rm -rf "$nd" && mkdir -p "$nd/www"
     ln -f "$DEBIAN_CLOOP" "$nd/www/KNOPPIX" 2> /dev/null || cp "$DEBIAN_CLOOP" "$nd/www/KNOPPIX"
@@ -180,7 +184,7 @@ dracut_net() {
     local DRACUT_ROOT="no_timer_check root=live:http://images.test/KNOPPIX ip=dhcp nameserver=10.0.2.101"
     local DRACUT_IMAGE=http://images.test/KNOPPIX
     local DRACUT_CHECKS=(${DRACUT_CHECKS[@]+"${DRACUT_CHECKS[@]}"} "image on the server: ")
-    dracut_debian "$name" systemd-net systemd /system.slice/dracut-initqueue.service "$suite"
+    dracut_debian "$name" "$flavour-net" "$pid1" "$cgroup" "$suite"
     net_nginx_stop "$nd"
     kill "$DNS_PID" 2> /dev/null || true
     local size sent whole read
