@@ -1,6 +1,7 @@
 #!/bin/sh
-# initqueue job (installed as /sbin/cloopbox-root): finds the live medium,
-# serves its cloop images through @cloopd root-storage daemons on free
+# initqueue job (installed as /sbin/cloopbox-root): finds the live medium
+# (or, for root=live:URL, takes the image on the server once the network
+# is up: queued by the online hook), serves its cloop images through @cloopd root-storage daemons on free
 # /dev/nbdN devices and mounts the root at $NEWROOT, all by
 # `cloopbox liveroot`. On failure: the reason, the emergency shell, and a
 # new attempt when the shell is left.
@@ -36,5 +37,9 @@ while read -r line; do
     warn "cloopbox: $line"
 done < "$err"
 emergency_shell -n cloopbox "cloopbox: no live root (exit $rc); leave the shell to search again"
-/sbin/initqueue --settled --onetime --unique --name cloopbox-root /sbin/cloopbox-root
+if [ -e "$state/net-root" ]; then
+    /sbin/initqueue --onetime --unique --name cloopbox-root /sbin/cloopbox-root
+else
+    /sbin/initqueue --settled --onetime --unique --name cloopbox-root /sbin/cloopbox-root
+fi
 exit 0

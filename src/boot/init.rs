@@ -689,11 +689,13 @@ pub fn network(opts: &BootOptions, log: &Log) -> Result<(), Failure> {
 }
 
 /// The root from an image on an HTTP server (`httpfs=`, `root=live:`),
-/// read lazily; with `fetch=` downloaded into RAM first.
+/// read lazily; with `fetch=` downloaded into RAM first. Shared by `init`
+/// (after [`network`]) and `liveroot` (the network is dracut's).
 pub fn mount_net_root(
     opts: &BootOptions,
     net: &NetRoot,
     root: &Path,
+    stage_exitrd: bool,
     log: &Log,
 ) -> Result<Vec<Served>, Failure> {
     let mut images = vec![PathBuf::from(&net.url)];
@@ -705,7 +707,9 @@ pub fn mount_net_root(
         }
     }
     let served = serve_images(opts, &images, root, log)?;
-    stage_exit_initramfs(log);
+    if stage_exitrd {
+        stage_exit_initramfs(log);
+    }
     Ok(served)
 }
 
@@ -780,7 +784,7 @@ fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
     if let Some(net) = &opts.net_root {
         network(&opts, log)?;
         stop_at(Stage::Media, &opts, log);
-        mount_net_root(&opts, net, newroot, log)?;
+        mount_net_root(&opts, net, newroot, true, log)?;
         check_init(newroot, &opts.init)
             .map_err(|e| Failure::new(format!("the new root has no usable init: {e}")))?;
         stop_at(Stage::Bottom, &opts, log);

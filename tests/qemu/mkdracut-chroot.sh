@@ -5,7 +5,9 @@
 #
 #   tests/qemu/mkdracut-chroot.sh OUT FLAVOUR CLOOPBOX KVER MODROOT ROOT.tar SUITE
 #
-# FLAVOUR is systemd or shell (mkdracut.sh -f); CLOOPBOX the static binary;
+# FLAVOUR is systemd or shell (mkdracut.sh -f), or systemd-net or shell-net:
+# with dracut's network (mkdracut.sh -n; the chroot's apt adds
+# dracut-network and isc-dhcp-client); CLOOPBOX the static binary;
 # MODROOT the tree holding lib/modules/KVER (hard-linked into the chroot,
 # so it must be on the same filesystem as $WORK_DIR, default the directory
 # of OUT); ROOT.tar a root of SUITE from tests/qemu/mkdebian.sh (trixie:
@@ -37,9 +39,13 @@ chroot_open "$(mktemp -d "${WORK_DIR:-$(dirname "$OUT")}/mkdracut-$SUITE.XXXXXX"
 work=$CHROOT_DIR root=$CHROOT
 chroot_sources "deb $MIRROR $SUITE main"
 
-say "apt-get install dracut-core in a chroot of $(basename "$TAR") ($SUITE)"
+pkgs=(dracut-core binutils) net=()
+if [ "${FLAVOUR%-net}" != "$FLAVOUR" ]; then
+    pkgs+=(dracut-network isc-dhcp-client) net=(-n)
+fi
+say "apt-get install ${pkgs[*]} in a chroot of $(basename "$TAR") ($SUITE)"
 in_root apt-get update -qq > "$work/apt.log" 2>&1 || { tail -n 20 "$work/apt.log" >&2; exit 1; }
-in_root apt-get install -y -qq --no-install-recommends dracut-core binutils > "$work/apt.log" 2>&1 ||
+in_root apt-get install -y -qq --no-install-recommends "${pkgs[@]}" > "$work/apt.log" 2>&1 ||
     { tail -n 20 "$work/apt.log" >&2; exit 1; }
 version=$(in_root dracut --version 2>/dev/null | awk '{ print $2 }')
 say "dracut $version ($SUITE)"
@@ -51,10 +57,10 @@ cp "$here/mkdracut.sh" "$root/src/tests/qemu/"
 cp -a "$repo/dracut-module" "$root/src/"
 cp "$BIN" "$root/src/cloopbox"
 cp -al "$MODROOT/lib/modules/$KVER" "$root/kmods/lib/modules/$KVER"
-if ! in_root /src/tests/qemu/mkdracut.sh -o /src/initrd.img -f "$FLAVOUR" -b /src/cloopbox -k "$KVER" -m /kmods \
-    -w /src/work 2> "$work/mkdracut.err"; then
+if ! in_root /src/tests/qemu/mkdracut.sh -o /src/initrd.img -f "${FLAVOUR%-net}" -b /src/cloopbox -k "$KVER" -m /kmods \
+    -w /src/work "${net[@]}" 2> "$work/mkdracut.err"; then
     cat "$work/mkdracut.err" >&2
-    tail -n 30 "$root/src/work/dracut-$FLAVOUR.log" >&2 2>/dev/null || true
+    tail -n 30 "$root/src/work/dracut-${FLAVOUR%-net}.log" >&2 2>/dev/null || true
     die "mkdracut.sh failed in the $SUITE chroot"
 fi
 cat "$work/mkdracut.err" >&2

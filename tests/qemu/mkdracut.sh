@@ -3,7 +3,7 @@
 # for a kernel that is unpacked, not installed, and checks that the image
 # really is the flavour asked for.
 #
-#   tests/qemu/mkdracut.sh -o OUT -f systemd|shell -b CLOOPBOX -k KVER -m MODROOT [-w WORKDIR]
+#   tests/qemu/mkdracut.sh -o OUT -f systemd|shell -b CLOOPBOX -k KVER -m MODROOT [-w WORKDIR] [-n]
 #
 #   -f systemd   systemd in the initrd (dracut's systemd and dracut-systemd
 #                modules), as Fedora-style dracut images are
@@ -13,6 +13,9 @@
 #   -m DIR       the tree holding lib/modules/KVER (an unpacked kernel package
 #                has no modules.dep: a depmod'ed hard-link copy goes to WORKDIR)
 #   -w DIR       scratch space kept between runs (default: a temporary directory)
+#   -n           with dracut's network (modules network and network-legacy:
+#                ifup and dhclient, Debian package dracut-network, and the
+#                NIC drivers of kernel-network-modules), for root=live:URL
 #
 # The host's dracut (Debian package dracut-core) is used as it is; the module
 # is made visible through a private dracutbasedir (links to the host's files
@@ -25,8 +28,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-OUT="" FLAVOUR="" BIN="" KVER="" MODROOT="" WORKDIR=""
-while getopts "o:f:b:k:m:w:h" opt; do
+OUT="" FLAVOUR="" BIN="" KVER="" MODROOT="" WORKDIR="" NET=""
+while getopts "o:f:b:k:m:w:nh" opt; do
     case $opt in
         o) OUT=$OPTARG ;;
         f) FLAVOUR=$OPTARG ;;
@@ -34,8 +37,9 @@ while getopts "o:f:b:k:m:w:h" opt; do
         k) KVER=$OPTARG ;;
         m) MODROOT=$OPTARG ;;
         w) WORKDIR=$OPTARG ;;
-        h) sed -n '2,20p' "$0"; exit 0 ;;
-        *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+        n) NET=1 ;;
+        h) sed -n '2,24p' "$0"; exit 0 ;;
+        *) sed -n '2,24p' "$0" >&2; exit 2 ;;
     esac
 done
 die() { echo "mkdracut: $*" >&2; exit 1; }
@@ -91,6 +95,14 @@ for m in shutdown initqueue systemd-sysusers systemd-tmpfiles; do
     fi
 done
 [ "$FLAVOUR" = shell ] && omit=(systemd systemd-initrd dracut-systemd)
+# The network handler named, not left to dracut's choice (which depends
+# on what the build host has installed): network-legacy (dhclient) in
+# dracut 059 (Debian 12) and 106 (Debian 13).
+if [ -n "$NET" ]; then
+    compgen -G "$base/modules.d/[0-9][0-9]network-legacy" > /dev/null ||
+        die "no network-legacy module in $hostbase/modules.d (apt-get install dracut-network)"
+    mods+=(network network-legacy)
+fi
 
 mkdir -p "$tmp/conf.d"
 log=$WORKDIR/dracut-$FLAVOUR.log
@@ -111,6 +123,11 @@ has() { grep -qE "$1" <<< "$listing"; }
 has ' usr/bin/cloopbox$' || die "$OUT: no usr/bin/cloopbox in the image"
 has 'hooks/cmdline/25-parse-cloopbox.sh$' || die "$OUT: no cloopbox cmdline hook in the image"
 has 'kernel/drivers/block/nbd\.ko' || die "$OUT: no nbd module in the image"
+if [ -n "$NET" ]; then
+    has ' (usr/)?sbin/dhclient$' || die "$OUT: -n, but no dhclient in the image"
+    has ' (usr/)?sbin/ifup$' || die "$OUT: -n, but no ifup in the image"
+    has 'kernel/drivers/net/virtio_net\.ko' || die "$OUT: -n, but no virtio_net module in the image"
+fi
 if has ' usr/lib/systemd/systemd$'; then got=systemd; else got=shell; fi
 [ "$got" = "$FLAVOUR" ] || die "$OUT: asked for the $FLAVOUR flavour, the image has the $got init"
 mv "$OUT.tmp" "$OUT"

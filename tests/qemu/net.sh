@@ -60,8 +60,15 @@
 #   net-verity-fetch
 #                fetch= of the verified image: its tree comes along into
 #                RAM, the copy is served with --root-hash and checked
+#   net-cow      persistence with a network root: httpfs= and
+#                cow=LABEL=NETCOW:/live/knoppix.cow on a local ext4 disk;
+#                boot 1 writes its boot id and powers off through the
+#                exitrd, boot 2 finds it; the host reads the cowfile off
+#                the disk (cowlist: clean). Then the same for an overlayfs
+#                root (an iso9660 image on the server, the upper directory
+#                on the disk)
 ALL_SCENARIOS+=(net-http net-iso net-fetch net-outage net-changed net-debian net-https net-https-noca
-    net-verity net-verity-tampered net-verity-refused net-verity-fetch)
+    net-verity net-verity-tampered net-verity-refused net-verity-fetch net-cow)
 
 NET_DIR=$WORK/net
 
@@ -187,17 +194,23 @@ net_bytes() {
     awk -v u="$2" '$3 == u { s += $2 } END { print s + 0 }' "$1/access.log"
 }
 
-# net_qemu APPEND: NET_QEMU, the QEMU arguments of a guest with the -N
-# initramfs, a virtio NIC and only the guestfwd rules to nginx and the DNS
-# responder.
-net_qemu() {
-    local netdev="user,id=n0,restrict=on,net=10.0.2.0/24"
+# net_netdev: NET_NETDEV, QEMU's -netdev n0 with only the guestfwd rules
+# to nginx and (if DNS_PORT is set) the DNS responder.
+net_netdev() {
+    NET_NETDEV="user,id=n0,restrict=on,net=10.0.2.0/24"
     # slirp gives the command the connection as stdin, stdout and stderr:
     # nc's complaints (nginx down) must not reach the guest as data.
-    netdev+=",guestfwd=tcp:10.0.2.100:80-cmd:sh -c 'exec busybox nc 127.0.0.1 $NGINX_PORT 2>/dev/null'"
-    [ -z "${NGINX_TLS_PORT:-}" ] || netdev+=",guestfwd=tcp:10.0.2.100:443-cmd:sh -c 'exec busybox nc 127.0.0.1 $NGINX_TLS_PORT 2>/dev/null'"
-    [ -z "${DNS_PORT:-}" ] || netdev+=",guestfwd=tcp:10.0.2.101:53-cmd:sh -c 'exec busybox nc 127.0.0.1 $DNS_PORT 2>/dev/null'"
-    NET_QEMU=(-kernel "$KERNEL" -initrd "${NET_INITRD:-$NET_DIR/initrd.gz}" -append "$1" -netdev "$netdev" -device virtio-net-pci,netdev=n0)
+    NET_NETDEV+=",guestfwd=tcp:10.0.2.100:80-cmd:sh -c 'exec busybox nc 127.0.0.1 $NGINX_PORT 2>/dev/null'"
+    [ -z "${NGINX_TLS_PORT:-}" ] || NET_NETDEV+=",guestfwd=tcp:10.0.2.100:443-cmd:sh -c 'exec busybox nc 127.0.0.1 $NGINX_TLS_PORT 2>/dev/null'"
+    [ -z "${DNS_PORT:-}" ] || NET_NETDEV+=",guestfwd=tcp:10.0.2.101:53-cmd:sh -c 'exec busybox nc 127.0.0.1 $DNS_PORT 2>/dev/null'"
+}
+
+# net_qemu APPEND: NET_QEMU, the QEMU arguments of a guest with the -N
+# initramfs (NET_INITRD if set), a virtio NIC and only the guestfwd rules
+# (net_netdev).
+net_qemu() {
+    net_netdev
+    NET_QEMU=(-kernel "$KERNEL" -initrd "${NET_INITRD:-$NET_DIR/initrd.gz}" -append "$1" -netdev "$NET_NETDEV" -device virtio-net-pci,netdev=n0)
 }
 
 # net_boot NAME DIR APPEND: the busybox root's guest (net_qemu).
@@ -447,4 +460,52 @@ scenario_net-verity-fetch() {
         "/run/initramfs/toram/KNOPPIX: hash tree /run/initramfs/toram/KNOPPIX.verity matches root hash ${VERITY_ROOT:0:16}" \
         "DAEMON: [0-9]+ @cloopd .*--root-hash $VERITY_ROOT" "CTL: +verity checked: +[1-9][0-9]*\b" \
         "CTL: +verity refused: +0\b" "CHECKS-DONE"
+}
+
+scenario_net-cow() {
+    net_setup net-cow
+    local disk=$ND/persist.img append=("httpfs=http://10.0.2.100/root.cloop" "cow=LABEL=NETCOW:/live/knoppix.cow")
+    part_disk "$disk" ext4 NETCOW 64
+    local drive=(-drive if=virtio,format=raw,file="$disk")
+    local shut="cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached"
+    local persist=/run/initramfs/persist/live/knoppix.cow
+    net_qemu "$APPEND_BASE no_timer_check ${append[*]} cloopbox.test=net-cow"
+    boot net-cow-1 "$SHUTDOWN_UNTIL" "${NET_QEMU[@]}" "${drive[@]}"
+    check_absent net-cow-1 "httpfs= root, cowfile on a local disk by LABEL=: created, written, clean exitrd poweroff" \
+        NET_ABSENT "DHCP on eth0: lease of 10.0.2.15/24" "persistence: /live/knoppix.cow on /dev/vda1" \
+        "persistence: creating $persist" \
+        "http://10.0.2.100/root.cloop served on /dev/nbd[0-9]+ by pid [0-9]+ with the persistent cowfile $persist" \
+        "ROOTFS: /dev/nbd[0-9]+ ext4" "DAEMON: [0-9]+ @cloopd http://10.0.2.100/root.cloop" \
+        "NETCOW-1: written [0-9a-f-]{36}" "cloopbox-shutdown: /dev/nbd[0-9]+ \\(pid [0-9]+\\): /dev/nbd[0-9]+ detached, cowfile flushed" \
+        "$shut"
+    local id1
+    id1=$(tr -d '\r' < "$LOGS/net-cow-1.log" | sed -n 's/^NETCOW-1: written \([0-9a-f-]*\)$/\1/p' | sed -n 1p)
+    boot net-cow-2 "$SHUTDOWN_UNTIL" "${NET_QEMU[@]}" "${drive[@]}"
+    check_absent net-cow-2 "the next boot from the server finds boot one's file in the cowfile" NET_ABSENT \
+        "persistence: using $persist" "with the persistent cowfile $persist" \
+        "NETCOW-2: found ${id1:-NO-BOOT-ID}, this boot [0-9a-f-]{36}" "$shut"
+    # The host's view: the cowfile on the disk, closed cleanly.
+    local hostlog=$LOGS/net-cow-host.log dir=$ND/host state
+    mkdir -p "$dir"
+    state=$(persist_cow_state "$disk" "$dir")
+    { echo "HOST: the cowfile is ${state:-unreadable}"
+      "$CLOOPBOX_BIN" cowlist "$dir/knoppix.cow" 2>&1 | sed 's/^/HOST-COWLIST: /'; } > "$hostlog"
+    check net-cow-host "host: the cowfile on the disk is clean after two network boots" \
+        "HOST: the cowfile is clean" "HOST-COWLIST: +state cowfile: +clean"
+    # An overlayfs root: an iso9660 image on the server, the upper
+    # directory on the disk (guest/persist-overlay.sh).
+    local root=$ND/rootfs-iso
+    make_rootfs "$root"
+    cloop_of iso9660 "$root" "$ND/www/root-iso.cloop"
+    rm -rf "$root"
+    part_disk "$disk" ext4 NETCOW 64
+    net_qemu "$APPEND_BASE no_timer_check httpfs=http://10.0.2.100/root-iso.cloop cow=LABEL=NETCOW:/live/overlay cloopbox.test=persist-overlay"
+    boot net-cow-overlay-1 "$SHUTDOWN_UNTIL" "${NET_QEMU[@]}" "${drive[@]}"
+    check_absent net-cow-overlay-1 "httpfs= iso9660 image, overlay upper on the local disk: written, clean poweroff" NET_ABSENT \
+        "persistence: overlay upper directory /run/initramfs/persist/live/overlay/upper" "ROOTFS: overlay overlay" \
+        "DAEMON: [0-9]+ @cloopd http://10.0.2.100/root-iso.cloop" "OVERLAY-PERSIST-1: written" "$shut"
+    boot net-cow-overlay-2 "$SHUTDOWN_UNTIL" "${NET_QEMU[@]}" "${drive[@]}"
+    check_absent net-cow-overlay-2 "the next network boot finds the file in the upper directory" NET_ABSENT \
+        "OVERLAY-PERSIST-2: found kept in the upper directory" "$shut"
+    net_teardown
 }
