@@ -176,10 +176,12 @@ dracut_net() {
     prepare_debian
     rm -rf "$nd" && mkdir -p "$nd/www"
     ln -f "$DEBIAN_CLOOP" "$nd/www/KNOPPIX" 2> /dev/null || cp "$DEBIAN_CLOOP" "$nd/www/KNOPPIX"
+    # shellcheck disable=SC2034 # net_nginx_start and net_dns_start set them, net_netdev reads them
     NGINX_PORT="" DNS_PORT="" DNS_PID=""
     net_nginx_start "$nd" || { record "$name" FAIL 0 "nginx did not start"; return 0; }
     net_dns_start "$nd"
     net_netdev
+    # shellcheck disable=SC2054 # commas inside QEMU's arguments
     local DRACUT_MEDIUM=(-netdev "$NET_NETDEV" -device virtio-net-pci,netdev=n0)
     local DRACUT_ROOT="no_timer_check root=live:http://images.test/KNOPPIX ip=dhcp nameserver=10.0.2.101"
     local DRACUT_IMAGE=http://images.test/KNOPPIX
@@ -198,8 +200,9 @@ dracut_net() {
         record "$name-dns" FAIL - "the guest never asked our DNS responder for images.test"
     # Lazy: range requests only, and less than the image in all (the boot
     # and the checks read a part of the root; the figures are logged).
-    [ "$sent" -gt 0 ] && [ "$sent" -lt "$size" ] && [ "$whole" = 0 ] ||
+    if ! { [ "$sent" -gt 0 ] && [ "$sent" -lt "$size" ] && [ "$whole" = 0 ]; }; then
         record "$name-bytes" FAIL - "nginx sent $sent bytes of the $size-byte image, $whole answers not ranges: not lazy"
+    fi
 }
 
 # --- dracut-iso9660 ----------------------------------------------------------

@@ -466,6 +466,7 @@ scenario_net-cow() {
     net_setup net-cow
     local disk=$ND/persist.img append=("httpfs=http://10.0.2.100/root.cloop" "cow=LABEL=NETCOW:/live/knoppix.cow")
     part_disk "$disk" ext4 NETCOW 64
+    # shellcheck disable=SC2054 # commas inside QEMU's arguments
     local drive=(-drive if=virtio,format=raw,file="$disk")
     local shut="cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached"
     local persist=/run/initramfs/persist/live/knoppix.cow
