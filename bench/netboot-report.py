@@ -63,8 +63,8 @@ def load(f):
 
 print(f"Host: {s['nproc']} cores ({s['cpu']}), Linux {s['host_kernel']}, {s['qemu']}, nginx {s['nginx']}; "
       f"`qemu-system-x86_64 -accel tcg -m {s['mem']} -smp {s['smp']} -kernel vmlinuz -initrd initrd.gz` "
-      f"(the ISO's own, mklive -N) with `-cdrom debian.iso` (cd) or a virtio NIC on user networking "
-      f"with restrict=on and a guestfwd rule to nginx (the others); guest kernel Debian {s['kernel']}, "
+      f"(the ISO's own, mklive -N) and a virtio NIC on user networking with restrict=on and a guestfwd "
+      f"rule to nginx, plus `-cdrom debian.iso` for cd; guest kernel Debian {s['kernel']}, "
       f"`{s['append']}` plus the contender's option. Image {s['image']:,} bytes, ISO {s['iso']:,} bytes, "
       f"initramfs {s['initrd']:,} bytes. Delay proxy: {s['delay_ms']} ms each way per chunk; "
       f"prefetch contender: `cloopbox.prefetch={s['prefetch']}`. Load average {load('load-before')} "
