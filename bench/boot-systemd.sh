@@ -126,13 +126,11 @@ bench_boot() {
     # reports afterwards (until BOOT-DONE) is not boot time.
     BOOT_MARK="^ROOT-UP multi-user" QEMU_SMP=$SMP QEMU_MEM=$MEM boot "$name-$rnd" "^BOOT-DONE|$BENCH_FAIL" \
         -cdrom "$name.iso" -boot d
-    python3 - "$name" "$rnd" "logs/$name-$rnd.log.times" "$BOOT_END" "${BOOT_CPU:--}" "$BOOT_LOAD" "$BENCH_FAIL" <<'PY'
+    PYTHONPATH="$ROOT/bench" python3 - "$name" "$rnd" "logs/$name-$rnd.log.times" "$BOOT_END" "${BOOT_CPU:--}" "$BOOT_LOAD" "$BENCH_FAIL" <<'PY'
 import json, re, sys
+from bootstats import console, multiuser_marks
 name, rnd, log_path, end, cpu, load, fail = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6]), re.compile(sys.argv[7])
-lines = []
-for l in open(log_path, errors="replace", newline="\n"):
-    t, _, text = l.rstrip("\n").partition(" ")
-    lines.append((float(t), text))
+lines = console(log_path)
 cpu = None if cpu == "-" else float(cpu)
 stop = {"timeout": "timeout", "exit": "QEMU exited"}.get(end)
 if end == "until" and not any(t.startswith("BOOT-DONE") for _, t in lines):
@@ -152,13 +150,7 @@ for t, text in lines:
 if "initrd_start_s" in res and "switch_s" in res:
     res["initrd_phase_s"] = round(res["switch_s"] - res["initrd_start_s"], 3)
 for t, text in lines:
-    m = re.match(r"ROOT-UP multi-user uptime=([\d.]+)", text)
-    if m:
-        res["multiuser_host_s"] = round(t, 3)
-        res["multiuser_guest_s"] = float(m.group(1))
-    m = re.match(r"BOOT-DONE uptime=[\d.]+ state=(\S+)", text)
-    if m:
-        res["state"] = m.group(1)
+    multiuser_marks(res, t, text)
     m = re.match(r"BOOT-DISK: (nbd0|loop0) (\d+) (\d+)", text)
     if m and int(m.group(2)) > 0:
         res["dev"], res["dev_reqs"], res["dev_mb"] = m.group(1), int(m.group(2)), int(m.group(3)) * 512 / 1e6
@@ -192,17 +184,13 @@ done
 rm -f runs.jsonl logs/*.log logs/*.log.times
 say "$RUNS rounds of ${#NAMES[@]} boots (${NAMES[*]}), rotated order, -smp $SMP"
 cut -d' ' -f1-3 /proc/loadavg > load-before
-for ((r = 1; r <= RUNS; r++)); do
-    n=${#NAMES[@]}
-    for ((i = 0; i < n; i++)); do
-        bench_boot "${NAMES[$(((i + r - 1) % n))]}" "$r"
-    done
-done
+bench_rounds bench_boot "${NAMES[@]}"
 cut -d' ' -f1-3 /proc/loadavg > load-after
 
 # --- report ------------------------------------------------------------------
-python3 - "$(IFS=,; echo "${NAMES[*]}")" "$RUNS" <<'PY' | tee report.md
-import json, statistics, sys
+PYTHONPATH="$ROOT/bench" python3 - "$(IFS=,; echo "${NAMES[*]}")" "$RUNS" <<'PY' | tee report.md
+import json, sys
+from bootstats import Stats
 names = [n for n in sys.argv[1].split(",") if n]
 sizes = json.load(open("sizes.json"))
 runs = [json.loads(l) for l in open("runs.jsonl")]
@@ -212,19 +200,8 @@ for r in runs:
     if "welcome_s" in r and "multiuser_host_s" in r:
         r["systemd_phase_s"] = r["multiuser_host_s"] - r["welcome_s"]
 
-def vals(n, key):
-    return [r[key] for r in runs if r["name"] == n and not r["error"] and r.get(key) is not None]
-
-def med(n, key):
-    v = vals(n, key)
-    return statistics.median(v) if v else None
-
-def cell(n, key, fmt="{:.1f}"):
-    v = vals(n, key)
-    if not v:
-        return "—"
-    m = fmt.format(statistics.median(v))
-    return f"{m} ({fmt.format(min(v))}–{fmt.format(max(v))})" if len(v) > 1 else m
+stats = Stats(runs)
+vals, med, cell = stats.vals, stats.med, stats.cell
 
 def ratio(n, key):
     ref = "squashfs"

@@ -223,13 +223,7 @@ for s in "${SMPS[@]}"; do for c in "${NAMES[@]}"; do PAIRS+=("$c $s"); done; don
 rm -f runs.jsonl logs/*.log logs/*.log.times
 say "$RUNS rounds of ${#PAIRS[@]} boots (${NAMES[*]} at -smp ${SMPS[*]}), rotated order"
 cut -d' ' -f1-3 /proc/loadavg > load-before
-for ((r = 1; r <= RUNS; r++)); do
-    n=${#PAIRS[@]}
-    for ((i = 0; i < n; i++)); do
-        # shellcheck disable=SC2086
-        bench_boot ${PAIRS[$(((i + r - 1) % n))]} "$r"
-    done
-done
+bench_rounds bench_boot "${PAIRS[@]}"
 cut -d' ' -f1-3 /proc/loadavg > load-after
 
 # --- report ------------------------------------------------------------------

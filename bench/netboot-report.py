@@ -13,6 +13,8 @@ import json
 import statistics
 import sys
 
+from bootstats import Stats
+
 names = [n for n in sys.argv[1].split(",") if n]
 runs_n, par_n = sys.argv[2], int(sys.argv[3])
 s = json.load(open("sizes.json"))
@@ -32,21 +34,8 @@ for r in runs:
 ok = [r for r in runs if not r["error"]]
 
 
-def vals(n, key):
-    return [r[key] for r in ok if r["name"] == n and r.get(key) is not None]
-
-
-def med(n, key):
-    v = vals(n, key)
-    return statistics.median(v) if v else None
-
-
-def cell(n, key, fmt="{:.1f}"):
-    v = vals(n, key)
-    if not v:
-        return "—"
-    m = fmt.format(statistics.median(v))
-    return f"{m} ({fmt.format(min(v))}–{fmt.format(max(v))})" if len(v) > 1 else m
+stats = Stats(runs)
+vals, med, cell = stats.vals, stats.med, stats.cell
 
 
 def ratio(n, ref, key):
@@ -74,8 +63,8 @@ def load(f):
 
 print(f"Host: {s['nproc']} cores ({s['cpu']}), Linux {s['host_kernel']}, {s['qemu']}, nginx {s['nginx']}; "
       f"`qemu-system-x86_64 -accel tcg -m {s['mem']} -smp {s['smp']} -kernel vmlinuz -initrd initrd.gz` "
-      f"(the ISO's own, mklive -N) with `-cdrom debian.iso` (cd) or a virtio NIC on user networking "
-      f"with restrict=on and a guestfwd rule to nginx (the others); guest kernel Debian {s['kernel']}, "
+      f"(the ISO's own, mklive -N) and a virtio NIC on user networking with restrict=on and a guestfwd "
+      f"rule to nginx, plus `-cdrom debian.iso` for cd; guest kernel Debian {s['kernel']}, "
       f"`{s['append']}` plus the contender's option. Image {s['image']:,} bytes, ISO {s['iso']:,} bytes, "
       f"initramfs {s['initrd']:,} bytes. Delay proxy: {s['delay_ms']} ms each way per chunk; "
       f"prefetch contender: `cloopbox.prefetch={s['prefetch']}`. Load average {load('load-before')} "

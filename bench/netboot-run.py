@@ -12,12 +12,11 @@ import json
 import re
 import sys
 
+from bootstats import console, multiuser_marks
+
 name, rnd, guest, log_path, end, cpu, load, fail, access, start, uri = sys.argv[1:12]
 fail = re.compile(fail)
-lines = []
-for raw in open(log_path, errors="replace", newline="\n"):
-    t, _, text = raw.rstrip("\n").partition(" ")
-    lines.append((float(t), text.rstrip("\r")))
+lines = console(log_path)
 stop = {"timeout": "timeout", "exit": "QEMU exited"}.get(end)
 if end == "until" and not any(t.startswith("BOOT-DONE") for _, t in lines):
     stop = "failure: " + next((t for _, t in lines if fail.search(t)), "?")
@@ -37,13 +36,7 @@ for t, text in lines:
     m = re.search(r"fetch: (\d+) MiB copied in ([\d.]+) s", text)
     if m:
         res["fetch_s"] = float(m.group(2))
-    m = re.match(r"ROOT-UP multi-user uptime=([\d.]+)", text)
-    if m:
-        res["multiuser_host_s"] = round(t, 3)
-        res["multiuser_guest_s"] = float(m.group(1))
-    m = re.match(r"BOOT-DONE uptime=[\d.]+ state=(\S+)", text)
-    if m:
-        res["state"] = m.group(1)
+    multiuser_marks(res, t, text)
     m = re.match(r"BOOT-DISK: (nbd0) (\d+) (\d+)", text)
     if m:
         res["dev_reqs"], res["dev_bytes"] = int(m.group(2)), int(m.group(3)) * 512

@@ -157,12 +157,8 @@ IFS=, read -ra NAMES <<< "$CONTENDERS"
 rm -f runs.jsonl logs/*.log logs/*.log.times
 say "$RUNS rounds of ${#NAMES[@]} boots (${NAMES[*]}), rotated order, -smp $SMP"
 cut -d' ' -f1-3 /proc/loadavg > load-before
-for ((r = 1; r <= RUNS; r++)); do
-    n=${#NAMES[@]}
-    for ((i = 0; i < n; i++)); do
-        one_boot "${NAMES[$(((i + r - 1) % n))]}" "$r" 1 /debian.iso "$(wc -l < access.log)"
-    done
-done
+seq_boot() { one_boot "$1" "$2" 1 /debian.iso "$(wc -l < access.log)"; }
+bench_rounds seq_boot "${NAMES[@]}"
 cut -d' ' -f1-3 /proc/loadavg > load-mid
 
 # PARALLEL guests at once, par-http and par-cd alternating (which goes

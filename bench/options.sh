@@ -26,3 +26,19 @@ bench_options() {
     shift $((OPTIND - 1))
     BENCH=$(mkdir -p "${1:-$ROOT/work/bench}" && cd "${1:-$ROOT/work/bench}" && pwd)
 }
+
+# bench_rounds CMD ITEM...: RUNS rounds; each runs `CMD ITEM ROUND` once
+# per ITEM, in an order rotated by one each round, so that a burst of load
+# from elsewhere on the shared host hits every item alike. An ITEM is
+# split into words: "ours 2" calls `CMD ours 2 ROUND`.
+bench_rounds() {
+    local cmd=$1 r i
+    shift
+    for ((r = 1; r <= RUNS; r++)); do
+        for ((i = 0; i < $#; i++)); do
+            local k=$(((i + r - 1) % $# + 1))
+            # shellcheck disable=SC2086 # the split is the point
+            "$cmd" ${!k} "$r"
+        done
+    done
+}
