@@ -281,6 +281,29 @@ fn nginx_reading_a_few_blocks_fetches_far_less_than_the_image() {
 }
 
 #[test]
+fn a_read_whose_tail_is_buffered_fetches_only_its_head() {
+    let ng = Nginx::start();
+    let data = payload(1 << 20, 9);
+    std::fs::write(ng.www().join("raw.bin"), &data).unwrap();
+    let (mut opts, _log) = quiet_opts(Retry::Attempts(2));
+    opts.readahead = 0;
+    let file = RemoteFile::open(&Url::parse(&ng.url("/raw.bin")).unwrap(), opts).unwrap();
+    let mut tail = vec![0u8; 64 << 10];
+    file.read_at(&mut tail, 64 << 10).unwrap();
+    // Head missing, tail buffered, and a second gap past the tail.
+    let mut buf = vec![0u8; 192 << 10];
+    file.read_at(&mut buf, 0).unwrap();
+    assert!(buf[..] == data[..192 << 10]);
+    let ranges: Vec<(u64, String)> =
+        ng.log().into_iter().filter(|e| e.4 == "/raw.bin").map(|e| (e.1, e.2)).collect();
+    let sent: u64 = ranges.iter().map(|r| r.0).sum();
+    // The probe's byte, the tail, then only the two gaps.
+    assert_eq!(sent, 1 + (192 << 10), "{ranges:?}");
+    assert!(ranges.iter().any(|r| r.1 == "bytes=0-65535"), "{ranges:?}");
+    assert!(ranges.iter().any(|r| r.1 == "bytes=131072-196607"), "{ranges:?}");
+}
+
+#[test]
 fn nginx_redirects_and_errors() {
     let ng = Nginx::start();
     let data = payload(200_000, 3);
