@@ -167,8 +167,7 @@ pub struct QueueState {
 }
 
 /// Sets `/sys/block/DEVICE/queue/{max_sectors_kb,read_ahead_kb}` (DEVICE
-/// `nbdN` or `ublkbN`) for an
-/// image of `image_block` bytes per block. `auto` raises each (never
+/// `nbdN` or `ublkbN`) for an image of `image_block` bytes per block. `auto` raises each (never
 /// lowers it) to the image's block size, so that one request and one
 /// read-ahead window can cover a whole image block; a number of KiB is set
 /// as given. `max_sectors_kb` is capped at `max_hw_sectors_kb`.

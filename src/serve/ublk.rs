@@ -163,7 +163,7 @@ fn serve_queue(
             let d = IoDesc::decode(&q.desc(tag));
             let result = match q.buf(tag) {
                 Some(buf) => crate::ublk::handle(dev, &d, buf),
-                None => -5,
+                None => -crate::ublk::EIO,
             };
             q.commit(tag, result).map_err(|e| format!("ublk: {path}: queue {q_id}: {e}"))?;
         }

@@ -18,6 +18,8 @@ use proto::{IoDesc, Op};
 
 const SECTOR: u64 = 512;
 const EINVAL: i32 = 22;
+/// What a queue answers when it cannot serve a request at all.
+pub const EIO: i32 = 5;
 const EOPNOTSUPP: i32 = 95;
 
 fn errno(e: &io::Error) -> i32 {

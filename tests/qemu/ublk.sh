@@ -88,13 +88,14 @@ scenario_ublk-bench() {
         boot ublk-bench "UBLK: (BENCH DONE|FAIL)|Kernel panic" -kernel "$KERNEL" -initrd "$dir/initrd.gz" \
         -append "console=ttyS0 panic=-1 loglevel=4 no_timer_check rdinit=/test-init ublk.bench=$rounds"
     if [ "$INTERACTIVE" != 1 ]; then
-        local t w
+        local t w medians=""
         for w in seq tar; do
             for t in nbd ublk; do
-                tr -d '\r' < "$log" | awk -v t=$t -v w=$w '$1 == "UBLK-BENCH:" && $3 == t && $4 == w { print $5 }' |
-                    sort -n | awk -v t=$t -v w=$w '{ v[NR] = $1 } END { if (NR) printf "UBLK-MEDIAN: %s %s %.2f s (%d rounds: %s)\n", w, t, v[int((NR + 1) / 2)], NR, v[1] "-" v[NR] }' >> "$log"
+                medians+=$(tr -d '\r' < "$log" | awk -v t=$t -v w=$w '$1 == "UBLK-BENCH:" && $3 == t && $4 == w { print $5 }' |
+                    sort -n | awk -v t=$t -v w=$w '{ v[NR] = $1 } END { if (NR) printf "UBLK-MEDIAN: %s %s %.2f s (%d rounds: %s)\n", w, t, v[int((NR + 1) / 2)], NR, v[1] "-" v[NR] }')$'\n'
             done
         done
+        printf '%s' "$medians" >> "$log"
         echo "HOST-LOAD: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$log"
         grep "UBLK-MEDIAN" "$log" >&2 || true
     fi

@@ -34,7 +34,7 @@ start_server() {
     PID=$!
     i=0
     until head -n 1 /tmp/dev.out | grep -q "^/dev/"; do
-        kill -0 $PID 2>/dev/null || fail "cloopd $* ended without a device: $(cat /tmp/srv.err)"
+        kill -0 "$PID" 2>/dev/null || fail "cloopd $* ended without a device: $(cat /tmp/srv.err)"
         i=$((i + 1)); [ $i -lt 1200 ] || fail "cloopd $* printed no device in 120 s"
         sleep 0.1
     done
@@ -42,8 +42,8 @@ start_server() {
 }
 # stop_server: SIGTERM, and the server must exit 0.
 stop_server() {
-    kill -TERM $PID
-    wait $PID
+    kill -TERM "$PID"
+    wait "$PID"
     rc=$?
     [ $rc = 0 ] || fail "cloopd exited $rc after SIGTERM: $(cat /tmp/srv.err)"
 }
@@ -67,20 +67,20 @@ if [ -z "$rounds" ]; then
     case $DEV in /dev/ublkb[0-9]*) ;; *) fail "cloopd printed \"$DEV\"" ;; esac
     name=${DEV#/dev/}
     step "serving $DEV: $(sed -n 2p /tmp/dev.out)"
-    size=$(($(cat /sys/block/$name/size) * 512))
+    size=$(($(cat /sys/block/"$name"/size) * 512))
     [ "$size" = "$(cat /expected.size)" ] || fail "$DEV has $size bytes, the image $(cat /expected.size)"
-    [ "$(cat /sys/block/$name/ro)" = 1 ] || fail "$DEV is not read-only"
-    sum=$(sha256sum < $DEV | cut -d" " -f1)
+    [ "$(cat /sys/block/"$name"/ro)" = 1 ] || fail "$DEV is not read-only"
+    sum=$(sha256sum < "$DEV" | cut -d" " -f1)
     [ "$sum" = "$(cat /expected.sha256)" ] || fail "sha256 of $DEV is $sum, the host's $(cat /expected.sha256)"
     step "sha256 of all $size bytes of $DEV matches the host's"
-    mount -t ext4 -o ro $DEV /mnt || fail "mount $DEV"
+    mount -t ext4 -o ro "$DEV" /mnt || fail "mount $DEV"
     [ "$(cat /mnt/orig.txt)" = "original text" ] || fail "orig.txt reads wrong"
     cmp -s /mnt/random.bin /random.bin || fail "random.bin reads wrong"
     umount /mnt
-    if dd if=/dev/zero of=$DEV bs=4096 count=1 oflag=direct 2> /dev/null; then fail "a write to the read-only $DEV succeeded"; fi
+    if dd if=/dev/zero of="$DEV" bs=4096 count=1 oflag=direct 2> /dev/null; then fail "a write to the read-only $DEV succeeded"; fi
     step "ext4 mounted and read; a write to the read-only device refused"
     stop_server
-    [ -e /sys/block/$name ] && fail "$DEV still exists after SIGTERM"
+    [ -e "/sys/block/$name" ] && fail "$DEV still exists after SIGTERM"
     grep -q "stopped and deleted cleanly" /tmp/srv.err || fail "no clean stop: $(cat /tmp/srv.err)"
     step "SIGTERM: $DEV stopped and deleted"
 
@@ -88,8 +88,8 @@ if [ -z "$rounds" ]; then
     mount -t ext4 /dev/vda /data || fail "mount the data disk"
     start_server /base.cloop --transport ublk --cow /data/my.cow
     name=${DEV#/dev/}
-    [ "$(cat /sys/block/$name/ro)" = 0 ] || fail "$DEV with a cowfile is read-only"
-    mount -t ext4 -o noatime $DEV /mnt || fail "mount $DEV read-write"
+    [ "$(cat /sys/block/"$name"/ro)" = 0 ] || fail "$DEV with a cowfile is read-only"
+    mount -t ext4 -o noatime "$DEV" /mnt || fail "mount $DEV read-write"
     [ "$(cat /mnt/orig.txt)" = "original text" ] || fail "orig.txt reads wrong (cow)"
     echo "written through ublk" > /mnt/new.txt
     echo "changed" >> /mnt/orig.txt
@@ -99,11 +99,11 @@ if [ -z "$rounds" ]; then
     sed "s/^/UBLK-SUM: /" /tmp/sums
     umount /mnt || fail "umount $DEV"
     stop_server
-    [ -e /sys/block/$name ] && fail "$DEV still exists after SIGTERM"
+    [ -e "/sys/block/$name" ] && fail "$DEV still exists after SIGTERM"
     step "cow: written through ext4, synced, stopped"
     # Served again from the cowfile: the same files.
     start_server /base.cloop --transport ublk --cow /data/my.cow
-    mount -t ext4 -o ro $DEV /mnt || fail "mount $DEV again"
+    mount -t ext4 -o ro "$DEV" /mnt || fail "mount $DEV again"
     (cd /mnt && sha256sum orig.txt new.txt big.bin random.bin) > /tmp/sums2 || fail "read back again"
     cmp -s /tmp/sums /tmp/sums2 || fail "files differ when served again"
     umount /mnt
@@ -124,26 +124,26 @@ bench() {
     shift 2
     start_server /usr.cloop -q "$@"
     name=${DEV#/dev/}
-    [ $r = 1 ] && step "$t: $DEV max_sectors_kb $(cat /sys/block/$name/queue/max_sectors_kb) read_ahead_kb $(cat /sys/block/$name/queue/read_ahead_kb) nr_requests $(cat /sys/block/$name/queue/nr_requests)"
+    [ "$r" = 1 ] && step "$t: $DEV max_sectors_kb $(cat /sys/block/"$name"/queue/max_sectors_kb) read_ahead_kb $(cat /sys/block/"$name"/queue/read_ahead_kb) nr_requests $(cat /sys/block/"$name"/queue/nr_requests)"
     sync; echo 3 > /proc/sys/vm/drop_caches
     t0=$(now)
-    dd if=$DEV of=/dev/null bs=1M 2> /dev/null || fail "dd $DEV"
+    dd if="$DEV" of=/dev/null bs=1M 2> /dev/null || fail "dd $DEV"
     t1=$(now)
-    echo "UBLK-BENCH: $r $t seq $(secs $t0 $t1)"
+    echo "UBLK-BENCH: $r $t seq $(secs "$t0" "$t1")"
     stop_server
     start_server /usr.cloop -q "$@"
-    mount -t ext4 -o ro $DEV /mnt || fail "mount $DEV"
+    mount -t ext4 -o ro "$DEV" /mnt || fail "mount $DEV"
     sync; echo 3 > /proc/sys/vm/drop_caches
     t0=$(now)
     bytes=$(tar cf - -C /mnt usr | wc -c) || fail "tar"
     t1=$(now)
-    echo "UBLK-BENCH: $r $t tar $(secs $t0 $t1) $bytes"
+    echo "UBLK-BENCH: $r $t tar $(secs "$t0" "$t1") $bytes"
     umount /mnt
     stop_server
 }
 r=1
 while [ $r -le "$rounds" ]; do
-    if [ $((r % 2)) = 1 ]; then bench $r nbd; bench $r ublk; else bench $r ublk; bench $r nbd; fi
+    if [ $((r % 2)) = 1 ]; then bench "$r" nbd; bench "$r" ublk; else bench "$r" ublk; bench "$r" nbd; fi
     r=$((r + 1))
 done
 step "BENCH DONE"
