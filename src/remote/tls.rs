@@ -248,6 +248,37 @@ KwbrSL3Gj/geP9vwF8Eh12lFeq4v6br4oA==
     }
 
     #[test]
+    fn mutated_ca_files_never_panic() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut accepted = 0;
+        for _ in 0..3000 {
+            let mut m = CA.as_bytes().to_vec();
+            for _ in 0..1 + next() % 3 {
+                let i = (next() % m.len() as u64) as usize;
+                match next() % 3 {
+                    0 => m[i] = next() as u8,
+                    1 => {
+                        m.remove(i);
+                    }
+                    _ => m.insert(i, b"-\nA/+=B"[(next() % 7) as usize]),
+                }
+            }
+            if parse_ca_pem(&m).is_ok() {
+                accepted += 1;
+            }
+        }
+        // Most mutations break the base64 or the DER; a few land in
+        // places that do not matter (the signature, line breaks).
+        assert!(accepted < 3000, "{accepted}");
+    }
+
+    #[test]
     fn built_in_roots_are_there_and_a_missing_ca_file_is_named() {
         assert!(Tls::new(None).is_ok());
         assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
