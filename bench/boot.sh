@@ -125,7 +125,7 @@ build() {
         # --verity: the image's tree onto the CD, cloopbox.verity= into the command line.
         MKLIVE_ARGS=()
         [[ $b != *-verity ]] || MKLIVE_ARGS=(--verity)
-        MKLIVE_INITRD=$i make_iso "$(iso "$n")" "$APPEND$(extra "$n")" "$b.img"
+        MKLIVE_INITRD=$i make_iso "$(iso "$n")" "$APPEND$(extra "$n")" "$b.img" > /dev/null
         echo "$n $(stat -c %s "$b.img") $(stat -c %s "$i")"
     done > sizes.txt
     cat > host.json <<JSON

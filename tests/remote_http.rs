@@ -1228,3 +1228,42 @@ fn nginx_verified_image_in_an_iso_finds_its_tree_in_the_iso() {
     let e = Cloopd::try_start(d, Path::new(&ng.url("/notree.iso")), &["--root-hash", &root]).err().unwrap();
     assert!(e.contains("no hash tree") && e.contains("the ISO has no file KNOPPIX/KNOPPIX.verity"), "{e}");
 }
+
+#[test]
+fn nginx_a_tree_replaced_on_the_server_is_pinned_like_the_image() {
+    let ng = Nginx::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // 32 MiB: 8192 data blocks, level 0 is 64 hash blocks (256 KiB), so
+    // the level-0 block of the last data block is far from what the
+    // daemon read at start (superblock, level 1) and at first use.
+    let data = payload(32 << 20, 23);
+    let (image, tree, root) = make_verified(d, "big.cloop", &data);
+    std::fs::copy(&image, ng.www().join("big.cloop")).unwrap();
+    std::fs::copy(&tree, ng.www().join("big.cloop.verity")).unwrap();
+    let server = Cloopd::start(d, Path::new(&ng.url("/big.cloop")), &["--root-hash", &root]);
+    let first = common::qemu_io(&server.uri(), "read -v 0 4096");
+    assert!(!first.contains("error") && first.contains("00000000:"), "{first}");
+    // The tree is replaced: the same length, one byte of the last
+    // level-0 block changed, a new modification time (so a new ETag).
+    let mut t = std::fs::read(&tree).unwrap();
+    let last_leaf = t.len() - 4096;
+    t[last_leaf + 7] ^= 1;
+    let new = ng.www().join("big.cloop.verity.new");
+    std::fs::write(&new, &t).unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(100);
+    std::fs::File::options().write(true).open(&new).unwrap().set_modified(later).unwrap();
+    std::fs::rename(&new, ng.www().join("big.cloop.verity")).unwrap();
+    let last = (32 << 20) - 4096;
+    let out = common::qemu_io(&server.uri(), &format!("read -v {last} 4096"));
+    assert!(out.contains("Input/output error"), "{out}");
+    let (_, log) = server.stop();
+    assert!(
+        log.contains(&format!("{}: the image on the server changed", ng.url("/big.cloop.verity")))
+            && log.contains("refusing to mix two images"),
+        "{log}"
+    );
+    // nginx refused the conditional request for the new tree: 412.
+    let tree_log: Vec<_> = ng.log().into_iter().filter(|e| e.4 == "/big.cloop.verity").collect();
+    assert!(tree_log.iter().any(|e| e.0 == 412), "{tree_log:?}");
+}

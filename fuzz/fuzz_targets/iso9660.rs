@@ -1,7 +1,8 @@
 //! Fuzz target: any bytes as an ISO 9660 image.
 //!
-//! The volume descriptors, the root directory and the path walk to
-//! `KNOPPIX/KNOPPIX` (and `KNOPPIX1`…), then reads through the `Slice` of
+//! The volume descriptors, the root directory (Rock Ridge names
+//! included) and the path walk to `KNOPPIX/KNOPPIX` (and `KNOPPIX1`…,
+//! `KNOPPIX.verity`), then reads through the `Slice` of
 //! every file found. Errors are expected; panics, hangs and allocations
 //! sized by what the image merely claims are bugs. Small inputs are padded
 //! to 40 KiB so the descriptors at sector 16 are reachable.
@@ -26,6 +27,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(vol) = Volume::open(&*dev) {
         let _ = vol.list(&*dev, &vol.root);
         let _ = vol.find(&*dev, "boot/isolinux/isolinux.cfg");
+        // A name found by its Rock Ridge NM entries (the hash tree).
+        let _ = vol.find(&*dev, "KNOPPIX/KNOPPIX.verity");
     }
     if let Ok(found) = knoppix_images(&*dev) {
         for (_, extents) in found {

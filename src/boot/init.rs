@@ -330,8 +330,9 @@ fn choose_cowfile(image_path: &Path, image: &Image, changes: &Changes, log: &Log
 /// PATH.verity inside a remote ISO) and its upper levels match that root;
 /// any problem is a reason to refuse the boot. `iso`: the remote ISO the
 /// image is in. `only`: the image is the only one of this boot (a network
-/// root, one file in RAM), so a single root hash is its, whatever its file
-/// is called. `ca_file`: trusted certificates for an `https://` tree.
+/// root, on the server or fetched into RAM), so a single root hash is its,
+/// whatever its file is called. `ca_file`: trusted certificates for an
+/// `https://` tree.
 #[allow(clippy::too_many_arguments)]
 fn verified(
     path: &Path,
@@ -350,12 +351,8 @@ fn verified(
         what: format!("{}: refusing to boot an image that does not match cloopbox.verity=", path.display()),
         details: vec![why],
     };
-    let root = match (verity.root_for(&name), verity) {
-        (Ok(root), _) => root,
-        (Err(_), VerityRoots::Roots(roots)) if only && roots.len() == 1 => Some(roots[0].1),
-        (Err(why), _) => return Err(refuse(why)),
-    };
-    let Some(root) = root else { return Ok(None) };
+    let root = if only { verity.root_for_only(&name) } else { verity.root_for(&name) };
+    let Some(root) = root.map_err(refuse)? else { return Ok(None) };
     let tree = crate::verity::source::Source::next_to(path, iso);
     let opts = crate::remote::options(false, None, ca_file);
     tree.open(root, crate::blockdev::ReadAt::size(image), opts).map_err(refuse)?;
@@ -368,7 +365,8 @@ fn verified(
     Ok(Some(root))
 }
 
-/// Serves every image and assembles the root at `root`.
+/// Serves every image and assembles the root at `root`. `net_root`: the
+/// one image is a network root (on the server, or fetched into RAM).
 fn assemble_root(
     images: &[PathBuf],
     root: &Path,
@@ -376,6 +374,7 @@ fn assemble_root(
     verity: &VerityRoots,
     daemon_flags: &[String],
     ca_file: Option<&Path>,
+    net_root: bool,
     log: &Log,
 ) -> Result<Vec<Served>, Failure> {
     mkdir(IMAGES_DIR)?;
@@ -393,7 +392,7 @@ fn assemble_root(
         })?;
         let block = min_io_size(&image, &fs).min(4096);
         let iso = remote.and_then(|o| o.iso);
-        let hash = verified(path, &image, iso.as_ref(), verity, images.len() == 1, ca_file, log)?;
+        let hash = verified(path, &image, iso.as_ref(), verity, net_root, ca_file, log)?;
         log.info(&format!(
             "{}: {} image, {} filesystem '{}'",
             path.display(),
@@ -633,7 +632,7 @@ pub fn mount_root(
             Err(why) => log.warn(&format!("{why}: booting from the medium instead")),
         }
     }
-    let served = serve_images(opts, &images, root, log)?;
+    let served = serve_images(opts, &images, root, false, log)?;
     // Knoppix shows the medium at /mnt-system where the root has it.
     if !in_ram && root.join("mnt-system").is_dir() {
         let _ = rustix::mount::mount_bind(LIVE, root.join("mnt-system"));
@@ -645,11 +644,12 @@ pub fn mount_root(
 }
 
 /// The cow tmpfs, persistence, the daemons and the root at `root`, for
-/// images on a medium, in RAM or on an HTTP server.
+/// images on a medium, in RAM or on an HTTP server (`net_root`).
 fn serve_images(
     opts: &BootOptions,
     images: &[PathBuf],
     root: &Path,
+    net_root: bool,
     log: &Log,
 ) -> Result<Vec<Served>, Failure> {
     mount_cow_tmpfs(opts.cow_size)?;
@@ -662,7 +662,7 @@ fn serve_images(
     if let Some(ca) = &ca_file {
         flags.extend(["--ca-file".to_string(), ca.display().to_string()]);
     }
-    assemble_root(images, root, &changes, &opts.verity, &flags, ca_file.as_deref(), log)
+    assemble_root(images, root, &changes, &opts.verity, &flags, ca_file.as_deref(), net_root, log)
 }
 
 fn stage_exit_initramfs(log: &Log) {
@@ -706,7 +706,7 @@ pub fn mount_net_root(
             Err(why) => log.warn(&format!("fetch: {why}: booting lazily from {} instead", net.url)),
         }
     }
-    let served = serve_images(opts, &images, root, log)?;
+    let served = serve_images(opts, &images, root, true, log)?;
     if stage_exitrd {
         stage_exit_initramfs(log);
     }

@@ -210,6 +210,17 @@ impl VerityRoots {
             }),
         }
     }
+
+    /// [`VerityRoots::root_for`], for the only image of a boot (a network
+    /// root, or its copy in RAM): a single root hash is its, whatever the
+    /// file is called (`x.cloop` on a server, with a bare hash that is
+    /// nominally `KNOPPIX`'s).
+    pub fn root_for_only(&self, image: &str) -> Result<Option<crate::verity::Digest>, String> {
+        match (self.root_for(image), self) {
+            (Err(_), VerityRoots::Roots(roots)) if roots.len() == 1 => Ok(Some(roots[0].1)),
+            (r, _) => r,
+        }
+    }
 }
 
 /// A relative path on the medium: no empty, `.` or `..` components.
@@ -624,6 +635,15 @@ mod tests {
         assert_eq!(o.verity.root_for("KNOPPIX1").unwrap(), Some([0xcd; 32]));
         assert_eq!(opts("quiet").verity.root_for("KNOPPIX").unwrap(), None);
         assert!(o.warnings.is_empty());
+        // The only image of a boot: one hash is its, whatever its name;
+        // with several, the name must match.
+        assert_eq!(o.verity.root_for_only("KNOPPIX1").unwrap(), Some([0xcd; 32]));
+        assert!(o.verity.root_for_only("root.cloop").is_err());
+        let one = opts(&format!("cloopbox.verity={a}"));
+        assert_eq!(one.verity.root_for_only("root.cloop").unwrap(), Some([0xab; 32]));
+        assert_eq!(opts("quiet").verity.root_for_only("root.cloop").unwrap(), None);
+        let bad = opts("cloopbox.verity=xyz");
+        assert!(bad.verity.root_for_only("KNOPPIX").is_err(), "malformed stays a refusal");
     }
 
     #[test]

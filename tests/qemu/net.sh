@@ -58,8 +58,10 @@
 #                (a second boot) with the tree and a wrong root hash: both
 #                refused naming the URL, rescue shell, nothing served
 #   net-verity-fetch
-#                fetch= of the verified image: its tree comes along into
-#                RAM, the copy is served with --root-hash and checked
+#                fetch= of the verified image (as vroot.cloop: the one
+#                root hash is the network root's whatever its name): its
+#                tree comes along into RAM, the copy is served with
+#                --root-hash and checked
 #   net-cow      persistence with a network root: httpfs= and
 #                cow=LABEL=NETCOW:/live/knoppix.cow on a local ext4 disk;
 #                boot 1 writes its boot id and powers off through the
@@ -383,12 +385,14 @@ scenario_net-https-noca() {
         record net-https-noca-log FAIL - "nginx logged requests although the certificate was refused"
 }
 
-# net_verity_setup NAME IMAGE TREE: net_setup NAME, with IMAGE on the
-# server as /KNOPPIX and TREE (if not empty) as /KNOPPIX.verity.
+# net_verity_setup NAME IMAGE TREE [FILE]: net_setup NAME, with IMAGE on
+# the server as /FILE (default KNOPPIX) and TREE (if not empty) as
+# /FILE.verity.
 net_verity_setup() {
+    local file=${4:-KNOPPIX}
     net_setup "$1"
-    cp "$2" "$ND/www/KNOPPIX"
-    [ -z "$3" ] || cp "$3" "$ND/www/KNOPPIX.verity"
+    cp "$2" "$ND/www/$file"
+    [ -z "$3" ] || cp "$3" "$ND/www/$file.verity"
 }
 
 # What a verifying daemon over HTTP produces (verity.sh's
@@ -450,14 +454,15 @@ scenario_net-verity-refused() {
 
 scenario_net-verity-fetch() {
     verity_image
-    net_verity_setup net-verity-fetch "$VERITY_WORK/root.cloop" "$VERITY_WORK/root.cloop.verity"
+    # Not called KNOPPIX: the bare root hash is the network root's anyway.
+    net_verity_setup net-verity-fetch "$VERITY_WORK/root.cloop" "$VERITY_WORK/root.cloop.verity" vroot.cloop
     net_boot net-verity-fetch "$ND" \
-        "fetch=http://10.0.2.100/KNOPPIX ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off cloopbox.verity=$VERITY_ROOT cloopbox.test=net-fetch"
+        "fetch=http://10.0.2.100/vroot.cloop ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off cloopbox.verity=$VERITY_ROOT cloopbox.test=net-fetch"
     net_teardown
     local forbid=("${NET_ABSENT[@]}" "boot failed" "verity: .*block" "booting lazily")
     check_absent net-verity-fetch "fetch= of a verified image: the tree comes along, the copy is verified" forbid \
-        "fetch: [0-9]+ MiB copied in" "FETCH-FILE: KNOPPIX[[:space:]]*$" "FETCH-FILE: KNOPPIX.verity" \
-        "/run/initramfs/toram/KNOPPIX: hash tree /run/initramfs/toram/KNOPPIX.verity matches root hash ${VERITY_ROOT:0:16}" \
+        "fetch: [0-9]+ MiB copied in" "FETCH-FILE: vroot.cloop[[:space:]]*$" "FETCH-FILE: vroot.cloop.verity" \
+        "/run/initramfs/toram/vroot.cloop: hash tree /run/initramfs/toram/vroot.cloop.verity matches root hash ${VERITY_ROOT:0:16}" \
         "DAEMON: [0-9]+ @cloopd .*--root-hash $VERITY_ROOT" "CTL: +verity checked: +[1-9][0-9]*\b" \
         "CTL: +verity refused: +0\b" "CHECKS-DONE"
 }

@@ -21,7 +21,8 @@ if [ -n "$dev" ]; then
         "max_hw_sectors_kb $($BB cat $q/max_hw_sectors_kb) read_ahead_kb $($BB cat $q/read_ahead_kb)" \
         "nr_hw_queues $($BB ls -d /sys/block/$dev/mq/* 2> /dev/null | $BB wc -l)"
 fi
-# cloopd's own counters, through its control socket (cowdev -l -v, run
+# cloopd's own counters (with cloopbox.verity=, the 4 KiB blocks hashed
+# and refused too), through its control socket (cowdev -l -v, run
 # from the daemon's own binary: a multicall binary picks the applet by
 # the name it is started as).
 daemon_status() {
@@ -29,7 +30,7 @@ daemon_status() {
         case $($BB tr '\0' ' ' < $p/cmdline 2> /dev/null) in
             @cloopd*)
                 $BB ln -sf $p/exe /tmp/cowdev
-                /tmp/cowdev -l -v /dev/nbd0 2> /dev/null | $BB sed -n "s/^ *\(cache [a-z]*\|rdoreads\|bytes read\): *\([0-9]*\)$/$1 \1=\2/p"
+                /tmp/cowdev -l -v /dev/nbd0 2> /dev/null | $BB sed -n "s/^ *\(cache [a-z]*\|verity [a-z]*\|rdoreads\|bytes read\): *\([0-9]*\)$/$1 \1=\2/p"
                 return ;;
         esac
     done
