@@ -367,6 +367,8 @@ fn verified(
 
 /// Serves every image and assembles the root at `root`. `net_root`: the
 /// one image is a network root (on the server, or fetched into RAM).
+/// `ca_file`: trusted certificates for an `https://` image's tree.
+#[allow(clippy::too_many_arguments)]
 fn assemble_root(
     images: &[PathBuf],
     root: &Path,
