@@ -240,6 +240,11 @@ pub fn run(o: Options) -> Result<(), String> {
     let warn: WarnFn = Arc::new(|msg| eprintln!("{APPLET}: {msg}"));
     let Stack { export, summary, device_block, image_block, .. } = stack::build(&o, warn.clone())?;
     let dev = export.dev.clone();
+    // Before the device exists: a failure here must not leave one behind.
+    if let Some(dir) = &o.watch_space {
+        super::watch::spawn(dir.clone(), "", warn.clone())
+            .map_err(|e| format!("--watch-space thread: {e}"))?;
+    }
     let mut control = open_control()?;
     let max_io = max_io_bytes(&o, image_block);
     let want = DevInfo {
@@ -277,10 +282,6 @@ pub fn run(o: Options) -> Result<(), String> {
     let name = format!("ublkb{}", info.dev_id);
     if let Err(e) = crate::nbd::kernel::tune_queue(Path::new("/sys/block"), &name, &o.queue, image_block) {
         warn(&format!("/dev/{name}: request shape: {e}"));
-    }
-    if let Some(dir) = &o.watch_space {
-        super::watch::spawn(dir.clone(), "", warn.clone())
-            .map_err(|e| format!("--watch-space thread: {e}"))?;
     }
     // The device path alone on stdout, for scripts, as with --device.
     println!("/dev/{name}");
