@@ -146,15 +146,17 @@ fn copy_all(label: &str, sources: &[(String, Arc<dyn ReadAt>)], log: &Log) -> Re
 /// and the daemon then verifies every block of the copy as it reads it,
 /// exactly as from a medium (docs/verity.md).
 pub fn fetch(url: &str, verify: bool, ca_file: Option<&Path>, log: &Log) -> Result<PathBuf, String> {
-    let opened = crate::remote::open(url, crate::remote::options(false, None, ca_file))
-        .map_err(|e| format!("{url}: {e}"))?;
+    let remote = crate::remote::options(false, None, ca_file);
+    let opened = crate::remote::open(url, remote.clone()).map_err(|e| format!("{url}: {e}"))?;
     log.info(&format!("fetch: {} into RAM", opened.summary));
-    let name = if opened.iso.is_none() {
-        let path = url.split(['#', '?']).next().unwrap_or(url);
-        path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("image").to_string()
-    } else {
-        let inside = opened.iso.as_ref().map_or(crate::remote::DEFAULT_ISO_PATH, |i| i.path.as_str());
-        inside.rsplit('/').next().unwrap_or("KNOPPIX").to_string()
+    // The copy is named as the image: the URL's last path segment, or the
+    // file's name inside the ISO.
+    let name = match &opened.iso {
+        None => {
+            let path = url.split(['#', '?']).next().unwrap_or(url);
+            path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("image").to_string()
+        }
+        Some(iso) => iso.path.rsplit('/').next().unwrap_or("KNOPPIX").to_string(),
     };
     let mut sources = vec![(name.clone(), opened.dev.clone())];
     if verify {
@@ -164,7 +166,7 @@ pub fn fetch(url: &str, verify: bool, ca_file: Option<&Path>, log: &Log) -> Resu
             Err(_) => opened.dev.size(),
         };
         let tree = crate::verity::source::Source::next_to(Path::new(url), opened.iso.as_ref());
-        let (dev, _) = tree.open_file(data_size, crate::remote::options(false, None, ca_file))?;
+        let (dev, _) = tree.open_file(data_size, remote)?;
         sources.push((format!("{name}.verity"), dev));
     }
     let mut copies = copy_all("fetch", &sources, log)?;
