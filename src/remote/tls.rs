@@ -3,7 +3,7 @@
 //! [`Transport`] opens a TCP connection and, for `https://`, runs the TLS
 //! handshake over it; the HTTP client reads and writes a [`Stream`] and
 //! does not know which of the two it has. The stack is rustls with the
-//! ring provider (README "Dependencies": chosen by binary size and a
+//! ring provider (README "TLS (https://)": chosen by binary size and a
 //! static musl build). Certificates are always verified: the chain up to
 //! a trusted root (Mozilla's roots built in, from webpki-roots, plus the
 //! certificates of a `--ca-file`), the host name (a DNS name is sent as
@@ -55,7 +55,7 @@ impl Tls {
         }
         // ring's provider is "deprecated" in rustls 0.23.48 only because it
         // lacks the post-quantum key exchange (X25519MLKEM768); see README
-        // "Dependencies" for why ring all the same.
+        // "TLS (https://)" for why ring all the same.
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
