@@ -78,7 +78,7 @@ fi
 # kernel has built in are skipped by depmod's modules.builtin.
 MODULES=(
     crc32c_generic crc32c-intel
-    nbd loop overlay squashfs isofs udf cdrom sr_mod
+    nbd ublk_drv loop overlay squashfs isofs udf cdrom sr_mod
     ahci ata_piix libata sd_mod scsi_mod
     virtio_blk virtio_scsi virtio_pci
     usb-storage uas xhci_pci xhci_hcd ehci_pci ehci_hcd ohci_pci uhci_hcd usbhid hid_generic

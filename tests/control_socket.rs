@@ -13,7 +13,7 @@ use std::time::Duration;
 use cloopbox::blockdev::{BlockDev, MemDev};
 use cloopbox::control::client::{self, ClientError};
 use cloopbox::control::meter::Metered;
-use cloopbox::control::proto::{socket_name, MAX_REQUEST};
+use cloopbox::control::proto::{socket_name, KernelDevice, MAX_REQUEST};
 use cloopbox::control::server::{self, READ_TIMEOUT};
 use cloopbox::control::{Command, ControlServer, Info, Pending, Target};
 use cloopbox::cow::overlay::{Overlay, OverlayOptions};
@@ -36,7 +36,7 @@ fn gone_pid() -> u32 {
 }
 
 struct Fixture {
-    index: u32,
+    device: KernelDevice,
     name: String,
     server: Option<ControlServer>,
     dev: Arc<dyn BlockDev>,
@@ -45,22 +45,28 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-/// A 256 KiB base with a cowfile, metered, behind a control socket.
+/// A 256 KiB base with a cowfile, metered, behind the control socket of
+/// a fake `/dev/nbdN`.
 fn fixture() -> Fixture {
+    fixture_of(KernelDevice::Nbd)
+}
+
+/// The same behind the control socket of a fake device of `kind`.
+fn fixture_of(kind: fn(u32) -> KernelDevice) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let cow = dir.path().join("my cow");
     let base: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
     let opts = OverlayOptions { base_name: "base".into(), ..OverlayOptions::default() };
     let overlay = Arc::new(Overlay::open(MemDev::new(base), &cow, &opts).unwrap());
     let meter = Arc::new(Metered::new(overlay.clone() as Arc<dyn BlockDev>));
-    let index = fake_index();
+    let device = kind(fake_index());
     let (tx, detaches) = mpsc::channel();
     let tx = Mutex::new(tx);
     let stats = overlay.clone();
     let synced = overlay.clone();
     let target = Target {
         info: Info {
-            device: format!("/dev/nbd{index}"),
+            device: device.to_string(),
             pid: gone_pid(),
             image: "/images/base image".into(),
             cow: Some(cow.clone()),
@@ -75,9 +81,9 @@ fn fixture() -> Fixture {
             let _ = tx.lock().unwrap().send(p);
         }),
     };
-    let name = socket_name(index);
+    let name = socket_name(device);
     let server = server::start(&name, Arc::new(target)).unwrap();
-    Fixture { index, name, server: Some(server), dev: meter, cow, detaches, _dir: dir }
+    Fixture { device, name, server: Some(server), dev: meter, cow, detaches, _dir: dir }
 }
 
 fn status(f: &Fixture) -> String {
@@ -121,7 +127,7 @@ fn status_sync_and_info_reflect_the_stack() {
     assert_eq!((h.cowused, h.is_dirty()), (3, false));
 
     let info = Info::decode(&client::request(&f.name, Command::Info, T).unwrap()).unwrap();
-    assert_eq!(info.device, format!("/dev/nbd{}", f.index));
+    assert_eq!(info.device, f.device.to_string());
     assert_eq!(info.cow.as_deref(), Some(f.cow.as_path()));
 }
 
@@ -226,7 +232,9 @@ fn the_name_is_free_after_stop_and_taken_while_running() {
 #[test]
 fn listening_servers_are_discovered() {
     let f = fixture();
-    assert!(client::devices().unwrap().contains(&f.index));
+    assert!(client::devices().unwrap().contains(&f.device));
+    let u = fixture_of(KernelDevice::Ublk);
+    assert!(client::devices().unwrap().contains(&u.device));
 }
 
 fn cloopbox(args: &[&str]) -> std::process::Output {
@@ -252,8 +260,18 @@ fn cowdev_attach_reports_why_the_server_did_not_start() {
 
 #[test]
 fn cowdev_and_cowsync_talk_to_servers() {
-    let f = fixture();
-    let dev = format!("/dev/nbd{}", f.index);
+    talk_to(fixture());
+}
+
+/// `cloopd --transport ublk` answers on `@cloopbox/ublkbN`: the tools
+/// find it, and take `/dev/ublkbN` for a device.
+#[test]
+fn cowdev_and_cowsync_talk_to_ublk_servers() {
+    talk_to(fixture_of(KernelDevice::Ublk));
+}
+
+fn talk_to(f: Fixture) {
+    let dev = f.device.to_string();
     let out = cloopbox(&["cowdev", "-l"]);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
@@ -298,7 +316,7 @@ fn only_root_is_answered() {
         return;
     }
     let out = Process::new(BIN)
-        .args(["cowdev", "-l", "-v", &format!("/dev/nbd{}", f.index)])
+        .args(["cowdev", "-l", "-v", &f.device.to_string()])
         .uid(65534)
         .gid(65534)
         .output()

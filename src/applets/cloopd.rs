@@ -29,8 +29,10 @@ URL#PATH). Without --cow the export is read-only.
                           ublk_drv) and print the device; --threads N is
                           then the number of queues (one thread each),
                           --max-request the largest request and
-                          --read-ahead the read-ahead; no --unix, --tcp,
-                          --device, --root-daemon or --background
+                          --read-ahead the read-ahead; --device auto or
+                          /dev/ublkbN picks the number, --root-daemon,
+                          --background and the control socket work as
+                          for NBD; no --unix, --tcp or --connections
 
   --cow COWFILE           write to COWFILE (cowloop format; created when
                           missing, repaired when left dirty by a crash)
@@ -47,6 +49,7 @@ URL#PATH). Without --cow the export is read-only.
   --device /dev/nbdN|auto attach to the kernel's NBD client (generic
                           netlink; auto takes a free device) and print
                           the device; the kernel's disconnect ends us
+                          (with ublk: /dev/ublkbN|auto)
   --connections N         kernel connections, one per queue (default 1;
                           more need multi-conn: a cow or read-only export)
   --max-request KIB|auto|kernel
@@ -95,8 +98,9 @@ URL#PATH). Without --cow the export is read-only.
 At least one of --unix, --tcp or --device is needed (not with ublk). SIGINT or SIGTERM
 stop the server cleanly (outside --root-daemon): in-flight requests
 finish, the cowfile is flushed and a kernel device is disconnected.
-With --device, root controls the server through the abstract socket
-@cloopbox/nbdN (cowdev -l -v, cowdev -d, cowsync).
+With --device (and always with ublk), root controls the server through
+the abstract socket @cloopbox/nbdN or @cloopbox/ublkbN (cowdev -l -v,
+cowdev -d, cowsync).
 ";
 
 fn parse_count(opt: &str, value: &str) -> Result<usize, String> {
@@ -136,18 +140,30 @@ fn parse_transport(value: &str) -> Result<Transport, String> {
 
 /// The ublk transport serves its own device: the NBD-only options are
 /// refused rather than ignored.
-fn check_ublk(a: Options) -> Result<Options, String> {
-    let nbd_only = [
-        (!a.unix.is_empty(), "--unix"),
-        (!a.tcp.is_empty(), "--tcp"),
-        (a.device.is_some(), "--device"),
-        (a.root_daemon, "--root-daemon"),
-        (a.background, "--background"),
-        (a.connections != 1, "--connections"),
-    ];
+fn check_ublk(a: &Options) -> Result<(), String> {
+    let nbd_only =
+        [(!a.unix.is_empty(), "--unix"), (!a.tcp.is_empty(), "--tcp"), (a.connections != 1, "--connections")];
     match nbd_only.iter().find(|(set, _)| *set) {
         Some((_, name)) => Err(format!("{name} is for --transport nbd; ublk serves /dev/ublkbN itself")),
-        None => Ok(a),
+        None => Ok(()),
+    }
+}
+
+/// `--device`'s value for the transport: `auto` (`Some(None)`) or the
+/// number of `/dev/nbdN` or `/dev/ublkbN`.
+fn parse_device(value: &str, transport: Transport) -> Result<Option<Option<u32>>, String> {
+    use crate::control::proto::KernelDevice;
+    match (KernelDevice::parse(value), transport) {
+        _ if value == "auto" => Ok(Some(None)),
+        (Some(KernelDevice::Nbd(n)), Transport::Nbd) => Ok(Some(Some(n))),
+        (Some(KernelDevice::Ublk(n)), Transport::Ublk) => Ok(Some(Some(n))),
+        (_, Transport::Nbd) => match nbd::kernel::parse_device(value) {
+            Some(n) => Ok(Some(Some(n))),
+            None => Err(format!("--device '{value}': expected /dev/nbdN or auto")),
+        },
+        (_, Transport::Ublk) => {
+            Err(format!("--device '{value}': expected /dev/ublkbN or auto (--transport ublk)"))
+        }
     }
 }
 
@@ -181,6 +197,8 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
     ];
     let parsed = crate::getopt::parse(args, "qh", &long)?;
     let mut a = Options::new("");
+    // Read once the transport is known: it decides what a device is.
+    let mut device = None;
     for opt in parsed.opts {
         let value = opt.value.unwrap_or_default();
         match opt.name.as_str() {
@@ -200,11 +218,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
             }
             "export-name" => a.export_name = value,
             "description" => a.description = Some(value),
-            "device" if value == "auto" => a.device = Some(None),
-            "device" => match nbd::kernel::parse_device(&value) {
-                Some(n) => a.device = Some(Some(n)),
-                None => return Err(format!("--device '{value}': expected /dev/nbdN or auto")),
-            },
+            "device" => device = Some(value),
             "connections" => a.connections = parse_count("connections", &value)?,
             "max-request" => a.queue.max_sectors_kb = parse_limit("max-request", &value)?,
             "read-ahead" => a.queue.read_ahead_kb = parse_limit("read-ahead", &value)?,
@@ -227,17 +241,21 @@ pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
     let [image] =
         <[OsString; 1]>::try_from(parsed.operands).map_err(|_| "expected one IMAGE (try --help)")?;
     a.image = image.into();
+    if let Some(value) = device {
+        a.device = parse_device(&value, a.transport)?;
+    }
+    if a.verity.root.is_none() && (a.verity.tree.is_some() || a.verity.once) {
+        return Err("--verity-tree and --check-at-most-once need --root-hash".into());
+    }
     if a.transport == Transport::Ublk {
-        return check_ublk(a).map(Some);
+        // ublk always makes a kernel device: --device is optional.
+        return check_ublk(&a).map(|()| Some(a));
     }
     if a.unix.is_empty() && a.tcp.is_empty() && a.device.is_none() {
         return Err("nothing to serve on: give --unix PATH, --tcp [ADDR:]PORT and/or --device".into());
     }
     if a.root_daemon && a.device.is_none() {
         return Err("--root-daemon serves a kernel device: it needs --device".into());
-    }
-    if a.verity.root.is_none() && (a.verity.tree.is_some() || a.verity.once) {
-        return Err("--verity-tree and --check-at-most-once need --root-hash".into());
     }
     if a.background && a.device.is_none() {
         return Err("--background detaches once a kernel device is attached: it needs --device".into());
@@ -296,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn transport_ublk_takes_no_nbd_options() {
+    fn transport_ublk_takes_its_device_and_no_sockets() {
         assert_eq!(
             args(&["img"]).map(|_| ()).unwrap_err(),
             "nothing to serve on: give --unix PATH, --tcp [ADDR:]PORT and/or --device"
@@ -311,10 +329,23 @@ mod tests {
         assert!(args(&["img", "--transport", "ublk", "--tcp", "9"])
             .unwrap_err()
             .contains("--tcp is for --transport nbd"));
-        assert!(args(&["img", "--transport", "ublk", "--device", "auto"]).unwrap_err().contains("--device"));
-        assert!(args(&["img", "--transport", "ublk", "--root-daemon"])
+        assert!(args(&["img", "--transport", "ublk", "--connections", "2"])
             .unwrap_err()
-            .contains("--root-daemon"));
+            .contains("--connections is for --transport nbd"));
+        // The root daemon of a live boot: a device of any number, or one.
+        let root = args(&["img", "--device", "auto", "--root-daemon", "--transport", "ublk", "--background"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((root.device, root.root_daemon, root.background), (Some(None), true, true));
+        let three = args(&["img", "--transport", "ublk", "--device", "/dev/ublkb3"]).unwrap().unwrap();
+        assert_eq!(three.device, Some(Some(3)));
+        assert!(args(&["img", "--transport", "ublk", "--device", "/dev/nbd0"])
+            .unwrap_err()
+            .contains("expected /dev/ublkbN"));
+        assert!(args(&["img", "--device", "/dev/ublkb0"]).unwrap_err().contains("expected /dev/nbdN"));
+        assert!(args(&["img", "--transport", "ublk", "--verity-tree", "t"])
+            .unwrap_err()
+            .contains("need --root-hash"));
         assert!(args(&["img", "--transport", "loop"]).unwrap_err().contains("expected nbd or ublk"));
     }
 

@@ -22,9 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::control::client::{self, ClientError, DETACH_TIMEOUT, REQUEST_TIMEOUT};
-use crate::control::proto::{display_path, socket_name};
+use crate::control::proto::{display_path, socket_name, KernelDevice};
 use crate::control::{Command, Info};
-use crate::nbd::kernel::parse_device;
 use crate::serve::spawn;
 use crate::sys::mountinfo;
 
@@ -39,8 +38,9 @@ device) plus a cowloop cowfile, served by cloopd on a kernel NBD device.
 
   -a   attach RDOFILE with COWFILE (created when missing) on DEVICE
        (/dev/nbdN; default: the first free one) and print the device
-  -d   flush the cowfile, disconnect DEVICE and stop its server; refused
-       while DEVICE is mounted or otherwise in use, unless -f is given
+  -d   flush the cowfile, disconnect DEVICE (/dev/nbdN, or /dev/ublkbN
+       of cloopd --transport ublk) and stop its server; refused while
+       DEVICE is mounted or otherwise in use, unless -f is given
   -f   with -d: detach even when the device is in use (its users get I/O
        errors)
   -l   list the active devices: device, read-only file, cowfile
@@ -57,14 +57,17 @@ const EXIT_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug, PartialEq, Eq)]
 enum Action {
     Attach { rdo: PathBuf, cow: PathBuf, device: String },
-    Detach { index: u32, force: bool },
-    List { verbose: bool, index: Option<u32> },
+    Detach { dev: KernelDevice, force: bool },
+    List { verbose: bool, dev: Option<KernelDevice> },
     Help,
 }
 
-fn device_index(text: &OsStr) -> Result<u32, String> {
+/// A device a server may be attached to: `/dev/nbdN` or `/dev/ublkbN`
+/// (the `/dev/` may be left out).
+fn device(text: &OsStr) -> Result<KernelDevice, String> {
     let text = text.to_string_lossy();
-    parse_device(&text).ok_or_else(|| format!("'{text}' is not an NBD device (/dev/nbdN)"))
+    KernelDevice::parse(&text)
+        .ok_or_else(|| format!("'{text}' is not a cloopbox device (/dev/nbdN or /dev/ublkbN)"))
 }
 
 fn parse_args(args: &[OsString]) -> Result<Action, String> {
@@ -80,19 +83,22 @@ fn parse_args(args: &[OsString]) -> Result<Action, String> {
                 let device = match ops.get(2) {
                     None => "auto".to_string(),
                     Some(d) if d == "auto" => "auto".to_string(),
-                    Some(d) => format!("/dev/nbd{}", device_index(d)?),
+                    Some(d) => match device(d)? {
+                        dev @ KernelDevice::Nbd(_) => dev.to_string(),
+                        KernelDevice::Ublk(_) => return Err("-a attaches NBD devices (/dev/nbdN)".into()),
+                    },
                 };
                 Action::Attach { rdo: rdo.into(), cow: cow.into(), device }
             }
             _ => return Err("-a needs RDOFILE COWFILE [DEVICE]".into()),
         },
         (false, true, false) => match ops.as_slice() {
-            [dev] => Action::Detach { index: device_index(dev)?, force: has("f") },
+            [dev] => Action::Detach { dev: device(dev)?, force: has("f") },
             _ => return Err("-d needs one DEVICE".into()),
         },
         (false, false, true) => match ops.as_slice() {
-            [] => Action::List { verbose: has("v"), index: None },
-            [dev] if has("v") => Action::List { verbose: true, index: Some(device_index(dev)?) },
+            [] => Action::List { verbose: has("v"), dev: None },
+            [d] if has("v") => Action::List { verbose: true, dev: Some(device(d)?) },
             _ => return Err("-l takes a DEVICE only with -v".into()),
         },
         _ => return Err("give exactly one of -a, -d and -l".into()),
@@ -117,9 +123,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
             Ok(())
         }
         Action::Attach { rdo, cow, device } => attach(&rdo, &cow, &device),
-        Action::Detach { index, force } => detach(index, force),
+        Action::Detach { dev, force } => detach(dev, force),
         Action::List { verbose: false, .. } => list(),
-        Action::List { verbose: true, index } => status(index),
+        Action::List { verbose: true, dev } => status(dev),
     };
     match result {
         Ok(()) => 0,
@@ -157,24 +163,24 @@ fn attach(rdo: &Path, cow: &Path, device: &str) -> Result<(), String> {
     }
 }
 
-fn not_ours(index: u32, e: ClientError) -> String {
+fn not_ours(dev: KernelDevice, e: ClientError) -> String {
     match e {
-        ClientError::NotRunning(_) => format!("/dev/nbd{index}: no cloopbox server is attached to it"),
-        e => format!("/dev/nbd{index}: {e}"),
+        ClientError::NotRunning(_) => format!("{dev}: no cloopbox server is attached to it"),
+        e => format!("{dev}: {e}"),
     }
 }
 
-fn detach(index: u32, force: bool) -> Result<(), String> {
-    let name = socket_name(index);
+fn detach(dev: KernelDevice, force: bool) -> Result<(), String> {
+    let name = socket_name(dev);
     let info = client::request(&name, Command::Info, REQUEST_TIMEOUT)
-        .map_err(|e| not_ours(index, e))
-        .and_then(|text| Info::decode(&text).map_err(|e| format!("/dev/nbd{index}: {e}")))?;
+        .map_err(|e| not_ours(dev, e))
+        .and_then(|text| Info::decode(&text).map_err(|e| format!("{dev}: {e}")))?;
     if !force {
-        if let Some(why) = in_use(index) {
+        if let Some(why) = in_use(dev) {
             return Err(format!("{} is {why}: not detached (umount first, or -f)", info.device));
         }
     }
-    client::request(&name, Command::Detach, DETACH_TIMEOUT).map_err(|e| not_ours(index, e))?;
+    client::request(&name, Command::Detach, DETACH_TIMEOUT).map_err(|e| not_ours(dev, e))?;
     // The reply comes after the final flush; wait for the exit too, so the
     // cowfile is free (unlocked) when we return.
     let deadline = Instant::now() + EXIT_WAIT;
@@ -199,11 +205,11 @@ fn alive(pid: u32) -> bool {
 /// look are left out.
 fn infos() -> Result<Vec<Info>, String> {
     let mut out = Vec::new();
-    for index in client::devices().map_err(|e| e.to_string())? {
-        match client::request(&socket_name(index), Command::Info, REQUEST_TIMEOUT) {
-            Ok(text) => out.push(Info::decode(&text).map_err(|e| format!("/dev/nbd{index}: {e}"))?),
+    for dev in client::devices().map_err(|e| e.to_string())? {
+        match client::request(&socket_name(dev), Command::Info, REQUEST_TIMEOUT) {
+            Ok(text) => out.push(Info::decode(&text).map_err(|e| format!("{dev}: {e}"))?),
             Err(ClientError::NotRunning(_)) => {}
-            Err(e) => return Err(not_ours(index, e)),
+            Err(e) => return Err(not_ours(dev, e)),
         }
     }
     Ok(out)
@@ -233,26 +239,26 @@ fn list() -> Result<(), String> {
     print(&listing(&infos()?))
 }
 
-fn status(index: Option<u32>) -> Result<(), String> {
-    let indices = match index {
-        Some(i) => vec![i],
+fn status(dev: Option<KernelDevice>) -> Result<(), String> {
+    let devs = match dev {
+        Some(d) => vec![d],
         None => client::devices().map_err(|e| e.to_string())?,
     };
     let mut blocks = Vec::new();
-    for i in indices {
-        match client::request(&socket_name(i), Command::Status, REQUEST_TIMEOUT) {
+    for d in devs {
+        match client::request(&socket_name(d), Command::Status, REQUEST_TIMEOUT) {
             Ok(text) => blocks.push(text),
-            Err(ClientError::NotRunning(_)) if index.is_none() => {}
-            Err(e) => return Err(not_ours(i, e)),
+            Err(ClientError::NotRunning(_)) if dev.is_none() => {}
+            Err(e) => return Err(not_ours(d, e)),
         }
     }
     print(&blocks.join("\n"))
 }
 
-/// Why `/dev/nbdN` must not be detached, if it must not.
-fn in_use(index: u32) -> Option<String> {
-    let node = format!("/dev/nbd{index}");
-    let sys = PathBuf::from(format!("/sys/block/nbd{index}"));
+/// Why `dev` must not be detached, if it must not.
+fn in_use(dev: KernelDevice) -> Option<String> {
+    let node = dev.to_string();
+    let sys = PathBuf::from(format!("/sys/block/{}", dev.name()));
     let mut devs = Vec::new();
     if let Ok(st) = rustix::fs::stat(node.as_str()) {
         devs.push((rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)));
@@ -260,7 +266,7 @@ fn in_use(index: u32) -> Option<String> {
     // The partitions (nbdNpM) have their own numbers.
     if let Ok(entries) = std::fs::read_dir(&sys) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&format!("nbd{index}p")) {
+            if e.file_name().to_string_lossy().starts_with(&format!("{}p", dev.name())) {
                 if let Some(dev) =
                     std::fs::read_to_string(e.path().join("dev")).ok().and_then(|t| mountinfo::parse_dev(&t))
                 {
@@ -310,11 +316,14 @@ mod tests {
             args(&["-a", "rdo", "cow", "auto"]),
             Ok(Action::Attach { rdo: "rdo".into(), cow: "cow".into(), device: "auto".into() })
         );
-        assert_eq!(args(&["-d", "/dev/nbd1"]), Ok(Action::Detach { index: 1, force: false }));
-        assert_eq!(args(&["-f", "-d", "/dev/nbd1"]), Ok(Action::Detach { index: 1, force: true }));
-        assert_eq!(args(&["-l"]), Ok(Action::List { verbose: false, index: None }));
-        assert_eq!(args(&["-lv"]), Ok(Action::List { verbose: true, index: None }));
-        assert_eq!(args(&["-l", "-v", "/dev/nbd2"]), Ok(Action::List { verbose: true, index: Some(2) }));
+        use KernelDevice::{Nbd, Ublk};
+        assert_eq!(args(&["-d", "/dev/nbd1"]), Ok(Action::Detach { dev: Nbd(1), force: false }));
+        assert_eq!(args(&["-f", "-d", "/dev/nbd1"]), Ok(Action::Detach { dev: Nbd(1), force: true }));
+        assert_eq!(args(&["-d", "/dev/ublkb0"]), Ok(Action::Detach { dev: Ublk(0), force: false }));
+        assert_eq!(args(&["-l"]), Ok(Action::List { verbose: false, dev: None }));
+        assert_eq!(args(&["-lv"]), Ok(Action::List { verbose: true, dev: None }));
+        assert_eq!(args(&["-l", "-v", "/dev/nbd2"]), Ok(Action::List { verbose: true, dev: Some(Nbd(2)) }));
+        assert_eq!(args(&["-l", "-v", "ublkb3"]), Ok(Action::List { verbose: true, dev: Some(Ublk(3)) }));
         assert_eq!(args(&["--help"]), Ok(Action::Help));
     }
 
@@ -324,6 +333,8 @@ mod tests {
             &[][..],
             &["-a", "rdo"],
             &["-a", "rdo", "cow", "/dev/sda"],
+            &["-a", "rdo", "cow", "/dev/ublkb0"],
+            &["-d", "/dev/ublkc0"],
             &["-a", "a", "b", "c", "d"],
             &["-d"],
             &["-d", "/dev/loop0"],

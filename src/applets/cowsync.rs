@@ -31,11 +31,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Err(e) => return crate::applets::fail(NAME, e),
     };
     let mut status = 0;
-    for index in devices {
-        match client::request(&socket_name(index), Command::Sync, REQUEST_TIMEOUT) {
+    for dev in devices {
+        match client::request(&socket_name(dev), Command::Sync, REQUEST_TIMEOUT) {
             // Gone between the listing and the request: nothing to sync.
             Ok(_) | Err(ClientError::NotRunning(_)) => {}
-            Err(e) => status = crate::applets::fail(NAME, format!("/dev/nbd{index}: {e}")),
+            Err(e) => status = crate::applets::fail(NAME, format!("{dev}: {e}")),
         }
     }
     rustix::fs::sync();

@@ -1,5 +1,5 @@
-//! The exit initramfs: how a live system with its root on our NBD devices
-//! shuts down without losing the root under its feet.
+//! The exit initramfs: how a live system with its root on our NBD (or ublk)
+//! devices shuts down without losing the root under its feet.
 //!
 //! Before switch_root, [`stage`] puts a copy of our binary at
 //! `/run/initramfs/shutdown` and an `etc/initrd-release` next to it (the
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use super::log::Log;
 use crate::control::client;
+use crate::control::proto::KernelDevice;
 use crate::control::{Command, Info};
 use crate::sys::mountinfo::{self, Mount};
 
@@ -135,20 +136,14 @@ fn unmount_all(log: &Log) {
     }
 }
 
-fn nbd_index(source: &str) -> Option<u32> {
-    let rest = source.strip_prefix("/dev/nbd")?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-/// Remounts read-only whatever is still mounted writable from an NBD
-/// device, so its data reaches the server; returns the devices that still
-/// carry a writable mount.
-fn freeze_nbd_mounts(log: &Log) -> Vec<u32> {
+/// Remounts read-only whatever is still mounted writable from a served
+/// device (NBD or ublk), so its data reaches the server; returns the
+/// devices that still carry a writable mount.
+fn freeze_served_mounts(log: &Log) -> Vec<KernelDevice> {
     use rustix::mount::{mount_remount, MountFlags};
     let mut busy = Vec::new();
     for m in mountinfo::current() {
-        let Some(index) = nbd_index(&m.source) else { continue };
+        let Some(dev) = KernelDevice::of_source(&m.source) else { continue };
         if m.read_only() {
             continue;
         }
@@ -156,7 +151,7 @@ fn freeze_nbd_mounts(log: &Log) -> Vec<u32> {
             Ok(()) => log.info(&format!("{} ({}) remounted read-only", m.point, m.source)),
             Err(e) => {
                 log.warn(&format!("{} ({}) is still mounted writable: {e}", m.point, m.source));
-                busy.push(index);
+                busy.push(dev);
             }
         }
     }
@@ -178,36 +173,34 @@ fn reap() {
 
 /// Flushes and detaches every daemon; returns the problems and how many
 /// servers were flushed, detached and gone.
-fn stop_daemons(log: &Log, busy: &[u32]) -> (Vec<String>, usize) {
+fn stop_daemons(log: &Log, busy: &[KernelDevice]) -> (Vec<String>, usize) {
     let mut problems = Vec::new();
     let mut stopped = 0;
     let devices = match client::devices() {
         Ok(d) => d,
-        Err(e) => return (vec![format!("cannot list the NBD servers: {e}")], 0),
+        Err(e) => return (vec![format!("cannot list the servers: {e}")], 0),
     };
-    for index in devices {
-        let info = client::request_device(index, Command::Info, client::REQUEST_TIMEOUT)
+    for dev in devices {
+        let info = client::request_device(dev, Command::Info, client::REQUEST_TIMEOUT)
             .map_err(|e| e.to_string())
             .and_then(|t| Info::decode(&t));
         let info = match info {
             Ok(i) => i,
             Err(e) => {
-                problems.push(format!("/dev/nbd{index}: {e}"));
+                problems.push(format!("{dev}: {e}"));
                 continue;
             }
         };
-        if busy.contains(&index) {
+        if busy.contains(&dev) {
             // Keep serving: the kernel may still write. Sync what we have.
-            match client::request_device(index, Command::Sync, client::REQUEST_TIMEOUT) {
-                Ok(_) => log.warn(&format!(
-                    "/dev/nbd{index} is still mounted writable: cowfile synced, left attached"
-                )),
-                Err(e) => problems.push(format!("/dev/nbd{index}: sync failed: {e}")),
+            match client::request_device(dev, Command::Sync, client::REQUEST_TIMEOUT) {
+                Ok(_) => log.warn(&format!("{dev} is still mounted writable: cowfile synced, left attached")),
+                Err(e) => problems.push(format!("{dev}: sync failed: {e}")),
             }
-            problems.push(format!("/dev/nbd{index} still mounted writable"));
+            problems.push(format!("{dev} still mounted writable"));
             continue;
         }
-        match client::request_device(index, Command::Detach, client::DETACH_TIMEOUT) {
+        match client::request_device(dev, Command::Detach, client::DETACH_TIMEOUT) {
             Ok(reply) => log.info(&format!("{} (pid {}): {}", info.device, info.pid, reply.trim())),
             Err(e) => {
                 problems.push(format!("{}: detach failed: {e}", info.device));
@@ -294,14 +287,14 @@ pub fn run(verb_word: Option<&str>) -> ! {
     let before = mountinfo::current();
     let optical = optical_sources(&before);
     unmount_all(&log);
-    let busy = freeze_nbd_mounts(&log);
+    let busy = freeze_served_mounts(&log);
     let (mut problems, stopped) = stop_daemons(&log, &busy);
     unmount_all(&log);
     rustix::fs::sync();
     for m in mountinfo::current() {
         if !keep(&m) {
             log.warn(&format!("still mounted: {} ({} {})", m.point, m.fstype, m.source));
-            if nbd_index(&m.source).is_some() && !m.read_only() {
+            if KernelDevice::of_source(&m.source).is_some() && !m.read_only() {
                 problems.push(format!("{} still mounted writable", m.point));
             }
         }
@@ -350,14 +343,6 @@ mod tests {
         let (v, w) = Verb::parse(Some("exit"));
         assert_eq!(v, Verb::Poweroff);
         assert!(w.unwrap().contains("'exit'"));
-    }
-
-    #[test]
-    fn nbd_sources() {
-        assert_eq!(nbd_index("/dev/nbd0"), Some(0));
-        assert_eq!(nbd_index("/dev/nbd12p1"), Some(12));
-        assert_eq!(nbd_index("/dev/sda1"), None);
-        assert_eq!(nbd_index("/dev/nbd"), None);
     }
 
     #[test]

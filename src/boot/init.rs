@@ -31,7 +31,7 @@ use super::isofile;
 use super::kmod::ModuleDb;
 use super::log::Log;
 use super::media::{find_medium, Medium, Search, Want};
-use super::options::{BootOptions, CowSize, NetRoot, Persistence, Stage, VerityRoots};
+use super::options::{BootOptions, CowSize, NetRoot, Persistence, Stage, TransportChoice, VerityRoots};
 use super::probe::{min_io_size, probe, FsInfo};
 use super::switch_root::{check_init, switch_root};
 use crate::cloop::reader::Image;
@@ -661,10 +661,37 @@ fn serve_images(
     };
     let ca_file = opts.ca_file();
     let mut flags = opts.cloopd.clone();
+    transport_flags(opts.transport, Path::new(crate::serve::ublk::CONTROL), &mut flags, log);
     if let Some(ca) = &ca_file {
         flags.extend(["--ca-file".to_string(), ca.display().to_string()]);
     }
     assemble_root(images, root, &changes, &opts.verity, &flags, ca_file.as_deref(), net_root, log)
+}
+
+/// `cloopbox.transport=`: adds `--transport ublk` to the daemons' flags
+/// when ublk was asked for and the kernel has it (`control`, the driver's
+/// control node, exists once `ublk_drv` is loaded). `--connections` is
+/// NBD's and is dropped then, with a word on the console.
+fn transport_flags(choice: TransportChoice, control: &Path, flags: &mut Vec<String>, log: &Log) {
+    if choice == TransportChoice::Nbd {
+        return;
+    }
+    if let Some(loader) = super::kmod::Loader::get() {
+        report(&loader.db.load(&["ublk_drv"]), log);
+    }
+    if !control.exists() {
+        let why = format!("{}; serving over NBD", crate::serve::ublk::NOT_FOUND);
+        match choice {
+            TransportChoice::Ublk => log.warn(&format!("cloopbox.transport=ublk: {why}")),
+            _ => log.debug(&format!("cloopbox.transport=auto: {why}")),
+        }
+        return;
+    }
+    if let Some(at) = flags.iter().position(|f| f == "--connections") {
+        log.warn("cloopbox.connections= is for NBD: ublk serves one queue per CPU instead");
+        flags.drain(at..(at + 2).min(flags.len()));
+    }
+    flags.extend(["--transport".to_string(), "ublk".to_string()]);
 }
 
 fn stage_exit_initramfs(log: &Log) {
@@ -860,5 +887,26 @@ mod tests {
         assert_eq!(tuned.flags, ["--root-daemon", "--block-size", "512", "--prefetch", "8"]);
         let watched = serve_request(Path::new("/m/KNOPPIX"), None, 2048, None, &[], Some(Path::new(COW_DIR)));
         assert_eq!(watched.flags[3..], ["--watch-space", COW_DIR]);
+    }
+
+    #[test]
+    fn ublk_is_asked_for_only_where_the_kernel_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let present = dir.path().join("ublk-control");
+        std::fs::write(&present, b"").unwrap();
+        let absent = dir.path().join("missing");
+        let log = Log::stderr("test");
+        let base = || vec!["--prefetch".to_string(), "8".into(), "--connections".into(), "2".into()];
+        let run = |choice, control: &Path| {
+            let mut flags = base();
+            transport_flags(choice, control, &mut flags, &log);
+            flags
+        };
+        assert_eq!(run(TransportChoice::Nbd, &present), base());
+        assert_eq!(run(TransportChoice::Ublk, &absent), base());
+        assert_eq!(run(TransportChoice::Auto, &absent), base());
+        for choice in [TransportChoice::Ublk, TransportChoice::Auto] {
+            assert_eq!(run(choice, &present), ["--prefetch", "8", "--transport", "ublk"]);
+        }
     }
 }

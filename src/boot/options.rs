@@ -94,6 +94,8 @@ pub struct BootOptions {
     /// `cloopbox.connections=`, `cloopbox.readahead=` and
     /// `cloopbox.maxrequest=` (docs/boot-options.md).
     pub cloopd: Vec<String>,
+    /// `cloopbox.transport=`: how the root daemons reach the kernel.
+    pub transport: TransportChoice,
     /// `ip=`: the network set up before the image is fetched.
     pub ip: Option<crate::net::IpConfig>,
     /// `nameserver=` (repeatable): DNS servers before DHCP's.
@@ -106,6 +108,29 @@ pub struct BootOptions {
     pub ca_file: Option<std::path::PathBuf>,
     /// Problems with the command line, reported once the console is up.
     pub warnings: Vec<String>,
+}
+
+/// `cloopbox.transport=nbd|ublk|auto` (docs/boot-options.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportChoice {
+    /// The kernel's NBD client (the default; every kernel).
+    Nbd,
+    /// ublk_drv (`cloopd --transport ublk`), NBD when the kernel lacks it
+    /// (said on the console).
+    Ublk,
+    /// ublk when the kernel has it, NBD otherwise, silently.
+    Auto,
+}
+
+impl TransportChoice {
+    fn parse(value: &str) -> Option<TransportChoice> {
+        match value {
+            "nbd" => Some(TransportChoice::Nbd),
+            "ublk" => Some(TransportChoice::Ublk),
+            "auto" => Some(TransportChoice::Auto),
+            _ => None,
+        }
+    }
 }
 
 /// An image on an HTTP server instead of a local medium.
@@ -136,6 +161,7 @@ impl Default for BootOptions {
             break_at: Vec::new(),
             verity: VerityRoots::Off,
             cloopd: Vec::new(),
+            transport: TransportChoice::Nbd,
             ip: None,
             nameservers: Vec::new(),
             net_root: None,
@@ -327,6 +353,13 @@ impl BootOptions {
                     o.warnings.push(format!("{param}={v}: not a valid value; using cloopd's default"));
                 }
             }
+        }
+        match c.value("cloopbox.transport").map(|v| (v, TransportChoice::parse(v))) {
+            Some((_, Some(t))) => o.transport = t,
+            Some((v, None)) => {
+                o.warnings.push(format!("cloopbox.transport={v}: expected nbd, ublk or auto; using nbd"))
+            }
+            None => {}
         }
         o.parse_network(c);
         o.debug = c.has("debug") || c.has("rd.debug");
@@ -598,6 +631,17 @@ mod tests {
             assert!(o.cloopd.is_empty(), "{bad}");
             assert!(o.warnings.len() == 1 && o.warnings[0].starts_with(bad), "{bad}: {:?}", o.warnings);
         }
+    }
+
+    #[test]
+    fn transports() {
+        assert_eq!(opts("").transport, TransportChoice::Nbd);
+        assert_eq!(opts("cloopbox.transport=ublk").transport, TransportChoice::Ublk);
+        assert_eq!(opts("cloopbox.transport=auto").transport, TransportChoice::Auto);
+        assert_eq!(opts("cloopbox.transport=nbd").transport, TransportChoice::Nbd);
+        let bad = opts("cloopbox.transport=loop");
+        assert_eq!(bad.transport, TransportChoice::Nbd);
+        assert!(bad.warnings[0].starts_with("cloopbox.transport=loop: expected nbd, ublk or auto"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub struct Candidate {
     pub sectors: u64,
 }
 
-const SKIP_PREFIXES: &[&str] = &["loop", "ram", "zram", "nbd", "fd", "md"];
+const SKIP_PREFIXES: &[&str] = &["loop", "ram", "zram", "nbd", "ublkb", "fd", "md"];
 
 fn read_trimmed(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())

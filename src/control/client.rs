@@ -6,7 +6,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::time::Duration;
 
-use super::proto::{decode_reply, listening_devices, socket_name, Command, Reply, MAX_REPLY};
+use super::proto::{decode_reply, listening_devices, socket_name, Command, KernelDevice, Reply, MAX_REPLY};
 
 /// How long an ordinary request may take (a sync fdatasyncs the cowfile).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -77,13 +77,13 @@ pub fn request(name: &str, cmd: Command, timeout: Duration) -> Result<String, Cl
     }
 }
 
-/// `request` to the server of `/dev/nbdN`.
-pub fn request_device(index: u32, cmd: Command, timeout: Duration) -> Result<String, ClientError> {
-    request(&socket_name(index), cmd, timeout)
+/// `request` to the server of `dev`.
+pub fn request_device(dev: KernelDevice, cmd: Command, timeout: Duration) -> Result<String, ClientError> {
+    request(&socket_name(dev), cmd, timeout)
 }
 
 /// The devices whose servers listen now, sorted.
-pub fn devices() -> io::Result<Vec<u32>> {
+pub fn devices() -> io::Result<Vec<KernelDevice>> {
     let text = std::fs::read_to_string("/proc/net/unix")
         .map_err(|e| io::Error::new(e.kind(), format!("/proc/net/unix: {e} (is /proc mounted?)")))?;
     Ok(listening_devices(&text))

@@ -3,7 +3,7 @@
 //! `/proc/cow/N`.
 //!
 //! Every cloopd attached to a kernel device listens on the abstract unix
-//! socket `@cloopbox/nbdN` ([`proto::socket_name`]). Abstract names live in
+//! socket `@cloopbox/nbdN` or `@cloopbox/ublkbN` ([`proto::socket_name`]). Abstract names live in
 //! the network namespace, not in a filesystem, so they keep working after
 //! switch_root and never leave stale files; the listening ones are found in
 //! `/proc/net/unix` ([`client::devices`]). Only root (or the server's own

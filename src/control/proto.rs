@@ -245,27 +245,78 @@ impl Info {
     }
 }
 
-/// The control socket of the server of `/dev/nbdN`.
-pub fn socket_name(index: u32) -> String {
-    format!("{PREFIX}nbd{index}")
+/// The kernel block device a cloopd serves, which names its control
+/// socket: `/dev/nbdN` (`--device`) or `/dev/ublkbN` (`--transport ublk`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KernelDevice {
+    Nbd(u32),
+    Ublk(u32),
 }
 
-/// `/dev/nbdN`'s N from a socket name made by [`socket_name`].
-pub fn parse_socket_name(name: &str) -> Option<u32> {
-    let n = name.strip_prefix(PREFIX)?.strip_prefix("nbd")?;
-    // Only the canonical spelling: "nbd01" or "nbd+1" are not ours.
-    n.parse::<u32>().ok().filter(|i| i.to_string() == n)
+impl KernelDevice {
+    /// The name in `/dev` and `/sys/block`: `nbd3`, `ublkb3`.
+    pub fn name(self) -> String {
+        match self {
+            KernelDevice::Nbd(i) => format!("nbd{i}"),
+            KernelDevice::Ublk(i) => format!("ublkb{i}"),
+        }
+    }
+
+    /// `/dev/nbd3`, `/dev/ublkb3`, `nbd3` or `ublkb3`; only the canonical
+    /// number ("nbd01" and "nbd+1" are not a device's name).
+    pub fn parse(text: &str) -> Option<KernelDevice> {
+        let name = text.strip_prefix("/dev/").unwrap_or(text);
+        let (make, n): (fn(u32) -> KernelDevice, &str) = if let Some(n) = name.strip_prefix("ublkb") {
+            (KernelDevice::Ublk, n)
+        } else {
+            (KernelDevice::Nbd, name.strip_prefix("nbd")?)
+        };
+        n.parse::<u32>().ok().filter(|i| i.to_string() == n).map(make)
+    }
+
+    /// The device a mount source such as `/dev/nbd0p1` or `/dev/ublkb2`
+    /// lives on (partitions count as their disk).
+    pub fn of_source(source: &str) -> Option<KernelDevice> {
+        let name = source.strip_prefix("/dev/")?;
+        let digits_end = |rest: &str| rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        for prefix in ["ublkb", "nbd"] {
+            if let Some(rest) = name.strip_prefix(prefix) {
+                let end = digits_end(rest);
+                let (n, tail) = rest.split_at(end);
+                if tail.is_empty() || tail.starts_with('p') {
+                    return KernelDevice::parse(&format!("{prefix}{n}"));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl fmt::Display for KernelDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/dev/{}", self.name())
+    }
+}
+
+/// The control socket of the server of `dev`.
+pub fn socket_name(dev: KernelDevice) -> String {
+    format!("{PREFIX}{}", dev.name())
+}
+
+/// The device of a socket name made by [`socket_name`].
+pub fn parse_socket_name(name: &str) -> Option<KernelDevice> {
+    KernelDevice::parse(name.strip_prefix(PREFIX)?)
 }
 
 /// `__SO_ACCEPTCON` in `/proc/net/unix`'s Flags column: a listening socket.
 const SO_ACCEPTCON: u32 = 1 << 16;
 
-/// The device indices of the control sockets listening in a
-/// `/proc/net/unix` text (abstract names show there as `@name`), sorted.
+/// The devices of the control sockets listening in a `/proc/net/unix`
+/// text (abstract names show there as `@name`), sorted (NBD first).
 /// Accepted connections share the listener's name but do not listen, so
 /// they are skipped.
-pub fn listening_devices(proc_net_unix: &str) -> Vec<u32> {
-    let mut found: Vec<u32> = proc_net_unix
+pub fn listening_devices(proc_net_unix: &str) -> Vec<KernelDevice> {
+    let mut found: Vec<KernelDevice> = proc_net_unix
         .lines()
         .skip(1)
         .filter_map(|line| {
@@ -438,12 +489,35 @@ mod tests {
 
     #[test]
     fn socket_names() {
-        assert_eq!(socket_name(0), "cloopbox/nbd0");
-        assert_eq!(parse_socket_name("cloopbox/nbd15"), Some(15));
+        use KernelDevice::{Nbd, Ublk};
+        assert_eq!(socket_name(Nbd(0)), "cloopbox/nbd0");
+        assert_eq!(socket_name(Ublk(2)), "cloopbox/ublkb2");
+        assert_eq!(parse_socket_name("cloopbox/nbd15"), Some(Nbd(15)));
+        assert_eq!(parse_socket_name("cloopbox/ublkb0"), Some(Ublk(0)));
         assert_eq!(parse_socket_name("cloopbox/nbd01"), None);
         assert_eq!(parse_socket_name("cloopbox/nbd+1"), None);
+        assert_eq!(parse_socket_name("cloopbox/ublkc0"), None);
+        assert_eq!(parse_socket_name("cloopbox/ublkb"), None);
         assert_eq!(parse_socket_name("cloopbox/loop0"), None);
         assert_eq!(parse_socket_name("other/nbd0"), None);
+    }
+
+    #[test]
+    fn devices_parse_and_print() {
+        use KernelDevice::{Nbd, Ublk};
+        assert_eq!(KernelDevice::parse("/dev/nbd3"), Some(Nbd(3)));
+        assert_eq!(KernelDevice::parse("ublkb12"), Some(Ublk(12)));
+        assert_eq!(KernelDevice::parse("/dev/sda"), None);
+        assert_eq!(KernelDevice::parse("/dev/nbd3p1"), None);
+        assert_eq!(Ublk(4).to_string(), "/dev/ublkb4");
+        assert_eq!(KernelDevice::of_source("/dev/nbd12p1"), Some(Nbd(12)));
+        assert_eq!(KernelDevice::of_source("/dev/ublkb0"), Some(Ublk(0)));
+        assert_eq!(KernelDevice::of_source("/dev/ublkb1p2"), Some(Ublk(1)));
+        assert_eq!(KernelDevice::of_source("/dev/nbd"), None);
+        assert_eq!(KernelDevice::of_source("/dev/nbdx"), None);
+        assert_eq!(KernelDevice::of_source("nbd0"), None);
+        assert_eq!(KernelDevice::of_source("/dev/sda1"), None);
+        assert!(Nbd(9) < Ublk(0));
     }
 
     #[test]
@@ -459,9 +533,11 @@ Num       RefCount Protocol Flags    Type St Inode Path
 0000000000000000: 00000002 00000000 00010000 0005 01 11114
 garbage
 0000000000000000: 00000002 00000000 00010000 0001 01 20336 @cloopbox/nbd12
+0000000000000000: 00000002 00000000 00010000 0001 01 20337 @cloopbox/ublkb1
 ";
-        assert_eq!(listening_devices(text), vec![0, 3, 12]);
-        assert_eq!(listening_devices(""), Vec::<u32>::new());
+        use KernelDevice::{Nbd, Ublk};
+        assert_eq!(listening_devices(text), vec![Nbd(0), Nbd(3), Nbd(12), Ublk(1)]);
+        assert_eq!(listening_devices(""), Vec::<KernelDevice>::new());
     }
 
     #[test]

@@ -32,6 +32,7 @@ use super::{stack, Options, Stack};
 use crate::blockdev::BlockDev;
 use crate::boot::log::Log;
 use crate::control;
+use crate::control::proto::KernelDevice;
 use crate::cow::overlay::WarnFn;
 use crate::nbd::{self, Listener, Server};
 
@@ -74,10 +75,13 @@ fn bind_all(o: &Options) -> Result<(Vec<Listener>, Vec<String>), String> {
 }
 
 /// What the main thread waits for.
-enum Event {
+pub(super) enum Event {
     Signal(i32),
-    /// Every kernel connection is closed.
+    /// The kernel let go of the device: every NBD connection is closed, or
+    /// the ublk device was deleted under us.
     KernelGone,
+    /// A transport thread failed (a ublk queue).
+    Failed(String),
     /// A `detach` from the control socket; answered once we have stopped.
     Detach(control::Pending),
 }
@@ -89,11 +93,14 @@ fn flush_and_detach(dev: &dyn BlockDev, index: u32) -> Result<(), String> {
     nbd::kernel::detach(index).map_err(|e| format!("disconnecting /dev/nbd{index}: {e}"))
 }
 
-/// Starts the control socket of `/dev/nbdN`. A server that was just
-/// detached from the same device may still hold the name for a moment,
-/// so a busy name is retried for a few seconds.
-fn start_control(index: u32, target: control::Target) -> io::Result<control::ControlServer> {
-    let name = control::proto::socket_name(index);
+/// Starts the control socket of `dev`. A server that was just detached
+/// from the same device may still hold the name for a moment, so a busy
+/// name is retried for a few seconds.
+pub(super) fn start_control(
+    dev: KernelDevice,
+    target: control::Target,
+) -> io::Result<control::ControlServer> {
+    let name = control::proto::socket_name(dev);
     let target = Arc::new(target);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -108,7 +115,7 @@ fn start_control(index: u32, target: control::Target) -> io::Result<control::Con
 
 /// --background: leaves the caller's session and terminal behind once the
 /// device line is out.
-fn to_background() -> io::Result<()> {
+pub(super) fn to_background() -> io::Result<()> {
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null)?;
     rustix::stdio::dup2_stdout(&null)?;
@@ -118,16 +125,16 @@ fn to_background() -> io::Result<()> {
 
 /// Where messages go: stderr in the foreground, the console and kmsg for
 /// a daemon.
-struct Say(Option<Arc<Log>>);
+pub(super) struct Say(Option<Arc<Log>>);
 
 impl Say {
-    fn info(&self, msg: &str) {
+    pub(super) fn info(&self, msg: &str) {
         match &self.0 {
             Some(log) => log.info(msg),
             None => eprintln!("{APPLET}: {msg}"),
         }
     }
-    fn warn_fn(&self) -> WarnFn {
+    pub(super) fn warn_fn(&self) -> WarnFn {
         match &self.0 {
             Some(log) => {
                 let log = log.clone();
@@ -139,13 +146,108 @@ impl Say {
 }
 
 /// What the control socket reports, taken from the stack.
-struct Status {
-    dev: Arc<dyn BlockDev>,
-    meter: Arc<crate::control::meter::Metered>,
-    cow: Option<control::target::CowStats>,
-    cow_sync: Option<control::target::CowSync>,
-    cache: Option<control::target::CacheStats>,
-    verity: Option<control::target::VerityStats>,
+pub(super) struct Status {
+    pub(super) dev: Arc<dyn BlockDev>,
+    pub(super) meter: Arc<crate::control::meter::Metered>,
+    pub(super) cow: Option<control::target::CowStats>,
+    pub(super) cow_sync: Option<control::target::CowSync>,
+    pub(super) cache: Option<control::target::CacheStats>,
+    pub(super) verity: Option<control::target::VerityStats>,
+}
+
+impl Status {
+    /// The parts of `stack` the control socket reports.
+    pub(super) fn of(stack: &mut Stack) -> Status {
+        Status {
+            dev: stack.export.dev.clone(),
+            meter: stack.meter.clone(),
+            cow: stack.cow_stats.take(),
+            cow_sync: stack.cow_sync.take(),
+            cache: stack.cache_stats.take(),
+            verity: stack.verity_stats.take(),
+        }
+    }
+}
+
+/// Starts the control socket of `device`, whose `detach` is sent to the
+/// main thread as [`Event::Detach`]; `None` (after saying why) when it
+/// could not start: the server still serves.
+pub(super) fn start_control_of(
+    o: &Options,
+    device: KernelDevice,
+    status: Status,
+    events: &Sender<Event>,
+) -> Option<control::ControlServer> {
+    let detach_events = events.clone();
+    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+    let target = control::Target {
+        info: control::Info {
+            device: device.to_string(),
+            pid: std::process::id(),
+            image: if o.image.to_str().is_some_and(crate::remote::is_url) {
+                o.image.clone()
+            } else {
+                absolute(&o.image)
+            },
+            cow: o.cow.as_ref().map(absolute),
+        },
+        dev: status.dev,
+        meter: status.meter,
+        cow: status.cow,
+        cow_sync: status.cow_sync,
+        cache: status.cache,
+        verity: status.verity,
+        detach: Box::new(move |pending| {
+            let _ = detach_events.send(Event::Detach(pending));
+        }),
+    };
+    start_control(device, target)
+        .map_err(|e| eprintln!("{APPLET}: {e}; cowdev and cowsync cannot reach this server"))
+        .ok()
+}
+
+/// The start every transport shares: a new session for `--background`,
+/// where messages go, the root daemon's hardening, and the signals
+/// (registered before any thread exists, so none is missed).
+pub(super) fn start(o: &Options) -> Result<(Say, signal_hook::iterator::Signals), String> {
+    let daemon = o.root_daemon || o.background;
+    if o.background {
+        // Fails only when we already lead a process group (started from
+        // a shell with job control); SIGHUP is ignored below then.
+        let _ = rustix::process::setsid();
+    }
+    let say = Say(daemon.then(|| Arc::new(Log::open(APPLET, false))));
+    if let (Some(log), true) = (&say.0, o.root_daemon) {
+        for missing in crate::sys::daemon::harden() {
+            log.warn(&missing);
+        }
+    }
+    let watched: &[i32] = if daemon { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
+    let signals =
+        signal_hook::iterator::Signals::new(watched).map_err(|e| format!("signal handlers: {e}"))?;
+    Ok((say, signals))
+}
+
+/// The device path alone on stdout (scripts and init wait for it), then
+/// the background if asked.
+pub(super) fn print_device(o: &Options, device: KernelDevice) -> Result<(), String> {
+    println!("{device}");
+    let _ = io::stdout().flush();
+    if o.background {
+        to_background().map_err(|e| format!("--background: /dev/null: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Relays the signals to the main thread.
+pub(super) fn forward_signals(mut signals: signal_hook::iterator::Signals, events: Sender<Event>) {
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if events.send(Event::Signal(sig)).is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// The kernel device and its control socket, once attached.
@@ -170,47 +272,16 @@ fn attach(
         backend: format!("cloopbox:{}", o.image.display()),
     };
     let attachment = nbd::kernel::attach(server, &opts).map_err(|e| format!("--device: {e}"))?;
-    let (index, device) = (attachment.index, attachment.device());
+    let index = attachment.index;
+    let device = KernelDevice::Nbd(index);
     // Before the device line, so the first reads already have this shape;
     // a kernel without these files still serves, with its own shape.
-    if let Err(e) =
-        nbd::kernel::tune_queue(Path::new("/sys/block"), &format!("nbd{index}"), &o.queue, image_block)
-    {
-        eprintln!("{APPLET}: {device}: request shape: {e}", device = device.display());
+    if let Err(e) = nbd::kernel::tune_queue(Path::new("/sys/block"), &device.name(), &o.queue, image_block) {
+        eprintln!("{APPLET}: {device}: request shape: {e}");
     }
-    let detach_events = events.clone();
-    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
-    let target = control::Target {
-        info: control::Info {
-            device: device.display().to_string(),
-            pid: std::process::id(),
-            image: if o.image.to_str().is_some_and(crate::remote::is_url) {
-                o.image.clone()
-            } else {
-                absolute(&o.image)
-            },
-            cow: o.cow.as_ref().map(absolute),
-        },
-        dev: status.dev,
-        meter: status.meter,
-        cow: status.cow,
-        cow_sync: status.cow_sync,
-        cache: status.cache,
-        verity: status.verity,
-        detach: Box::new(move |pending| {
-            let _ = detach_events.send(Event::Detach(pending));
-        }),
-    };
     // Before the device line: whoever reads it can control us at once.
-    let control = start_control(index, target)
-        .map_err(|e| eprintln!("{APPLET}: {e}; cowdev and cowsync cannot reach this server"))
-        .ok();
-    // The device path alone on stdout, for scripts and init.
-    println!("{}", device.display());
-    let _ = io::stdout().flush();
-    if o.background {
-        to_background().map_err(|e| format!("--background: /dev/null: {e}"))?;
-    }
+    let control = start_control_of(o, device, status, events);
+    print_device(o, device)?;
     let events = events.clone();
     std::thread::spawn(move || {
         attachment.wait();
@@ -219,15 +290,23 @@ fn attach(
     Ok(Attached { index, control })
 }
 
+/// How a transport flushes and lets go of its kernel device for a
+/// control-socket `detach`.
+pub(super) type DetachDevice<'a> = (KernelDevice, &'a mut dyn FnMut() -> Result<(), String>);
+
+/// Why a server stopped.
+pub(super) const KERNEL_GONE: &str = "the kernel disconnected";
+
 /// Waits for a reason to stop; a granted `detach` comes back to be
-/// answered after the final flush.
-fn wait_for_stop(
+/// answered after the final flush. `detach` flushes and lets go of the
+/// kernel device (`None`: no device, a `detach` is ignored); when it
+/// fails the device stays and the client is told.
+pub(super) fn wait_for_stop(
     o: &Options,
     event: &Receiver<Event>,
-    dev: &dyn BlockDev,
-    attached: Option<u32>,
+    mut detach: Option<DetachDevice<'_>>,
     say: &Say,
-) -> (&'static str, Option<control::Pending>) {
+) -> (String, Option<control::Pending>) {
     loop {
         match event.recv() {
             Ok(Event::Signal(sig)) if o.root_daemon => say.info(&format!(
@@ -235,30 +314,29 @@ fn wait_for_stop(
             )),
             // No terminal to hang up on: a leftover of the caller's session.
             Ok(Event::Signal(SIGHUP)) => {}
-            Ok(Event::Signal(sig)) => return (if sig == SIGINT { "SIGINT" } else { "SIGTERM" }, None),
+            Ok(Event::Signal(sig)) => {
+                return ((if sig == SIGINT { "SIGINT" } else { "SIGTERM" }).into(), None)
+            }
             Ok(Event::Detach(pending)) => {
-                let Some(index) = attached else { continue };
-                match flush_and_detach(dev, index) {
-                    Ok(()) => return ("detach requested", Some(pending)),
+                let Some((device, detach)) = detach.as_mut() else { continue };
+                match detach() {
+                    Ok(()) => return ("detach requested".into(), Some(pending)),
                     // Still attached and serving: the client decides.
                     Err(e) => {
-                        say.info(&format!("detach requested: {e}; still serving /dev/nbd{index}"));
-                        pending.reply(Err(format!("{e}; /dev/nbd{index} is still attached")));
+                        say.info(&format!("detach requested: {e}; still serving {device}"));
+                        pending.reply(Err(format!("{e}; {device} is still attached")));
                     }
                 }
             }
-            Ok(Event::KernelGone) | Err(_) => return ("the kernel disconnected", None),
+            Ok(Event::Failed(e)) => return (e, None),
+            Ok(Event::KernelGone) | Err(_) => return (KERNEL_GONE.into(), None),
         }
     }
 }
 
 /// The startup line: on stdout in the foreground (scripts and tests wait
 /// for it), to the log for a daemon.
-fn announce(summary: &str, names: &[String], device: Option<(u32, u32)>, say: &Say) {
-    let mut places = names.to_vec();
-    if let Some((i, block_size)) = device {
-        places.push(format!("/dev/nbd{i} ({block_size} byte sectors)"));
-    }
+pub(super) fn announce(summary: &str, places: &[String], say: &Say) {
     let line = format!("serving {summary} on {}", places.join(", "));
     if say.0.is_some() {
         say.info(&line);
@@ -268,36 +346,25 @@ fn announce(summary: &str, names: &[String], device: Option<(u32, u32)>, say: &S
     }
 }
 
+/// Answers a granted `detach` once the final flush is known.
+pub(super) fn answer_detach(
+    pending: Option<control::Pending>,
+    device: Option<KernelDevice>,
+    flushed: &Result<(), String>,
+) {
+    if let Some(pending) = pending {
+        let device = device.map(|d| d.to_string()).unwrap_or_default();
+        pending.reply(flushed.clone().map(|()| format!("{device} detached, cowfile flushed\n")));
+    }
+}
+
 /// Serves `o` until a signal, a `detach` or the kernel ends it, then stops
 /// in order; `Ok` once the final flush succeeded.
 pub fn run(o: Options) -> Result<(), String> {
-    let daemon = o.root_daemon || o.background;
-    if o.background {
-        // Fails only when we already lead a process group (started from
-        // a shell with job control); SIGHUP is ignored below then.
-        let _ = rustix::process::setsid();
-    }
-    let say = Say(daemon.then(|| Arc::new(Log::open(APPLET, false))));
-    if let (Some(log), true) = (&say.0, o.root_daemon) {
-        for missing in crate::sys::daemon::harden() {
-            log.warn(&missing);
-        }
-    }
-    // Registered before any thread exists, so no signal is missed.
-    let watched: &[i32] = if daemon { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
-    let mut signals =
-        signal_hook::iterator::Signals::new(watched).map_err(|e| format!("signal handlers: {e}"))?;
-    let Stack {
-        export,
-        summary,
-        device_block,
-        image_block,
-        meter,
-        cow_stats,
-        cow_sync,
-        cache_stats,
-        verity_stats,
-    } = stack::build(&o, say.warn_fn())?;
+    let (say, signals) = start(&o)?;
+    let mut stack = stack::build(&o, say.warn_fn())?;
+    let status = Status::of(&mut stack);
+    let Stack { export, summary, device_block, image_block, .. } = stack;
     let (listeners, names) = bind_all(&o)?;
     let dev = export.dev.clone();
     let cfg = nbd::Config {
@@ -313,37 +380,26 @@ pub fn run(o: Options) -> Result<(), String> {
     }
     let (events, event) = std::sync::mpsc::channel::<Event>();
     let mut attached = match o.device {
-        Some(index) => {
-            let status = Status {
-                dev: dev.clone(),
-                meter,
-                cow: cow_stats,
-                cow_sync,
-                cache: cache_stats,
-                verity: verity_stats,
-            };
-            Some(attach(&o, &server, (index, device_block, image_block), status, &events)?)
-        }
+        Some(index) => Some(attach(&o, &server, (index, device_block, image_block), status, &events)?),
         None => None,
     };
     let index = attached.as_ref().map(|a| a.index);
+    let device = index.map(KernelDevice::Nbd);
     if let Some(dir) = &o.watch_space {
         let hint = if o.root_daemon { stack::ROOT_FULL_HINT } else { "" };
         super::watch::spawn(dir.clone(), hint, say.warn_fn())
             .map_err(|e| format!("--watch-space thread: {e}"))?;
     }
     if !o.quiet {
-        announce(&summary, &names, index.map(|i| (i, device_block)), &say);
+        let mut places = names.clone();
+        places.extend(device.map(|d| format!("{d} ({device_block} byte sectors)")));
+        announce(&summary, &places, &say);
     }
-    std::thread::spawn(move || {
-        for sig in signals.forever() {
-            if events.send(Event::Signal(sig)).is_err() {
-                break;
-            }
-        }
-    });
-    let (reason, detach_request) = wait_for_stop(&o, &event, &*dev, index, &say);
-    if let Some(index) = index.filter(|_| detach_request.is_none() && reason != "the kernel disconnected") {
+    forward_signals(signals, events);
+    let mut detach_nbd = || flush_and_detach(&*dev, index.unwrap_or_default());
+    let detach: Option<DetachDevice<'_>> = device.map(|d| (d, &mut detach_nbd as &mut _));
+    let (reason, detach_request) = wait_for_stop(&o, &event, detach, &say);
+    if let Some(index) = index.filter(|_| detach_request.is_none() && reason != KERNEL_GONE) {
         if let Err(e) = flush_and_detach(&*dev, index) {
             say.info(&format!("{reason}: {e}"));
         }
@@ -359,10 +415,7 @@ pub fn run(o: Options) -> Result<(), String> {
         let _ = t.join();
     }
     let flushed = dev.flush().map_err(|e| format!("{reason}: final flush failed: {e}"));
-    if let Some(pending) = detach_request {
-        let device = index.map(|i| format!("/dev/nbd{i}")).unwrap_or_default();
-        pending.reply(flushed.clone().map(|()| format!("{device} detached, cowfile flushed\n")));
-    }
+    answer_detach(detach_request, device, &flushed);
     flushed?;
     if !o.quiet {
         say.info(&format!("{reason}: stopped cleanly"));

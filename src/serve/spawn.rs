@@ -25,7 +25,8 @@ pub struct Request<'a> {
     /// Absolute (a relative one could start with `-`).
     pub image: &'a Path,
     pub cow: Option<&'a Path>,
-    /// `auto` or `/dev/nbdN`.
+    /// `auto` or `/dev/nbdN` (`/dev/ublkbN` with `--transport ublk` in
+    /// the flags).
     pub device: &'a str,
     /// The child's argv[0]: `@cloopd` for a root-storage daemon.
     pub argv0: &'a str,
@@ -112,7 +113,7 @@ pub fn spawn(req: &Request) -> Result<Started, SpawnError> {
         let _ = BufReader::new(stdout.take(MAX_LINE)).read_line(&mut line);
     }
     let device = line.trim_end();
-    if device.starts_with("/dev/nbd") {
+    if device.starts_with("/dev/") && crate::control::proto::KernelDevice::parse(device).is_some() {
         return Ok(Started { device: PathBuf::from(device), pid, said: said(STDERR_WAIT) });
     }
     let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());

@@ -12,9 +12,11 @@
 //!
 //! Stopping (SIGINT, SIGTERM, or a queue that failed): STOP_DEV removes
 //! the disk (the kernel's last flushes are still served), the queue
-//! threads end, the stack is flushed, and DEL_DEV frees the number.
+//! threads end, the stack is flushed, and DEL_DEV frees the number
+//! (DEL_DEV_ASYNC where the kernel has it: a filesystem still mounted on
+//! the gone disk would make DEL_DEV wait for its unmount).
 
-use std::io::{self, Write as _};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -23,15 +25,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rustix::fs::{Mode, OFlags};
-use signal_hook::consts::{SIGINT, SIGTERM};
 
+use super::daemon::{self, Event};
 use super::{stack, Options, Stack};
 use crate::blockdev::BlockDev;
-use crate::cow::overlay::WarnFn;
+use crate::control::proto::KernelDevice;
 use crate::sys::ioctl::ublk::{Control, Queue, IO_RES_ABORT};
 use crate::ublk::proto::{self, DevInfo, IoDesc, Params};
 
-const APPLET: &str = "cloopd";
 pub const CONTROL: &str = "/dev/ublk-control";
 /// What a kernel without the driver gets told.
 pub const NOT_FOUND: &str =
@@ -72,14 +73,9 @@ pub fn params(size: u64, writable: bool, device_block: u32, image_block: u32, ma
         max_sectors: max_io >> 9,
         // Whole logical blocks: a tail shorter than one is not a sector.
         dev_sectors: (size >> logical) << (logical - 9),
+        // Trims give a cowfile's space back (fstrim on a live root).
+        discard_granularity: if writable { 1 << logical.max(12) } else { 0 },
     }
-}
-
-/// What the main thread waits for.
-enum Event {
-    Signal(i32),
-    /// A queue thread ended with an error.
-    Queue(String),
 }
 
 /// The control side of one added device.
@@ -194,8 +190,16 @@ fn start_queues(
         let shape = (info.dev_id, q_id, info.queue_depth, info.max_io_buf_bytes as usize);
         let fd = cdev.try_clone();
         let spawned = std::thread::Builder::new().name(format!("ublk-q{q_id}")).spawn(move || {
-            if let Err(e) = serve_queue(&*dev, fd, shape, &stop, ready_tx) {
-                let _ = events.send(Event::Queue(e));
+            match serve_queue(&*dev, fd, shape, &stop, ready_tx) {
+                Err(e) => {
+                    let _ = events.send(Event::Failed(e));
+                }
+                // Every tag aborted without our asking: the device was
+                // deleted under us.
+                Ok(()) if !stop.load(Ordering::Acquire) => {
+                    let _ = events.send(Event::KernelGone);
+                }
+                Ok(()) => {}
             }
         });
         match spawned {
@@ -229,37 +233,53 @@ fn teardown(
         let _ = t.join();
     }
     let flushed = dev.flush().map_err(|e| format!("final flush failed: {e}"));
-    let deleted = device.command("DEL_DEV", proto::CMD_DEL_DEV, 0, None);
+    // DEL_DEV waits until nobody holds the disk, and at shutdown the root
+    // filesystem still does (read-only) until the exit initramfs unmounts
+    // it after we are gone: without waiting where the kernel can (6.9+).
+    let deleted = device
+        .command("DEL_DEV_ASYNC", proto::CMD_DEL_DEV_ASYNC, 0, None)
+        .or_else(|_| device.command("DEL_DEV", proto::CMD_DEL_DEV, 0, None));
     stopped.and(flushed).and(deleted).map(|_| ())
 }
 
-/// Serves `o` as `/dev/ublkbN` until SIGINT or SIGTERM.
+/// Serves `o` as `/dev/ublkbN` until SIGINT or SIGTERM (outside
+/// `--root-daemon`), a `detach` on the control socket, or the driver
+/// deleting the device.
 pub fn run(o: Options) -> Result<(), String> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("signal handlers: {e}"))?;
-    let warn: WarnFn = Arc::new(|msg| eprintln!("{APPLET}: {msg}"));
-    let Stack { export, summary, device_block, image_block, .. } = stack::build(&o, warn.clone())?;
+    let (say, signals) = daemon::start(&o)?;
+    let warn = say.warn_fn();
+    let mut stack = stack::build(&o, warn.clone())?;
+    let status = daemon::Status::of(&mut stack);
+    let Stack { export, summary, device_block, image_block, .. } = stack;
     let dev = export.dev.clone();
     // Before the device exists: a failure here must not leave one behind.
     if let Some(dir) = &o.watch_space {
-        super::watch::spawn(dir.clone(), "", warn.clone())
+        let hint = if o.root_daemon { stack::ROOT_FULL_HINT } else { "" };
+        super::watch::spawn(dir.clone(), hint, warn.clone())
             .map_err(|e| format!("--watch-space thread: {e}"))?;
     }
     let mut control = open_control()?;
     let max_io = max_io_bytes(&o, image_block);
+    let wanted_id = match o.device {
+        Some(Some(id)) => id,
+        _ => proto::ANY_DEV,
+    };
     let want = DevInfo {
         nr_hw_queues: o.threads.clamp(1, MAX_QUEUES) as u16,
         queue_depth: DEPTH,
         max_io_buf_bytes: max_io,
-        dev_id: proto::ANY_DEV,
+        dev_id: wanted_id,
         ublksrv_pid: std::process::id() as i32,
         flags: proto::F_CMD_IOCTL_ENCODE,
         ..DevInfo::default()
     };
     let mut buf = want.encode();
-    control
-        .command(proto::CMD_ADD_DEV, proto::ctrl_cmd(proto::ANY_DEV, 0), Some(&mut buf))
-        .map_err(|e| format!("ublk: ADD_DEV: {e}"))?;
+    control.command(proto::CMD_ADD_DEV, proto::ctrl_cmd(wanted_id, 0), Some(&mut buf)).map_err(|e| {
+        match wanted_id {
+            proto::ANY_DEV => format!("ublk: ADD_DEV: {e}"),
+            id => format!("ublk: ADD_DEV of /dev/ublkb{id}: {e}"),
+        }
+    })?;
     // The driver fills in the number and may lower the queue count.
     let info = DevInfo::decode(&buf);
     let mut device = Device { control, id: info.dev_id };
@@ -279,38 +299,45 @@ pub fn run(o: Options) -> Result<(), String> {
         let _ = teardown(device, &stop, threads, &*dev);
         return Err(e);
     }
-    let name = format!("ublkb{}", info.dev_id);
+    let kernel_device = KernelDevice::Ublk(info.dev_id);
+    let name = kernel_device.name();
     if let Err(e) = crate::nbd::kernel::tune_queue(Path::new("/sys/block"), &name, &o.queue, image_block) {
-        warn(&format!("/dev/{name}: request shape: {e}"));
+        warn(&format!("{kernel_device}: request shape: {e}"));
     }
-    // The device path alone on stdout, for scripts, as with --device.
-    println!("/dev/{name}");
+    // Before the device line: whoever reads it can control us at once.
+    let control_socket = daemon::start_control_of(&o, kernel_device, status, &events);
+    if let Err(e) = daemon::print_device(&o, kernel_device) {
+        let _ = teardown(device, &stop, threads, &*dev);
+        return Err(e);
+    }
     if !o.quiet {
-        println!(
-            "{APPLET}: serving {summary} on /dev/{name} (ublk, {} queues of {}, {} byte sectors)",
+        let place = format!(
+            "{kernel_device} (ublk, {} queues of {}, {} byte sectors)",
             info.nr_hw_queues,
             info.queue_depth,
             1u32 << p.logical_bs_shift
         );
+        daemon::announce(&summary, &[place], &say);
     }
-    let _ = io::stdout().flush();
-    let signal_events = events.clone();
-    std::thread::spawn(move || {
-        for sig in signals.forever() {
-            if signal_events.send(Event::Signal(sig)).is_err() {
-                break;
-            }
-        }
-    });
-    let reason = match event.recv() {
-        Ok(Event::Signal(SIGINT)) => "SIGINT".to_string(),
-        Ok(Event::Signal(_)) => "SIGTERM".to_string(),
-        Ok(Event::Queue(e)) => e,
-        Err(_) => "no more events".to_string(),
+    daemon::forward_signals(signals, events);
+    // A detach flushes first, then removes the disk (STOP_DEV; the
+    // kernel's last requests are still served); the rest of the teardown
+    // follows below.
+    let mut detach_ublk = || {
+        dev.flush().map_err(|e| format!("flush before removing the disk failed: {e}"))?;
+        device.command("STOP_DEV", proto::CMD_STOP_DEV, 0, None).map(|_| ())
     };
-    teardown(device, &stop, threads, &*dev).map_err(|e| format!("{reason}: {e}"))?;
+    let (reason, detach_request) =
+        daemon::wait_for_stop(&o, &event, Some((kernel_device, &mut detach_ublk)), &say);
+    let flushed = teardown(device, &stop, threads, &*dev).map_err(|e| format!("{reason}: {e}"));
+    // The device is gone: free its control name for the next server.
+    if let Some(c) = control_socket {
+        c.stop();
+    }
+    daemon::answer_detach(detach_request, Some(kernel_device), &flushed);
+    flushed?;
     if !o.quiet {
-        eprintln!("{APPLET}: {reason}: /dev/{name} stopped and deleted cleanly");
+        say.info(&format!("{reason}: {kernel_device} stopped and deleted cleanly"));
     }
     Ok(())
 }
@@ -334,6 +361,7 @@ mod tests {
         assert!(!rw.read_only && rw.write_cache);
         assert_eq!((rw.logical_bs_shift, rw.physical_bs_shift, rw.io_opt_shift), (9, 12, 16));
         assert_eq!(rw.dev_sectors, 2048);
+        assert_eq!((p.discard_granularity, rw.discard_granularity), (0, 4096));
     }
 
     #[test]

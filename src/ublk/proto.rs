@@ -19,6 +19,9 @@ pub const CMD_DEL_DEV: u32 = ioc(IOWR, 0x05, CTRL_CMD);
 pub const CMD_START_DEV: u32 = ioc(IOWR, 0x06, CTRL_CMD);
 pub const CMD_STOP_DEV: u32 = ioc(IOWR, 0x07, CTRL_CMD);
 pub const CMD_SET_PARAMS: u32 = ioc(IOWR, 0x08, CTRL_CMD);
+/// Linux 6.9+: DEL_DEV without waiting for the disk's last opener (a
+/// filesystem still mounted on it) to let go.
+pub const CMD_DEL_DEV_ASYNC: u32 = ioc(IOR, 0x14, CTRL_CMD);
 pub const IO_FETCH_REQ: u32 = ioc(IOWR, 0x20, IO_CMD);
 pub const IO_COMMIT_AND_FETCH_REQ: u32 = ioc(IOWR, 0x21, IO_CMD);
 
@@ -81,8 +84,9 @@ impl DevInfo {
     }
 }
 
-/// `struct ublk_params` with only `struct ublk_param_basic` (the other
-/// parameter types are left out, so no discard requests come).
+/// `struct ublk_params`: `struct ublk_param_basic`, and
+/// `struct ublk_param_discard` when discards are wanted (a writable
+/// stack: a cowfile gives the space of trimmed blocks back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Params {
     pub read_only: bool,
@@ -95,12 +99,20 @@ pub struct Params {
     /// The largest request, in 512-byte sectors.
     pub max_sectors: u32,
     pub dev_sectors: u64,
+    /// Discard and write-zeroes requests in units of this many bytes; 0:
+    /// none are sent.
+    pub discard_granularity: u32,
 }
+
+/// The largest discard or write-zeroes request asked for, in sectors
+/// (4 GiB; it carries no data, so no buffer bounds it).
+pub const MAX_DISCARD_SECTORS: u32 = 1 << 23;
 
 /// `sizeof(struct ublk_params)` in 6.12: header 8, basic 32, discard 20,
 /// devt 16, zoned 32, padded to 8.
 pub const PARAMS_LEN: usize = 112;
 const PARAM_TYPE_BASIC: u32 = 1;
+const PARAM_TYPE_DISCARD: u32 = 1 << 1;
 const ATTR_READ_ONLY: u32 = 1;
 const ATTR_VOLATILE_CACHE: u32 = 1 << 2;
 const ATTR_FUA: u32 = 1 << 3;
@@ -109,7 +121,12 @@ impl Params {
     pub fn encode(&self) -> [u8; PARAMS_LEN] {
         let mut b = [0u8; PARAMS_LEN];
         b[0..4].copy_from_slice(&(PARAMS_LEN as u32).to_le_bytes());
-        b[4..8].copy_from_slice(&PARAM_TYPE_BASIC.to_le_bytes());
+        let types = if self.discard_granularity > 0 {
+            PARAM_TYPE_BASIC | PARAM_TYPE_DISCARD
+        } else {
+            PARAM_TYPE_BASIC
+        };
+        b[4..8].copy_from_slice(&types.to_le_bytes());
         let mut attrs = 0;
         if self.read_only {
             attrs |= ATTR_READ_ONLY;
@@ -124,6 +141,14 @@ impl Params {
         b[15] = self.io_min_shift;
         b[16..20].copy_from_slice(&self.max_sectors.to_le_bytes());
         b[24..32].copy_from_slice(&self.dev_sectors.to_le_bytes());
+        if self.discard_granularity > 0 {
+            // discard_alignment (40) stays 0.
+            b[44..48].copy_from_slice(&self.discard_granularity.to_le_bytes());
+            b[48..52].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
+            b[52..56].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
+            // The driver takes single-range discards only.
+            b[56..58].copy_from_slice(&1u16.to_le_bytes());
+        }
         b
     }
 }
@@ -190,6 +215,7 @@ mod tests {
         assert_eq!(CMD_STOP_DEV, 0xc020_7507);
         assert_eq!(CMD_SET_PARAMS, 0xc020_7508);
         assert_eq!(CMD_GET_DEV_INFO, 0x8020_7502);
+        assert_eq!(CMD_DEL_DEV_ASYNC, 0x8020_7514);
         assert_eq!(IO_FETCH_REQ, 0xc010_7520);
         assert_eq!(IO_COMMIT_AND_FETCH_REQ, 0xc010_7521);
     }
@@ -235,6 +261,7 @@ mod tests {
             io_min_shift: 9,
             max_sectors: 256,
             dev_sectors: 1 << 40,
+            discard_granularity: 0,
         };
         let b = p.encode();
         assert_eq!(&b[0..8], &[112, 0, 0, 0, 1, 0, 0, 0]);
@@ -243,8 +270,17 @@ mod tests {
         assert_eq!(&b[16..20], &256u32.to_le_bytes());
         assert_eq!(&b[24..32], &(1u64 << 40).to_le_bytes());
         assert!(b[32..].iter().all(|&x| x == 0));
-        let rw = Params { read_only: false, write_cache: true, ..p }.encode();
+        let rw = Params { read_only: false, write_cache: true, discard_granularity: 4096, ..p }.encode();
+        assert_eq!(&rw[4..8], &[3, 0, 0, 0]);
         assert_eq!(&rw[8..12], &[12, 0, 0, 0]);
+        // struct ublk_param_discard at 40: alignment, granularity, max
+        // discard and write-zeroes sectors, one segment.
+        assert_eq!(&rw[40..44], &[0, 0, 0, 0]);
+        assert_eq!(&rw[44..48], &4096u32.to_le_bytes());
+        assert_eq!(&rw[48..52], &(1u32 << 23).to_le_bytes());
+        assert_eq!(&rw[52..56], &(1u32 << 23).to_le_bytes());
+        assert_eq!(&rw[56..58], &[1, 0]);
+        assert!(rw[58..].iter().all(|&x| x == 0));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 ALL_SCENARIOS+=(debian-systemd sigstop)
 # debian13-systemd: the same with a Debian 13 root (systemd 257), run by
 # name under KERNEL_SUITE=trixie (test.sh does), as DEBIAN_SUITE=trixie.
+# debian13-ublk: debian13-systemd with cloopbox.transport=ublk (the root on
+# /dev/ublkbN through ublk_drv), also by name under KERNEL_SUITE=trixie.
 
 # --- scenario: debian-systemd ------------------------------------------------
 # Debian bookworm (systemd, udev) from a CD through our initramfs: ext4 in
@@ -34,11 +36,25 @@ scenario_debian13-systemd() {
     debian_systemd debian13-systemd
 }
 
+# --- scenario: debian13-ublk -------------------------------------------------
+# The same boot with the root daemon on ublk: init loads ublk_drv and
+# starts `cloopd --transport ublk`, so the root is /dev/ublkbN; cowdev,
+# fstrim (ublk discards into the cowfile) and the exit initramfs's detach
+# through @cloopbox/ublkbN must all work as they do over NBD.
+scenario_debian13-ublk() {
+    local DEBIAN_SUITE=trixie DEBIAN_TAR=$QEMU_LIB_ROOT/work/qemu/debian-trixie-root.tar DEBIAN_READY=""
+    local DEBIAN_TREE DEBIAN_CLOOP DEBIAN_ISO DEBIAN_APPEND
+    prepare_debian
+    local iso=$WORK/debian-trixie/debian-ublk.iso
+    make_iso "$iso" "$DEBIAN_APPEND cloopbox.transport=ublk" "$DEBIAN_CLOOP"
+    SERVED_DEV=ublkb debian_systemd debian13-ublk -cdrom "$iso" -boot d
+}
+
 # debian_systemd NAME [QEMU ARGS...]: boots prepare_debian's CD (or what
 # the QEMU ARGS give: net.sh's net-debian boots the image over HTTP) as
 # scenario NAME.
 debian_systemd() {
-    local name=$1
+    local name=$1 dev=${SERVED_DEV:-nbd}
     shift
     prepare_debian
     [ $# -gt 0 ] || set -- -cdrom "$DEBIAN_ISO" -boot d
@@ -47,17 +63,17 @@ debian_systemd() {
     local pid pids=() forbid
     mapfile -t pids < <(tr -d '\r' < "$log" | awk '$1 == "DAEMON:" { print $2 }')
     pid=${pids[0]:-NONE}
-    forbid=("I/O error" "nbd[0-9]*:? .*(timed out|Dead connection|shutting down)" "KMSG-BAD"
+    forbid=("I/O error" "nbd[0-9]*:? .*(timed out|Dead connection|shutting down)" "KMSG-BAD" "serving over NBD"
         "Sending SIGKILL to PID" "Killing process .*cloopd" "Killing process $pid "
         "likely to block re-mounting" "cloopbox-shutdown: unclean" "SD-VERDICT: FAIL" "TIMEOUT")
     local multi=${BOOT_SECS:-?}
     check_absent "$name" \
-        "systemd multi-user at ${multi}s on /dev/nbdN ext4, fstrim freed tmpfs, clean exitrd poweroff; run $((SECONDS - t0))s" \
+        "systemd multi-user at ${multi}s on /dev/${dev}N ext4, fstrim freed tmpfs, clean exitrd poweroff; run $((SECONDS - t0))s" \
         forbid "SD-STATE: (running|degraded)" "SD-VERDICT: ok" "SD-MULTI-USER: active" \
-        "ROOTFS: /dev/nbd[0-9]+ ext4" "COWMOUNT: tmpfs" "DAEMON: $pid @cloopd .*--root-daemon" \
+        "ROOTFS: /dev/${dev}[0-9]+ ext4" "COWMOUNT: tmpfs" "DAEMON: $pid @cloopd .*--root-daemon" \
         "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot" "WRITE-READBACK: ok" \
         "TRIM-OUT: /: .* trimmed" "TRIM: OK" "CTL: +copy-on-write file: /run/initramfs/cow/KNOPPIX.cow" \
-        "DAEMON-ALIVE: $pid [RS]" "CHECKS-DONE" "cloopbox-shutdown: /dev/nbd[0-9]+ \\(pid $pid\\)" \
+        "DAEMON-ALIVE: $pid [RS]" "CHECKS-DONE" "cloopbox-shutdown: /dev/${dev}[0-9]+ \\(pid $pid\\)" \
         "cloopbox-shutdown: clean shutdown, poweroff, 1 server flushed and detached" "reboot: Power down"
 }
 

@@ -13,7 +13,7 @@ if grep -qw cloopbox.test=boot /proc/cmdline; then
     say "SD-ANALYZE: $(systemd-analyze time 2>&1 | head -n 1)"
     # What the boot cost the storage: requests and sectors read from the
     # root device, and the CPU time (ticks) of the root-storage daemons.
-    for d in nbd0 loop0; do
+    for d in nbd0 ublkb0 loop0; do
         # reads, read sectors, writes, write sectors, discards, flushes
         [ -r /sys/block/$d/stat ] && say "BOOT-DISK: $d $(awk "{ print \$1, \$3, \$5, \$7, \$12, \$16 }" /sys/block/$d/stat)"
     done
