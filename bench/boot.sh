@@ -113,7 +113,8 @@ build() {
     fi
     install -m 0755 "$GUEST/bench-init.sh" tree/opt/bench/init
     local n b
-    for n in "${NAMES[@]}"; do image "$(base "$n")"; done
+    # Each image once, however many contenders boot it.
+    for b in $(for n in "${NAMES[@]}"; do base "$n"; done | sort -u); do image "$b"; done
     say "initramfs: ours (initramfs/mkinitramfs.sh), busybox with squashfs, busybox with erofs"
     "$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
     squashfs_initrd sq-initrd.gz squashfs

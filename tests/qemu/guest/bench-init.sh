@@ -7,10 +7,11 @@ read up _ < /proc/uptime
 echo "ROOT-UP uptime=$up"
 echo "ROOTFS: $($BB awk '$2 == "/" { l = $1 " " $3 } END { print l }' /proc/mounts)"
 $BB dmesg | $BB grep -E 'Run /init|cloopbox|bench-init' | $BB sed 's/^/DMESG: /'
-# The root device: the NBD device of cloopd or the loop device of the
-# busybox initramfs. /sys/block/DEV/stat: reads completed, sectors read.
+# The root device: the NBD (or ublk) device of cloopd or the loop device
+# of the busybox initramfs. /sys/block/DEV/stat: reads completed, sectors
+# read.
 dev=
-for q in nbd0 loop0; do
+for q in nbd0 ublkb0 loop0; do
     [ -e /sys/block/$q/size ] && [ "$($BB cat /sys/block/$q/size)" != 0 ] && dev=$q && break
 done
 disk() { [ -z "$dev" ] || echo "$1 $dev $($BB awk '{ print $1, $3 }' /sys/block/$dev/stat)"; }
@@ -30,7 +31,7 @@ daemon_status() {
         case $($BB tr '\0' ' ' < $p/cmdline 2> /dev/null) in
             @cloopd*)
                 $BB ln -sf $p/exe /tmp/cowdev
-                /tmp/cowdev -l -v /dev/nbd0 2> /dev/null | $BB sed -n "s/^ *\(cache [a-z]*\|verity [a-z]*\|rdoreads\|bytes read\): *\([0-9]*\)$/$1 \1=\2/p"
+                /tmp/cowdev -l -v /dev/$dev 2> /dev/null | $BB sed -n "s/^ *\(cache [a-z]*\|verity [a-z]*\|rdoreads\|bytes read\): *\([0-9]*\)$/$1 \1=\2/p"
                 return ;;
         esac
     done
@@ -40,7 +41,7 @@ snap() {
     echo "SNAP-$1 uptime $($BB cut -d' ' -f1 /proc/uptime)"
     echo "SNAP-$1 $($BB grep '^cpu ' /proc/stat)"
     # sectors read, reads completed
-    $BB awk -v s="SNAP-$1" '$3 ~ /^(sr0|nbd0|loop0)$/ { print s, "disk", $3, $6, $4 }' /proc/diskstats
+    $BB awk -v s="SNAP-$1" '$3 ~ /^(sr0|nbd0|ublkb0|loop0)$/ { print s, "disk", $3, $6, $4 }' /proc/diskstats
     # CPU ticks (user, system) of every task; root-storage daemons ('@' in
     # argv[0]) are named @daemon.
     for p in /proc/[0-9]*; do
