@@ -310,6 +310,27 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "create")]
+    #[test]
+    fn full_build_names_itself_and_has_the_writer() {
+        assert_eq!(BUILD, "full");
+        assert!(FEATURES.contains(&"create"));
+        let help = vec![OsString::from("create_compressed_fs"), OsString::from("--help")];
+        assert_eq!((find("create_compressed_fs").unwrap().main)(help), 0);
+    }
+
+    /// Runs with `cargo test --lib --no-default-features --features zlib-rs`.
+    #[cfg(not(feature = "create"))]
+    #[test]
+    fn boot_build_lists_the_writer_but_refuses_it() {
+        assert_eq!(BUILD, "boot");
+        assert!(!FEATURES.contains(&"create"));
+        let applet = find("create_compressed_fs").expect("still in the table");
+        for args in [&["create_compressed_fs", "--help"][..], &["create_compressed_fs", "a", "b"]] {
+            assert_eq!((applet.main)(args.iter().map(OsString::from).collect()), 1);
+        }
+    }
+
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\u0001é\"");
