@@ -25,6 +25,10 @@ say "setup and static build"
 scripts/setup.sh
 BIN=$(scripts/build-static.sh)
 ls -l "$BIN" >&2
+# The initramfs's binary: the boot build, without the writer (README "Boot build").
+BOOT_BIN=$(scripts/build-static.sh --boot)
+ls -l "$BOOT_BIN" >&2
+"$BOOT_BIN" --version >&2
 
 say "a sample filesystem: an ext4 image holding /usr/share/doc and /usr/share/man"
 IMG=$WORK/sample.ext4

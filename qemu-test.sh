@@ -55,13 +55,14 @@ scripts/setup.sh
 
 # --- scenario: smoke ---------------------------------------------------------
 # The static binary runs as a guest program under a stock kernel: it lists
-# its applets and extracts a cloop image made on the host, bit-exact.
+# its applets and extracts a cloop image made on the host, bit-exact. It is
+# the boot build, the initramfs's binary: it says so, and refuses the writer.
 scenario_smoke() {
     local dir=$WORK/smoke root=$WORK/smoke/root
     rm -rf "$dir" && mkdir -p "$root"/{bin,sbin,proc,sys,dev,data}
     cp /bin/busybox "$root/bin/busybox"
     for a in sh mount poweroff sha256sum cat echo; do ln -s busybox "$root/bin/$a"; done
-    cp "$CLOOPBOX_BIN" "$root/bin/cloopbox"
+    cp "$CLOOPBOX_BOOT_BIN" "$root/bin/cloopbox"
     # A multiple of the block size: V2 pads the last block with zeros.
     head -c $((46 * 65536)) /dev/urandom > "$dir/payload.raw"
     dd if=/dev/zero bs=1M count=2 status=none >> "$dir/payload.raw"
@@ -72,6 +73,8 @@ scenario_smoke() {
 mount -t proc proc /proc
 mount -t devtmpfs dev /dev
 echo "SMOKE: applets: $(/bin/cloopbox --list | tr '\n' ' ')"
+echo "SMOKE: version: $(/bin/cloopbox --version | tr '\n' ' ')"
+if msg=$(/bin/cloopbox create_compressed_fs --help 2>&1); then echo "SMOKE: create ran"; else echo "SMOKE: create refused: $msg"; fi
 got=$(/bin/cloopbox extract_compressed_fs -q /data/payload.cloop | sha256sum | cut -d' ' -f1)
 if [ "$got" = "$(cat /data/expected)" ]; then echo "SMOKE: extract OK"; else echo "SMOKE: extract MISMATCH $got"; fi
 poweroff -f
@@ -81,8 +84,10 @@ INIT
     local t0=$SECONDS
     boot smoke "SMOKE: extract" -kernel "$KERNEL" -initrd "$dir/initrd.gz" -append "console=ttyS0 panic=-1 loglevel=6"
     local took=$((SECONDS - t0))
-    if grep -q "SMOKE: extract OK" "$LOGS/smoke.log" && grep -q "create_compressed_fs" "$LOGS/smoke.log"; then
-        record smoke PASS "$took" "static binary ran under kernel $KVER and extracted bit-exact"
+    if grep -q "SMOKE: extract OK" "$LOGS/smoke.log" && grep -q "create_compressed_fs" "$LOGS/smoke.log" &&
+        grep -q "SMOKE: version: cloopbox .* (boot build) features: zlib-rs" "$LOGS/smoke.log" &&
+        grep -q "SMOKE: create refused: create_compressed_fs: not in this build" "$LOGS/smoke.log"; then
+        record smoke PASS "$took" "static boot build ran under kernel $KVER, refused the writer and extracted bit-exact"
     else
         record smoke FAIL "$took" "see $LOGS/smoke.log"
     fi

@@ -17,12 +17,23 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
+# The boot build (scripts/build-static.sh --boot, README "Boot build"): the
+# same lints without the writer, in its own target dir.
+step "cargo clippy, boot build (--no-default-features --features zlib-rs)"
+cargo clippy --locked --no-default-features --features zlib-rs --target-dir target/boot -- -D warnings
+
 LOG=$(mktemp -d)/test.log
 step "setup on the pristine-machine trap (tests/setup/pristine-trap.sh)"
 tests/setup/pristine-trap.sh 2>&1 | tee "$LOG"
 
 step "cargo test"
 cargo test --locked --all-targets 2>&1 | tee -a "$LOG"
+
+# The library's own tests without the writer: what the boot build keeps
+# must stand on its own (the integration tests need create_compressed_fs;
+# tests/static_binary.rs checks the boot binary itself).
+step "cargo test --lib, boot build"
+cargo test --locked --lib --no-default-features --features zlib-rs --target-dir target/boot 2>&1 | tee -a "$LOG"
 
 step "the Debian package (scripts/build-deb.sh, lintian clean)"
 scripts/build-deb.sh >/dev/null

@@ -32,7 +32,8 @@
 #
 # Environment: RUNS (default 5), SMP (default 2, as qemu-test.sh), MEM (guest
 # MiB, 1024), QEMU_TIMEOUT (seconds per boot, 600), CLOOPBOX (the static
-# binary; default scripts/build-static.sh), DEBIAN_TAR (the root tarball,
+# binary; default scripts/build-static.sh), CLOOPBOX_BOOT (our initramfs's;
+# default CLOOPBOX if set, else scripts/build-static.sh --boot), DEBIAN_TAR (the root tarball,
 # default work/qemu/debian-root.tar, built by tests/qemu/mkdebian.sh when
 # missing), MKDRACUT (the dracut builder, default tests/qemu/mkdracut.sh of
 # this tree; it takes the module from its own tree). Output: a Markdown
@@ -52,6 +53,7 @@ TIMEOUT=${QEMU_TIMEOUT:-600}
 MKDRACUT=$(realpath -m "${MKDRACUT:-$ROOT/tests/qemu/mkdracut.sh}")
 DEBIAN_TAR=$(realpath -m "${DEBIAN_TAR:-$ROOT/work/qemu/debian-root.tar}")
 [ -z "${CLOOPBOX:-}" ] || CLOOPBOX=$(realpath "$CLOOPBOX")
+[ -z "${CLOOPBOX_BOOT:-}" ] || CLOOPBOX_BOOT=$(realpath "$CLOOPBOX_BOOT")
 APPEND="console=ttyS0 panic=-1 loglevel=4 cloopbox.test=boot"
 say() { printf '[boot-systemd] %s\n' "$*" >&2; }
 
@@ -76,7 +78,7 @@ mksquashfs tree theirs.squashfs -noappend -quiet -no-progress -comp gzip -b 6553
 rm -rf tree
 
 say "initramfs: ours (initramfs/mkinitramfs.sh), a minimal busybox one, dracut if available"
-"$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
+"$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BOOT" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
 
 squashfs_initrd theirs-initrd.gz
 

@@ -46,7 +46,9 @@
 #
 # Environment: RUNS (default 5), SMP (default "1 2"), BLOCK (131072), MEM
 # (guest MiB, 1024), QEMU_TIMEOUT (seconds per boot, 600), CLOOPBOX (the
-# static binary; default: scripts/build-static.sh), DEBIAN_TAR.
+# static binary; default: scripts/build-static.sh), CLOOPBOX_BOOT (the
+# initramfs's; default CLOOPBOX if set, else scripts/build-static.sh --boot),
+# DEBIAN_TAR.
 # Output: a Markdown report on stdout, kept in WORKDIR/boot/boot-report.md;
 # per-boot data in WORKDIR/boot/runs.jsonl and serial logs in
 # WORKDIR/boot/logs. Not a test: nothing fails on slow results.
@@ -63,6 +65,7 @@ BLOCK=${BLOCK:-131072}
 TIMEOUT=${QEMU_TIMEOUT:-600}
 DEBIAN_TAR=$(realpath -m "${DEBIAN_TAR:-$ROOT/work/qemu/debian-root.tar}")
 [ -z "${CLOOPBOX:-}" ] || CLOOPBOX=$(realpath "$CLOOPBOX")
+[ -z "${CLOOPBOX_BOOT:-}" ] || CLOOPBOX_BOOT=$(realpath "$CLOOPBOX_BOOT")
 # no_timer_check: on a loaded host the kernel's IO-APIC timer check fails
 # under TCG now and then ("IO-APIC + timer doesn't work!", a panic).
 APPEND="console=ttyS0 panic=-1 loglevel=4 no_timer_check init=/opt/bench/init"
@@ -116,7 +119,7 @@ build() {
     # Each image once, however many contenders boot it.
     for b in $(for n in "${NAMES[@]}"; do base "$n"; done | sort -u); do image "$b"; done
     say "initramfs: ours (initramfs/mkinitramfs.sh), busybox with squashfs, busybox with erofs"
-    "$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
+    "$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BOOT" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
     squashfs_initrd sq-initrd.gz squashfs
     SQ_MODULES=$SQUASHFS_MODULES
     squashfs_initrd erofs-initrd.gz erofs

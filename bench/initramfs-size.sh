@@ -6,7 +6,7 @@
 #
 #   bench/initramfs-size.sh [-b BINARY] [-k KVER -m MODROOT] [-s BUSYBOX]
 #
-# Defaults: scripts/build-static.sh's binary, the Debian 12 kernel the QEMU
+# Defaults: scripts/build-static.sh --boot's binary (the boot build), the Debian 12 kernel the QEMU
 # tests unpack (work/qemu/kernel/pkg, KVER from work/qemu/kernel/version),
 # /bin/busybox. Parts: the binary, busybox, the module files grouped by
 # their directory under kernel/ (fs/NAME, drivers/NAME, the rest as
@@ -26,7 +26,7 @@ while getopts "b:k:m:s:h" opt; do
         *) sed -n '2,17p' "$0"; exit 2 ;;
     esac
 done
-[ -n "$BIN" ] || BIN=$("$root/scripts/build-static.sh")
+[ -n "$BIN" ] || BIN=$("$root/scripts/build-static.sh" --boot)
 [ -n "$MODROOT" ] || MODROOT=$root/work/qemu/kernel/pkg
 [ -n "$KVER" ] || KVER=$(cat "$root/work/qemu/kernel/version")
 

@@ -6,8 +6,9 @@
 #
 # Usage: initramfs/mkinitramfs.sh -o OUT.cpio.gz [options]
 #   -o FILE        output (required)
-#   -b BINARY      the cloopbox binary (default: scripts/build-static.sh in a
-#                  source tree, else /usr/bin/cloopbox)
+#   -b BINARY      the cloopbox binary (default: the boot build,
+#                  scripts/build-static.sh --boot, in a source tree, else
+#                  /usr/bin/cloopbox)
 #   -k KVER        kernel version (default: uname -r)
 #   -m DIR         the modules tree that holds lib/modules/KVER (default: /)
 #   -s BUSYBOX     add a static busybox as /bin/sh for the rescue shell
@@ -51,8 +52,8 @@ while getopts "o:b:k:m:s:a:z:C:Nqh" opt; do
         N) NET=1 ;;
         C) CA=$OPTARG ;;
         q) QUIET=1 ;;
-        h) sed -n '2,25p' "$0"; exit 0 ;;
-        *) sed -n '2,25p' "$0" >&2; exit 2 ;;
+        h) sed -n '2,26p' "$0"; exit 0 ;;
+        *) sed -n '2,26p' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$OUT" ] || { echo "mkinitramfs: -o OUT is required" >&2; exit 2; }
@@ -63,10 +64,11 @@ if [ -n "$CA" ]; then
 fi
 say() { [ "$QUIET" = 1 ] || echo "mkinitramfs: $*" >&2; }
 
-# In a source tree, the static build; installed (the Debian package's
-# cloopbox-mkinitramfs), the installed binary.
+# In a source tree, the static boot build (no writer: README "Boot build");
+# installed (the Debian package's cloopbox-mkinitramfs), the installed
+# (full) binary.
 if [ -z "$BIN" ]; then
-    if [ -x "$root/scripts/build-static.sh" ]; then BIN=$("$root/scripts/build-static.sh"); else BIN=/usr/bin/cloopbox; fi
+    if [ -x "$root/scripts/build-static.sh" ]; then BIN=$("$root/scripts/build-static.sh" --boot); else BIN=/usr/bin/cloopbox; fi
 fi
 [ -x "$BIN" ] || { echo "mkinitramfs: $BIN is not an executable" >&2; exit 1; }
 if readelf -lW "$BIN" | grep INTERP >/dev/null; then

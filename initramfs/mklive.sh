@@ -15,7 +15,13 @@
 #   --kver KVER        kernel version (default: the newest under --modules)
 #   --initrd FILE      use this initramfs instead of building one
 #   --binary FILE      the static cloopbox (default: $CLOOPBOX, the tree's
-#                      scripts/build-static.sh, or cloopbox on PATH)
+#                      scripts/build-static.sh, or cloopbox on PATH); it
+#                      compresses the image, and goes into the initramfs
+#                      too when given
+#   --boot-binary FILE the cloopbox of the initramfs (default:
+#                      $CLOOPBOX_BOOT, --binary when given, else the tree's
+#                      boot build, scripts/build-static.sh --boot, else the
+#                      cloopbox on PATH)
 #   --append ARGS      kernel arguments of the boot menu (GRUB and isolinux)
 #   --fs ext4|iso9660  the filesystem made of a directory or tar (default
 #                      ext4: block-level copy-on-write root; iso9660: read-
@@ -60,11 +66,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-usage() { sed -n '2,58p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,64p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "mklive: $*" >&2; exit 1; }
 bad() { echo "mklive: $*" >&2; echo "mklive: see --help" >&2; exit 2; }
 
-OUT="" SRC="" KERNEL="" MODDIR=/ KVER="" INITRD="" BIN=${CLOOPBOX:-} APPEND="" FS=ext4 FS_SIZE=""
+OUT="" SRC="" KERNEL="" MODDIR=/ KVER="" INITRD="" BIN=${CLOOPBOX:-} BOOT_BIN=${CLOOPBOX_BOOT:-} APPEND="" FS=ext4 FS_SIZE=""
 CODEC=zlib BLOCK=65536 LEVEL="" LABEL=KNOPPIX PERSIST="" TIMEOUT=0 ADD="" SECURE=1 IMAGE_ONLY=0 NET=0 QUIET=0
 VERITY=0 UKI="" CA=""
 IMAGES=()
@@ -77,7 +83,7 @@ while [ $# -gt 0 ]; do
         --no-secure-boot) SECURE=0; shift; continue ;;
         --image-only) IMAGE_ONLY=1; shift; continue ;;
         --verity) VERITY=1; shift; continue ;;
-        -o | --root | --image | --kernel | --modules | --kver | --initrd | --binary | --append | --fs | --fs-size | \
+        -o | --root | --image | --kernel | --modules | --kver | --initrd | --binary | --boot-binary | --append | --fs | --fs-size | \
             --codec | --block-size | --level | --label | --persistence | --timeout | --add | --uki | --ca)
             [ $# -ge 2 ] || bad "$opt needs a value" ;;
         *) bad "unknown option '$opt'" ;;
@@ -93,6 +99,7 @@ while [ $# -gt 0 ]; do
         --kver) KVER=$val ;;
         --initrd) INITRD=$val ;;
         --binary) BIN=$val ;;
+        --boot-binary) BOOT_BIN=$val ;;
         --append) APPEND=$val ;;
         --fs) FS=$val ;;
         --fs-size) FS_SIZE=$val ;;
@@ -166,6 +173,14 @@ OUT_DIR=$(dirname "$OUT")
 EPOCH=${SOURCE_DATE_EPOCH:-}
 [ -z "$EPOCH" ] || [[ $EPOCH =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH='$EPOCH' is not a number of seconds"
 
+# The initramfs gets the boot build (no writer, README "Boot build") when
+# we build from the tree; an explicit --binary serves for both.
+if [ -z "$BOOT_BIN" ] && [ -z "$INITRD" ]; then
+    if [ -z "$BIN" ] && [ -x "$repo/scripts/build-static.sh" ] && [ -f "$repo/Cargo.toml" ]; then
+        say "building the boot build of cloopbox (scripts/build-static.sh --boot)"
+        BOOT_BIN=$("$repo/scripts/build-static.sh" --boot)
+    fi
+fi
 if [ -z "$BIN" ]; then
     if [ -x "$repo/scripts/build-static.sh" ] && [ -f "$repo/Cargo.toml" ]; then
         say "building the static cloopbox (scripts/build-static.sh)"
@@ -175,6 +190,8 @@ if [ -z "$BIN" ]; then
     fi
 fi
 [ -x "$BIN" ] || die "--binary $BIN is not an executable"
+[ -n "$BOOT_BIN" ] || BOOT_BIN=$BIN
+[ -n "$INITRD" ] || [ -x "$BOOT_BIN" ] || die "--boot-binary $BOOT_BIN is not an executable"
 # Our applets are reached through the multicall front door's first argument.
 cloopbox() { "$BIN" "$@"; }
 
@@ -373,7 +390,7 @@ cp "$KERNEL" "$t/boot/vmlinuz"
 if [ -n "$INITRD" ]; then
     cp "$INITRD" "$t/boot/initrd.gz"
 else
-    mk=("$here/mkinitramfs.sh" -b "$BIN" -k "$KVER" -m "$MODROOT" -o "$t/boot/initrd.gz")
+    mk=("$here/mkinitramfs.sh" -b "$BOOT_BIN" -k "$KVER" -m "$MODROOT" -o "$t/boot/initrd.gz")
     [ "$QUIET" = 0 ] || mk+=(-q)
     [ "$NET" = 0 ] || mk+=(-N)
     [ -z "$CA" ] || mk+=(--ca "$CA")

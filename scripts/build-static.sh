@@ -3,8 +3,26 @@
 # musl when rustup has the target; otherwise glibc with +crt-static, which
 # is still fully static. Everything that needs the shipped binary (tests,
 # demo, boot images, benchmarks) gets it from here, so they all agree.
+#
+# --boot builds the boot build instead: without the `create` feature (no
+# cloop writer, no create_compressed_fs, no block encoders), for the
+# initramfs, in its own target dir (target/boot) so that the two builds
+# never overwrite each other (README "Boot build").
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+features=()
+target_dir="$root/target"
+case "${1:-}" in
+    --boot)
+        features=(--no-default-features --features zlib-rs)
+        target_dir="$root/target/boot"
+        ;;
+    "") ;;
+    *)
+        echo "usage: build-static.sh [--boot]" >&2
+        exit 2
+        ;;
+esac
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
     target=x86_64-unknown-linux-musl
     flags="${RUSTFLAGS:-}"
@@ -16,5 +34,6 @@ else
     flags="${RUSTFLAGS:-} -C target-feature=+crt-static"
 fi
 RUSTFLAGS="$flags" cargo build --quiet --release --locked --target "$target" \
+    --target-dir "$target_dir" ${features[@]+"${features[@]}"} \
     --manifest-path "$root/Cargo.toml" --bin cloopbox >&2
-echo "$root/target/$target/release/cloopbox"
+echo "$target_dir/$target/release/cloopbox"

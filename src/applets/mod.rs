@@ -17,6 +17,7 @@ mod cowmerge;
 mod cowpack;
 mod cowrepair;
 mod cowsync;
+#[cfg(feature = "create")]
 mod create_compressed_fs;
 mod exitrd;
 mod extract_compressed_fs;
@@ -49,10 +50,17 @@ pub static APPLETS: &[Applet] = &[
     Applet { name: "cowpack", summary: "pack or unpack a cowfile into a savefile", main: cowpack::main },
     Applet { name: "cowrepair", summary: "rebuild the bitmap of a dirty cowfile", main: cowrepair::main },
     Applet { name: "cowsync", summary: "flush every copy-on-write device's cowfile", main: cowsync::main },
+    #[cfg(feature = "create")]
     Applet {
         name: "create_compressed_fs",
         summary: "compress a filesystem image into a cloop image",
         main: create_compressed_fs::main,
+    },
+    #[cfg(not(feature = "create"))]
+    Applet {
+        name: "create_compressed_fs",
+        summary: "(not in this boot build; use the full cloopbox)",
+        main: not_in_this_build,
     },
     Applet {
         name: "exitrd",
@@ -87,6 +95,31 @@ pub static APPLETS: &[Applet] = &[
 ];
 
 const MULTICALL_NAME: &str = "cloopbox";
+
+/// The cargo features this binary was built with, as `--version` prints
+/// them: `create` (the writer and its encoders) is absent from the boot
+/// build the initramfs carries (README "Boot build").
+pub const FEATURES: &[&str] = &[
+    #[cfg(feature = "create")]
+    "create",
+    #[cfg(feature = "zlib-rs")]
+    "zlib-rs",
+    #[cfg(feature = "miniz")]
+    "miniz",
+];
+
+/// The kind of build, for `--version`: "full", or "boot" without the writer.
+pub const BUILD: &str = if cfg!(feature = "create") { "full" } else { "boot" };
+
+/// The entry point of an applet this build leaves out (the boot build's
+/// `create_compressed_fs`): refuses, whatever the arguments, `--help`
+/// included, so that nothing mistakes it for the real applet.
+#[cfg(not(feature = "create"))]
+fn not_in_this_build(args: Vec<OsString>) -> i32 {
+    let name = args.first().map_or_else(|| "create_compressed_fs".into(), |a| applet_name(a));
+    eprintln!("{name}: not in this build of cloopbox (the initramfs's boot build); use the full cloopbox");
+    1
+}
 
 pub fn find(name: &str) -> Option<&'static Applet> {
     APPLETS.iter().find(|a| a.name == name)
@@ -135,7 +168,8 @@ pub fn dispatch(mut args: Vec<OsString>) -> i32 {
             0
         }
         "--version" | "-V" => {
-            println!("cloopbox {}", env!("CARGO_PKG_VERSION"));
+            println!("cloopbox {} ({BUILD} build)", env!("CARGO_PKG_VERSION"));
+            println!("features: {}", FEATURES.join(" "));
             0
         }
         "--install" => match args.get(1) {
@@ -273,6 +307,27 @@ mod tests {
     fn table_is_sorted_and_unique() {
         for pair in APPLETS.windows(2) {
             assert!(pair[0].name < pair[1].name, "{} !< {}", pair[0].name, pair[1].name);
+        }
+    }
+
+    #[cfg(feature = "create")]
+    #[test]
+    fn full_build_names_itself_and_has_the_writer() {
+        assert_eq!(BUILD, "full");
+        assert!(FEATURES.contains(&"create"));
+        let help = vec![OsString::from("create_compressed_fs"), OsString::from("--help")];
+        assert_eq!((find("create_compressed_fs").unwrap().main)(help), 0);
+    }
+
+    /// Runs with `cargo test --lib --no-default-features --features zlib-rs`.
+    #[cfg(not(feature = "create"))]
+    #[test]
+    fn boot_build_lists_the_writer_but_refuses_it() {
+        assert_eq!(BUILD, "boot");
+        assert!(!FEATURES.contains(&"create"));
+        let applet = find("create_compressed_fs").expect("still in the table");
+        for args in [&["create_compressed_fs", "--help"][..], &["create_compressed_fs", "a", "b"]] {
+            assert_eq!((applet.main)(args.iter().map(OsString::from).collect()), 1);
         }
     }
 

@@ -14,4 +14,5 @@ pub mod extract;
 pub mod index;
 pub mod reader;
 mod source;
+#[cfg(feature = "create")]
 pub mod writer;

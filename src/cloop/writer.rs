@@ -39,7 +39,8 @@ mod plan;
 use std::io::Read;
 use std::path::PathBuf;
 
-pub use encode::{is_zero, zlib_limit};
+pub use crate::cloop::codec::is_zero;
+pub use encode::zlib_limit;
 pub use error::Error;
 pub use format::Format;
 pub use output::Staged;

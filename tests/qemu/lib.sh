@@ -4,7 +4,9 @@
 #
 #   fetch_kernel        Debian's linux-image-amd64, unpacked with dpkg -x
 #                       (not installed): KERNEL, KVER, MODDIR
-#   build_cloopbox      the static binary: CLOOPBOX_BIN
+#   build_cloopbox      the static binaries: CLOOPBOX_BIN (full: host-side
+#                       tools, guest roots) and CLOOPBOX_BOOT_BIN (the boot
+#                       build, no writer: every initramfs we build)
 #   build_initrd        our initramfs (initramfs/mkinitramfs.sh): $WORK/initrd.gz
 #   make_cpio           a gzip'ed newc archive of a directory
 #   mklive              initramfs/mklive.sh, the only ISO and image builder
@@ -89,6 +91,7 @@ fetch_kernel() {
 
 build_cloopbox() {
     [ -n "${CLOOPBOX_BIN:-}" ] || CLOOPBOX_BIN=$("$QEMU_LIB_ROOT/scripts/build-static.sh")
+    [ -n "${CLOOPBOX_BOOT_BIN:-}" ] || CLOOPBOX_BOOT_BIN=$("$QEMU_LIB_ROOT/scripts/build-static.sh" --boot)
 }
 
 # make_cpio DIR OUT: a gzip-compressed newc archive of DIR.
@@ -117,16 +120,16 @@ build_initrd() {
     # Under the lock: a parallel job finds it either absent or complete.
     (
         flock 9
-        [ -f "$WORK/initrd.gz" ] && [ "$WORK/initrd.gz" -nt "$CLOOPBOX_BIN" ] &&
+        [ -f "$WORK/initrd.gz" ] && [ "$WORK/initrd.gz" -nt "$CLOOPBOX_BOOT_BIN" ] &&
             [ "$WORK/initrd.gz" -nt "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" ] && exit 0
-        "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BIN" -k "$KVER" -m "$KERNEL_DIR/pkg" \
+        "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BOOT_BIN" -k "$KVER" -m "$KERNEL_DIR/pkg" \
             -o "$WORK/initrd.gz"
     ) 9> "$WORK/.lock-initrd"
 }
 
 # mklive ARGS...: initramfs/mklive.sh with our binary and kernel, quiet.
 mklive() {
-    "$MKLIVE" -q --binary "$CLOOPBOX_BIN" --kernel "$KERNEL" --modules "$KERNEL_DIR/pkg" --kver "$KVER" "$@"
+    "$MKLIVE" -q --binary "$CLOOPBOX_BIN" --boot-binary "$CLOOPBOX_BOOT_BIN" --kernel "$KERNEL" --modules "$KERNEL_DIR/pkg" --kver "$KVER" "$@"
 }
 
 # cloop_of KIND DIR OUT [MKLIVE ARGS...]: DIR as an ext4 (48 MiB unless
@@ -377,15 +380,23 @@ bench_setup() {
 }
 
 # bench_binary: CLOOPBOX (the benchmark's setting, or scripts/build-static.sh)
-# as CLOOPBOX_BIN; BINARY says which, for the report.
+# as CLOOPBOX_BIN, and CLOOPBOX_BOOT (its setting, else CLOOPBOX when that
+# was set, else scripts/build-static.sh --boot) as CLOOPBOX_BOOT_BIN, the
+# binary of our initramfs; BINARY says which, for the report.
 bench_binary() {
     if [ -n "${CLOOPBOX:-}" ]; then
         BINARY="$CLOOPBOX"
+        CLOOPBOX_BOOT=${CLOOPBOX_BOOT:-$CLOOPBOX}
     else
         CLOOPBOX=$("$QEMU_LIB_ROOT/scripts/build-static.sh")
         BINARY="scripts/build-static.sh at $(git -C "$QEMU_LIB_ROOT" describe --always --dirty)"
     fi
+    if [ -z "${CLOOPBOX_BOOT:-}" ]; then
+        CLOOPBOX_BOOT=$("$QEMU_LIB_ROOT/scripts/build-static.sh" --boot)
+        BINARY="$BINARY (initramfs: its boot build, --boot)"
+    fi
     CLOOPBOX_BIN=$CLOOPBOX
+    CLOOPBOX_BOOT_BIN=$CLOOPBOX_BOOT
 }
 
 # --- boot ----------------------------------------------------------------

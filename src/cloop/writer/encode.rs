@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 use super::format::Format;
-use crate::cloop::codec::{self, Codec, CodecError, EncodeOptions, ZlibEffort};
+use crate::cloop::codec::{self, is_zero, Codec, CodecError, EncodeOptions, ZlibEffort};
 
 /// What to store for one block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,18 +162,6 @@ fn xz(preset: u32, block: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
     w.write_all(block).map_err(err)?;
     *out = w.finish().map_err(err)?;
     Ok(())
-}
-
-/// Whether every byte is zero. Folds 64-byte chunks with OR so the
-/// compiler vectorizes it; an early exit per byte would not be.
-pub fn is_zero(block: &[u8]) -> bool {
-    let mut chunks = block.chunks_exact(64);
-    for chunk in &mut chunks {
-        if chunk.iter().fold(0u8, |acc, &b| acc | b) != 0 {
-            return false;
-        }
-    }
-    chunks.remainder().iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]
