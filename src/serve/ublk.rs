@@ -115,46 +115,14 @@ fn open_cdev(path: &str) -> io::Result<std::os::fd::OwnedFd> {
     }
 }
 
-/// The CPUs whose requests go to each queue (GET_QUEUE_AFFINITY); an
-/// empty list where the driver did not say.
-fn queue_cpus(device: &mut Device, queues: u16) -> Vec<Vec<usize>> {
-    (0..queues)
-        .map(|q| {
-            let mut mask = vec![0u8; proto::CPUMASK_BYTES];
-            match device.command("GET_QUEUE_AFFINITY", proto::CMD_GET_QUEUE_AFFINITY, q.into(), Some(&mut mask)) {
-                Ok(_) => proto::cpus_of_mask(&mask),
-                Err(_) => Vec::new(),
-            }
-        })
-        .collect()
-}
-
-/// Runs the calling thread on `cpus` only (none: anywhere). A queue's
-/// requests come from those CPUs, so its thread answers where the
-/// submitter runs: no wake-up crosses CPUs (ublksrv does the same).
-fn pin_to(cpus: &[usize]) {
-    let mut set = rustix::thread::CpuSet::new();
-    let mut any = false;
-    for &cpu in cpus.iter().filter(|&&c| c < rustix::thread::CpuSet::MAX_CPU) {
-        set.set(cpu);
-        any = true;
-    }
-    if any {
-        // Unpinned still serves; nothing to report.
-        let _ = rustix::thread::sched_setaffinity(None, &set);
-    }
-}
-
 /// One queue's thread: set up, say ready, serve until stopped.
 fn serve_queue(
     dev: &dyn BlockDev,
     cdev: std::io::Result<std::os::fd::OwnedFd>,
     (id, q_id, depth, buf_size): (u32, u16, u16, usize),
-    cpus: &[usize],
     stop: &AtomicBool,
     ready: Sender<Result<(), String>>,
 ) -> Result<(), String> {
-    pin_to(cpus);
     let path = format!("/dev/ublkc{id}");
     let setup = cdev
         .and_then(|cdev| {
@@ -205,7 +173,6 @@ fn serve_queue(
 fn start_queues(
     dev: &Arc<dyn BlockDev>,
     info: &DevInfo,
-    cpus: Vec<Vec<usize>>,
     stop: &Arc<AtomicBool>,
     events: &Sender<Event>,
 ) -> (Vec<JoinHandle<()>>, Result<(), String>) {
@@ -218,14 +185,12 @@ fn start_queues(
         Err(e) => return (threads, Err(format!("ublk: {path}: {e}"))),
     };
     let (ready_tx, ready) = mpsc::channel();
-    let mut cpus = cpus.into_iter();
     for q_id in 0..info.nr_hw_queues {
         let (dev, stop, events, ready_tx) = (dev.clone(), stop.clone(), events.clone(), ready_tx.clone());
-        let q_cpus = cpus.next().unwrap_or_default();
         let shape = (info.dev_id, q_id, info.queue_depth, info.max_io_buf_bytes as usize);
         let fd = cdev.try_clone();
         let spawned = std::thread::Builder::new().name(format!("ublk-q{q_id}")).spawn(move || {
-            match serve_queue(&*dev, fd, shape, &q_cpus, &stop, ready_tx) {
+            match serve_queue(&*dev, fd, shape, &stop, ready_tx) {
                 Err(e) => {
                     let _ = events.send(Event::Failed(e));
                 }
@@ -327,8 +292,7 @@ pub fn run(o: Options) -> Result<(), String> {
         let _ = teardown(device, &stop, Vec::new(), &*dev);
         return Err(e);
     }
-    let cpus = queue_cpus(&mut device, info.nr_hw_queues);
-    let (threads, started) = start_queues(&dev, &info, cpus, &stop, &events);
+    let (threads, started) = start_queues(&dev, &info, &stop, &events);
     let started = started
         .and_then(|()| device.command("START_DEV", proto::CMD_START_DEV, std::process::id().into(), None));
     if let Err(e) = started {

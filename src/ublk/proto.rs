@@ -13,7 +13,6 @@ const IOWR: u32 = 3;
 const CTRL_CMD: u32 = 32;
 const IO_CMD: u32 = 16;
 
-pub const CMD_GET_QUEUE_AFFINITY: u32 = ioc(IOR, 0x01, CTRL_CMD);
 pub const CMD_GET_DEV_INFO: u32 = ioc(IOR, 0x02, CTRL_CMD);
 pub const CMD_ADD_DEV: u32 = ioc(IOWR, 0x04, CTRL_CMD);
 pub const CMD_DEL_DEV: u32 = ioc(IOWR, 0x05, CTRL_CMD);
@@ -197,19 +196,6 @@ impl IoDesc {
     }
 }
 
-/// Room for GET_QUEUE_AFFINITY's answer: a cpumask of 8192 CPUs (the
-/// driver wants at least `nr_cpu_ids` bits, in whole longs).
-pub const CPUMASK_BYTES: usize = 1024;
-
-/// The CPUs set in a kernel cpumask (an array of little-endian longs, so
-/// CPU n is bit n % 8 of byte n / 8).
-pub fn cpus_of_mask(mask: &[u8]) -> Vec<usize> {
-    mask.iter()
-        .enumerate()
-        .flat_map(|(i, &byte)| (0..8).filter(move |bit| byte & (1 << bit) != 0).map(move |bit| i * 8 + bit))
-        .collect()
-}
-
 /// log2 of a power of two from 512 to 2^31; the nearest lower power for
 /// anything else.
 pub fn shift_of(n: u32) -> u8 {
@@ -230,7 +216,6 @@ mod tests {
         assert_eq!(CMD_SET_PARAMS, 0xc020_7508);
         assert_eq!(CMD_GET_DEV_INFO, 0x8020_7502);
         assert_eq!(CMD_DEL_DEV_ASYNC, 0x8020_7514);
-        assert_eq!(CMD_GET_QUEUE_AFFINITY, 0x8020_7501);
         assert_eq!(IO_FETCH_REQ, 0xc010_7520);
         assert_eq!(IO_COMMIT_AND_FETCH_REQ, 0xc010_7521);
     }
@@ -313,15 +298,6 @@ mod tests {
         }
         let d = IoDesc::decode(&[0xff; 24]);
         assert_eq!((d.op, d.nr_sectors, d.start_sector), (Op::Other(0xff), u32::MAX, u64::MAX));
-    }
-
-    #[test]
-    fn cpumasks() {
-        assert_eq!(cpus_of_mask(&[0; 8]), Vec::<usize>::new());
-        assert_eq!(cpus_of_mask(&[0b101, 0, 0, 0, 0, 0, 0, 0x80]), [0, 2, 63]);
-        let mut wide = [0u8; 16];
-        wide[8] = 1;
-        assert_eq!(cpus_of_mask(&wide), [64]);
     }
 
     #[test]
