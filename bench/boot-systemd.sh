@@ -4,6 +4,9 @@
 # from a CD under QEMU -accel tcg, through
 #   ours      the cloopbox initramfs: ext4 in cloop (64 KiB blocks, zlib 9)
 #             on /dev/nbd0 with the block-level cowfile on tmpfs
+#   ours-ublk the same with cloopbox.transport=ublk: the root on /dev/ublkb0
+#             (kernels with ublk_drv: KERNEL_SUITE=trixie; elsewhere init
+#             falls back to NBD and says so)
 #   squashfs  the usual live boot, a busybox initramfs: insmod, mount the
 #             CD, losetup + mount the squashfs (gzip, -b 65536), overlayfs
 #             with a tmpfs upper (the contender of bench/boot.sh)
@@ -97,6 +100,7 @@ fi
 
 # --- ISOs: identical layout and boot loader (initramfs/mklive.sh) ---------
 MKLIVE_INITRD=ours-initrd.gz make_iso ours.iso "$APPEND" ours.cloop
+MKLIVE_INITRD=ours-initrd.gz make_iso ours-ublk.iso "$APPEND cloopbox.transport=ublk" ours.cloop
 MKLIVE_INITRD=theirs-initrd.gz make_iso squashfs.iso "$APPEND" theirs.squashfs
 rm -f dracut.iso
 [ ! -f dracut-initrd.img ] || MKLIVE_INITRD=dracut-initrd.img make_iso dracut.iso "$APPEND root=live:cloop" ours.cloop
@@ -104,9 +108,9 @@ rm -f dracut.iso
 size() { if [ -f "$1" ]; then stat -c %s "$1"; else echo null; fi; }
 cat > sizes.json <<JSON
 {"tree_bytes": $TREE_BYTES,
- "image": {"ours": $(size ours.cloop), "squashfs": $(size theirs.squashfs), "dracut": $(size ours.cloop)},
- "iso": {"ours": $(size ours.iso), "squashfs": $(size squashfs.iso), "dracut": $(size dracut.iso)},
- "initrd": {"ours": $(size ours-initrd.gz), "squashfs": $(size theirs-initrd.gz), "dracut": $(size dracut-initrd.img)},
+ "image": {"ours": $(size ours.cloop), "ours-ublk": $(size ours.cloop), "squashfs": $(size theirs.squashfs), "dracut": $(size ours.cloop)},
+ "iso": {"ours": $(size ours.iso), "ours-ublk": $(size ours-ublk.iso), "squashfs": $(size squashfs.iso), "dracut": $(size dracut.iso)},
+ "initrd": {"ours": $(size ours-initrd.gz), "ours-ublk": $(size ours-initrd.gz), "squashfs": $(size theirs-initrd.gz), "dracut": $(size dracut-initrd.img)},
  "dracut_note": "${DRACUT_NOTE//[\"\\]/\'}",
  "kernel": "$KVER", "qemu": "$(qemu-system-x86_64 --version | head -1)", "mem": $MEM, "smp": $SMP,
  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')", "nproc": $(nproc),
@@ -153,7 +157,7 @@ if "initrd_start_s" in res and "switch_s" in res:
     res["initrd_phase_s"] = round(res["switch_s"] - res["initrd_start_s"], 3)
 for t, text in lines:
     multiuser_marks(res, t, text)
-    m = re.match(r"BOOT-DISK: (nbd0|loop0) (\d+) (\d+)", text)
+    m = re.match(r"BOOT-DISK: (nbd0|ublkb0|loop0) (\d+) (\d+)", text)
     if m and int(m.group(2)) > 0:
         res["dev"], res["dev_reqs"], res["dev_mb"] = m.group(1), int(m.group(2)), int(m.group(3)) * 512 / 1e6
     m = re.match(r"BOOT-DAEMON-CPU: \d+ (\d+) (\d+)", text)

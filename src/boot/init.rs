@@ -668,30 +668,36 @@ fn serve_images(
     assemble_root(images, root, &changes, &opts.verity, &flags, ca_file.as_deref(), net_root, log)
 }
 
-/// `cloopbox.transport=`: adds `--transport ublk` to the daemons' flags
-/// when ublk was asked for and the kernel has it (`control`, the driver's
-/// control node, exists once `ublk_drv` is loaded). `--connections` is
-/// NBD's and is dropped then, with a word on the console.
+/// `cloopbox.transport=`: loads the driver the root daemons will use and
+/// adds `--transport ublk` to their flags when ublk was asked for and the
+/// kernel has it (`control`, the driver's control node, exists once
+/// `ublk_drv` is loaded); the NBD client otherwise. Loaded here, not with
+/// the [`ALWAYS_MODULES`], so a ublk boot never sets up the NBD client's
+/// devices. `--connections` is NBD's and is dropped with ublk, with a
+/// word on the console.
 fn transport_flags(choice: TransportChoice, control: &Path, flags: &mut Vec<String>, log: &Log) {
-    if choice == TransportChoice::Nbd {
-        return;
-    }
-    if let Some(loader) = super::kmod::Loader::get() {
-        report(&loader.db.load(&["ublk_drv"]), log);
-    }
-    if !control.exists() {
+    let load = |name: &str| {
+        if let Some(loader) = super::kmod::Loader::get() {
+            report(&loader.db.load(&[name]), log);
+        }
+    };
+    if choice != TransportChoice::Nbd {
+        load("ublk_drv");
+        if control.exists() {
+            if let Some(at) = flags.iter().position(|f| f == "--connections") {
+                log.warn("cloopbox.connections= is for NBD: ublk serves one queue per CPU instead");
+                flags.drain(at..(at + 2).min(flags.len()));
+            }
+            flags.extend(["--transport".to_string(), "ublk".to_string()]);
+            return;
+        }
         let why = format!("{}; serving over NBD", crate::serve::ublk::NOT_FOUND);
         match choice {
             TransportChoice::Ublk => log.warn(&format!("cloopbox.transport=ublk: {why}")),
             _ => log.debug(&format!("cloopbox.transport=auto: {why}")),
         }
-        return;
     }
-    if let Some(at) = flags.iter().position(|f| f == "--connections") {
-        log.warn("cloopbox.connections= is for NBD: ublk serves one queue per CPU instead");
-        flags.drain(at..(at + 2).min(flags.len()));
-    }
-    flags.extend(["--transport".to_string(), "ublk".to_string()]);
+    load("nbd");
 }
 
 fn stage_exit_initramfs(log: &Log) {
@@ -742,10 +748,12 @@ pub fn mount_net_root(
     Ok(served)
 }
 
-/// Modules loaded whatever the hardware: the NBD client and the layers
-/// above it. The crc32c algorithms come first: libcrc32c and ext4 look
-/// the algorithm up when they initialise, and nothing loads it on demand.
-pub const ALWAYS_MODULES: &[&str] = &["crc32c_generic", "crc32c_intel", "nbd", "loop", "overlay"];
+/// Modules loaded whatever the hardware: the layers above the served
+/// device (the device's own driver, NBD or ublk, comes when the first
+/// image is served: [`transport_flags`]). The crc32c algorithms come
+/// first: libcrc32c and ext4 look the algorithm up when they initialise,
+/// and nothing loads it on demand.
+pub const ALWAYS_MODULES: &[&str] = &["crc32c_generic", "crc32c_intel", "loop", "overlay"];
 
 fn report(report: &super::kmod::LoadReport, log: &Log) {
     if !report.loaded.is_empty() {
