@@ -50,6 +50,8 @@ case $JOBS in '' | *[!0-9]* | 0) echo "qemu-test: -j wants a positive number, no
 rm -f "$LOGS/restarts.txt" "$WORK"/.ready-*
 # Scenarios defined here; tests/qemu/*.sh add more (each appends its names).
 ALL_SCENARIOS+=(smoke cd cd-iso9660 usb hybrid multi no-medium corrupt-image kernel-nbd)
+# ublk-fallback needs a kernel without ublk_drv: Debian 12's 6.1.
+[ "$KERNEL_SUITE" != bookworm ] || ALL_SCENARIOS+=(ublk-fallback)
 
 scripts/setup.sh
 
@@ -99,6 +101,19 @@ scenario_cd() {
     prepare_live
     boot cd "$UNTIL_LIVE" -cdrom "$WORK/cd-ext4.iso" -boot d
     check cd "ISO on CD, ext4 root on nbd with a tmpfs cowfile" "${BLOCK_COW_CHECKS[@]}"
+}
+
+# ublk-fallback: cloopbox.transport=ublk on a kernel without ublk_drv
+# (Debian 12's 6.1): the boot says why on the console and serves the root
+# over NBD, which then works as in cd.
+scenario_ublk-fallback() {
+    prepare_live
+    local iso=$WORK/ublk-fallback.iso
+    make_iso "$iso" "$APPEND_BASE cloopbox.transport=ublk" "$WORK/root-ext4.cloop"
+    boot ublk-fallback "$UNTIL_LIVE" -cdrom "$iso" -boot d
+    check ublk-fallback "cloopbox.transport=ublk without ublk_drv: said so, ext4 root on nbd" \
+        "cloopbox.transport=ublk: ublk: /dev/ublk-control: not found .*; serving over NBD" \
+        "${BLOCK_COW_CHECKS[@]}"
 }
 
 # cd-iso9660: the image holds iso9660, as real Knoppix images do: served
