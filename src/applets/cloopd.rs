@@ -153,21 +153,20 @@ fn check_ublk(a: &Options) -> Result<(), String> {
 /// number of `/dev/nbdN` or `/dev/ublkbN`.
 fn parse_device(value: &str, transport: Transport) -> Result<Option<Option<u32>>, String> {
     use crate::control::proto::KernelDevice;
-    match (KernelDevice::parse(value), transport) {
-        _ if value == "auto" => Ok(Some(None)),
-        (Some(KernelDevice::Nbd(n)), Transport::Nbd) => Ok(Some(Some(n))),
-        (Some(KernelDevice::Ublk(n)), Transport::Ublk) => Ok(Some(Some(n))),
-        (_, Transport::Nbd) => match nbd::kernel::parse_device(value) {
-            Some(n) => Ok(Some(Some(n))),
-            None => Err(format!("--device '{value}': expected /dev/nbdN or auto")),
+    if value == "auto" {
+        return Ok(Some(None));
+    }
+    match transport {
+        Transport::Nbd => nbd::kernel::parse_device(value)
+            .map(|n| Some(Some(n)))
+            .ok_or_else(|| format!("--device '{value}': expected /dev/nbdN or auto")),
+        Transport::Ublk => match KernelDevice::parse(value) {
+            Some(KernelDevice::Ublk(n)) => Ok(Some(Some(n))),
+            _ => Err(format!("--device '{value}': expected /dev/ublkbN or auto (--transport ublk)")),
         },
-        (_, Transport::Ublk) => {
-            Err(format!("--device '{value}': expected /dev/ublkbN or auto (--transport ublk)"))
-        }
     }
 }
 
-/// Parses the command line (without argv[0]); `Ok(None)` means --help.
 pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
     let long = [
         "cow=",

@@ -277,18 +277,9 @@ impl KernelDevice {
     /// The device a mount source such as `/dev/nbd0p1` or `/dev/ublkb2`
     /// lives on (partitions count as their disk).
     pub fn of_source(source: &str) -> Option<KernelDevice> {
+        // Neither name has a 'p' of its own: one starts the partition.
         let name = source.strip_prefix("/dev/")?;
-        let digits_end = |rest: &str| rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        for prefix in ["ublkb", "nbd"] {
-            if let Some(rest) = name.strip_prefix(prefix) {
-                let end = digits_end(rest);
-                let (n, tail) = rest.split_at(end);
-                if tail.is_empty() || tail.starts_with('p') {
-                    return KernelDevice::parse(&format!("{prefix}{n}"));
-                }
-            }
-        }
-        None
+        KernelDevice::parse(name.split_once('p').map_or(name, |(disk, _)| disk))
     }
 }
 

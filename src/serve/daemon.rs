@@ -96,10 +96,7 @@ fn flush_and_detach(dev: &dyn BlockDev, index: u32) -> Result<(), String> {
 /// Starts the control socket of `dev`. A server that was just detached
 /// from the same device may still hold the name for a moment, so a busy
 /// name is retried for a few seconds.
-pub(super) fn start_control(
-    dev: KernelDevice,
-    target: control::Target,
-) -> io::Result<control::ControlServer> {
+fn start_control(dev: KernelDevice, target: control::Target) -> io::Result<control::ControlServer> {
     let name = control::proto::socket_name(dev);
     let target = Arc::new(target);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -115,7 +112,7 @@ pub(super) fn start_control(
 
 /// --background: leaves the caller's session and terminal behind once the
 /// device line is out.
-pub(super) fn to_background() -> io::Result<()> {
+fn to_background() -> io::Result<()> {
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null)?;
     rustix::stdio::dup2_stdout(&null)?;
@@ -147,12 +144,12 @@ impl Say {
 
 /// What the control socket reports, taken from the stack.
 pub(super) struct Status {
-    pub(super) dev: Arc<dyn BlockDev>,
-    pub(super) meter: Arc<crate::control::meter::Metered>,
-    pub(super) cow: Option<control::target::CowStats>,
-    pub(super) cow_sync: Option<control::target::CowSync>,
-    pub(super) cache: Option<control::target::CacheStats>,
-    pub(super) verity: Option<control::target::VerityStats>,
+    dev: Arc<dyn BlockDev>,
+    meter: Arc<crate::control::meter::Metered>,
+    cow: Option<control::target::CowStats>,
+    cow_sync: Option<control::target::CowSync>,
+    cache: Option<control::target::CacheStats>,
+    verity: Option<control::target::VerityStats>,
 }
 
 impl Status {
@@ -237,6 +234,14 @@ pub(super) fn print_device(o: &Options, device: KernelDevice) -> Result<(), Stri
         to_background().map_err(|e| format!("--background: /dev/null: {e}"))?;
     }
     Ok(())
+}
+
+/// `--watch-space DIR`: the thread that says on the console when DIR's
+/// filesystem is full (with the root daemon's hint how to get room).
+pub(super) fn start_watch(o: &Options, say: &Say) -> Result<(), String> {
+    let Some(dir) = &o.watch_space else { return Ok(()) };
+    let hint = if o.root_daemon { stack::ROOT_FULL_HINT } else { "" };
+    super::watch::spawn(dir.clone(), hint, say.warn_fn()).map_err(|e| format!("--watch-space thread: {e}"))
 }
 
 /// Relays the signals to the main thread.
@@ -385,19 +390,16 @@ pub fn run(o: Options) -> Result<(), String> {
     };
     let index = attached.as_ref().map(|a| a.index);
     let device = index.map(KernelDevice::Nbd);
-    if let Some(dir) = &o.watch_space {
-        let hint = if o.root_daemon { stack::ROOT_FULL_HINT } else { "" };
-        super::watch::spawn(dir.clone(), hint, say.warn_fn())
-            .map_err(|e| format!("--watch-space thread: {e}"))?;
-    }
+    start_watch(&o, &say)?;
     if !o.quiet {
         let mut places = names.clone();
         places.extend(device.map(|d| format!("{d} ({device_block} byte sectors)")));
         announce(&summary, &places, &say);
     }
     forward_signals(signals, events);
-    let mut detach_nbd = || flush_and_detach(&*dev, index.unwrap_or_default());
-    let detach: Option<DetachDevice<'_>> = device.map(|d| (d, &mut detach_nbd as &mut _));
+    let served: &dyn BlockDev = &*dev;
+    let mut detach_nbd = index.map(|i| (KernelDevice::Nbd(i), move || flush_and_detach(served, i)));
+    let detach: Option<DetachDevice<'_>> = detach_nbd.as_mut().map(|(d, f)| (*d, f as &mut _));
     let (reason, detach_request) = wait_for_stop(&o, &event, detach, &say);
     if let Some(index) = index.filter(|_| detach_request.is_none() && reason != KERNEL_GONE) {
         if let Err(e) = flush_and_detach(&*dev, index) {

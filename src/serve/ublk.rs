@@ -253,11 +253,7 @@ pub fn run(o: Options) -> Result<(), String> {
     let Stack { export, summary, device_block, image_block, .. } = stack;
     let dev = export.dev.clone();
     // Before the device exists: a failure here must not leave one behind.
-    if let Some(dir) = &o.watch_space {
-        let hint = if o.root_daemon { stack::ROOT_FULL_HINT } else { "" };
-        super::watch::spawn(dir.clone(), hint, warn.clone())
-            .map_err(|e| format!("--watch-space thread: {e}"))?;
-    }
+    daemon::start_watch(&o, &say)?;
     let mut control = open_control()?;
     let max_io = max_io_bytes(&o, image_block);
     let wanted_id = match o.device {
