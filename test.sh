@@ -22,6 +22,15 @@ cargo clippy --locked --all-targets -- -D warnings
 step "cargo clippy, boot build (--no-default-features --features zlib-rs)"
 cargo clippy --locked --no-default-features --features zlib-rs --target-dir target/boot -- -D warnings
 
+# The fuzz crate needs nightly to build (cargo-fuzz), so it is not built
+# here; but its manifest must parse and name every target in
+# fuzz/fuzz_targets, or no target builds at all.
+step "fuzz manifest: one [[bin]] per fuzz target"
+fuzz_bins=$(cargo metadata --no-deps --format-version 1 --manifest-path fuzz/Cargo.toml |
+    python3 -c 'import json, sys; print(" ".join(sorted(t["name"] for p in json.load(sys.stdin)["packages"] for t in p["targets"])))')
+fuzz_files=$(cd fuzz/fuzz_targets && ls -- *.rs | sed 's/\.rs$//' | sort | tr '\n' ' ' | sed 's/ $//')
+[ "$fuzz_bins" = "$fuzz_files" ] || { echo "fuzz/Cargo.toml targets '$fuzz_bins' != fuzz/fuzz_targets '$fuzz_files'" >&2; exit 1; }
+
 LOG=$(mktemp -d)/test.log
 step "setup on the pristine-machine trap (tests/setup/pristine-trap.sh)"
 tests/setup/pristine-trap.sh 2>&1 | tee "$LOG"

@@ -1,9 +1,11 @@
 //! Text the boot reads from media and the kernel: checksum lists (from
-//! the medium) and mountinfo (parsed at shutdown). Arbitrary bytes must
-//! never panic, and what is accepted is well-formed.
+//! the medium), mountinfo and the served devices its mount sources name,
+//! and `/proc/net/unix`'s control sockets (all read at shutdown).
+//! Arbitrary bytes must never panic, and what is accepted is well-formed.
 #![no_main]
 
 use cloopbox::boot::checksums::{parse, Algorithm};
+use cloopbox::control::proto::{listening_devices, socket_name, KernelDevice};
 use cloopbox::sys::mountinfo;
 use libfuzzer_sys::fuzz_target;
 
@@ -18,5 +20,15 @@ fuzz_target!(|data: &[u8]| {
     let mounts = mountinfo::parse(&text);
     for m in mountinfo::below(&mounts, "/oldroot") {
         assert!(m.point == "/oldroot" || m.point.starts_with("/oldroot/"));
+    }
+    for m in &mounts {
+        if let Some(dev) = KernelDevice::of_source(&m.source) {
+            assert!(m.source.starts_with(&dev.to_string()));
+        }
+    }
+    let devices = listening_devices(&text);
+    assert!(devices.windows(2).all(|w| w[0] < w[1]));
+    for dev in devices {
+        assert!(text.contains(&format!("@{}", socket_name(dev))));
     }
 });
