@@ -1,8 +1,15 @@
 //! What a root-storage daemon does to itself so that the root filesystem
 //! it serves cannot deadlock or kill it (docs/boot-design.md):
 //!
-//! * `mlockall(MCL_CURRENT | MCL_FUTURE)`: none of our pages can be swapped
-//!   out, so serving never waits for I/O on the device being served;
+//! * `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`: none of our pages
+//!   can be swapped out, so serving never waits for I/O on the device being
+//!   served. `MCL_ONFAULT` (Linux 4.4) locks each page when it is first
+//!   touched instead of populating every new mapping at once: the ublk
+//!   queues' 16 MiB of request buffers and the cache's blocks are zeroed
+//!   only as requests need them, not all at start while the boot waits
+//!   for the root. A page never touched holds nothing that could be
+//!   swapped; its first touch only allocates, which `PR_SET_IO_FLUSHER`
+//!   keeps from waiting on our own device;
 //! * `oom_score_adj = -1000`: a full tmpfs cowfile must not get the daemon
 //!   chosen by the OOM killer;
 //! * `PR_SET_IO_FLUSHER`: our allocations do not recurse into reclaim that
@@ -22,7 +29,9 @@ use std::io::Write;
 pub fn harden() -> Vec<String> {
     let mut missing = Vec::new();
     use rustix::mm::{mlockall, MlockAllFlags};
-    if let Err(e) = mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE) {
+    let all = MlockAllFlags::CURRENT | MlockAllFlags::FUTURE;
+    // EINVAL: a kernel older than 4.4 without MCL_ONFAULT.
+    if let Err(e) = mlockall(all | MlockAllFlags::ONFAULT).or_else(|_| mlockall(all)) {
         missing.push(format!("mlockall: {e} (pages may be swapped out)"));
     }
     if let Err(e) = set_oom_score_adj(-1000) {
