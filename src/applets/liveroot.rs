@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::boot::cmdline::Cmdline;
-use crate::boot::init::{load_modules, locate, mount_net_root, mount_root};
+use crate::boot::init::{layer_modules, load_modules, locate, mount_net_root, mount_root};
 use crate::boot::log::Log;
 use crate::boot::options::BootOptions;
 use crate::net::link::RESOLV_CONF;
@@ -124,7 +124,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     for w in &opts.warnings {
         log.warn(w);
     }
-    load_modules(&log);
+    load_modules(&layer_modules(opts.transport), &log);
     let served = match &opts.net_root {
         Some(net) => {
             add_nameservers(Path::new(RESOLV_CONF), &opts.nameservers, &log);

@@ -749,10 +749,9 @@ pub fn mount_net_root(
 }
 
 /// Modules loaded whatever the hardware: the layers above the served
-/// device (the device's own driver, NBD or ublk, comes when the first
-/// image is served: [`transport_flags`]). The crc32c algorithms come
-/// first: libcrc32c and ext4 look the algorithm up when they initialise,
-/// and nothing loads it on demand.
+/// device. The crc32c algorithms come first: libcrc32c and ext4 look the
+/// algorithm up when they initialise, and nothing loads it on demand.
+/// The device's own driver, NBD or ublk, is added by [`layer_modules`].
 pub const ALWAYS_MODULES: &[&str] = &["crc32c_generic", "crc32c_intel", "loop", "overlay"];
 
 fn report(report: &super::kmod::LoadReport, log: &Log) {
@@ -773,12 +772,33 @@ fn report(report: &super::kmod::LoadReport, log: &Log) {
     }
 }
 
-/// Loads what this machine needs from the initramfs's modules: the
-/// [`ALWAYS_MODULES`], then the drivers of the devices present (by
+/// The modules of the layers between the medium and the root: the
+/// [`ALWAYS_MODULES`] and the driver of the transport `transport` asks
+/// for (ublk_drv for `ublk` and `auto`, whose fallback to NBD
+/// [`transport_flags`] loads only when it is needed), so that a ublk boot
+/// never sets up the NBD client's devices.
+pub fn layer_modules(transport: TransportChoice) -> Vec<&'static str> {
+    let mut names = ALWAYS_MODULES.to_vec();
+    names.push(match transport {
+        TransportChoice::Nbd => "nbd",
+        TransportChoice::Ublk | TransportChoice::Auto => "ublk_drv",
+    });
+    names
+}
+
+/// Loads what this machine needs from the initramfs's modules: `layers`
+/// (see [`layer_modules`]), then the drivers of the devices present (by
 /// modalias; the search for the medium rescans while it waits), and
 /// filesystems when they are mounted. Without a `modules.alias` (an
 /// initramfs built without it) every module in [`BOOT_MODULES`] is loaded.
-pub fn load_modules(log: &Log) {
+///
+/// `layers` load on a second thread while this one loads the storage
+/// drivers: under QEMU TCG each module costs tens of milliseconds of CPU
+/// (signature check, relocation), and the storage drivers spend part of
+/// theirs waiting for the hardware, so on two CPUs the layers come for
+/// free (BENCHMARKS.md, "Where the boot's time goes"). Both are done when
+/// this returns: the medium search that follows may need any of them.
+pub fn load_modules(layers: &[&'static str], log: &Log) {
     let release = rustix::system::uname().release().to_string_lossy().into_owned();
     let db = match ModuleDb::open(Path::new("/lib/modules").join(&release).as_path()) {
         Ok(db) => db,
@@ -792,7 +812,10 @@ pub fn load_modules(log: &Log) {
         report(&loader.db.load(BOOT_MODULES), log);
         return;
     }
-    report(&loader.db.load(ALWAYS_MODULES), log);
+    let names = layers.to_vec();
+    // The kernel serialises what must be (a module loading twice waits
+    // for the first; a missing symbol waits for a module still coming).
+    let background = std::thread::Builder::new().name("modules".into()).spawn(move || loader.db.load(&names));
     // Controllers first; the disks behind them show up a moment later and
     // need their own drivers (sd_mod, sr_mod, usb-storage).
     for _ in 0..4 {
@@ -804,6 +827,12 @@ pub fn load_modules(log: &Log) {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let layered = match background.map(|t| t.join()) {
+        Ok(Ok(r)) => r,
+        // No thread (or it died): load them here.
+        _ => loader.db.load(layers),
+    };
+    report(&layered, log);
 }
 
 /// Everything up to the switch; returns the new root's init and args.
@@ -815,7 +844,7 @@ fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
         log.warn(w);
     }
     stop_at(Stage::Top, &opts, log);
-    load_modules(log);
+    load_modules(&layer_modules(opts.transport), log);
     stop_at(Stage::Modules, &opts, log);
     let newroot = Path::new(NEWROOT);
     if let Some(net) = &opts.net_root {
@@ -895,6 +924,17 @@ mod tests {
         assert_eq!(tuned.flags, ["--root-daemon", "--block-size", "512", "--prefetch", "8"]);
         let watched = serve_request(Path::new("/m/KNOPPIX"), None, 2048, None, &[], Some(Path::new(COW_DIR)));
         assert_eq!(watched.flags[3..], ["--watch-space", COW_DIR]);
+    }
+
+    #[test]
+    fn the_layers_bring_only_the_transport_asked_for() {
+        let nbd = layer_modules(TransportChoice::Nbd);
+        assert!(nbd.contains(&"nbd") && !nbd.contains(&"ublk_drv"), "{nbd:?}");
+        for choice in [TransportChoice::Ublk, TransportChoice::Auto] {
+            let ublk = layer_modules(choice);
+            assert!(ublk.contains(&"ublk_drv") && !ublk.contains(&"nbd"), "{ublk:?}");
+            assert_eq!(ublk[..ALWAYS_MODULES.len()], *ALWAYS_MODULES);
+        }
     }
 
     #[test]
