@@ -201,18 +201,11 @@ scenario_corrupt-image() {
 # (guest/kernel-nbd.sh says what it does). The host then merges the
 # cowfile it finds on the disk into the image and checks the guest's files.
 scenario_kernel-nbd() {
-    build_initrd
     local dir=$WORK/kernel-nbd root=$WORK/kernel-nbd/root log=$LOGS/kernel-nbd.log
     rm -rf "$dir" && mkdir -p "$root" "$dir/fs"
     # The live initramfs (cloopbox as /init, busybox, modules with their
     # modules.dep) plus the test script, run as rdinit.
-    # (zstd -d reads the zstd of mkinitramfs.sh's default and gzip alike.)
-    # Through a file, not a pipe: cpio stops reading at its trailer, and
-    # under pipefail the SIGPIPE zstd may then get on the padding would end
-    # the scenario (it did once in CI, status 141).
-    zstd -dcq "$WORK/initrd.gz" > "$dir/initrd.cpio"
-    (cd "$root" && cpio -id --quiet < "$dir/initrd.cpio")
-    rm -f "$dir/initrd.cpio"
+    unpack_initramfs "$root"
     for a in $(/bin/busybox --list); do [ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"; done
     echo "original text" > "$dir/fs/orig.txt"
     head -c 300000 /dev/urandom > "$dir/fs/random.bin"

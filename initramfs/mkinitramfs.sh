@@ -22,7 +22,11 @@
 #   -z zstd|gzip|xz|none   compression (default zstd -19: the smallest the
 #                  kernel unpacks fast, kernels >= 5.9 with RD_ZSTD, every
 #                  Debian kernel since 11; gzip for older kernels; xz is
-#                  smaller still but unpacks 5x slower, BENCHMARKS.md)
+#                  smaller still but unpacks 5x slower, BENCHMARKS.md).
+#                  With compression, the modules come first in an
+#                  uncompressed archive, each as .ko.zst (init and the
+#                  modprobe applet decompress those they load); with none,
+#                  one archive with the modules as the kernel ships them
 #   -q             quiet
 set -euo pipefail
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
@@ -52,8 +56,8 @@ while getopts "o:b:k:m:s:a:z:C:Nqh" opt; do
         N) NET=1 ;;
         C) CA=$OPTARG ;;
         q) QUIET=1 ;;
-        h) sed -n '2,26p' "$0"; exit 0 ;;
-        *) sed -n '2,26p' "$0" >&2; exit 2 ;;
+        h) sed -n '2,30p' "$0"; exit 0 ;;
+        *) sed -n '2,30p' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$OUT" ] || { echo "mkinitramfs: -o OUT is required" >&2; exit 2; }
@@ -154,11 +158,9 @@ if [ -d "$srcmods" ]; then
     for path in "${!want[@]}"; do
         mkdir -p "$dst/$(dirname "$path")"
         src=$scratch/lib/modules/$KVER/$path
-        # A kernel that ships compressed modules (Debian 13: .ko.xz) gets
-        # them unpacked when the archive itself is compressed: about the
-        # same size under zstd, and the kernel's slow xz decoder no longer
-        # runs at every module load (BENCHMARKS.md, "Binary and initramfs
-        # size"). The signature is inside the uncompressed module.
+        # Unpacked here (Debian 13 ships .ko.xz) for depmod; a compressed
+        # initramfs then carries each one as .ko.zst (below). The
+        # signature is inside the uncompressed module.
         case $COMP:$path in
             none:*) cp "$src" "$dst/$path" ;;
             *:*.ko.xz) xz -dc "$src" > "$dst/${path%.xz}" ;;
@@ -177,6 +179,25 @@ if [ -d "$srcmods" ]; then
     # before compression.
     (cd "$dst" && rm -f modules.order modules.builtin.modinfo modules.builtin.alias.bin modules.builtin.bin \
         modules.alias.bin modules.dep.bin modules.symbols modules.symbols.bin modules.devname modules.softdep)
+    # With a compressed archive, every module goes into an uncompressed
+    # archive in front of it (the kernel unpacks one after the other, as
+    # Debian's early microcode; first because the kernel takes an
+    # uncompressed archive only at a 4-byte boundary), each compressed on
+    # its own with zstd -19, and init decompresses only those it loads
+    # (src/boot/kmod.rs).
+    # About the size of the modules compressed inside the archive, but the
+    # kernel no longer inflates 14 MB of modules a boot mostly never loads
+    # into RAM before init can start: -0.3 s to init under QEMU TCG
+    # (BENCHMARKS.md, "Binary and initramfs size").
+    if [ "$COMP" != none ]; then
+        modtree=$work/modules
+        (cd "$tree" && find lib/modules -name '*.ko' -printf '%h\n' | sort -u | while read -r d; do mkdir -p "$modtree/$d"; done)
+        (cd "$tree" && find lib/modules -name '*.ko') | while read -r ko; do
+            zstd -19 -q --no-progress -o "$modtree/$ko.zst" "$tree/$ko"
+            rm "$tree/$ko"
+        done
+        sed -i -E 's/\.ko(:| |$)/.ko.zst\1/g' "$dst/modules.dep"
+    fi
     say "${#want[@]} module files for $KVER"
     [ ${#missing[@]} -eq 0 ] || say "not in this kernel (skipped): ${missing[*]}"
 else
@@ -205,7 +226,18 @@ esac
 # Sorted names, fixed times and --reproducible: the same inputs give the
 # same archive, byte for byte.
 find "$tree" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
-(cd "$tree" && find . -mindepth 1 -printf '%P\0' | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible) |
-    "${compress[@]}" > "$OUT.tmp"
+newc() { # DIR: its files as a newc archive, sorted, on stdout
+    (cd "$1" && find . -mindepth 1 -printf '%P\0' | LC_ALL=C sort -z | cpio --null -o -H newc --quiet --reproducible)
+}
+: > "$OUT.tmp"
+files=$(find "$tree" -type f | wc -l) how=$COMP
+if [ -n "${modtree:-}" ] && [ -d "$modtree/lib" ]; then
+    find "$modtree" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
+    # cpio pads its archive to 512 bytes: the next one starts aligned.
+    newc "$modtree" > "$OUT.tmp"
+    files=$((files + $(find "$modtree" -type f | wc -l)))
+    how="$COMP, after the modules as .ko.zst"
+fi
+newc "$tree" | "${compress[@]}" >> "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
-say "wrote $OUT: $(stat -c %s "$OUT") bytes ($COMP), $(find "$tree" -type f | wc -l) files"
+say "wrote $OUT: $(stat -c %s "$OUT") bytes ($how), $files files"

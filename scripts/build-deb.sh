@@ -13,6 +13,7 @@
 #             the two packages install side by side and cloop-utils' tools
 #             keep their names
 #   (no link) init, liveroot, exitrd: boot-time applets, run as `cloopbox APPLET`
+#   (no link) modprobe: the initramfs's (kmod owns the name on the system)
 #   /usr/sbin/mklive                     root filesystem -> hybrid live ISO
 #   /usr/sbin/cloopbox-mkinitramfs       the cloopbox live initramfs (initramfs-tools
 #                                        owns the name mkinitramfs)
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         -b) BIN=$2; shift 2 ;;
         --no-lintian) LINTIAN=0; shift ;;
-        -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "build-deb: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -42,7 +43,7 @@ pkg=$out/cloopbox_${version}_amd64
 rm -rf "$pkg" && mkdir -p "$pkg/DEBIAN"
 
 linked=(cloopinfo cloopd cowdev cowlist cowmerge cowpack cowrepair cowsync)
-prefixed=(create_compressed_fs extract_compressed_fs init liveroot exitrd verity kexec)
+prefixed=(create_compressed_fs extract_compressed_fs init liveroot exitrd verity kexec modprobe)
 install -D -m 0755 "$BIN" "$pkg/usr/bin/cloopbox"
 for a in "${linked[@]}"; do ln -s cloopbox "$pkg/usr/bin/$a"; done
 

@@ -72,3 +72,44 @@ fn bare_multicall_prints_usage_and_fails() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
 }
+
+/// `modprobe -n` against a modules tree like the initramfs's (`.ko.zst`
+/// files, a `modules.dep` naming them, an alias): the dependency order,
+/// the alias, and a clear error for an unknown module, without a kernel.
+#[test]
+fn modprobe_resolves_dependencies_and_aliases_of_ko_zst_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = "9.9.9-cloopbox-test";
+    let mods = dir.path().join("lib/modules").join(release);
+    std::fs::create_dir_all(mods.join("kernel/fs")).unwrap();
+    std::fs::write(
+        mods.join("modules.dep"),
+        "kernel/fs/zz_fs_test.ko.zst: kernel/fs/zz_jbd_test.ko.zst kernel/fs/zz_crc_test.ko.zst\n\
+         kernel/fs/zz_jbd_test.ko.zst: kernel/fs/zz_crc_test.ko.zst\n\
+         kernel/fs/zz_crc_test.ko.zst:\n",
+    )
+    .unwrap();
+    std::fs::write(mods.join("modules.alias"), "alias fs-zzfs zz_fs_test\n").unwrap();
+    let modprobe = |args: &[&str]| {
+        let base = dir.path().to_str().unwrap();
+        Command::new(BIN).args(["modprobe", "-n", "-d", base, "-S", release]).args(args).output().unwrap()
+    };
+    for name in ["zz-fs-test", "fs-zzfs"] {
+        let out = modprobe(&[name]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+        let want: Vec<String> = ["zz_crc_test", "zz_jbd_test", "zz_fs_test"]
+            .iter()
+            .map(|m| format!("insmod {}", mods.join(format!("kernel/fs/{m}.ko.zst")).display()))
+            .collect();
+        assert_eq!(lines, want, "{name}");
+    }
+    let out = modprobe(&["no_such_module"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no_such_module") && err.contains(release), "{err}");
+    assert!(modprobe(&["-q", "no_such_module"]).stderr.is_empty());
+    // Parameters belong to one module: a second name needs -a.
+    assert_eq!(modprobe(&["zz_fs_test", "zz_crc_test"]).status.code(), Some(1));
+    assert!(modprobe(&["-a", "zz_fs_test", "zz_crc_test"]).status.success());
+}

@@ -1,10 +1,12 @@
 //! Text the boot reads from media and the kernel: checksum lists (from
 //! the medium), mountinfo and the served devices its mount sources name,
-//! and `/proc/net/unix`'s control sockets (all read at shutdown).
+//! `/proc/net/unix`'s control sockets (all read at shutdown), and the
+//! module indexes (`modules.dep`, `modules.alias`) init and modprobe read.
 //! Arbitrary bytes must never panic, and what is accepted is well-formed.
 #![no_main]
 
 use cloopbox::boot::checksums::{parse, Algorithm};
+use cloopbox::boot::kmod::ModuleDb;
 use cloopbox::control::proto::{listening_devices, socket_name, KernelDevice};
 use cloopbox::sys::mountinfo;
 use libfuzzer_sys::fuzz_target;
@@ -24,6 +26,16 @@ fuzz_target!(|data: &[u8]| {
     for m in &mounts {
         if let Some(dev) = KernelDevice::of_source(&m.source) {
             assert!(m.source.starts_with(&dev.to_string()));
+        }
+    }
+    let mut db = ModuleDb::parse(std::path::Path::new("/m"), &text, &text);
+    db.parse_aliases(&text);
+    for word in text.split_whitespace().take(8) {
+        for module in db.resolve(word) {
+            // Dependencies first, each once, whatever cycles the text has.
+            let (order, _) = db.load_order(&[module.as_str()]);
+            let mut seen = std::collections::HashSet::new();
+            assert!(order.iter().all(|m| seen.insert(m.clone())));
         }
     }
     let devices = listening_devices(&text);

@@ -24,6 +24,7 @@ mod extract_compressed_fs;
 mod init;
 mod kexec;
 mod liveroot;
+mod modprobe;
 mod verity;
 
 /// An applet's entry point. `args[0]` is the applet name as invoked; the
@@ -86,6 +87,11 @@ pub static APPLETS: &[Applet] = &[
         name: "liveroot",
         summary: "find the medium, serve it and mount the root (for dracut)",
         main: liveroot::main,
+    },
+    Applet {
+        name: "modprobe",
+        summary: "load kernel modules with their dependencies (.ko.zst too)",
+        main: modprobe::main,
     },
     Applet {
         name: "verity",

@@ -3,10 +3,14 @@
 //! The dependency graph comes from `modules.dep` (written by `depmod` when
 //! the initramfs is built) and built-in modules from `modules.builtin`, both
 //! under `/lib/modules/$(uname -r)`. Modules are loaded with
-//! `finit_module`; compressed modules (`.ko.xz`, `.ko.zst`, `.ko.gz`) are
-//! first offered to the kernel with `MODULE_INIT_COMPRESSED_FILE` and, where
-//! the kernel cannot decompress them itself, decompressed here and loaded
-//! with `init_module`.
+//! `finit_module`. `.ko.xz` and `.ko.gz` modules are first offered to the
+//! kernel with `MODULE_INIT_COMPRESSED_FILE` and, where the kernel cannot
+//! decompress them itself, decompressed here and loaded with
+//! `init_module`. `.ko.zst` modules, the form our initramfs carries them in
+//! (initramfs/mkinitramfs.sh), are always decompressed here: libzstd in
+//! userspace is several times faster than the kernel's xz, and Debian's
+//! kernels decompress only xz. The signature is inside the uncompressed
+//! module, so Secure Boot checks it either way.
 //!
 //! Module names compare with `-` and `_` as equal, as modprobe does.
 //!
@@ -166,6 +170,14 @@ impl ModuleDb {
     /// Loads `wanted` and their dependencies; never stops at the first
     /// failure, so the report says everything that went wrong.
     pub fn load(&self, wanted: &[&str]) -> LoadReport {
+        self.load_with(wanted, None)
+    }
+
+    /// [`ModuleDb::load`], with `params` (`name=value ...`, as
+    /// `init_module(2)` takes them) for the module `params.0` only (a
+    /// canonical name), not for its dependencies: modprobe's `MODULE
+    /// PARAM=VALUE...`.
+    pub fn load_with(&self, wanted: &[&str], params: Option<(&str, &std::ffi::CStr)>) -> LoadReport {
         let mut report = LoadReport::default();
         for name in wanted {
             if self.is_builtin(name) && !self.contains(name) {
@@ -182,7 +194,8 @@ impl ModuleDb {
                 continue;
             }
             let path = self.path_of(&name).expect("load_order only yields known modules");
-            match insmod(&path) {
+            let params = params.filter(|(target, _)| *target == name).map_or(c"", |(_, p)| p);
+            match insmod_with(&path, params) {
                 Ok(true) => report.loaded.push(name),
                 Ok(false) => report.already.push(name),
                 Err(e) => report.failed.push((name, e.to_string())),
@@ -318,20 +331,30 @@ pub fn need_fs(fstype: &str) {
 
 /// Inserts one module file. `Ok(false)` when it was already loaded.
 pub fn insmod(path: &Path) -> io::Result<bool> {
+    insmod_with(path, c"")
+}
+
+/// [`insmod`] with module parameters (`name=value ...`).
+pub fn insmod_with(path: &Path, params: &std::ffi::CStr) -> io::Result<bool> {
     let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(with_path)?;
     let name = path.to_string_lossy();
-    let compressed = [".ko.xz", ".ko.zst", ".ko.gz"].iter().any(|s| name.ends_with(s));
-    let flags = if compressed { MODULE_INIT_COMPRESSED_FILE } else { 0 };
-    let result = match rustix::system::finit_module(&file, c"", flags) {
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP)
-            if compressed =>
-        {
-            // The kernel cannot decompress this format itself.
-            let image = decompress_module(path, file).map_err(with_path)?;
-            rustix::system::init_module(&image, c"")
+    let result = if name.ends_with(".ko.zst") {
+        let image = decompress_module(path, file).map_err(with_path)?;
+        rustix::system::init_module(&image, params)
+    } else {
+        let compressed = [".ko.xz", ".ko.gz"].iter().any(|s| name.ends_with(s));
+        let flags = if compressed { MODULE_INIT_COMPRESSED_FILE } else { 0 };
+        match rustix::system::finit_module(&file, params, flags) {
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP)
+                if compressed =>
+            {
+                // The kernel cannot decompress this format itself.
+                let image = decompress_module(path, file).map_err(with_path)?;
+                rustix::system::init_module(&image, params)
+            }
+            other => other,
         }
-        other => other,
     };
     match result {
         Ok(()) => Ok(true),
@@ -468,6 +491,29 @@ malformed line without colon
         assert_eq!(canonical("kernel/drivers/usb/storage/usb-storage.ko.xz"), "usb_storage");
         assert_eq!(canonical("nls_cp437"), "nls_cp437");
         assert_eq!(canonical("nbd.ko"), "nbd");
+    }
+
+    #[test]
+    fn zstd_modules_decompress_here_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let module: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let path = dir.path().join("nbd.ko.zst");
+        std::fs::write(&path, zstd::bulk::compress(&module, 19).unwrap()).unwrap();
+        let image = decompress_module(&path, std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(image, module);
+        // A truncated file (a damaged initramfs) is refused, not loaded short.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(decompress_module(&path, std::fs::File::open(&path).unwrap()).is_err());
+        // The dependency list names .ko.zst files; the names stay canonical.
+        let db = ModuleDb::parse(
+            Path::new("/m"),
+            "kernel/a/nbd.ko.zst: kernel/b/dep-x.ko.zst\nkernel/b/dep-x.ko.zst:\n",
+            "",
+        );
+        let (order, missing) = db.load_order(&["nbd"]);
+        assert_eq!((order, missing), (vec!["dep_x".to_string(), "nbd".into()], vec![]));
+        assert_eq!(db.path_of("dep-x").unwrap(), Path::new("/m/kernel/b/dep-x.ko.zst"));
     }
 
     #[test]

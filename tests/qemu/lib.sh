@@ -127,6 +127,20 @@ build_initrd() {
     ) 9> "$WORK/.lock-initrd"
 }
 
+# unpack_initramfs DIR: the files of our live initramfs in DIR, for guests
+# that run their own script as rdinit on top of it. Built with -z none
+# (one plain archive, which cpio unpacks whole): its modules stay as the
+# kernel ships them, and the guest's modprobe is ours (busybox's cannot
+# read every compressed form).
+unpack_initramfs() {
+    build_cloopbox
+    "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" -q -z none -b "$CLOOPBOX_BOOT_BIN" -k "$KVER" -m "$KERNEL_DIR/pkg" \
+        -o "$1.cpio"
+    # Through a file, not a pipe: cpio stops reading at its trailer.
+    (cd "$1" && cpio -id --quiet < "$1.cpio")
+    rm -f "$1.cpio"
+}
+
 # mklive ARGS...: initramfs/mklive.sh with our binary and kernel, quiet.
 mklive() {
     "$MKLIVE" -q --binary "$CLOOPBOX_BIN" --boot-binary "$CLOOPBOX_BOOT_BIN" --kernel "$KERNEL" --modules "$KERNEL_DIR/pkg" --kver "$KVER" "$@"

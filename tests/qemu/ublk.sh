@@ -25,9 +25,7 @@
 ublk_guest() {
     local dir=$1 root=$1/root ko=$MODDIR/kernel/drivers/block/ublk_drv.ko
     rm -rf "$dir" && mkdir -p "$root"
-    zstd -dcq "$WORK/initrd.gz" > "$dir/initrd.cpio"
-    (cd "$root" && cpio -id --quiet < "$dir/initrd.cpio")
-    rm -f "$dir/initrd.cpio"
+    unpack_initramfs "$root"
     for a in $(/bin/busybox --list); do [ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"; done
     if [ -f "$ko.xz" ]; then
         xz -dc "$ko.xz" > "$root/ublk_drv.ko"
@@ -40,7 +38,6 @@ ublk_guest() {
 }
 
 scenario_ublk() {
-    build_initrd
     local dir=$WORK/ublk root=$WORK/ublk/root log=$LOGS/ublk.log
     ublk_guest "$dir"
     mkdir -p "$dir/fs"
@@ -77,7 +74,6 @@ scenario_ublk() {
 }
 
 scenario_ublk-bench() {
-    build_initrd
     local dir=$WORK/ublk-bench root=$WORK/ublk-bench/root log=$LOGS/ublk-bench.log rounds=${UBLK_ROUNDS:-3}
     ublk_guest "$dir"
     local tar=$QEMU_LIB_ROOT/work/qemu/debian-trixie-root.tar
