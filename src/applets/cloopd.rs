@@ -167,6 +167,7 @@ fn parse_device(value: &str, transport: Transport) -> Result<Option<Option<u32>>
     }
 }
 
+/// Parses the command line (without argv[0]); `Ok(None)` means --help.
 pub fn parse_args(args: &[OsString]) -> Result<Option<Options>, String> {
     let long = [
         "cow=",

@@ -7,7 +7,7 @@
 use std::ffi::{CString, OsString};
 use std::path::PathBuf;
 
-use crate::boot::kmod::{canonical, ModuleDb};
+use crate::boot::kmod::{is_loaded, ModuleDb};
 
 const APPLET: &str = "modprobe";
 
@@ -113,13 +113,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
             if a.dry_run {
                 let (order, _) = db.load_order(&wanted);
                 for m in order {
-                    if !std::path::Path::new("/sys/module").join(&m).join("initstate").exists() {
+                    if !is_loaded(&m) {
                         println!("insmod {}", db.path_of(&m).map(|p| p.display().to_string()).unwrap_or(m));
                     }
                 }
                 continue;
             }
-            let report = db.load_with(&wanted, Some((&canonical(module), &params)));
+            // resolve() gives canonical names, as load_with compares them.
+            let report = db.load_with(&wanted, Some((module.as_str(), &params)));
             if a.verbose {
                 for m in &report.loaded {
                     println!("insmod {}", db.path_of(m).map(|p| p.display().to_string()).unwrap_or_default());

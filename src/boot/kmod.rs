@@ -189,7 +189,7 @@ impl ModuleDb {
         for name in order {
             // Loaded before (an earlier scan, or the kernel's own request):
             // no need to open the file again.
-            if Path::new("/sys/module").join(&name).join("initstate").exists() {
+            if is_loaded(&name) {
                 report.already.push(name);
                 continue;
             }
@@ -327,6 +327,11 @@ pub fn need_fs(fstype: &str) {
             loader.ensure_fs(fstype);
         }
     }
+}
+
+/// Whether the kernel has module `name` (a canonical name) loaded.
+pub fn is_loaded(name: &str) -> bool {
+    Path::new("/sys/module").join(name).join("initstate").exists()
 }
 
 /// Inserts one module file. `Ok(false)` when it was already loaded.
