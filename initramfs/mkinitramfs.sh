@@ -185,10 +185,11 @@ if [ -d "$srcmods" ]; then
     # uncompressed archive only at a 4-byte boundary), each compressed on
     # its own with zstd -19, and init decompresses only those it loads
     # (src/boot/kmod.rs).
-    # About the size of the modules compressed inside the archive, but the
-    # kernel no longer inflates 14 MB of modules a boot mostly never loads
-    # into RAM before init can start: -0.3 s to init under QEMU TCG
-    # (BENCHMARKS.md, "Binary and initramfs size").
+    # 10-12 % larger than the modules compressed inside the archive, but
+    # the kernel no longer inflates 14 MB of modules a boot mostly never
+    # loads into RAM before init can start: its unpacking took 0.21-0.24 s
+    # instead of 0.42-0.58 s under QEMU TCG (BENCHMARKS.md, "Binary and
+    # initramfs size").
     if [ "$COMP" != none ]; then
         modtree=$work/modules
         (cd "$tree" && find lib/modules -name '*.ko' -printf '%h\n' | sort -u | while read -r d; do mkdir -p "$modtree/$d"; done)
