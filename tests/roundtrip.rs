@@ -142,7 +142,7 @@ fn options(block_size: u32, (codec, zlib): (Codec, ZlibEffort), threads: usize) 
     Options {
         block_size,
         codec,
-        encode: EncodeOptions { zlib, xz_preset: 1, zstd_level: 3 },
+        encode: EncodeOptions { zlib, xz_preset: 1, zstd_level: 3, lz4_level: 9 },
         threads,
         in_flight: None,
     }

@@ -11,7 +11,9 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::cloop::codec::{Codec, EncodeOptions, ZlibEffort, ZSTD_DEFAULT_LEVEL, ZSTD_LEVELS};
+use crate::cloop::codec::{
+    Codec, EncodeOptions, ZlibEffort, LZ4_DEFAULT_LEVEL, LZ4_LEVELS, ZSTD_DEFAULT_LEVEL, ZSTD_LEVELS,
+};
 use crate::cloop::writer::{self, BlockDone, Observer, Plan, Start, Strategy, ZOPFLI_ITERATIONS};
 use crate::progress::Progress;
 use crate::units::{parse_size, Bytes};
@@ -41,7 +43,8 @@ Options (as Debian cloop-utils 3.14):
             With --codec xz, 0..9 is the xz preset (default 6); with
             --codec zstd, 1..22 is the zstd level (default 19; 20..22 are
             zstd's --ultra levels, no extra memory at cloop block sizes);
-            ignored for lz4 and none.
+            with --codec lz4, 1..12 as the lz4 tool (default 9: 1 and 2
+            the fast compressor, 3..12 LZ4_HC); ignored for none.
   -b        same as -L -2
   -t N      compressor threads (default: one per online CPU)
   -a N      blocks in flight (default 2*threads+2); memory is about
@@ -251,10 +254,11 @@ fn request(args: Args) -> writer::Request {
         level if level <= 0 || args.zlib_algorithm => ZlibEffort::Zlib(level.clamp(0, 9) as u32),
         level => ZlibEffort::Libdeflate(level as u32),
     };
-    let (xz_preset, zstd_level) = match (codec, args.level) {
-        (Codec::Xz, Some(level)) => (level.clamp(0, 9) as u32, ZSTD_DEFAULT_LEVEL),
-        (Codec::Zstd, Some(level)) => (6, level),
-        _ => (6, ZSTD_DEFAULT_LEVEL),
+    let (xz_preset, zstd_level, lz4_level) = match (codec, args.level) {
+        (Codec::Xz, Some(level)) => (level.clamp(0, 9) as u32, ZSTD_DEFAULT_LEVEL, LZ4_DEFAULT_LEVEL),
+        (Codec::Zstd, Some(level)) => (6, level, LZ4_DEFAULT_LEVEL),
+        (Codec::Lz4, Some(level)) => (6, ZSTD_DEFAULT_LEVEL, level),
+        _ => (6, ZSTD_DEFAULT_LEVEL, LZ4_DEFAULT_LEVEL),
     };
     writer::Request {
         input: args.input.map_or(writer::Input::Stdin, writer::Input::Path),
@@ -265,7 +269,7 @@ fn request(args: Args) -> writer::Request {
         options: writer::Options {
             block_size: args.block_size.unwrap_or(writer::DEFAULT_BLOCK_SIZE),
             codec,
-            encode: EncodeOptions { zlib, xz_preset, zstd_level },
+            encode: EncodeOptions { zlib, xz_preset, zstd_level, lz4_level },
             threads,
             in_flight: args.in_flight,
         },
@@ -359,7 +363,7 @@ fn parse_args(argv: &[OsString]) -> Result<Parsed, String> {
 }
 
 const LEVEL_RANGES: &str = "ERROR: Invalid compression method. Exiting... (-L takes -2..12 \
-for zlib (0..9 with --deflate zlib), 0..9 for xz, 1..22 for zstd)";
+for zlib (0..9 with --deflate zlib), 0..9 for xz, 1..22 for zstd, 1..12 for lz4)";
 
 /// `-L` against the codec it applies to.
 fn check_level(a: &Args) -> Result<(), String> {
@@ -373,6 +377,7 @@ fn check_level(a: &Args) -> Result<(), String> {
         Codec::Zlib => level <= 12,
         Codec::Xz => level <= 9,
         Codec::Zstd => ZSTD_LEVELS.contains(&level),
+        Codec::Lz4 => LZ4_LEVELS.contains(&level),
         _ => true,
     };
     if valid {
@@ -599,6 +604,13 @@ mod tests {
         assert_eq!(request(run(&["-L", "0", "a", "b"]).unwrap()).options.encode.zlib, ZlibEffort::Zlib(0));
         let zstd = request(run(&["--codec", "zstd", "a", "b"]).unwrap()).options.encode.zstd_level;
         assert_eq!(zstd, ZSTD_DEFAULT_LEVEL);
+        assert!(run(&["--codec", "lz4", "-L", "0", "a", "b"]).is_err());
+        assert!(run(&["--codec", "lz4", "-L", "13", "a", "b"]).is_err());
+        assert!(run(&["--codec", "lz4", "-b", "a", "b"]).is_err());
+        let a = run(&["--codec", "lz4", "-L", "1", "a", "b"]).unwrap();
+        assert_eq!(request(a).options.encode.lz4_level, 1);
+        let lz4 = request(run(&["--codec", "lz4", "a", "b"]).unwrap()).options.encode.lz4_level;
+        assert_eq!(lz4, LZ4_DEFAULT_LEVEL);
     }
 
     #[test]
