@@ -10,6 +10,8 @@
 #   squashfs  the usual live boot, a busybox initramfs: insmod, mount the
 #             CD, losetup + mount the squashfs (gzip, -b 65536), overlayfs
 #             with a tmpfs upper (the contender of bench/boot.sh)
+#   erofs     the same busybox initramfs with EROFS instead of squashfs
+#             (mkfs.erofs -zlz4hc,12 -C65536), as Fedora's live media
 #   dracut    a dracut initramfs (systemd in the initrd) with our module
 #             dracut-module/50cloopbox, built by tests/qemu/mkdracut.sh,
 #             booting the same image as ours with root=live:cloop. Skipped,
@@ -48,7 +50,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/options.sh
 . "$ROOT/bench/options.sh"
-bench_options 41 ours,squashfs,dracut "$@"
+bench_options 47 ours,squashfs,erofs,dracut "$@"
 WORK=$BENCH/boot-systemd
 MEM=${MEM:-1024}
 SMP=${SMP:-2}
@@ -73,17 +75,20 @@ build() {
 bench_binary
 "$ROOT/tests/qemu/mkdebian.sh" "$DEBIAN_TAR"
 
-say "root tree and images: ext4 in cloop (-B 65536 -L 9), squashfs (gzip, -b 65536)"
+command -v mkfs.erofs > /dev/null || { echo "boot-systemd: missing mkfs.erofs (apt-get install erofs-utils)" >&2; exit 1; }
+say "root tree and images: ext4 in cloop (-B 65536 -L 9), squashfs (gzip, -b 65536), EROFS (lz4hc 12, -C65536)"
 debian_tree tree
 TREE_BYTES=$(du -sb tree | cut -f1)
 debian_ext4_cloop tree ours.cloop
 mksquashfs tree theirs.squashfs -noappend -quiet -no-progress -comp gzip -b 65536 >/dev/null
+mkfs.erofs --quiet -zlz4hc,12 -C65536 theirs.erofs tree >/dev/null
 rm -rf tree
 
 say "initramfs: ours (initramfs/mkinitramfs.sh), a minimal busybox one, dracut if available"
 "$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BOOT" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
 
 squashfs_initrd theirs-initrd.gz
+squashfs_initrd erofs-initrd.gz erofs
 
 DRACUT_NOTE=""
 rm -f dracut-initrd.img
@@ -102,15 +107,16 @@ fi
 MKLIVE_INITRD=ours-initrd.gz make_iso ours.iso "$APPEND" ours.cloop
 MKLIVE_INITRD=ours-initrd.gz make_iso ours-ublk.iso "$APPEND cloopbox.transport=ublk" ours.cloop
 MKLIVE_INITRD=theirs-initrd.gz make_iso squashfs.iso "$APPEND" theirs.squashfs
+MKLIVE_INITRD=erofs-initrd.gz make_iso erofs.iso "$APPEND" theirs.erofs
 rm -f dracut.iso
 [ ! -f dracut-initrd.img ] || MKLIVE_INITRD=dracut-initrd.img make_iso dracut.iso "$APPEND root=live:cloop" ours.cloop
 
 size() { if [ -f "$1" ]; then stat -c %s "$1"; else echo null; fi; }
 cat > sizes.json <<JSON
 {"tree_bytes": $TREE_BYTES,
- "image": {"ours": $(size ours.cloop), "ours-ublk": $(size ours.cloop), "squashfs": $(size theirs.squashfs), "dracut": $(size ours.cloop)},
- "iso": {"ours": $(size ours.iso), "ours-ublk": $(size ours-ublk.iso), "squashfs": $(size squashfs.iso), "dracut": $(size dracut.iso)},
- "initrd": {"ours": $(size ours-initrd.gz), "ours-ublk": $(size ours-initrd.gz), "squashfs": $(size theirs-initrd.gz), "dracut": $(size dracut-initrd.img)},
+ "image": {"ours": $(size ours.cloop), "ours-ublk": $(size ours.cloop), "squashfs": $(size theirs.squashfs), "erofs": $(size theirs.erofs), "dracut": $(size ours.cloop)},
+ "iso": {"ours": $(size ours.iso), "ours-ublk": $(size ours-ublk.iso), "squashfs": $(size squashfs.iso), "erofs": $(size erofs.iso), "dracut": $(size dracut.iso)},
+ "initrd": {"ours": $(size ours-initrd.gz), "ours-ublk": $(size ours-initrd.gz), "squashfs": $(size theirs-initrd.gz), "erofs": $(size erofs-initrd.gz), "dracut": $(size dracut-initrd.img)},
  "dracut_note": "${DRACUT_NOTE//[\"\\]/\'}",
  "kernel": "$KVER", "qemu": "$(qemu-system-x86_64 --version | head -1)", "mem": $MEM, "smp": $SMP,
  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')", "nproc": $(nproc),
@@ -195,7 +201,7 @@ cut -d' ' -f1-3 /proc/loadavg > load-after
 
 # --- report ------------------------------------------------------------------
 PYTHONPATH="$ROOT/bench" python3 - "$(IFS=,; echo "${NAMES[*]}")" "$RUNS" <<'PY' | tee report.md
-import json, sys
+import json, statistics, sys
 from bootstats import Stats
 names = [n for n in sys.argv[1].split(",") if n]
 sizes = json.load(open("sizes.json"))
@@ -209,11 +215,22 @@ for r in runs:
 stats = Stats(runs)
 vals, med, cell = stats.vals, stats.med, stats.cell
 
-def ratio(n, key):
-    ref = "squashfs"
+def ratio(n, key, ref="squashfs"):
     if n == ref or not med(n, key) or not med(ref, key):
         return "—"
     return f"{med(n, key) / med(ref, key):.2f}×"
+
+def paired(n, key, ref):
+    """The median of the per-round ratios against ref, (rounds): the
+    boots of one round ran back to back, under about the same host load."""
+    if n == ref:
+        return "—"
+    by_round = {}
+    for r in stats.ok:
+        if r.get(key) is not None and r["name"] in (n, ref):
+            by_round.setdefault(r["round"], {})[r["name"]] = r[key]
+    rs = [v[n] / v[ref] for v in by_round.values() if n in v and ref in v and v[ref]]
+    return f"{statistics.median(rs):.2f}× ({len(rs)})" if rs else "—"
 
 print(f"Host: {sizes['nproc']} cores ({sizes['cpu']}), Linux {sizes['host_kernel']}, {sizes['qemu']}; "
       f"`qemu-system-x86_64 -accel tcg -m {sizes['mem']} -smp {sizes['smp']} -cdrom ISO -boot d`; guest kernel "
@@ -229,11 +246,14 @@ for n in names:
     print(f"| {n} | {sizes['image'][n]:,} | {sizes['iso'][n]:,} | {sizes['initrd'][n]:,} |")
 if sizes.get("dracut_note"):
     print(f"\ndracut: not measured ({sizes['dracut_note']}).")
-print("\n| contender | QEMU start → multi-user (s) | ratio | QEMU CPU time to multi-user (s) | ratio "
-      "| host load (1 min) at the start |")
-print("|---|---|---|---|---|---|")
+refs = [r for r in ("squashfs", "erofs") if r in names] or ["squashfs"]
+print("\n| contender | QEMU start → multi-user (s) | "
+      + " | ".join(f"vs {r} | paired vs {r} (rounds)" for r in refs)
+      + " | QEMU CPU time to multi-user (s) | vs squashfs | host load (1 min) at the start |")
+print("|---|---|" + "---|---|" * len(refs) + "---|---|---|")
 for n in names:
-    print(f"| {n} | {cell(n, 'multiuser_host_s', '{:.2f}')} | {ratio(n, 'multiuser_host_s')} | "
+    vs = " | ".join(f"{ratio(n, 'multiuser_host_s', r)} | {paired(n, 'multiuser_host_s', r)}" for r in refs)
+    print(f"| {n} | {cell(n, 'multiuser_host_s', '{:.2f}')} | {vs} | "
           f"{cell(n, 'qemu_cpu_s', '{:.1f}')} | {ratio(n, 'qemu_cpu_s')} | {cell(n, 'load_at_start', '{:.1f}')} |")
 print("\nWhere the time goes (wall time; host clock unless marked guest):\n")
 print("| contender | guest uptime at multi-user (s) | before the kernel (s) "

@@ -14,6 +14,7 @@
 #   ours-zlib    cloopbox initramfs; iso9660 in cloop (zlib -L 9), served by
 #                cloopd on /dev/nbd0, overlayfs on top (as Knoppix)
 #   ours-zstd    the same with --codec zstd (its default level, 19)
+#   ours-lz4     the same with --codec lz4 (its default level)
 #   ours-zlib-verity
 #                ours-zlib's image made with --verity (the tree on the CD
 #                as KNOPPIX/KNOPPIX.verity, mklive --verity), booted with
@@ -94,6 +95,7 @@ image() {
     case $b in
         ours-zlib) cloop_of iso9660 tree "$b.img" --block-size "$BLOCK" --level 9 ;;
         ours-zstd) cloop_of iso9660 tree "$b.img" --block-size "$BLOCK" --codec zstd ;;
+        ours-lz4) cloop_of iso9660 tree "$b.img" --block-size "$BLOCK" --codec lz4 ;;
         ours-zlib-verity) cloop_of iso9660 tree "$b.img" --block-size "$BLOCK" --level 9 --verity ;;
         sq-*) mksquashfs tree "$b.img" -noappend -quiet -no-progress -comp "${b#sq-}" -b "$BLOCK" > /dev/null ;;
         erofs-lz4hc) mkfs.erofs --quiet -zlz4hc,12 -C"$BLOCK" "$b.img" tree > /dev/null ;;
