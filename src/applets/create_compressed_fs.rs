@@ -254,12 +254,11 @@ fn request(args: Args) -> writer::Request {
         level if level <= 0 || args.zlib_algorithm => ZlibEffort::Zlib(level.clamp(0, 9) as u32),
         level => ZlibEffort::Libdeflate(level as u32),
     };
-    let (xz_preset, zstd_level, lz4_level) = match (codec, args.level) {
-        (Codec::Xz, Some(level)) => (level.clamp(0, 9) as u32, ZSTD_DEFAULT_LEVEL, LZ4_DEFAULT_LEVEL),
-        (Codec::Zstd, Some(level)) => (6, level, LZ4_DEFAULT_LEVEL),
-        (Codec::Lz4, Some(level)) => (6, ZSTD_DEFAULT_LEVEL, level),
-        _ => (6, ZSTD_DEFAULT_LEVEL, LZ4_DEFAULT_LEVEL),
-    };
+    // -L applies to the chosen codec; the others keep their defaults.
+    let level_of = |c: Codec| args.level.filter(|_| codec == c);
+    let xz_preset = level_of(Codec::Xz).map_or(6, |level| level.clamp(0, 9) as u32);
+    let zstd_level = level_of(Codec::Zstd).unwrap_or(ZSTD_DEFAULT_LEVEL);
+    let lz4_level = level_of(Codec::Lz4).unwrap_or(LZ4_DEFAULT_LEVEL);
     writer::Request {
         input: args.input.map_or(writer::Input::Stdin, writer::Input::Path),
         output: args.output,

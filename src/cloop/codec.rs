@@ -305,6 +305,15 @@ mod tests {
         (0..len).map(|i| ((i * 31) ^ (i >> 7)) as u8 % 23).collect()
     }
 
+    /// `text_len` bytes of text-like [`sample`], then 64 KiB of noise: the
+    /// levels of a codec differ on the first half, and the second checks
+    /// blocks that hardly shrink.
+    fn text_then_noise(text_len: usize) -> Vec<u8> {
+        let mut data = sample(text_len);
+        data.extend((0..65536u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        data
+    }
+
     #[test]
     fn every_writable_codec_round_trips() {
         let data = sample(65536);
@@ -320,10 +329,9 @@ mod tests {
 
     #[test]
     fn zstd_round_trips_at_every_level() {
-        // Text-like and noisy data; the noisy block stays a valid frame even
-        // where it does not shrink (the writer stores those raw in V4).
-        let mut data = sample(65536);
-        data.extend((0..65536u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        // The noisy half stays a valid frame even where it does not shrink
+        // (the writer stores those raw in V4).
+        let data = text_then_noise(65536);
         let mut dec = Decoder::new();
         let mut sizes = Vec::new();
         for level in ZSTD_LEVELS {
@@ -340,8 +348,7 @@ mod tests {
 
     #[test]
     fn lz4_round_trips_at_every_level_and_liblz4_reads_every_block() {
-        let mut data = sample(131072);
-        data.extend((0..65536u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        let data = text_then_noise(131072);
         let mut dec = Decoder::new();
         let mut sizes = Vec::new();
         for level in LZ4_LEVELS {

@@ -45,7 +45,7 @@ pub const ZSTD_DEFAULT_LEVEL: i32 = 19;
 pub const LZ4_LEVELS: std::ops::RangeInclusive<i32> = 1..=12;
 /// The lz4 level without `-L`: LZ4_HC's own default. On a Debian root at
 /// 128 KiB blocks it is 0.83× the fast compressor's image and 0.89× EROFS's
-/// `lz4hc,12`; 12 is only 0.3 % smaller again but takes 4.7× the CPU
+/// `lz4hc,12`; 12 is only 0.3 % smaller again but takes 4.9× the CPU
 /// (BENCHMARKS.md), the same trade as zstd's 19 against 22.
 pub const LZ4_DEFAULT_LEVEL: i32 = 9;
 /// The lowest LZ4_HC level; below it the fast compressor runs.
@@ -121,7 +121,11 @@ pub fn encode(codec: Codec, opts: &EncodeOptions, src: &[u8]) -> Result<Vec<u8>,
             w.write_all(src).map_err(err)?;
             w.finish().map_err(err)?
         }
-        Codec::Lz4 => lz4_block(opts.lz4_level, src),
+        Codec::Lz4 => {
+            let mut out = Vec::new();
+            lz4_block(opts.lz4_level, src, &mut out);
+            out
+        }
         Codec::Zstd => {
             let mut out = Vec::new();
             zstd_frame(&mut zstd::zstd_safe::CCtx::create(), opts.zstd_level, src, &mut out);
@@ -132,18 +136,21 @@ pub fn encode(codec: Codec, opts: &EncodeOptions, src: &[u8]) -> Result<Vec<u8>,
 }
 
 /// One raw LZ4 block (no frame, as cloop V4 and SliTaz store them) at
-/// `level` ([`LZ4_LEVELS`], clamped): lz4_flex's fast compressor below
-/// [`LZ4_HC_MIN_LEVEL`], liblz4's LZ4_HC (C, through lzzzz) from there.
-/// Every LZ4 block decoder reads both.
-pub fn lz4_block(level: i32, src: &[u8]) -> Vec<u8> {
+/// `level` ([`LZ4_LEVELS`], clamped) into `out` (replaced): lz4_flex's fast
+/// compressor below [`LZ4_HC_MIN_LEVEL`], liblz4's LZ4_HC (C, through
+/// lzzzz, whose match-finder state is per thread) from there. Every LZ4
+/// block decoder reads both.
+pub fn lz4_block(level: i32, src: &[u8], out: &mut Vec<u8>) {
     let level = level.clamp(*LZ4_LEVELS.start(), *LZ4_LEVELS.end());
-    if level < LZ4_HC_MIN_LEVEL {
-        return lz4_flex::block::compress(src);
-    }
-    let mut out = vec![0u8; lzzzz::lz4::max_compressed_size(src.len())];
-    let n = lzzzz::lz4_hc::compress(src, &mut out, level).expect("the buffer has liblz4's own bound");
+    out.clear();
+    let n = if level < LZ4_HC_MIN_LEVEL {
+        out.resize(lz4_flex::block::get_maximum_output_size(src.len()), 0);
+        lz4_flex::block::compress_into(src, out).expect("the buffer has lz4_flex's own bound")
+    } else {
+        out.resize(lzzzz::lz4::max_compressed_size(src.len()), 0);
+        lzzzz::lz4_hc::compress(src, out, level).expect("the buffer has liblz4's own bound")
+    };
     out.truncate(n);
-    out
 }
 
 fn deflate_zlib(src: &[u8], level: u32) -> Vec<u8> {

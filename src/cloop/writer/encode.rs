@@ -100,6 +100,7 @@ impl<'a> BlockEncoder<'a> {
                 let cctx = self.zstd.get_or_insert_with(zstd::zstd_safe::CCtx::create);
                 codec::zstd_frame(cctx, self.settings.options.zstd_level, block, out);
             }
+            Codec::Lz4 => codec::lz4_block(self.settings.options.lz4_level, block, out),
             _ => *out = codec::encode(codec, &self.settings.options, block)?,
         }
         if self.settings.format == Format::V4 && out.len() >= block.len() {
