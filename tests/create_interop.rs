@@ -182,34 +182,37 @@ fn deflate_zlib_is_cloop_utils_byte_for_byte_at_4k_blocks() {
 }
 
 #[test]
-fn zstd_images_at_every_level_read_back_and_are_v4_which_the_peers_refuse() {
+fn zstd_and_lz4_images_at_every_level_read_back_and_are_v4_which_the_peers_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let data = sample(300_000);
     let input = dir.path().join("in");
     std::fs::write(&input, &data).unwrap();
-    let mut sizes = Vec::new();
-    for level in 1..=22 {
-        let image = dir.path().join(format!("zstd{level}"));
-        let bytes = ours(&["-q", "-B", "64K", "--codec", "zstd", "-L", &level.to_string()], &input, &image);
-        assert!(read_with_our_reader(&image) == padded(&data, 65536), "level {level}");
-        sizes.push(bytes.len());
+    for (codec, top) in [("zstd", 22), ("lz4", 12)] {
+        let mut sizes = Vec::new();
+        for level in 1..=top {
+            let image = dir.path().join(format!("{codec}{level}"));
+            let bytes =
+                ours(&["-q", "-B", "64K", "--codec", codec, "-L", &level.to_string()], &input, &image);
+            assert!(read_with_our_reader(&image) == padded(&data, 65536), "{codec} level {level}");
+            sizes.push(bytes.len());
+        }
+        assert!(sizes[top - 1] < sizes[0], "{codec}: {sizes:?}");
+        // Debian's cloop-utils and QEMU read V2 (zlib) only: a V4 image is
+        // refused, never misread.
+        let image = dir.path().join(format!("{codec}{}", top - 3));
+        let extracted = dir.path().join("raw");
+        let out =
+            Command::new(cloop_utils("extract_compressed_fs")).arg(&image).arg(&extracted).output().unwrap();
+        let read = std::fs::read(&extracted).unwrap_or_default();
+        assert!(!out.status.success() || read != padded(&data, 65536), "cloop-utils read a V4 {codec} image");
+        let out = Command::new(tool("qemu-img", "qemu-utils"))
+            .args(["convert", "-f", "cloop", "-O", "raw"])
+            .arg(&image)
+            .arg(&extracted)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "qemu-img read a V4 {codec} image");
     }
-    assert!(sizes[21] < sizes[0], "{sizes:?}");
-    // Debian's cloop-utils and QEMU read V2 (zlib) only: a V4 zstd image is
-    // refused, never misread.
-    let image = dir.path().join("zstd19");
-    let extracted = dir.path().join("raw");
-    let out =
-        Command::new(cloop_utils("extract_compressed_fs")).arg(&image).arg(&extracted).output().unwrap();
-    let read = std::fs::read(&extracted).unwrap_or_default();
-    assert!(!out.status.success() || read != padded(&data, 65536), "cloop-utils read a V4 zstd image");
-    let out = Command::new(tool("qemu-img", "qemu-utils"))
-        .args(["convert", "-f", "cloop", "-O", "raw"])
-        .arg(&image)
-        .arg(&extracted)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "qemu-img read a V4 zstd image");
 }
 
 #[test]
@@ -217,8 +220,15 @@ fn output_does_not_depend_on_the_thread_count() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     std::fs::write(&input, sample(900_000)).unwrap();
-    // The default (libdeflate 9), libdeflate 12, zlib's algorithm, zstd.
-    for codec in [&[][..], &["-L", "12"], &["--deflate", "zlib"], &["--codec", "zstd", "-L", "19"]] {
+    // The default (libdeflate 9), libdeflate 12, zlib's algorithm, zstd,
+    // LZ4_HC (its match finder's state is per thread).
+    for codec in [
+        &[][..],
+        &["-L", "12"],
+        &["--deflate", "zlib"],
+        &["--codec", "zstd", "-L", "19"],
+        &["--codec", "lz4"],
+    ] {
         let base = [&["-q", "-B", "16K"][..], codec].concat();
         let one = ours(&[&base[..], &["-t", "1"]].concat(), &input, &dir.path().join("t1"));
         for args in [["-t", "4", "-a", "9"], ["-t", "3", "-a", "1"], ["-t", "8", "-a", "64"]] {
