@@ -18,9 +18,9 @@ step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
 # The boot build (scripts/build-static.sh --boot, README "Boot build"): the
-# same lints without the writer, in its own target dir.
+# same lints without the writer, tests included, in its own target dir.
 step "cargo clippy, boot build (--no-default-features --features zlib-rs)"
-cargo clippy --locked --no-default-features --features zlib-rs --target-dir target/boot -- -D warnings
+cargo clippy --locked --all-targets --no-default-features --features zlib-rs --target-dir target/boot -- -D warnings
 
 # The fuzz crate needs nightly to build (cargo-fuzz), so it is not built
 # here; but its manifest must parse and name every target in
