@@ -22,7 +22,9 @@
 #                      $CLOOPBOX_BOOT, --binary when given, else the tree's
 #                      boot build, scripts/build-static.sh --boot, else the
 #                      cloopbox on PATH)
-#   --append ARGS      kernel arguments of the boot menu (GRUB and isolinux)
+#   --append ARGS      kernel arguments of the boot menu (GRUB and isolinux);
+#                      cloopbox.preload= naming the images' filesystems
+#                      (cloopinfo) comes first unless ARGS has its own
 #   --fs ext4|iso9660  the filesystem made of a directory or tar (default
 #                      ext4: block-level copy-on-write root; iso9660: read-
 #                      only, overlayfs root, as Knoppix ships it)
@@ -417,6 +419,19 @@ else
         fi
         n=$((n + 1))
     done
+fi
+# The filesystems inside the images (cloopinfo: what init's probe will
+# find): init loads their drivers on a thread of its own from the start
+# instead of after the root device is up (cloopbox.preload=,
+# docs/boot-options.md), unless --append names its own.
+if [[ " $APPEND " != *" cloopbox.preload="* ]]; then
+    fstypes=()
+    for i in "$t"/KNOPPIX/KNOPPIX*; do
+        [[ $i != *.verity ]] || continue
+        f=$(cloopbox cloopinfo --json "$i" | sed -n 's/^  "filesystem": "\(.*\)",$/\1/p')
+        [ -z "$f" ] || [[ " ${fstypes[*]} " == *" $f "* ]] || fstypes+=("$f")
+    done
+    [ ${#fstypes[@]} = 0 ] || APPEND="cloopbox.preload=$(IFS=,; echo "${fstypes[*]}")${APPEND:+ $APPEND}"
 fi
 if [ "$VERITY" = 1 ]; then
     for h in "${HASHES[@]}"; do echo "root hash: ${h#*=} KNOPPIX/${h%%=*}"; done

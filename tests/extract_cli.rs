@@ -171,9 +171,26 @@ fn cloopinfo_json_reports_version_and_blocks() {
     assert!(json.contains("\"blocks\": 75"), "{json}");
     assert!(json.contains("\"codecs\": {\"zlib\": 75}"), "{json}");
     assert!(json.contains("\"largest_block\": {\"block\": 13, \"size\": 4107}"), "{json}");
+    // cloop-utils' vector holds an ext2 made with -L cloopvec: mounted as ext4.
+    assert!(json.contains("\"filesystem\": \"ext4\",\n  \"filesystem_label\": \"cloopvec\""), "{json}");
     let text = run("cloopinfo", &[&vectors().join("v3-slitaz/ext2_gzip_b4096_dedup.cloop")]);
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("SliTaz V3.0") && text.contains("links:              56"), "{text}");
+    assert!(text.contains("\nfilesystem:         ext4, label '"), "{text}");
+}
+
+#[test]
+fn cloopinfo_names_no_filesystem_where_there_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw_file, image) = (dir.path().join("raw"), dir.path().join("raw.cloop"));
+    let bytes: Vec<u8> = (0..3 * 65536u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&raw_file, bytes).unwrap();
+    let made = run("create_compressed_fs", &[Path::new("-q"), &raw_file, &image]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let text = String::from_utf8(run("cloopinfo", &[&image]).stdout).unwrap();
+    assert!(text.contains("\nfilesystem:         none recognised\n"), "{text}");
+    let json = String::from_utf8(run("cloopinfo", &[Path::new("--json"), &image]).stdout).unwrap();
+    assert!(json.contains("\"filesystem\": null,\n  \"filesystem_label\": null"), "{json}");
 }
 
 #[test]

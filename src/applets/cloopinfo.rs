@@ -1,7 +1,7 @@
 //! `cloopinfo IMAGE [--verify] [--json] [-t N]`: describe a cloop image.
 //!
 //! Prints the version, where the header sits, block size and count, sizes
-//! and ratio, a histogram of block codecs (plus links and zero-length
+//! and ratio, the filesystem inside (the live boot's probe), a histogram of block codecs (plus links and zero-length
 //! blocks) and the largest compressed block. `--verify` decodes every block
 //! in parallel and lists each bad one; the exit status is then 1 if any
 //! block is bad. `--json` prints the same as one JSON object.
@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use crate::applets::json_string;
 use std::path::PathBuf;
 
+use crate::boot::probe::FsInfo;
 use crate::cloop::extract::{decode_in_order, Flow};
 use crate::cloop::reader::{Image, ImageInfo, Kind, Version};
 
@@ -23,7 +24,8 @@ Usage: cloopinfo [--verify [--root-hash HEX]] [--verity-tree FILE] [--json]
                  [-t N] IMAGE
 
 Describe a cloop image of any version: format, header position, block size
-and count, sizes, codecs used, links and the largest block, and whether a
+and count, sizes, the filesystem inside (as the live boot recognises it),
+codecs used, links and the largest block, and whether a
 dm-verity hash tree is present (IMAGE.verity) with the root hash it leads to.
 IMAGE may be an http:// or https:// URL (also of an ISO holding
 KNOPPIX/KNOPPIX, or URL#PATH in one).
@@ -92,6 +94,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Err(e) => return crate::applets::fail(APPLET, e),
     };
     let stats = Stats::of(&image);
+    let fs = crate::boot::probe::probe(&image);
     let tree_path = args.tree.clone().unwrap_or_else(|| crate::verity::tree_path_for(&args.image));
     let tree = Tree::describe(&tree_path, &image, args.tree.is_some());
     let checked = match (args.verify, args.root_hash) {
@@ -106,11 +109,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // With a root hash, the verity check decodes every block and reports
     // decoding errors too; no second pass.
     let bad = (args.verify && checked.is_none()).then(|| verify(&image, args.threads));
-    let report = if args.json {
-        json(&image, &stats, bad.as_deref(), &tree, checked.as_ref())
-    } else {
-        text(&image, &stats, bad.as_deref(), &tree, checked.as_ref())
+    let facts = Facts {
+        image: &image,
+        stats: &stats,
+        fs: fs.as_ref(),
+        bad: bad.as_deref(),
+        tree: &tree,
+        checked: checked.as_ref(),
     };
+    let report = if args.json { json(&facts) } else { text(&facts) };
     print!("{report}");
     let verity_bad = checked.as_ref().is_some_and(|(_, r)| r.bad_count > 0);
     match bad {
@@ -237,7 +244,25 @@ fn ratio(info: &ImageInfo) -> f64 {
     }
 }
 
-fn text(image: &Image, stats: &Stats, bad: Option<&[Bad]>, tree: &Tree, checked: Option<&Checked>) -> String {
+/// What the report says, gathered once for the text and the JSON.
+#[derive(Clone, Copy)]
+struct Facts<'a> {
+    image: &'a Image,
+    stats: &'a Stats,
+    fs: Option<&'a FsInfo>,
+    bad: Option<&'a [Bad]>,
+    tree: &'a Tree,
+    checked: Option<&'a Checked>,
+}
+
+/// The filesystem inside, as the live boot's probe sees it: its mount
+/// type and label.
+fn filesystem(fs: Option<&FsInfo>) -> Option<(&'static str, &str)> {
+    fs.map(|f| (f.fs.mount_type(), f.label.as_str()))
+}
+
+fn text(facts: &Facts) -> String {
+    let Facts { image, stats, fs, bad, tree, checked } = *facts;
     let info = image.info();
     let mut out = String::new();
     let mut line = |key: &str, value: String| {
@@ -255,6 +280,14 @@ fn text(image: &Image, stats: &Stats, bad: Option<&[Bad]>, tree: &Tree, checked:
     line("uncompressed size", format!("{} ({})", info.size, crate::units::Bytes(info.size)));
     line("compressed size", format!("{} ({})", info.file_len, crate::units::Bytes(info.file_len)));
     line("ratio", format!("{:.1}%", ratio(info) * 100.0));
+    line(
+        "filesystem",
+        match filesystem(fs) {
+            Some((t, "")) => t.to_string(),
+            Some((t, label)) => format!("{t}, label '{label}'"),
+            None => "none recognised".into(),
+        },
+    );
     line("index", format!("{} bytes at offset {}", info.index_len, info.index_offset));
     let codecs: Vec<String> = stats.codecs.iter().map(|(name, count)| format!("{name} {count}")).collect();
     line("codecs", if codecs.is_empty() { "-".into() } else { codecs.join(", ") });
@@ -298,7 +331,8 @@ fn text(image: &Image, stats: &Stats, bad: Option<&[Bad]>, tree: &Tree, checked:
     out
 }
 
-fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>, tree: &Tree, checked: Option<&Checked>) -> String {
+fn json(facts: &Facts) -> String {
+    let Facts { image, stats, fs, bad, tree, checked } = *facts;
     let info = image.info();
     let mut fields = vec![
         ("file", json_string(&image.path().display().to_string())),
@@ -310,6 +344,8 @@ fn json(image: &Image, stats: &Stats, bad: Option<&[Bad]>, tree: &Tree, checked:
         ("size", info.size.to_string()),
         ("file_size", info.file_len.to_string()),
         ("ratio", format!("{:.6}", ratio(info))),
+        ("filesystem", filesystem(fs).map_or("null".into(), |(t, _)| json_string(t))),
+        ("filesystem_label", filesystem(fs).map_or("null".into(), |(_, l)| json_string(l))),
         ("index_offset", info.index_offset.to_string()),
         ("index_size", info.index_len.to_string()),
     ];

@@ -392,6 +392,10 @@ fn assemble_root(
         let fs = probe(&image).ok_or_else(|| {
             Failure::new(format!("{}: no known filesystem inside the image", path.display()))
         })?;
+        // Its driver loads on another thread while the daemon starts.
+        if let Some(loader) = super::kmod::Loader::get() {
+            loader.preload(&[fs.fs.mount_type().to_string()]);
+        }
         let block = min_io_size(&image, &fs).min(4096);
         let iso = remote.and_then(|o| o.iso);
         let hash = verified(path, &image, iso.as_ref(), verity, net_root, ca_file, log)?;
@@ -845,6 +849,9 @@ fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
     }
     stop_at(Stage::Top, &opts, log);
     load_modules(&layer_modules(opts.transport), log);
+    if let Some(loader) = super::kmod::Loader::get() {
+        loader.preload(&opts.preload);
+    }
     stop_at(Stage::Modules, &opts, log);
     let newroot = Path::new(NEWROOT);
     if let Some(net) = &opts.net_root {
@@ -885,11 +892,35 @@ pub fn run() -> ! {
     log.info(&format!("cloopbox {} live boot", env!("CARGO_PKG_VERSION")));
     match boot(&mut log) {
         Ok(opts) => {
+            // No module may still be loading from the initramfs that
+            // switch_root empties.
+            finish_preloads(&log);
             log.info(&format!("switching to the new root, init {}", opts.init.display()));
             let e = switch_root(Path::new(NEWROOT), &opts.init, &opts.init_args, &mut |w| log.warn(w));
             fail(&log, &Failure::new(format!("switch_root: {e}")));
         }
         Err(f) => fail(&log, &f),
+    }
+}
+
+/// Waits for the modules loading ahead and says what they were, how long
+/// they took on their thread and how long the boot waited for them.
+fn finish_preloads(log: &Log) {
+    let Some(loader) = super::kmod::Loader::get() else { return };
+    for done in loader.ahead.finish_all() {
+        match &done.result {
+            Some(r) if !r.loaded.is_empty() => log.info(&format!(
+                "loaded ahead: {} ({:.2} s on their own thread; waited for {:.2} s)",
+                r.loaded.join(" "),
+                done.took.as_secs_f64(),
+                done.waited.as_secs_f64()
+            )),
+            Some(_) => {}
+            None => log.warn(&format!("loading {} ahead: the thread died", done.names.join(" "))),
+        }
+        if let Some(r) = &done.result {
+            report(r, log);
+        }
     }
 }
 

@@ -19,12 +19,20 @@
 //! ([`Loader::scan`], repeated while init waits for a late USB stick), so a
 //! boot loads the few drivers the machine needs, not every driver the
 //! initramfs carries. Filesystem drivers are loaded when a filesystem of
-//! that type is about to be mounted ([`Loader::ensure_fs`]).
+//! that type is about to be mounted ([`Loader::ensure_fs`]), or earlier,
+//! on a thread of their own, once init knows it will need them
+//! ([`Loader::preload`]: `cloopbox.preload=`, and the root image's
+//! filesystem as soon as it is probed). Under QEMU TCG ext4 with jbd2
+//! takes about 0.4 s of CPU to load (the signature check and relocation of
+//! 1.5 MB), which would otherwise sit between the root device and the
+//! switch (BENCHMARKS.md, "Loading the root's filesystem driver ahead").
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// `MODULE_INIT_COMPRESSED_FILE` (Linux 5.17): the kernel decompresses.
 const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
@@ -264,10 +272,109 @@ pub fn device_modaliases(sys_bus: &Path) -> Vec<String> {
 const NLS_USERS: &[&str] = &["vfat", "msdos", "iso9660", "udf", "exfat", "ntfs3"];
 const NLS: &[&str] = &["nls_cp437", "nls_ascii", "nls_utf8", "nls_iso8859_1"];
 
+/// A thread of [`Ahead`] work: the names it covers and its handle, which
+/// gives the work's result and how long it took.
+type Running<R> = (Vec<String>, JoinHandle<(R, Duration)>);
+
+/// Work started ahead on threads of its own, each for a set of names
+/// (module names, here), and waited for by whatever needs one of them.
+pub struct Ahead<R> {
+    running: Mutex<Vec<Running<R>>>,
+    finished: Mutex<Vec<Finished<R>>>,
+}
+
+/// One piece of [`Ahead`] work, done.
+#[derive(Debug)]
+pub struct Finished<R> {
+    pub names: Vec<String>,
+    /// What the work returned; `None` if its thread panicked.
+    pub result: Option<R>,
+    /// How long the work took on its thread.
+    pub took: Duration,
+    /// How long whoever needed it first waited for it to end.
+    pub waited: Duration,
+}
+
+impl<R: Send + 'static> Default for Ahead<R> {
+    fn default() -> Self {
+        Ahead { running: Mutex::new(Vec::new()), finished: Mutex::new(Vec::new()) }
+    }
+}
+
+impl<R: Send + 'static> Ahead<R> {
+    /// Runs `work` on a new thread for `names`; if no thread can be made,
+    /// runs it here.
+    pub fn start(&self, names: Vec<String>, work: impl FnOnce() -> R + Send + 'static) {
+        let timed = move || {
+            let t0 = Instant::now();
+            let r = work();
+            (r, t0.elapsed())
+        };
+        // The closure comes back if the spawn fails, so it is tried first
+        // as a thread and, only if none can be made, run here.
+        let work = std::sync::Arc::new(Mutex::new(Some(timed)));
+        let in_thread = work.clone();
+        let spawned = std::thread::Builder::new().name("ahead".into()).spawn(move || {
+            let f = in_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+            f.map(|f| f()).expect("the work is taken once")
+        });
+        match spawned {
+            Ok(handle) => self.running.lock().unwrap_or_else(|e| e.into_inner()).push((names, handle)),
+            Err(_) => {
+                let f = work.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(f) = f {
+                    let (r, took) = f();
+                    let done = Finished { names, result: Some(r), took, waited: Duration::ZERO };
+                    self.finished.lock().unwrap_or_else(|e| e.into_inner()).push(done);
+                }
+            }
+        }
+    }
+
+    /// Waits for the work started for any of `names`.
+    pub fn wait_for(&self, names: &[String]) {
+        let mine: Vec<_> = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let (mine, rest) =
+                running.drain(..).partition(|(covered, _)| covered.iter().any(|c| names.contains(c)));
+            *running = rest;
+            mine
+        };
+        self.join(mine);
+    }
+
+    /// Waits for all the work; returns everything finished so far, once.
+    pub fn finish_all(&self) -> Vec<Finished<R>> {
+        let all: Vec<_> = self.running.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        self.join(all);
+        std::mem::take(&mut *self.finished.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn join(&self, work: Vec<Running<R>>) {
+        for (names, handle) in work {
+            let t0 = Instant::now();
+            let joined = handle.join();
+            let waited = t0.elapsed();
+            let (result, took) = match joined {
+                Ok((r, took)) => (Some(r), took),
+                Err(_) => (None, waited),
+            };
+            self.finished.lock().unwrap_or_else(|e| e.into_inner()).push(Finished {
+                names,
+                result,
+                took,
+                waited,
+            });
+        }
+    }
+}
+
 /// The modules database plus what was already handled, for the whole boot.
 pub struct Loader {
     pub db: ModuleDb,
     seen: Mutex<HashSet<String>>,
+    /// Modules loading ahead ([`Loader::preload`]).
+    pub ahead: Ahead<LoadReport>,
 }
 
 static LOADER: OnceLock<Loader> = OnceLock::new();
@@ -275,7 +382,7 @@ static LOADER: OnceLock<Loader> = OnceLock::new();
 impl Loader {
     /// Makes `db` the boot's module loader (the first call wins).
     pub fn install(db: ModuleDb) -> &'static Loader {
-        LOADER.get_or_init(|| Loader { db, seen: Mutex::new(HashSet::new()) })
+        LOADER.get_or_init(|| Loader { db, seen: Mutex::new(HashSet::new()), ahead: Ahead::default() })
     }
 
     pub fn get() -> Option<&'static Loader> {
@@ -301,9 +408,10 @@ impl Loader {
         self.db.load(&names)
     }
 
-    /// Loads the driver for filesystem `fstype` (and the character sets
-    /// its mount will ask for) unless the kernel already has it.
-    pub fn ensure_fs(&self, fstype: &str) {
+    /// The modules a filesystem type needs: its driver (through the
+    /// `fs-TYPE` alias, or a module of that name) and the character sets
+    /// its mount will ask for.
+    fn fs_modules(&self, fstype: &str) -> Vec<String> {
         let mut names = self.db.resolve(&format!("fs-{fstype}"));
         if names.is_empty() {
             names = self.db.resolve(fstype);
@@ -311,8 +419,50 @@ impl Loader {
         if NLS_USERS.contains(&fstype) {
             names.extend(NLS.iter().map(|n| n.to_string()));
         }
+        names
+    }
+
+    /// Loads the driver for filesystem `fstype` (and the character sets
+    /// its mount will ask for) unless the kernel already has it; first
+    /// waits for it if it is [loading ahead](Loader::preload).
+    pub fn ensure_fs(&self, fstype: &str) {
+        let names = self.fs_modules(fstype);
+        self.ahead.wait_for(&names);
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         self.db.load(&names);
+    }
+
+    /// Starts loading `names` (modules, or filesystem types as
+    /// [`Loader::ensure_fs`] takes them) with their dependencies on a
+    /// thread of its own. A mount that needs one of them waits for that
+    /// thread ([`Loader::ensure_fs`]); the boot waits for all of them
+    /// before it leaves the initramfs ([`Ahead::finish_all`]). Names this
+    /// initramfs has no module for, and modules already loaded, are left
+    /// out; nothing left, no thread.
+    pub fn preload(&'static self, names: &[String]) {
+        let mut wanted: Vec<String> = Vec::new();
+        for name in names {
+            let mut modules = self.db.resolve(name);
+            if modules.is_empty() {
+                modules = self.fs_modules(name);
+            }
+            for m in modules {
+                if self.db.contains(&m) && !is_loaded(&m) && !wanted.contains(&m) {
+                    wanted.push(m);
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        // Covered: the modules and their dependencies, so that a mount
+        // that needs only a dependency waits too.
+        let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let (covered, _) = self.db.load_order(&refs);
+        self.ahead.start(covered, move || {
+            let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            self.db.load(&refs)
+        });
     }
 }
 
@@ -414,6 +564,46 @@ malformed line without colon
             DEP,
             "kernel/fs/ext4/ext4.ko\nkernel/drivers/block/loop.ko\n",
         )
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn work_ahead_is_waited_for_by_what_needs_it_and_only_that() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let ahead: Ahead<u32> = Ahead::default();
+        let (release, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (r, d) = (release.clone(), done.clone());
+        ahead.start(names(&["ext4", "jbd2"]), move || {
+            while !r.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            d.store(true, Ordering::Release);
+            7
+        });
+        // Something else: no wait (the work cannot end before `release`).
+        ahead.wait_for(&names(&["isofs", "nls_utf8"]));
+        assert!(!done.load(Ordering::Acquire));
+        release.store(true, Ordering::Release);
+        // A dependency is enough to wait for the whole.
+        ahead.wait_for(&names(&["jbd2"]));
+        assert!(done.load(Ordering::Acquire));
+        ahead.start(names(&["vfat"]), || panic!("a loader thread that dies"));
+        let finished = ahead.finish_all();
+        assert_eq!(finished.len(), 2, "{finished:?}");
+        assert_eq!(finished[0].names, ["ext4", "jbd2"]);
+        assert_eq!(finished[0].result, Some(7));
+        // Lower bounds only: the work slept 50 ms after the wait began.
+        assert!(
+            finished[0].waited >= Duration::from_millis(40) && finished[0].took >= Duration::from_millis(40)
+        );
+        assert_eq!((finished[1].names.clone(), finished[1].result), (names(&["vfat"]), None));
+        // Each once.
+        assert!(ahead.finish_all().is_empty());
     }
 
     #[test]

@@ -96,6 +96,10 @@ pub struct BootOptions {
     pub cloopd: Vec<String>,
     /// `cloopbox.transport=`: how the root daemons reach the kernel.
     pub transport: TransportChoice,
+    /// `cloopbox.preload=`: modules or filesystem types whose drivers load
+    /// on a thread of their own from the start (the root image's
+    /// filesystem: mklive writes it).
+    pub preload: Vec<String>,
     /// `ip=`: the network set up before the image is fetched.
     pub ip: Option<crate::net::IpConfig>,
     /// `nameserver=` (repeatable): DNS servers before DHCP's.
@@ -162,6 +166,7 @@ impl Default for BootOptions {
             verity: VerityRoots::Off,
             cloopd: Vec::new(),
             transport: TransportChoice::Nbd,
+            preload: Vec::new(),
             ip: None,
             nameservers: Vec::new(),
             net_root: None,
@@ -174,6 +179,18 @@ impl Default for BootOptions {
 /// Where `mkinitramfs.sh -N --ca FILE` puts the CA file, used for
 /// `https://` images when `cloopbox.cafile=` does not name another.
 pub const DEFAULT_CA_FILE: &str = "/etc/cloopbox/ca.pem";
+
+/// At most this many names in `cloopbox.preload=`.
+pub const MAX_PRELOAD: usize = 16;
+
+/// `cloopbox.preload=ext4,nls_utf8`: names of modules or filesystem types
+/// (letters, digits, `_` and `-`); `None` if any is not.
+fn parse_preload(value: &str) -> Option<Vec<String>> {
+    let names: Vec<String> = value.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect();
+    let valid =
+        |n: &String| n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    (!names.is_empty() && names.len() <= MAX_PRELOAD && names.iter().all(valid)).then_some(names)
+}
 
 /// A boot parameter, the cloopd flag it becomes, and what a valid value is.
 type DaemonFlag = (&'static str, &'static str, fn(&str) -> bool);
@@ -352,6 +369,14 @@ impl BootOptions {
                 } else {
                     o.warnings.push(format!("{param}={v}: not a valid value; using cloopd's default"));
                 }
+            }
+        }
+        if let Some(v) = c.value("cloopbox.preload") {
+            match parse_preload(v) {
+                Some(names) => o.preload = names,
+                None => o.warnings.push(format!(
+                    "cloopbox.preload={v}: expected up to {MAX_PRELOAD} module or filesystem names, comma-separated; ignored"
+                )),
             }
         }
         match c.value("cloopbox.transport").map(|v| (v, TransportChoice::parse(v))) {
@@ -609,6 +634,24 @@ mod tests {
         let o = opts("break=bogus");
         assert!(o.break_at.is_empty());
         assert!(o.warnings[0].contains("bogus"));
+    }
+
+    #[test]
+    fn preload_names_modules_or_filesystems_and_refuses_anything_else() {
+        assert_eq!(opts("cloopbox.preload=ext4").preload, ["ext4"]);
+        assert_eq!(
+            opts("cloopbox.preload=ext4,nls_utf8,,usb-storage").preload,
+            ["ext4", "nls_utf8", "usb-storage"]
+        );
+        assert!(opts("quiet").preload.is_empty());
+        let many = format!("cloopbox.preload={}", vec!["m"; MAX_PRELOAD + 1].join(","));
+        for bad in
+            ["cloopbox.preload=", "cloopbox.preload=../../x", "cloopbox.preload=ext4,a/b", many.as_str()]
+        {
+            let o = opts(bad);
+            assert!(o.preload.is_empty(), "{bad}");
+            assert!(o.warnings.len() == 1 && o.warnings[0].starts_with(bad), "{bad}: {:?}", o.warnings);
+        }
     }
 
     #[test]

@@ -70,6 +70,7 @@ debian_systemd() {
     check_absent "$name" \
         "systemd multi-user at ${multi}s on /dev/${dev}N ext4, fstrim freed tmpfs, clean exitrd poweroff; run $((SECONDS - t0))s" \
         forbid "SD-STATE: (running|degraded)" "SD-VERDICT: ok" "SD-MULTI-USER: active" \
+        "cloopbox: loaded ahead: ([a-z0-9_]+ )*ext4( [a-z0-9_]+)* \([0-9.]+ s on their own thread; waited for [0-9.]+ s\)" \
         "ROOTFS: /dev/${dev}[0-9]+ ext4" "COWMOUNT: tmpfs" "DAEMON: $pid @cloopd .*--root-daemon" \
         "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot" "WRITE-READBACK: ok" \
         "TRIM-OUT: /: .* trimmed" "TRIM: OK" "CTL: +copy-on-write file: /run/initramfs/cow/KNOPPIX.cow" \
