@@ -200,7 +200,7 @@ bench_rounds bench_boot "${NAMES[@]}"
 cut -d' ' -f1-3 /proc/loadavg > load-after
 
 # --- report ------------------------------------------------------------------
-PYTHONPATH="$ROOT/bench" python3 - "$(IFS=,; echo "${NAMES[*]}")" "$RUNS" <<'PY' | tee report.md
+PYTHONPATH="$ROOT/bench" python3 - "$(IFS=,; echo "${NAMES[*]}")" "$RUNS" "$SMP" <<'PY' | tee report.md
 import json, statistics, sys
 from bootstats import Stats
 names = [n for n in sys.argv[1].split(",") if n]
@@ -233,7 +233,7 @@ def paired(n, key, ref):
     return f"{statistics.median(rs):.2f}× ({len(rs)})" if rs else "—"
 
 print(f"Host: {sizes['nproc']} cores ({sizes['cpu']}), Linux {sizes['host_kernel']}, {sizes['qemu']}; "
-      f"`qemu-system-x86_64 -accel tcg -m {sizes['mem']} -smp {sizes['smp']} -cdrom ISO -boot d`; guest kernel "
+      f"`qemu-system-x86_64 -accel tcg -m {sizes['mem']} -smp {sys.argv[3]} -cdrom ISO -boot d`; guest kernel "
       f"Debian {sizes['kernel']}, `{sizes['append']}`. Load average {open('load-before').read().strip()} before, "
       f"{open('load-after').read().strip()} after (the 2 cores are shared with other jobs). {sys.argv[2]} boots "
       f"per contender, rotated order; medians (min–max). TCG timings are emulation timings. cloopbox: "

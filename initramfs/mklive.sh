@@ -428,7 +428,8 @@ if [[ " $APPEND " != *" cloopbox.preload="* ]]; then
     fstypes=()
     for i in "$t"/KNOPPIX/KNOPPIX*; do
         [[ $i != *.verity ]] || continue
-        f=$(cloopbox cloopinfo --json "$i" | sed -n 's/^  "filesystem": "\(.*\)",$/\1/p')
+        # Not a cloop image (a squashfs of the benchmarks' baselines): no hint.
+        f=$(cloopbox cloopinfo --json "$i" 2>/dev/null | sed -n 's/^  "filesystem": "\(.*\)",$/\1/p') || f=""
         [ -z "$f" ] || [[ " ${fstypes[*]} " == *" $f "* ]] || fstypes+=("$f")
     done
     [ ${#fstypes[@]} = 0 ] || APPEND="cloopbox.preload=$(IFS=,; echo "${fstypes[*]}")${APPEND:+ $APPEND}"

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::boot::cmdline::Cmdline;
-use crate::boot::init::{layer_modules, load_modules, locate, mount_net_root, mount_root};
+use crate::boot::init::{finish_preloads, layer_modules, load_modules, locate, mount_net_root, mount_root};
 use crate::boot::log::Log;
 use crate::boot::options::BootOptions;
 use crate::net::link::RESOLV_CONF;
@@ -125,6 +125,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
         log.warn(w);
     }
     load_modules(&layer_modules(opts.transport), &log);
+    if let Some(loader) = crate::boot::kmod::Loader::get() {
+        loader.preload(&opts.preload);
+    }
     let served = match &opts.net_root {
         Some(net) => {
             add_nameservers(Path::new(RESOLV_CONF), &opts.nameservers, &log);
@@ -132,6 +135,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         None => locate(&opts, &log).and_then(|medium| mount_root(&opts, &medium, &root, exitrd, &log)),
     };
+    // Not while a module is still loading on another thread.
+    finish_preloads(&log);
     match served {
         Ok(served) => {
             for s in served {

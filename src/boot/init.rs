@@ -905,7 +905,7 @@ pub fn run() -> ! {
 
 /// Waits for the modules loading ahead and says what they were, how long
 /// they took on their thread and how long the boot waited for them.
-fn finish_preloads(log: &Log) {
+pub fn finish_preloads(log: &Log) {
     let Some(loader) = super::kmod::Loader::get() else { return };
     for done in loader.ahead.finish_all() {
         match &done.result {
