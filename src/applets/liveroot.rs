@@ -9,7 +9,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::boot::cmdline::Cmdline;
-use crate::boot::init::{finish_preloads, layer_modules, load_modules, locate, mount_net_root, mount_root};
+use crate::boot::init::{
+    finish_preloads, layer_modules, load_modules, locate, mount_net_root, mount_root, start_preloads,
+};
 use crate::boot::log::Log;
 use crate::boot::options::BootOptions;
 use crate::net::link::RESOLV_CONF;
@@ -125,9 +127,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         log.warn(w);
     }
     load_modules(&layer_modules(opts.transport), &log);
-    if let Some(loader) = crate::boot::kmod::Loader::get() {
-        loader.preload(&opts.preload);
-    }
+    start_preloads(&opts.preload, &log);
     let served = match &opts.net_root {
         Some(net) => {
             add_nameservers(Path::new(RESOLV_CONF), &opts.nameservers, &log);

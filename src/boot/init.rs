@@ -849,9 +849,7 @@ fn boot(log: &mut Log) -> Result<BootOptions, Failure> {
     }
     stop_at(Stage::Top, &opts, log);
     load_modules(&layer_modules(opts.transport), log);
-    if let Some(loader) = super::kmod::Loader::get() {
-        loader.preload(&opts.preload);
-    }
+    start_preloads(&opts.preload, log);
     stop_at(Stage::Modules, &opts, log);
     let newroot = Path::new(NEWROOT);
     if let Some(net) = &opts.net_root {
@@ -900,6 +898,19 @@ pub fn run() -> ! {
             fail(&log, &Failure::new(format!("switch_root: {e}")));
         }
         Err(f) => fail(&log, &f),
+    }
+}
+
+/// `cloopbox.preload=`: starts loading those drivers on a thread of their
+/// own, and says which names this initramfs has nothing for.
+pub fn start_preloads(names: &[String], log: &Log) {
+    let Some(loader) = super::kmod::Loader::get() else { return };
+    let unknown = loader.preload(names);
+    if !unknown.is_empty() {
+        log.warn(&format!(
+            "cloopbox.preload={}: no module, built-in driver or filesystem of that name in this initramfs",
+            unknown.join(",")
+        ));
     }
 }
 

@@ -127,6 +127,47 @@ impl ModuleDb {
         Self { root: root.to_path_buf(), modules, builtin, aliases: Vec::new() }
     }
 
+    /// The modules a filesystem type needs: its driver (through the
+    /// `fs-TYPE` alias, or a module of that name) and the character sets
+    /// its mount will ask for.
+    pub fn fs_modules(&self, fstype: &str) -> Vec<String> {
+        let mut names = self.resolve(&format!("fs-{fstype}"));
+        if names.is_empty() {
+            names = self.resolve(fstype);
+        }
+        if NLS_USERS.contains(&fstype) {
+            names.extend(NLS.iter().map(|n| n.to_string()));
+        }
+        names
+    }
+
+    /// What [`Loader::preload`] loads for `names` (modules, or filesystem
+    /// types): the modules this initramfs has that `loaded` says are not
+    /// loaded yet, each once; and the names that are nothing it knows
+    /// (neither a module, a built-in one, nor a filesystem type).
+    pub fn preload_plan(
+        &self,
+        names: &[String],
+        loaded: impl Fn(&str) -> bool,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut wanted, mut unknown) = (Vec::new(), Vec::new());
+        for name in names {
+            let mut modules = self.resolve(name);
+            if modules.is_empty() {
+                modules = self.fs_modules(name);
+            }
+            if modules.is_empty() {
+                unknown.push(name.clone());
+            }
+            for m in modules {
+                if self.contains(&m) && !loaded(&m) && !wanted.contains(&m) {
+                    wanted.push(m);
+                }
+            }
+        }
+        (wanted, unknown)
+    }
+
     pub fn is_builtin(&self, name: &str) -> bool {
         self.builtin.contains(&canonical(name))
     }
@@ -408,25 +449,11 @@ impl Loader {
         self.db.load(&names)
     }
 
-    /// The modules a filesystem type needs: its driver (through the
-    /// `fs-TYPE` alias, or a module of that name) and the character sets
-    /// its mount will ask for.
-    fn fs_modules(&self, fstype: &str) -> Vec<String> {
-        let mut names = self.db.resolve(&format!("fs-{fstype}"));
-        if names.is_empty() {
-            names = self.db.resolve(fstype);
-        }
-        if NLS_USERS.contains(&fstype) {
-            names.extend(NLS.iter().map(|n| n.to_string()));
-        }
-        names
-    }
-
     /// Loads the driver for filesystem `fstype` (and the character sets
     /// its mount will ask for) unless the kernel already has it; first
     /// waits for it if it is [loading ahead](Loader::preload).
     pub fn ensure_fs(&self, fstype: &str) {
-        let names = self.fs_modules(fstype);
+        let names = self.db.fs_modules(fstype);
         self.ahead.wait_for(&names);
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         self.db.load(&names);
@@ -439,21 +466,12 @@ impl Loader {
     /// before it leaves the initramfs ([`Ahead::finish_all`]). Names this
     /// initramfs has no module for, and modules already loaded, are left
     /// out; nothing left, no thread.
-    pub fn preload(&'static self, names: &[String]) {
-        let mut wanted: Vec<String> = Vec::new();
-        for name in names {
-            let mut modules = self.db.resolve(name);
-            if modules.is_empty() {
-                modules = self.fs_modules(name);
-            }
-            for m in modules {
-                if self.db.contains(&m) && !is_loaded(&m) && !wanted.contains(&m) {
-                    wanted.push(m);
-                }
-            }
-        }
+    /// Returns the names that are neither a module, a built-in one nor a
+    /// filesystem type this initramfs knows.
+    pub fn preload(&'static self, names: &[String]) -> Vec<String> {
+        let (wanted, unknown) = self.db.preload_plan(names, is_loaded);
         if wanted.is_empty() {
-            return;
+            return unknown;
         }
         // Covered: the modules and their dependencies, so that a mount
         // that needs only a dependency waits too.
@@ -463,6 +481,7 @@ impl Loader {
             let refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
             self.db.load(&refs)
         });
+        unknown
     }
 }
 
@@ -568,6 +587,24 @@ malformed line without colon
 
     fn names(n: &[&str]) -> Vec<String> {
         n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn preload_plans_modules_and_filesystem_types_once_and_names_the_unknown() {
+        let mut db = db();
+        db.parse_aliases("alias fs-iso9660 isofs\nalias fs-ext4 ext4\n");
+        let none_loaded = |_: &str| false;
+        // A filesystem type through its alias, a module, and one twice.
+        let (wanted, unknown) = db.preload_plan(&names(&["iso9660", "uas", "isofs"]), none_loaded);
+        assert_eq!(wanted, ["isofs", "uas"]);
+        assert!(unknown.is_empty());
+        // Built in (ext4, loop): nothing to load, and not unknown either.
+        let (wanted, unknown) = db.preload_plan(&names(&["ext4", "loop", "ext5", "nls_utf8x"]), none_loaded);
+        assert!(wanted.is_empty(), "{wanted:?}");
+        assert_eq!(unknown, ["ext5", "nls_utf8x"]);
+        // Already loaded: left out.
+        let (wanted, _) = db.preload_plan(&names(&["uas", "isofs"]), |m| m == "uas");
+        assert_eq!(wanted, ["isofs"]);
     }
 
     #[test]
