@@ -1,8 +1,9 @@
 //! `cloopinfo IMAGE [--verify] [--json] [-t N]`: describe a cloop image.
 //!
 //! Prints the version, where the header sits, block size and count, sizes
-//! and ratio, the filesystem inside (the live boot's probe), a histogram of block codecs (plus links and zero-length
-//! blocks) and the largest compressed block. `--verify` decodes every block
+//! and ratio, the filesystem inside (the live boot's probe), a histogram
+//! of block codecs (plus links and zero-length blocks) and the largest
+//! compressed block. `--verify` decodes every block
 //! in parallel and lists each bad one; the exit status is then 1 if any
 //! block is bad. `--json` prints the same as one JSON object.
 

@@ -919,19 +919,19 @@ pub fn start_preloads(names: &[String], log: &Log) {
 pub fn finish_preloads(log: &Log) {
     let Some(loader) = super::kmod::Loader::get() else { return };
     for done in loader.ahead.finish_all() {
-        match &done.result {
-            Some(r) if !r.loaded.is_empty() => log.info(&format!(
+        let Some(r) = &done.result else {
+            log.warn(&format!("loading {} ahead: the thread died", done.names.join(" ")));
+            continue;
+        };
+        if !r.loaded.is_empty() {
+            log.info(&format!(
                 "loaded ahead: {} ({:.2} s on their own thread; waited for {:.2} s)",
                 r.loaded.join(" "),
                 done.took.as_secs_f64(),
                 done.waited.as_secs_f64()
-            )),
-            Some(_) => {}
-            None => log.warn(&format!("loading {} ahead: the thread died", done.names.join(" "))),
+            ));
         }
-        if let Some(r) = &done.result {
-            report(r, log);
-        }
+        report(r, log);
     }
 }
 

@@ -344,32 +344,31 @@ impl<R: Send + 'static> Default for Ahead<R> {
 
 impl<R: Send + 'static> Ahead<R> {
     /// Runs `work` on a new thread for `names`; if no thread can be made,
-    /// runs it here.
-    pub fn start(&self, names: Vec<String>, work: impl FnOnce() -> R + Send + 'static) {
-        let timed = move || {
+    /// runs it here (a spawn consumes its closure, hence the clone).
+    pub fn start<W: FnOnce() -> R + Send + Clone + 'static>(&self, names: Vec<String>, work: W) {
+        fn timed<R>(work: impl FnOnce() -> R) -> (R, Duration) {
             let t0 = Instant::now();
             let r = work();
             (r, t0.elapsed())
-        };
-        // The closure comes back if the spawn fails, so it is tried first
-        // as a thread and, only if none can be made, run here.
-        let work = std::sync::Arc::new(Mutex::new(Some(timed)));
+        }
         let in_thread = work.clone();
-        let spawned = std::thread::Builder::new().name("ahead".into()).spawn(move || {
-            let f = in_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-            f.map(|f| f()).expect("the work is taken once")
-        });
-        match spawned {
+        match std::thread::Builder::new().name("ahead".into()).spawn(move || timed(in_thread)) {
             Ok(handle) => self.running.lock().unwrap_or_else(|e| e.into_inner()).push((names, handle)),
             Err(_) => {
-                let f = work.lock().unwrap_or_else(|e| e.into_inner()).take();
-                if let Some(f) = f {
-                    let (r, took) = f();
-                    let done = Finished { names, result: Some(r), took, waited: Duration::ZERO };
-                    self.finished.lock().unwrap_or_else(|e| e.into_inner()).push(done);
-                }
+                let (r, took) = timed(work);
+                let done = Finished { names, result: Some(r), took, waited: Duration::ZERO };
+                self.finished.lock().unwrap_or_else(|e| e.into_inner()).push(done);
             }
         }
+    }
+
+    /// Whether work started for `name` has not been waited for yet.
+    pub fn covers(&self, name: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(covered, _)| covered.iter().any(|c| c == name))
     }
 
     /// Waits for the work started for any of `names`.
@@ -463,13 +462,16 @@ impl Loader {
     /// [`Loader::ensure_fs`] takes them) with their dependencies on a
     /// thread of its own. A mount that needs one of them waits for that
     /// thread ([`Loader::ensure_fs`]); the boot waits for all of them
-    /// before it leaves the initramfs ([`Ahead::finish_all`]). Names this
-    /// initramfs has no module for, and modules already loaded, are left
+    /// before it leaves the initramfs ([`Ahead::finish_all`]). Modules
+    /// already loaded, or loading ahead since an earlier call, are left
     /// out; nothing left, no thread.
+    ///
     /// Returns the names that are neither a module, a built-in one nor a
     /// filesystem type this initramfs knows.
     pub fn preload(&'static self, names: &[String]) -> Vec<String> {
-        let (wanted, unknown) = self.db.preload_plan(names, is_loaded);
+        // The root image's probe asks again for what `cloopbox.preload=`
+        // may still be loading: not a second load of the same files.
+        let (wanted, unknown) = self.db.preload_plan(names, |m| is_loaded(m) || self.ahead.covers(m));
         if wanted.is_empty() {
             return unknown;
         }
@@ -622,6 +624,7 @@ malformed line without colon
             d.store(true, Ordering::Release);
             7
         });
+        assert!(ahead.covers("jbd2") && !ahead.covers("isofs"));
         // Something else: no wait (the work cannot end before `release`).
         ahead.wait_for(&names(&["isofs", "nls_utf8"]));
         assert!(!done.load(Ordering::Acquire));
@@ -629,6 +632,7 @@ malformed line without colon
         // A dependency is enough to wait for the whole.
         ahead.wait_for(&names(&["jbd2"]));
         assert!(done.load(Ordering::Acquire));
+        assert!(!ahead.covers("jbd2"));
         ahead.start(names(&["vfat"]), || panic!("a loader thread that dies"));
         let finished = ahead.finish_all();
         assert_eq!(finished.len(), 2, "{finished:?}");

@@ -91,8 +91,10 @@ def stop(p):
 TCG_INT3_OOPS = re.compile(r"\bint3: [0-9a-f]{4} \[#[0-9]+\]")
 
 
-def run_once(a, qemu, log, times, watch_int3):
-    """One QEMU run. Returns (mark_s, total_s, cpu_s, end)."""
+def run_once(a, qemu, log, times, first):
+    """One QEMU run; only the first ends early on silence or the int3
+    oops, for a restart. Returns (mark_s, total_s, cpu_s, end)."""
+    silent_limit = a.silent_limit if first else 0
     until = re.compile(a.until)
     mark = re.compile(a.mark)
     kick = re.compile(a.kick_at) if a.kick_at else None
@@ -113,7 +115,7 @@ def run_once(a, qemu, log, times, watch_int3):
             end = "timeout"
             log.write(f"\nqemu-test: TIMEOUT after {a.timeout:g}s\n".encode())
             break
-        if a.silent_limit and not seen_output and now >= a.silent_limit:
+        if silent_limit and not seen_output and now >= silent_limit:
             end = "silent"
             break
         r, _, _ = select.select([fd], [], [], 0.2)
@@ -149,7 +151,7 @@ def run_once(a, qemu, log, times, watch_int3):
                 kicked = True
             if until_at is None and until.search(text):
                 until_at, end = now + 1.0, "until"
-        if watch_int3 and any(TCG_INT3_OOPS.search(t) for t in texts):
+        if first and any(TCG_INT3_OOPS.search(t) for t in texts):
             end = "int3"
             break
     stop(p)
@@ -189,12 +191,9 @@ def main():
         load = f.read().split()[0]
     for attempt in (1, 2):
         with open(a.log, "wb") as log, open(a.log + ".times", "w") as times:
-            silent_limit = a.silent_limit
-            if attempt == 2:
-                a.silent_limit = 0
-            mark_s, total, cpu_s, end = run_once(a, qemu, log, times, watch_int3=attempt == 1)
+            mark_s, total, cpu_s, end = run_once(a, qemu, log, times, first=attempt == 1)
         if end == "silent":
-            note = f"{os.path.basename(a.log)}: restarted after {silent_limit:g} s without console output"
+            note = f"{os.path.basename(a.log)}: restarted after {a.silent_limit:g} s without console output"
         elif end == "int3":
             note = f"{os.path.basename(a.log)}: restarted after the kernel's TCG int3 oops at {total:.1f} s"
         else:
