@@ -15,7 +15,7 @@ INTERACTIVE=()
 case "${1:-}" in
     -i | --interactive) INTERACTIVE=(--interactive) ;;
     "") ;;
-    *) sed -n '2,12p' "$0"; exit 2 ;;
+    *) awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0"; exit 2 ;;
 esac
 mkdir -p "$WORK"
 

@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
         -i | --interactive) INTERACTIVE=1 ;;
         -j) JOBS=${2:?-j needs a number}; shift ;;
         -j*) JOBS=${1#-j} ;;
-        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h | --help) awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0"; exit 0 ;;
         *) SCENARIOS+=("$1") ;;
     esac
     shift

@@ -50,7 +50,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/options.sh
 . "$ROOT/bench/options.sh"
-bench_options 47 ours,squashfs,erofs,dracut "$@"
+bench_options ours,squashfs,erofs,dracut "$@"
 WORK=$BENCH/boot-systemd
 MEM=${MEM:-1024}
 SMP=${SMP:-2}

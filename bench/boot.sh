@@ -58,7 +58,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/options.sh
 . "$ROOT/bench/options.sh"
-bench_options 47 ours-zlib,ours-zstd,sq-gzip,sq-xz,sq-zstd,erofs-lz4hc "$@"
+bench_options ours-zlib,ours-zstd,sq-gzip,sq-xz,sq-zstd,erofs-lz4hc "$@"
 WORK=$BENCH/boot
 MEM=${MEM:-1024}
 SMP=${SMP:-1 2}

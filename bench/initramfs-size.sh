@@ -23,7 +23,7 @@ while getopts "b:k:m:s:h" opt; do
         k) KVER=$OPTARG ;;
         m) MODROOT=$OPTARG ;;
         s) BUSYBOX=$OPTARG ;;
-        *) sed -n '2,17p' "$0"; exit 2 ;;
+        *) awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0"; exit 2 ;;
     esac
 done
 [ -n "$BIN" ] || BIN=$("$root/scripts/build-static.sh" --boot)

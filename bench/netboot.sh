@@ -48,7 +48,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/options.sh
 . "$ROOT/bench/options.sh"
-bench_options 45 cd,http,fetch,http-pf,http-delay,fetch-delay,http-delay-pf "$@"
+bench_options cd,http,fetch,http-pf,http-delay,fetch-delay,http-delay-pf "$@"
 WORK=$BENCH/netboot
 MEM=${MEM:-1024}
 SMP=${SMP:-2}

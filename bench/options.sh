@@ -2,16 +2,25 @@
 # The command line the boot benchmarks share, sourced by bench/boot.sh and
 # bench/boot-systemd.sh:
 #
-#   bench_options HELP_LAST_LINE DEFAULT_CONTENDERS "$@"
+#   bench_options DEFAULT_CONTENDERS "$@"
 #
 # reads -n RUNS, -c CONTENDERS, -r (reuse the last run's ISOs), -h (prints
-# lines 2..HELP_LAST_LINE of the script) and the optional WORKDIR, and sets
+# the script's header comment, to its first line that is not a comment:
+# a fixed line range went stale as the headers grew) and the optional
+# WORKDIR, and sets
 # RUNS (default $RUNS or 5), CONTENDERS, REUSE and BENCH (WORKDIR, default
 # work/bench of the tree, created).
+# script_header FILE: FILE's comment lines after the first, to the first
+# line that is not a comment or is a shellcheck directive (the scripts'
+# own -h print theirs with the same awk).
+script_header() {
+    awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$1"
+}
+
 bench_options() {
-    local help="2,$1p" opt OPTIND=1
-    CONTENDERS=$2
-    shift 2
+    local opt OPTIND=1
+    CONTENDERS=$1
+    shift
     RUNS=${RUNS:-5}
     REUSE=0
     while getopts "n:c:rh" opt; do
@@ -19,8 +28,8 @@ bench_options() {
             n) RUNS=$OPTARG ;;
             c) CONTENDERS=$OPTARG ;;
             r) REUSE=1 ;;
-            h) sed -n "$help" "$0"; exit 0 ;;
-            *) sed -n "$help" "$0" >&2; exit 2 ;;
+            h) script_header "$0"; exit 0 ;;
+            *) script_header "$0" >&2; exit 2 ;;
         esac
     done
     shift $((OPTIND - 1))

@@ -56,8 +56,8 @@ while getopts "o:b:k:m:s:a:z:C:Nqh" opt; do
         N) NET=1 ;;
         C) CA=$OPTARG ;;
         q) QUIET=1 ;;
-        h) sed -n '2,30p' "$0"; exit 0 ;;
-        *) sed -n '2,30p' "$0" >&2; exit 2 ;;
+        h) awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0"; exit 0 ;;
+        *) awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$OUT" ] || { echo "mkinitramfs: -o OUT is required" >&2; exit 2; }

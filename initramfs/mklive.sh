@@ -23,7 +23,7 @@
 #                      boot build, scripts/build-static.sh --boot, else the
 #                      cloopbox on PATH)
 #   --append ARGS      kernel arguments of the boot menu (GRUB and isolinux);
-#                      cloopbox.preload= naming the images' filesystems
+#                      cloopbox.preload= naming the cloop images' filesystems
 #                      (cloopinfo) comes first unless ARGS has its own
 #   --fs ext4|iso9660  the filesystem made of a directory or tar (default
 #                      ext4: block-level copy-on-write root; iso9660: read-
@@ -69,7 +69,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-usage() { sed -n '2,65p' "$0" | sed 's/^# \{0,1\}//'; }
+# The header comment, to its end (a fixed line range went stale as it grew).
+usage() { awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "mklive: $*" >&2; exit 1; }
 bad() { echo "mklive: $*" >&2; echo "mklive: see --help" >&2; exit 2; }
 

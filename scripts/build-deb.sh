@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         -b) BIN=$2; shift 2 ;;
         --no-lintian) LINTIAN=0; shift ;;
-        -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h | --help) awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0"; exit 0 ;;
         *) echo "build-deb: unknown argument $1" >&2; exit 2 ;;
     esac
 done

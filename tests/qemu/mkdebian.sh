@@ -20,7 +20,7 @@
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 set -euo pipefail
 
-[ $# = 1 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
+[ $# = 1 ] || { awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0" >&2; exit 2; }
 OUT=$1
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 SUITE=${SUITE:-bookworm}

@@ -20,7 +20,7 @@
 # shellcheck disable=SC2317
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 set -euo pipefail
-[ $# = 7 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
+[ $# = 7 ] || { awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0" >&2; exit 2; }
 OUT=$1 FLAVOUR=$2 BIN=$(readlink -f "$3") KVER=$4 MODROOT=$(readlink -f "$5") TAR=$(readlink -f "$6") SUITE=$7
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)

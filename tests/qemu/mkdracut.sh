@@ -38,8 +38,8 @@ while getopts "o:f:b:k:m:w:nh" opt; do
         m) MODROOT=$OPTARG ;;
         w) WORKDIR=$OPTARG ;;
         n) NET=1 ;;
-        h) sed -n '2,24p' "$0"; exit 0 ;;
-        *) sed -n '2,24p' "$0" >&2; exit 2 ;;
+        h) awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0"; exit 0 ;;
+        *) awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0" >&2; exit 2 ;;
     esac
 done
 die() { echo "mkdracut: $*" >&2; exit 1; }
