@@ -128,6 +128,18 @@ net_tls_build() {
 # sets NGINX_PORT. With NET_TLS set, also with TLS (NET_DIR/tls's server
 # certificate) on NGINX_TLS_PORT.
 net_nginx_start() {
+    # A free port can be taken by another job between net_free_port and
+    # nginx's bind: nginx then exits at once, and new ports are tried.
+    local try fixed=${NGINX_PORT:+1}
+    for try in 1 2 3; do
+        net_nginx_start_once "$@" && return 0
+        [ -z "$fixed" ] && [ -s "$1/nginx.start.err" ] || break
+        log "nginx: $(tail -1 "$1/nginx.start.err"); trying other ports"
+        NGINX_PORT="" NGINX_TLS_PORT=""
+    done
+    return 1
+}
+net_nginx_start_once() {
     local d=$1 i tls=""
     mkdir -p "$d/www" "$d/tmp"
     NGINX_PORT=${NGINX_PORT:-$(net_free_port)}
@@ -159,7 +171,11 @@ http {
     $tls
 }
 CONF
-    nginx -p "$d" -c "$d/nginx.conf"
+    if ! nginx -p "$d" -c "$d/nginx.conf" 2> "$d/nginx.start.err"; then
+        log "nginx did not start on 127.0.0.1:$NGINX_PORT: $(tail -1 "$d/nginx.start.err")"
+        return 1
+    fi
+    rm -f "$d/nginx.start.err"
     for i in $(seq 50); do
         (exec 3<> "/dev/tcp/127.0.0.1/$NGINX_PORT") 2> /dev/null && return 0
         sleep 0.1

@@ -39,18 +39,29 @@ VERITY_WORK=$WORK/verity
 
 # verity_image: the busybox ext4 root recompressed with --verity, and a
 # directory holding its tree as KNOPPIX/KNOPPIX.verity (mklive --add),
-# once per run; VERITY_ROOT is the root hash create_compressed_fs printed.
+# once per run for every parallel job (the local and the network verity
+# scenarios share it); VERITY_ROOT is the root hash create_compressed_fs
+# printed. Only its own files are replaced: the scenarios' directories
+# under VERITY_WORK belong to jobs that may be running.
 verity_image() {
     [ -z "${VERITY_ROOT:-}" ] || return 0
+    once verity verity_image_build
+    VERITY_ROOT=$(cat "$VERITY_WORK/root.hash" 2> /dev/null)
+    [[ $VERITY_ROOT =~ ^[0-9a-f]{64}$ ]] || { log "verity_image: no root hash in $VERITY_WORK/root.hash"; exit 1; }
+}
+verity_image_build() {
     prepare_live
-    rm -rf "$VERITY_WORK" && mkdir -p "$VERITY_WORK/add/KNOPPIX"
+    mkdir -p "$VERITY_WORK"
+    rm -rf "$VERITY_WORK/add" "$VERITY_WORK/root.cloop" "$VERITY_WORK/root.cloop.verity" "$VERITY_WORK/root.hash"
+    mkdir -p "$VERITY_WORK/add/KNOPPIX"
     "$CLOOPBOX_BIN" extract_compressed_fs -q "$WORK/root-ext4.cloop" "$VERITY_WORK/root.ext4"
-    local out
+    local out root
     out=$("$CLOOPBOX_BIN" create_compressed_fs -q -B 65536 --verity "$VERITY_WORK/root.ext4" "$VERITY_WORK/root.cloop")
     rm -f "$VERITY_WORK/root.ext4"
-    VERITY_ROOT=$(sed -n 's/^root hash: \([0-9a-f]\{64\}\)$/\1/p' <<< "$out")
-    [ -n "$VERITY_ROOT" ] || { log "create_compressed_fs --verity printed no root hash: $out"; exit 1; }
+    root=$(sed -n 's/^root hash: \([0-9a-f]\{64\}\)$/\1/p' <<< "$out")
+    [ -n "$root" ] || { log "create_compressed_fs --verity printed no root hash: $out"; exit 1; }
     cp "$VERITY_WORK/root.cloop.verity" "$VERITY_WORK/add/KNOPPIX/KNOPPIX.verity"
+    echo "$root" > "$VERITY_WORK/root.hash"
 }
 
 # verity_iso OUT ROOTHASH: the CD with the verified image and its tree,
