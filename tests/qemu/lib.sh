@@ -236,11 +236,12 @@ APPEND_BASE="console=ttyS0 panic=-1 loglevel=4 no_timer_check"
 [ "$INTERACTIVE" = 1 ] && APPEND_BASE+=" cloopbox.demo=shell"
 UNTIL_LIVE="CHECKS-DONE|boot failed|Kernel panic|cloopbox rescue"
 SHUTDOWN_UNTIL="cloopbox-shutdown: (clean|unclean) shutdown|Kernel panic|boot failed|cloopbox rescue|EXITRD: pivot_root failed"
-BLOCK_COW_CHECKS=("ROOTFS: /dev/nbd[0-9]+ ext4" "COWMOUNT: tmpfs" "COWFILE: KNOPPIX.cow" "DAEMON: [0-9]+ @cloopd"
+# The root daemon decodes ahead by default (cloopbox.prefetch=, 8 blocks).
+BLOCK_COW_CHECKS=("ROOTFS: /dev/nbd[0-9]+ ext4" "COWMOUNT: tmpfs" "COWFILE: KNOPPIX.cow" "DAEMON: [0-9]+ @cloopd .*--prefetch 8( |$)"
     "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot" "LIVE: ok" "MNT-SYSTEM: ok"
     "CTL: +copy-on-write file: /run/initramfs/cow/KNOPPIX.cow" "CTL: +cowblocks in use: +[1-9]" "CHECKS-DONE")
 OVERLAY_CHECKS=("ROOTFS: overlay overlay" "NBDMOUNT: /dev/nbd[0-9]+ /run/initramfs/images/0 iso9660"
-    "COWMOUNT: tmpfs" "DAEMON: [0-9]+ @cloopd" "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot"
+    "COWMOUNT: tmpfs" "DAEMON: [0-9]+ @cloopd .*--prefetch 8( |$)" "DAEMON-oom: -1000" "DAEMON-VmLck:[[:space:]]+[1-9]" "WRITE: written at boot"
     "CTL: +read-only file: /run/initramfs/live/KNOPPIX/KNOPPIX" "CHECKS-DONE")
 
 # prepare_live: the busybox root as ext4 and iso9660 in cloop, and the CDs
