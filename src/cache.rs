@@ -1058,21 +1058,34 @@ mod tests {
 
     /// Every slot's unread count is the number of cached blocks loaded
     /// ahead for the stream that holds the slot now, and unread ones of
-    /// streams that lost their slot count nowhere.
+    /// streams that lost their slot count nowhere. The worker may still be
+    /// finishing queued jobs, so a difference must persist (5 s) to fail.
     fn assert_unread_matches_the_cache<B: ReadAt>(c: &Cache<B>) {
-        let streams = c.ahead.get().expect("prefetch started").streams.lock().unwrap().0;
-        let mut marked = [0u64; STREAMS];
-        for shard in c.shards.iter() {
-            for e in shard.lock().unwrap().ring.iter().flatten() {
-                if let Some(o) = e.ahead {
-                    if streams[o.stream].generation == o.generation {
-                        marked[o.stream] += 1;
+        let snapshot = || {
+            let streams = c.ahead.get().expect("prefetch started").streams.lock().unwrap().0;
+            let mut marked = vec![0u64; STREAMS];
+            for shard in c.shards.iter() {
+                for e in shard.lock().unwrap().ring.iter().flatten() {
+                    if let Some(o) = e.ahead {
+                        if streams[o.stream].generation == o.generation {
+                            marked[o.stream] += 1;
+                        }
                     }
                 }
             }
+            let counted: Vec<u64> =
+                c.unread.0.iter().map(|v| v.load(Ordering::Relaxed) & Unread::COUNT).collect();
+            (counted, marked, streams)
+        };
+        let mut last = snapshot();
+        for _ in 0..500 {
+            if last.0 == last.1 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            last = snapshot();
         }
-        let counted: Vec<u64> =
-            c.unread.0.iter().map(|v| v.load(Ordering::Relaxed) & Unread::COUNT).collect();
+        let (counted, marked, streams) = last;
         assert_eq!(counted, marked, "unread counts against the cache's marked blocks; streams {streams:?}");
     }
 
