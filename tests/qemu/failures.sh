@@ -58,11 +58,16 @@ scenario_cow-full-overlay() {
 
 # rescue-restart: no medium, so init drops to the rescue shell; the host
 # types a command and exit into it, init starts a new shell, and the
-# host's next command is answered by that one.
+# host's next command is answered by that one. Both commands are typed
+# when init says it starts a shell, before the shell's prompt: they wait
+# in the console's input queue. Typed at the prompt, the first one could
+# race ash's line editor, which asks the terminal for the cursor position
+# (ESC [6n) right after the prompt: once in CI the command was echoed but
+# its output never came.
 ALL_SCENARIOS+=(rescue-restart)
 scenario_rescue-restart() {
     prepare_live
-    local BOOT_TYPE=('\(cloopbox rescue\) #' 'echo RESCUE-ONE $((2*3)); exit\n'
+    local BOOT_TYPE=('dropping to the rescue shell' 'echo RESCUE-ONE $((2*3)); exit\n'
         'the rescue shell exited; starting it again' 'echo RESCUE-TWO $((6*7))\n')
     boot rescue-restart "RESCUE-TWO 42|Kernel panic" -kernel "$KERNEL" -initrd "$WORK/initrd.gz" \
         -append "$APPEND_BASE rootdelay=3"
