@@ -51,7 +51,6 @@ verity_image() {
 }
 verity_image_build() {
     prepare_live
-    mkdir -p "$VERITY_WORK"
     rm -rf "$VERITY_WORK/add" "$VERITY_WORK/root.cloop" "$VERITY_WORK/root.cloop.verity" "$VERITY_WORK/root.hash"
     mkdir -p "$VERITY_WORK/add/KNOPPIX"
     "$CLOOPBOX_BIN" extract_compressed_fs -q "$WORK/root-ext4.cloop" "$VERITY_WORK/root.ext4"
