@@ -7,6 +7,11 @@
 #   ours-ublk the same with cloopbox.transport=ublk: the root on /dev/ublkb0
 #             (kernels with ublk_drv: KERNEL_SUITE=trixie; elsewhere init
 #             falls back to NBD and says so)
+#   ours-iso  the cloopbox initramfs with the squashfs contender's design:
+#             iso9660 in cloop (64 KiB blocks, zlib 9; mklive --fs
+#             iso9660) on /dev/nbd0 under overlayfs with a tmpfs upper. No
+#             ext4 module to load (0.4 s of kernel work under TCG)
+#   ours-iso-ublk  the same with cloopbox.transport=ublk
 #   squashfs  the usual live boot, a busybox initramfs: insmod, mount the
 #             CD, losetup + mount the squashfs (gzip, -b 65536), overlayfs
 #             with a tmpfs upper (the contender of bench/boot.sh)
@@ -76,10 +81,11 @@ bench_binary
 "$ROOT/tests/qemu/mkdebian.sh" "$DEBIAN_TAR"
 
 command -v mkfs.erofs > /dev/null || { echo "boot-systemd: missing mkfs.erofs (apt-get install erofs-utils)" >&2; exit 1; }
-say "root tree and images: ext4 in cloop (-B 65536 -L 9), squashfs (gzip, -b 65536), EROFS (lz4hc 12, -C65536)"
+say "root tree and images: ext4 and iso9660 in cloop (-B 65536 -L 9), squashfs (gzip, -b 65536), EROFS (lz4hc 12, -C65536)"
 debian_tree tree
 TREE_BYTES=$(du -sb tree | cut -f1)
 debian_ext4_cloop tree ours.cloop
+mklive --image-only --root tree --fs iso9660 --block-size 65536 --level 9 -o ours-iso.cloop
 mksquashfs tree theirs.squashfs -noappend -quiet -no-progress -comp gzip -b 65536 >/dev/null
 mkfs.erofs --quiet -zlz4hc,12 -C65536 theirs.erofs tree >/dev/null
 rm -rf tree
@@ -106,6 +112,8 @@ fi
 # --- ISOs: identical layout and boot loader (initramfs/mklive.sh) ---------
 MKLIVE_INITRD=ours-initrd.gz make_iso ours.iso "$APPEND" ours.cloop
 MKLIVE_INITRD=ours-initrd.gz make_iso ours-ublk.iso "$APPEND cloopbox.transport=ublk" ours.cloop
+MKLIVE_INITRD=ours-initrd.gz make_iso ours-iso.iso "$APPEND" ours-iso.cloop
+MKLIVE_INITRD=ours-initrd.gz make_iso ours-iso-ublk.iso "$APPEND cloopbox.transport=ublk" ours-iso.cloop
 MKLIVE_INITRD=theirs-initrd.gz make_iso squashfs.iso "$APPEND" theirs.squashfs
 MKLIVE_INITRD=erofs-initrd.gz make_iso erofs.iso "$APPEND" theirs.erofs
 rm -f dracut.iso
@@ -114,9 +122,9 @@ rm -f dracut.iso
 size() { if [ -f "$1" ]; then stat -c %s "$1"; else echo null; fi; }
 cat > sizes.json <<JSON
 {"tree_bytes": $TREE_BYTES,
- "image": {"ours": $(size ours.cloop), "ours-ublk": $(size ours.cloop), "squashfs": $(size theirs.squashfs), "erofs": $(size theirs.erofs), "dracut": $(size ours.cloop)},
- "iso": {"ours": $(size ours.iso), "ours-ublk": $(size ours-ublk.iso), "squashfs": $(size squashfs.iso), "erofs": $(size erofs.iso), "dracut": $(size dracut.iso)},
- "initrd": {"ours": $(size ours-initrd.gz), "ours-ublk": $(size ours-initrd.gz), "squashfs": $(size theirs-initrd.gz), "erofs": $(size erofs-initrd.gz), "dracut": $(size dracut-initrd.img)},
+ "image": {"ours": $(size ours.cloop), "ours-ublk": $(size ours.cloop), "ours-iso": $(size ours-iso.cloop), "ours-iso-ublk": $(size ours-iso.cloop), "squashfs": $(size theirs.squashfs), "erofs": $(size theirs.erofs), "dracut": $(size ours.cloop)},
+ "iso": {"ours": $(size ours.iso), "ours-ublk": $(size ours-ublk.iso), "ours-iso": $(size ours-iso.iso), "ours-iso-ublk": $(size ours-iso-ublk.iso), "squashfs": $(size squashfs.iso), "erofs": $(size erofs.iso), "dracut": $(size dracut.iso)},
+ "initrd": {"ours": $(size ours-initrd.gz), "ours-ublk": $(size ours-initrd.gz), "ours-iso": $(size ours-initrd.gz), "ours-iso-ublk": $(size ours-initrd.gz), "squashfs": $(size theirs-initrd.gz), "erofs": $(size erofs-initrd.gz), "dracut": $(size dracut-initrd.img)},
  "dracut_note": "${DRACUT_NOTE//[\"\\]/\'}",
  "kernel": "$KVER", "qemu": "$(qemu-system-x86_64 --version | head -1)", "mem": $MEM, "smp": $SMP,
  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')", "nproc": $(nproc),
