@@ -23,6 +23,9 @@
 #             with a note in the report, when that script or dracut is
 #             missing.
 # Same kernel, same root tree, same ISO layout and boot loader.
+# One of ours may carry extra kernel arguments after '@', separated by
+# '+', as in bench/boot.sh: ours-ublk@cloopbox.prefetch=0 boots the
+# ours-ublk image and command line with cloopbox.prefetch=0 added.
 #
 #   bench/boot-systemd.sh [-n RUNS] [-c CONTENDER,...] [-r] [WORKDIR]   (default ./work/bench)
 #
@@ -76,6 +79,19 @@ LOGS=$WORK/logs
 . "$ROOT/tests/qemu/lib.sh"
 bench_setup boot-systemd
 
+# ours_iso OUT NAME EXTRA: the ISO of one of our contenders, with EXTRA
+# (kernel arguments, each with a leading space) after its command line.
+ours_iso() {
+    local img=ours.cloop args=$APPEND
+    case $2 in
+        ours | ours-ublk) ;;
+        ours-iso | ours-iso-ublk) img=ours-iso.cloop ;;
+        *) echo "boot-systemd: '$2@...': arguments after '@' go with ours, ours-ublk, ours-iso or ours-iso-ublk" >&2; exit 2 ;;
+    esac
+    [[ $2 != *-ublk ]] || args+=" cloopbox.transport=ublk"
+    MKLIVE_INITRD=ours-initrd.gz make_iso "$1" "$args$3" "$img"
+}
+
 build() {
 bench_binary
 "$ROOT/tests/qemu/mkdebian.sh" "$DEBIAN_TAR"
@@ -110,10 +126,7 @@ fi
 [ -z "$DRACUT_NOTE" ] || say "dracut: skipped ($DRACUT_NOTE)"
 
 # --- ISOs: identical layout and boot loader (initramfs/mklive.sh) ---------
-MKLIVE_INITRD=ours-initrd.gz make_iso ours.iso "$APPEND" ours.cloop
-MKLIVE_INITRD=ours-initrd.gz make_iso ours-ublk.iso "$APPEND cloopbox.transport=ublk" ours.cloop
-MKLIVE_INITRD=ours-initrd.gz make_iso ours-iso.iso "$APPEND" ours-iso.cloop
-MKLIVE_INITRD=ours-initrd.gz make_iso ours-iso-ublk.iso "$APPEND cloopbox.transport=ublk" ours-iso.cloop
+for c in ours ours-ublk ours-iso ours-iso-ublk; do ours_iso "$c.iso" "$c" ""; done
 MKLIVE_INITRD=theirs-initrd.gz make_iso squashfs.iso "$APPEND" theirs.squashfs
 MKLIVE_INITRD=erofs-initrd.gz make_iso erofs.iso "$APPEND" theirs.erofs
 rm -f dracut.iso
@@ -133,6 +146,15 @@ JSON
 }
 if [ "$REUSE" = 0 ] || [ ! -f sizes.json ]; then build; else say "reusing the ISOs in $WORK"; fi
 
+IFS=, read -ra WANTED <<< "$CONTENDERS"
+for c in "${WANTED[@]}"; do
+    [[ $c == *@* ]] || continue
+    # With -r, an ISO of such a contender is made once and kept.
+    [ "$REUSE" = 1 ] && [ -f "$(contender_iso "$c")" ] && continue
+    [ -n "${CLOOPBOX_BIN:-}" ] || bench_binary # mklive's, after -r
+    ours_iso "$(contender_iso "$c")" "$(contender_base "$c")" "$(contender_args "$c")"
+done
+
 # --- boots -------------------------------------------------------------------
 # bench_boot NAME ROUND: one boot (lib.sh's boot: every console line
 # stamped with the seconds since QEMU started, in logs/*.log.times; QEMU's
@@ -141,12 +163,16 @@ if [ "$REUSE" = 0 ] || [ ! -f sizes.json ]; then build; else say "reusing the IS
 # BOOT-DONE. One JSON line per boot goes to runs.jsonl.
 BENCH_FAIL="Kernel panic|boot failed|cloopbox rescue|bench-init: no CD|emergency mode|Emergency shell|dracut Warning: FATAL|Could not boot"
 bench_boot() {
-    local name=$1 rnd=$2
+    local name=$1 rnd=$2 iso log
+    iso=$(contender_iso "$name")
+    # The log and QEMU's monitor socket are named like the ISO: QEMU's
+    # option syntax takes no '=' in a socket path.
+    log=${iso%.iso}-$rnd
     # The guest prints ROOT-UP as soon as is-system-running returns; what it
     # reports afterwards (until BOOT-DONE) is not boot time.
-    BOOT_MARK="^ROOT-UP multi-user" QEMU_SMP=$SMP QEMU_MEM=$MEM boot "$name-$rnd" "^BOOT-DONE|$BENCH_FAIL" \
-        -cdrom "$name.iso" -boot d
-    PYTHONPATH="$ROOT/bench" python3 - "$name" "$rnd" "logs/$name-$rnd.log.times" "$BOOT_END" "${BOOT_CPU:--}" "$BOOT_LOAD" "$BENCH_FAIL" <<'PY'
+    BOOT_MARK="^ROOT-UP multi-user" QEMU_SMP=$SMP QEMU_MEM=$MEM boot "$log" "^BOOT-DONE|$BENCH_FAIL" \
+        -cdrom "$iso" -boot d
+    PYTHONPATH="$ROOT/bench" python3 - "$name" "$rnd" "logs/$log.log.times" "$BOOT_END" "${BOOT_CPU:--}" "$BOOT_LOAD" "$BENCH_FAIL" <<'PY'
 import json, re, sys
 from bootstats import console, multiuser_marks
 name, rnd, log_path, end, cpu, load, fail = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6]), re.compile(sys.argv[7])
@@ -196,10 +222,9 @@ print(f"[boot-systemd] {name} round {rnd}: multi-user at {res.get('multiuser_hos
 PY
 }
 
-IFS=, read -ra WANTED <<< "$CONTENDERS"
 NAMES=()
 for c in "${WANTED[@]}"; do
-    if [ -f "$c.iso" ]; then NAMES+=("$c"); else say "$c: no ISO, not booted"; fi
+    if [ -f "$(contender_iso "$c")" ]; then NAMES+=("$c"); else say "$c: no ISO, not booted"; fi
 done
 rm -f runs.jsonl logs/*.log logs/*.log.times
 say "$RUNS rounds of ${#NAMES[@]} boots (${NAMES[*]}), rotated order, -smp $SMP"
@@ -251,7 +276,8 @@ print(f"Root tree {sizes['tree_bytes'] / 1e6:.0f} MB (Debian bookworm minbase + 
 print("| contender | image bytes | ISO bytes | initramfs bytes |")
 print("|---|---|---|---|")
 for n in names:
-    print(f"| {n} | {sizes['image'][n]:,} | {sizes['iso'][n]:,} | {sizes['initrd'][n]:,} |")
+    b = n.split("@")[0]  # arguments after '@' change only the command line
+    print(f"| {n} | {sizes['image'][b]:,} | {sizes['iso'][b]:,} | {sizes['initrd'][b]:,} |")
 if sizes.get("dracut_note"):
     print(f"\ndracut: not measured ({sizes['dracut_note']}).")
 refs = [r for r in ("squashfs", "erofs") if r in names] or ["squashfs"]

@@ -82,10 +82,11 @@ bench_setup boot-bench
 command -v mkfs.erofs > /dev/null || { echo "boot-bench: missing mkfs.erofs (apt-get install erofs-utils)" >&2; exit 1; }
 
 IFS=, read -ra NAMES <<< "$CONTENDERS"
-# base NAME: the image a contender boots; iso NAME: its ISO's file name.
-base() { echo "${1%%@*}"; }
-iso() { echo "$1" | tr -c 'A-Za-z0-9.\n-' _ | sed 's/$/.iso/'; }
-extra() { case $1 in *@*) echo " ${1#*@}" | tr + ' ' ;; esac; }
+# base NAME: the image a contender boots; iso NAME: its ISO's file name;
+# extra NAME: its kernel arguments (bench/options.sh).
+base() { contender_base "$1"; }
+iso() { contender_iso "$1"; }
+extra() { contender_args "$1"; }
 
 # image NAME: the compressed root of one contender (kept with -r).
 image() {

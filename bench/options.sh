@@ -36,6 +36,15 @@ bench_options() {
     BENCH=$(mkdir -p "${1:-$ROOT/work/bench}" && cd "${1:-$ROOT/work/bench}" && pwd)
 }
 
+# Contenders may carry kernel arguments: NAME@ARG+ARG boots NAME's image
+# with ARG ARG added to its command line.
+# contender_base NAME: the contender without its arguments;
+# contender_args NAME: its arguments, each with a leading space;
+# contender_iso NAME: the file name of its ISO ('@', '=', '+' made '_').
+contender_base() { echo "${1%%@*}"; }
+contender_args() { case $1 in *@*) echo " ${1#*@}" | tr + ' ' ;; esac; }
+contender_iso() { echo "$1" | tr -c 'A-Za-z0-9.\n-' _ | sed 's/$/.iso/'; }
+
 # bench_rounds CMD ITEM...: RUNS rounds; each runs `CMD ITEM ROUND` once
 # per ITEM, in an order rotated by one each round, so that a burst of load
 # from elsewhere on the shared host hits every item alike. An ITEM is
