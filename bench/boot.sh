@@ -82,11 +82,8 @@ bench_setup boot-bench
 command -v mkfs.erofs > /dev/null || { echo "boot-bench: missing mkfs.erofs (apt-get install erofs-utils)" >&2; exit 1; }
 
 IFS=, read -ra NAMES <<< "$CONTENDERS"
-# base NAME: the image a contender boots; iso NAME: its ISO's file name;
-# extra NAME: its kernel arguments (bench/options.sh).
-base() { contender_base "$1"; }
-iso() { contender_iso "$1"; }
-extra() { contender_args "$1"; }
+# A contender's image is its contender_base, its ISO contender_iso, its
+# extra kernel arguments contender_args (bench/options.sh).
 
 # image NAME: the compressed root of one contender (kept with -r).
 image() {
@@ -120,19 +117,19 @@ build() {
     install -m 0755 "$GUEST/bench-init.sh" tree/opt/bench/init
     local n b
     # Each image once, however many contenders boot it.
-    for b in $(for n in "${NAMES[@]}"; do base "$n"; done | sort -u); do image "$b"; done
+    for b in $(for n in "${NAMES[@]}"; do contender_base "$n"; done | sort -u); do image "$b"; done
     say "initramfs: ours (initramfs/mkinitramfs.sh), busybox with squashfs, busybox with erofs"
     "$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BOOT" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
     squashfs_initrd sq-initrd.gz squashfs
     SQ_MODULES=$SQUASHFS_MODULES
     squashfs_initrd erofs-initrd.gz erofs
     for n in "${NAMES[@]}"; do
-        b=$(base "$n")
+        b=$(contender_base "$n")
         case $b in ours-*) i=ours-initrd.gz ;; sq-*) i=sq-initrd.gz ;; *) i=erofs-initrd.gz ;; esac
         # --verity: the image's tree onto the CD, cloopbox.verity= into the command line.
         MKLIVE_ARGS=()
         [[ $b != *-verity ]] || MKLIVE_ARGS=(--verity)
-        MKLIVE_INITRD=$i make_iso "$(iso "$n")" "$APPEND$(extra "$n")" "$b.img" > /dev/null
+        MKLIVE_INITRD=$i make_iso "$(contender_iso "$n")" "$APPEND$(contender_args "$n")" "$b.img" > /dev/null
         echo "$n $(stat -c %s "$b.img") $(stat -c %s "$i")"
     done > sizes.txt
     cat > host.json <<JSON
@@ -150,8 +147,8 @@ build
 # one JSON line per boot goes to runs.jsonl.
 bench_boot() {
     local name=$1 smp=$2 rnd=$3 log
-    log=$(iso "$1" | sed 's/\.iso$//')-smp$2-$3
-    QEMU_SMP=$smp QEMU_MEM=$MEM boot "$log" "$FAIL" -cdrom "$(iso "$name")" -boot d
+    log=$(contender_iso "$1" | sed 's/\.iso$//')-smp$2-$3
+    QEMU_SMP=$smp QEMU_MEM=$MEM boot "$log" "$FAIL" -cdrom "$(contender_iso "$name")" -boot d
     python3 - "$name" "$smp" "$rnd" "logs/$log.log.times" "$BOOT_TOTAL" "$BOOT_END" "$BOOT_LOAD" "$FAIL" <<'PY'
 import json, re, sys
 name, smp, rnd, log_path, total, end, load, fail = sys.argv[1:9]
