@@ -22,9 +22,12 @@
 //! * **Prefetch on the idle core** ([`Cache::start_prefetch`]): a few
 //!   stream detectors watch which blocks reads touch; once a read enters
 //!   the block right after the last one a stream read, one background
-//!   worker decodes the next blocks (at most the window, never more than a
-//!   quarter of the capacity) into the cache through the same single-flight
-//!   loads, without the reader waiting. It stops when the stream breaks,
+//!   worker decodes the next blocks into the cache through the same
+//!   single-flight loads, without the reader waiting. How far ahead ramps
+//!   up with the run: as many blocks as the stream has read in sequence,
+//!   at most the window (itself at most a quarter of the capacity), so a
+//!   short run (a file or two in a boot) costs a block or two decoded for
+//!   nothing, not a whole window. It stops when the stream breaks,
 //!   at the end of the device, or when as many prefetched blocks as the
 //!   window wait unread (cache pressure; blocks loaded for a stream that
 //!   has since lost its detector slot no longer count). Its errors are
@@ -79,6 +82,10 @@ pub struct Stats {
     pub zero_blocks: u64,
     /// Blocks the prefetcher loaded ahead of the readers.
     pub prefetched: u64,
+    /// Of those, the ones a read then used (the rest were evicted,
+    /// invalidated or are still waiting): `prefetched - prefetch_used` is
+    /// decoding work done for nothing, so far.
+    pub prefetch_used: u64,
 }
 
 /// A block's decoded bytes, shared between the cache and its readers; the
@@ -173,12 +180,16 @@ struct Shard {
 }
 
 impl Shard {
-    fn lookup(&mut self, block: u64, unread: &Unread) -> Option<Data> {
+    /// A read's lookup: marks the block referenced and, if it was loaded
+    /// ahead and not read yet, counts it as used (`used`, and one fewer
+    /// unread for its stream).
+    fn lookup(&mut self, block: u64, unread: &Unread, used: &AtomicU64) -> Option<Data> {
         let slot = *self.index.get(&block)?;
         let e = self.ring[slot].as_mut().expect("indexed slots are occupied");
         e.referenced = true;
         if let Some(o) = e.ahead.take() {
             unread.change(o, false);
+            used.fetch_add(1, Ordering::Relaxed);
         }
         Some(e.data.clone())
     }
@@ -271,6 +282,7 @@ pub struct Cache<B> {
     misses: AtomicU64,
     shared_loads: AtomicU64,
     prefetched: AtomicU64,
+    prefetch_used: AtomicU64,
     /// Prefetched blocks in the cache that no read has used yet.
     unread: Unread,
     /// The stream detectors and the worker's queue, once started.
@@ -283,6 +295,8 @@ pub const STREAMS: usize = 4;
 /// One sequential reader as the detector sees it.
 #[derive(Clone, Copy, Default, Debug)]
 struct Stream {
+    /// The first block of the stream's sequential run.
+    start: u64,
     /// The block after the last one read.
     next: u64,
     /// Blocks below this are prefetched or asked for.
@@ -342,6 +356,7 @@ impl<B: ReadAt> Cache<B> {
             misses: AtomicU64::new(0),
             shared_loads: AtomicU64::new(0),
             prefetched: AtomicU64::new(0),
+            prefetch_used: AtomicU64::new(0),
             unread: Unread::default(),
             ahead: OnceLock::new(),
         })
@@ -375,6 +390,7 @@ impl<B: ReadAt> Cache<B> {
             shared_loads: self.shared_loads.load(Ordering::Relaxed),
             zero_blocks,
             prefetched: self.prefetched.load(Ordering::Relaxed),
+            prefetch_used: self.prefetch_used.load(Ordering::Relaxed),
         }
     }
 
@@ -406,20 +422,30 @@ impl<B: ReadAt> Cache<B> {
             return Ok(Block::Zero);
         }
         let mut shard = self.shard(b);
-        if let Some(data) = shard.lookup(b, &self.unread) {
+        if let Some(data) = shard.lookup(b, &self.unread, &self.prefetch_used) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Block::Data(data));
         }
         if let Some(loading) = shard.loading.get(&b).cloned() {
             drop(shard);
             self.shared_loads.fetch_add(1, Ordering::Relaxed);
-            return wait_for(&loading).map(Block::Data);
+            let data = wait_for(&loading)?;
+            self.caught_up(b);
+            return Ok(Block::Data(data));
         }
         let loading = Arc::new(Loading::default());
         shard.loading.insert(b, loading.clone());
         drop(shard);
         self.misses.fetch_add(1, Ordering::Relaxed);
         self.load(b, &loading, None)
+    }
+
+    /// A reader waited for a load of `b` in progress and got its data: if
+    /// that was the prefetcher's load, the block has now been read, and
+    /// must neither count as unread (which would hold the prefetch
+    /// budget until the block is evicted) nor as loaded for nothing.
+    fn caught_up(&self, b: u64) {
+        let _ = self.shard(b).lookup(b, &self.unread, &self.prefetch_used);
     }
 
     /// Loads block `b` ahead of the readers, for `owner`'s stream, unless
@@ -483,7 +509,7 @@ impl<B: ReadAt> Cache<B> {
             return Ok(());
         }
         let mut shard = self.shard(b);
-        if let Some(d) = shard.lookup(b, &self.unread) {
+        if let Some(d) = shard.lookup(b, &self.unread, &self.prefetch_used) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             dst.copy_from_slice(&d);
             return Ok(());
@@ -492,6 +518,7 @@ impl<B: ReadAt> Cache<B> {
             drop(shard);
             self.shared_loads.fetch_add(1, Ordering::Relaxed);
             dst.copy_from_slice(&wait_for(&loading)?);
+            self.caught_up(b);
             return Ok(());
         }
         let epoch = shard.epoch;
@@ -568,7 +595,8 @@ impl<B: ReadAt> Cache<B> {
             let Some(i) = found else {
                 let i = (0..STREAMS).min_by_key(|&i| streams[i].last_used).expect("STREAMS > 0");
                 let generation = streams[i].generation + 1;
-                streams[i] = Stream { next: last + 1, asked: last + 1, generation, last_used: now };
+                streams[i] =
+                    Stream { start: first, next: last + 1, asked: last + 1, generation, last_used: now };
                 self.unread.reset(i, generation);
                 return;
             };
@@ -576,7 +604,13 @@ impl<B: ReadAt> Cache<B> {
             s.last_used = now;
             let entered = first == s.next || last >= s.next;
             s.next = s.next.max(last + 1);
-            let end = (last + 1 + p.window).min(self.blocks);
+            // Ramp up: as far ahead as the stream has read in sequence,
+            // up to the window. Most runs in a boot are short (a file or
+            // two); a fixed window decoded a whole window past each of
+            // them for nothing, while a long stream reaches the full
+            // window after as many blocks.
+            let ahead = p.window.min(s.next - s.start);
+            let end = (last + 1 + ahead).min(self.blocks);
             let from = s.asked.max(last + 1);
             if !entered || from >= end {
                 return;
@@ -966,10 +1000,11 @@ mod tests {
         assert!(c.prefetch(8 * 4096, 11).unwrap().is_err());
     }
 
-    /// Waits (bounded) until the prefetcher has loaded `n` blocks.
+    /// Waits (bounded) until the prefetcher has loaded `n` blocks and no
+    /// load is in progress.
     fn wait_prefetched<B: ReadAt>(c: &Cache<B>, n: u64) -> u64 {
         for _ in 0..500 {
-            if c.stats().prefetched >= n {
+            if c.stats().prefetched >= n && c.shards.iter().all(|s| s.lock().unwrap().loading.is_empty()) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -983,12 +1018,14 @@ mod tests {
         let c = Arc::new(Cache::new(counting(data.clone()), 4096, 1 << 20).unwrap());
         c.start_prefetch(4).unwrap();
         let mut buf = vec![0u8; 1024];
-        // Blocks 0 and 1: the read entering block 1 asks for 2..=5.
+        // Blocks 0 and 1: the read entering block 1, two blocks into the
+        // run, asks for two more (2 and 3), not the whole window.
         c.read_at(&mut buf, 0).unwrap();
         c.read_at(&mut buf, 4096).unwrap();
-        assert_eq!(wait_prefetched(&c, 4), 4);
-        assert!(c.is_resident(2 * 4096, 4 * 4096), "blocks 2..6 were not prefetched");
-        assert!(!c.is_resident(6 * 4096, 1), "prefetched past the window");
+        assert_eq!(wait_prefetched(&c, 2), 2);
+        assert!(c.is_resident(2 * 4096, 2 * 4096), "blocks 2 and 3 were not prefetched");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!c.is_resident(4 * 4096, 1), "prefetched further than the run so far");
         // The rest of the scan hits the blocks loaded ahead.
         let mut got = Vec::new();
         for off in (0..data.len()).step_by(1024) {
@@ -1010,6 +1047,93 @@ mod tests {
         assert_eq!(wait_prefetched(&c, 19), 19);
         assert_eq!(c.lower().reads.load(Ordering::SeqCst), 21, "a block was loaded twice");
         assert_eq!(c.stats().misses, 2);
+        assert_eq!(c.stats().prefetch_used, 19, "every block loaded ahead was read");
+    }
+
+    #[test]
+    fn the_distance_ahead_grows_with_the_run_up_to_the_window() {
+        let data = pattern(64 * 4096);
+        let c = Arc::new(Cache::new(counting(data.clone()), 4096, 1 << 20).unwrap());
+        c.start_prefetch(8).unwrap();
+        let mut buf = vec![0u8; 4096];
+        // A run from block 10: reading block k, the run's (k - 9)th block,
+        // asks for blocks up to min(k - 9, 8) past it.
+        for k in 10..20u64 {
+            c.read_at(&mut buf, k * 4096).unwrap();
+            assert_eq!(buf, data[k as usize * 4096..][..4096]);
+            if k == 10 {
+                continue;
+            }
+            let end = k + 1 + (k - 9).min(8);
+            let want = end - 12;
+            assert_eq!(wait_prefetched(&c, want), want, "after block {k}");
+            assert!(c.is_resident(12 * 4096, want * 4096), "after block {k}");
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            assert!(!c.is_resident(end * 4096, 1), "after block {k}: loaded block {end}");
+        }
+        assert_eq!(c.stats().prefetch_used, 8, "blocks 12..20");
+    }
+
+    /// Reads of `gated` wait until `open` is set.
+    struct Gated {
+        inner: MemDev,
+        gated: u64,
+        open: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl ReadAt for Gated {
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            if offset == self.gated {
+                for _ in 0..500 {
+                    if self.open.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            self.inner.read_at(buf, offset)
+        }
+    }
+
+    #[test]
+    fn a_reader_that_catches_up_with_a_load_ahead_uses_it() {
+        let data = pattern(32 * 4096);
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lower = Gated { inner: MemDev::new(data.clone()), gated: 2 * 4096, open: open.clone() };
+        let c = Arc::new(Cache::new(lower, 4096, 1 << 20).unwrap());
+        c.start_prefetch(4).unwrap();
+        let mut buf = vec![0u8; 4096];
+        c.read_at(&mut buf, 0).unwrap();
+        c.read_at(&mut buf, 4096).unwrap();
+        // The worker is now stuck loading block 2 for this stream; the
+        // reader gets there and waits for that load.
+        let reader = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 4096];
+                c.read_at(&mut buf, 2 * 4096).unwrap();
+                buf
+            })
+        };
+        for _ in 0..500 {
+            if c.stats().shared_loads == 1 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(c.stats().shared_loads, 1, "the reader did not wait for the load ahead");
+        open.store(true, Ordering::SeqCst);
+        assert_eq!(reader.join().unwrap(), data[2 * 4096..3 * 4096]);
+        // Block 2 was read: it counts as used, and no longer against the
+        // stream's budget (else a reader that keeps catching up with the
+        // worker would stop prefetch until those blocks are evicted).
+        assert_eq!(c.stats().prefetch_used, 1);
+        assert_unread_matches_the_cache(&c);
+        let unread_now = c.unread.total();
+        assert!(unread_now <= 3, "block 2 still counts as unread ({unread_now})");
     }
 
     #[test]
@@ -1097,12 +1221,15 @@ mod tests {
         let c = Arc::new(Cache::new(counting(data.clone()), 4096, 64 * 4096).unwrap());
         c.start_prefetch(4).unwrap();
         let mut buf = vec![0u8; 4096];
-        // Reader A: blocks 0 and 1, then it stops; 2..6 were loaded ahead
-        // and are never read: the whole window.
+        // Reader A: blocks 0 to 3, then it stops; 2..8 were loaded ahead
+        // (two blocks after block 1, up to 6 after 2, up to 8 after 3)
+        // and 4..8 are never read: the whole window.
         c.read_at(&mut buf, 0).unwrap();
-        c.read_at(&mut buf, 4096).unwrap();
-        assert_eq!(wait_prefetched(&c, 4), 4);
-        assert!(c.is_resident(2 * 4096, 4 * 4096));
+        for (b, loaded) in [(1u64, 2u64), (2, 4), (3, 6)] {
+            c.read_at(&mut buf, b * 4096).unwrap();
+            assert_eq!(wait_prefetched(&c, loaded), loaded);
+        }
+        assert!(c.is_resident(4 * 4096, 4 * 4096));
         assert_unread_matches_the_cache(&c);
         assert_eq!(c.unread.total(), 4);
         // Four other places, read once each: new streams, the last of
@@ -1114,12 +1241,13 @@ mod tests {
         // Reader B continues at 81: its blocks are loaded ahead.
         c.read_at(&mut buf, 81 * 4096).unwrap();
         assert_eq!(wait_prefetched(&c, 8), 8, "prefetch stopped for good after a reader left");
-        assert!(c.is_resident(82 * 4096, 4 * 4096), "82..86 were not loaded ahead");
+        assert!(c.is_resident(82 * 4096, 2 * 4096), "82 and 83 were not loaded ahead");
         assert_unread_matches_the_cache(&c);
         // A's blocks are still cached and still read right.
-        c.read_at(&mut buf, 2 * 4096).unwrap();
-        assert_eq!(buf, data[2 * 4096..3 * 4096]);
-        assert_eq!(c.lower().reads.load(Ordering::SeqCst), 2 + 4 + 5 + 4, "a block was loaded twice");
+        c.read_at(&mut buf, 5 * 4096).unwrap();
+        assert_eq!(buf, data[5 * 4096..6 * 4096]);
+        assert_eq!(c.lower().reads.load(Ordering::SeqCst), 2 + 6 + 5 + 2, "a block was loaded twice");
+        assert_eq!(c.stats().prefetch_used, 3, "blocks 2, 3 and 5");
     }
 
     #[test]

@@ -105,6 +105,7 @@ fn status_sync_and_info_reflect_the_stack() {
     assert_eq!(line(&s, "bitmap-blocks"), "     bitmap-blocks:         1 (of 1024 bytes)");
     assert_eq!(line(&s, "cache hits"), "        cache hits:         5");
     assert_eq!(line(&s, "cache prefetched"), "  cache prefetched:         0");
+    assert_eq!(line(&s, "cache prefetch hit"), "cache prefetch hit:         0");
     assert_eq!(line(&s, "read-only file"), "    read-only file: /images/base image");
 
     f.dev.write_at(&[0xab; 3072], 8192).unwrap();

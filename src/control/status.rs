@@ -67,8 +67,8 @@ pub struct Status {
     /// Read requests to the image.
     pub rdoreads: u64,
     pub cow: Option<CowStatus>,
-    /// (hits, misses, blocks prefetched) of the decompressed-block cache.
-    pub cache: Option<(u64, u64, u64)>,
+    /// The decompressed-block cache's counters.
+    pub cache: Option<crate::cache::Stats>,
     /// (4 KiB data blocks hashed, blocks that did not match) of the
     /// verifying layer, when there is one.
     pub verity: Option<(u64, u64)>,
@@ -111,10 +111,13 @@ impl Status {
             }
         }
         out.push('\n');
-        if let Some((hits, misses, prefetched)) = self.cache {
-            field(&mut out, "cache hits", hits);
-            field(&mut out, "cache misses", misses);
-            field(&mut out, "cache prefetched", prefetched);
+        if let Some(c) = self.cache {
+            field(&mut out, "cache hits", c.hits);
+            field(&mut out, "cache misses", c.misses);
+            field(&mut out, "cache prefetched", c.prefetched);
+            // Of those, how many a read then used; the rest was decoding
+            // for nothing (or is still waiting to be read).
+            field(&mut out, "cache prefetch hit", c.prefetch_used);
         }
         if let Some((checked, refused)) = self.verity {
             field(&mut out, "verity checked", checked);
@@ -146,14 +149,20 @@ mod tests {
                 cowwrites: 40,
                 zeroed: 0,
             }),
-            cache: Some((120, 17, 9)),
+            cache: Some(crate::cache::Stats {
+                hits: 120,
+                misses: 17,
+                prefetched: 9,
+                prefetch_used: 7,
+                ..Default::default()
+            }),
             verity: Some((2048, 1)),
             bytes_read: 491520,
             bytes_written: 119808,
         };
         let text = s.render();
         let expected = format!(
-            "   cowloop version: cloopbox {}\n\n      device state: cowopenrw \n            device: /dev/nbd0\n     pid of thread:      1234\n\n    read-only file: /images/my fs.cloop\n          rdoreads:        17\n\ncopy-on-write file: /data/cow\n     state cowfile:     dirty\n     bitmap-blocks:         2 (of 1024 bytes)\n  cowblocks in use:       117 (of 1024 bytes)\n          cowreads:         3\n         cowwrites:        40\n\n        cache hits:       120\n      cache misses:        17\n  cache prefetched:         9\n    verity checked:      2048\n    verity refused:         1\n        bytes read:    491520\n     bytes written:    119808\n",
+            "   cowloop version: cloopbox {}\n\n      device state: cowopenrw \n            device: /dev/nbd0\n     pid of thread:      1234\n\n    read-only file: /images/my fs.cloop\n          rdoreads:        17\n\ncopy-on-write file: /data/cow\n     state cowfile:     dirty\n     bitmap-blocks:         2 (of 1024 bytes)\n  cowblocks in use:       117 (of 1024 bytes)\n          cowreads:         3\n         cowwrites:        40\n\n        cache hits:       120\n      cache misses:        17\n  cache prefetched:         9\ncache prefetch hit:         7\n    verity checked:      2048\n    verity refused:         1\n        bytes read:    491520\n     bytes written:    119808\n",
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(text, expected);

@@ -52,10 +52,7 @@ impl Target {
                 cowwrites: c.cowwrites,
                 zeroed: c.zeroed,
             }),
-            cache: self.cache.as_ref().map(|stats| {
-                let s = stats();
-                (s.hits, s.misses, s.prefetched)
-            }),
+            cache: self.cache.as_ref().map(|stats| stats()),
             verity: self.verity.as_ref().map(|stats| {
                 let s = stats();
                 (s.hashed, s.failed)

@@ -31,7 +31,7 @@ daemon_status() {
         case $($BB tr '\0' ' ' < $p/cmdline 2> /dev/null) in
             @cloopd*)
                 $BB ln -sf $p/exe /tmp/cowdev
-                /tmp/cowdev -l -v /dev/$dev 2> /dev/null | $BB sed -n "s/^ *\(cache [a-z]*\|verity [a-z]*\|rdoreads\|bytes read\): *\([0-9]*\)$/$1 \1=\2/p"
+                /tmp/cowdev -l -v /dev/$dev 2> /dev/null | $BB sed -n "s/^ *\(cache [a-z ]*[a-z]\|verity [a-z]*\|rdoreads\|bytes read\): *\([0-9]*\)$/$1 \1=\2/p"
                 return ;;
         esac
     done

@@ -23,6 +23,14 @@ if grep -qw cloopbox.test=boot /proc/cmdline; then
                 say "BOOT-DAEMON-CPU: ${p#/proc/} $(sed "s/^.*) //" "$p/stat" | cut -d" " -f12,13)"
                 for t in "$p"/task/*; do
                     say "BOOT-DAEMON-THREAD: $(cat "$t/comm") $(sed "s/^.*) //" "$t/stat" | cut -d" " -f12,13)"
+                done
+                # Its cache's counters, from its control socket, asked by
+                # its own binary as cowdev (a multicall binary picks the
+                # applet by the name it is started as).
+                for d in nbd0 ublkb0; do
+                    [ -e /sys/block/$d ] || continue
+                    (exec -a cowdev "$p/exe" -l -v /dev/$d) 2> /dev/null |
+                        sed -n "s/^ *\(cache [a-z ]*[a-z]\|rdoreads\): *\([0-9]*\)$/BOOT-DAEMON-COUNT: \1=\2/p" > /dev/ttyS0
                 done ;;
         esac
     done
