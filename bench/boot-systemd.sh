@@ -200,6 +200,9 @@ for t, text in lines:
     m = re.match(r"BOOT-DISK: (nbd0|ublkb0|loop0) (\d+) (\d+)", text)
     if m and int(m.group(2)) > 0:
         res["dev"], res["dev_reqs"], res["dev_mb"] = m.group(1), int(m.group(2)), int(m.group(3)) * 512 / 1e6
+    m = re.match(r"BOOT-DAEMON-COUNT: (cache [a-z ]+)=(\d+)", text)
+    if m:
+        res[m.group(1).replace(" ", "_")] = int(m.group(2))
     m = re.match(r"BOOT-DAEMON-CPU: \d+ (\d+) (\d+)", text)
     if m:
         res["daemon_cpu_s"] = res.get("daemon_cpu_s", 0) + (int(m.group(1)) + int(m.group(2))) / 100
@@ -299,17 +302,21 @@ for n in names:
                     for k in ("kernel", "initrd", "userspace"))
     print(f"| {n} | {cell(n, 'multiuser_guest_s', '{:.2f}')} | {cell(n, 'before_kernel_s', '{:.2f}')} | "
           f"{cell(n, 'initrd_phase_s', '{:.2f}')} | {cell(n, 'systemd_phase_s', '{:.2f}')} | {sd} |")
-print("\nWhat the boot read from the root device (the guest's /sys/block/DEV/stat at multi-user) and the "
-      "CPU time of the root-storage daemon (cloopd) by then:\n")
-print("| contender | device | read requests | MB read | KiB per request | cloopd CPU (s) |")
-print("|---|---|---|---|---|---|")
+print("\nWhat the boot read from the root device (the guest's /sys/block/DEV/stat at multi-user), the "
+      "CPU time of the root-storage daemon (cloopd) by then, and its cache's counters (control socket, "
+      "`cowdev -l -v`: blocks loaded on a reader's miss, loaded ahead by the prefetcher, and of those read):\n")
+print("| contender | device | read requests | MB read | KiB per request | cloopd CPU (s) "
+      "| cache misses | prefetched | prefetched and read |")
+print("|---|---|---|---|---|---|---|---|---|")
 for n in names:
     devs = sorted({r["dev"] for r in runs if r["name"] == n and r.get("dev")})
     for r in runs:
         if r.get("dev_reqs"):
             r["dev_kib"] = r["dev_mb"] * 1e6 / 1024 / r["dev_reqs"]
     print(f"| {n} | {', '.join(devs) or '—'} | {cell(n, 'dev_reqs', '{:.0f}')} | {cell(n, 'dev_mb', '{:.0f}')} | "
-          f"{cell(n, 'dev_kib', '{:.0f}')} | {cell(n, 'daemon_cpu_s', '{:.1f}')} |")
+          f"{cell(n, 'dev_kib', '{:.0f}')} | {cell(n, 'daemon_cpu_s', '{:.1f}')} | "
+          + " | ".join(cell(n, k, "{:.0f}") for k in ("cache_misses", "cache_prefetched", "cache_prefetch_hit"))
+          + " |")
 print()
 for r in runs:
     if r["error"]:
