@@ -1108,8 +1108,16 @@ mod tests {
         let mut buf = vec![0u8; 4096];
         c.read_at(&mut buf, 0).unwrap();
         c.read_at(&mut buf, 4096).unwrap();
-        // The worker is now stuck loading block 2 for this stream; the
-        // reader gets there and waits for that load.
+        // The worker takes up block 2 for this stream (the counter goes up
+        // once the load is registered) and is held there; only then does
+        // the reader get there, so it must wait for that load.
+        for _ in 0..500 {
+            if c.stats().prefetched == 1 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(c.stats().prefetched, 1, "the worker did not start on block 2");
         let reader = {
             let c = c.clone();
             std::thread::spawn(move || {
