@@ -1000,15 +1000,23 @@ mod tests {
         assert!(c.prefetch(8 * 4096, 11).unwrap().is_err());
     }
 
-    /// Waits (bounded) until the prefetcher has loaded `n` blocks and no
-    /// load is in progress.
-    fn wait_prefetched<B: ReadAt>(c: &Cache<B>, n: u64) -> u64 {
-        for _ in 0..500 {
-            if c.stats().prefetched >= n && c.shards.iter().all(|s| s.lock().unwrap().loading.is_empty()) {
-                break;
+    /// Polls `done` every 10 ms, at most `tries` times, until it holds;
+    /// the caller asserts what it waited for.
+    fn wait_until(tries: u32, mut done: impl FnMut() -> bool) {
+        for _ in 0..tries {
+            if done() {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    /// Waits (bounded) until the prefetcher has loaded `n` blocks and no
+    /// load is in progress.
+    fn wait_prefetched<B: ReadAt>(c: &Cache<B>, n: u64) -> u64 {
+        wait_until(500, || {
+            c.stats().prefetched >= n && c.shards.iter().all(|s| s.lock().unwrap().loading.is_empty())
+        });
         c.stats().prefetched
     }
 
@@ -1032,12 +1040,7 @@ mod tests {
             let n = 1024.min(data.len() - off);
             // Give the worker time to be ahead (bounded; a missing block
             // then fails the count below).
-            for _ in 0..200 {
-                if c.is_resident(off as u64, n as u64) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+            wait_until(200, || c.is_resident(off as u64, n as u64));
             c.read_at(&mut buf[..n], off as u64).unwrap();
             got.extend_from_slice(&buf[..n]);
         }
@@ -1087,12 +1090,7 @@ mod tests {
         }
         fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
             if offset == self.gated {
-                for _ in 0..500 {
-                    if self.open.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
+                wait_until(500, || self.open.load(Ordering::SeqCst));
             }
             self.inner.read_at(buf, offset)
         }
@@ -1111,12 +1109,7 @@ mod tests {
         // The worker takes up block 2 for this stream (the counter goes up
         // once the load is registered) and is held there; only then does
         // the reader get there, so it must wait for that load.
-        for _ in 0..500 {
-            if c.stats().prefetched == 1 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_until(500, || c.stats().prefetched == 1);
         assert_eq!(c.stats().prefetched, 1, "the worker did not start on block 2");
         let reader = {
             let c = c.clone();
@@ -1126,12 +1119,7 @@ mod tests {
                 buf
             })
         };
-        for _ in 0..500 {
-            if c.stats().shared_loads == 1 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_until(500, || c.stats().shared_loads == 1);
         assert_eq!(c.stats().shared_loads, 1, "the reader did not wait for the load ahead");
         open.store(true, Ordering::SeqCst);
         assert_eq!(reader.join().unwrap(), data[2 * 4096..3 * 4096]);
@@ -1210,13 +1198,10 @@ mod tests {
             (counted, marked, streams)
         };
         let mut last = snapshot();
-        for _ in 0..500 {
-            if last.0 == last.1 {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        wait_until(500, || {
             last = snapshot();
-        }
+            last.0 == last.1
+        });
         let (counted, marked, streams) = last;
         assert_eq!(counted, marked, "unread counts against the cache's marked blocks; streams {streams:?}");
     }
