@@ -17,22 +17,24 @@ if grep -qw cloopbox.test=boot /proc/cmdline; then
         # reads, read sectors, writes, write sectors, discards, flushes
         [ -r /sys/block/$d/stat ] && say "BOOT-DISK: $d $(awk "{ print \$1, \$3, \$5, \$7, \$12, \$16 }" /sys/block/$d/stat)"
     done
+    daemon=""
     for p in /proc/[0-9]*; do
         case $(tr "\0" " " 2>/dev/null < "$p/cmdline") in
             @*)
+                daemon=$p/exe
                 say "BOOT-DAEMON-CPU: ${p#/proc/} $(sed "s/^.*) //" "$p/stat" | cut -d" " -f12,13)"
                 for t in "$p"/task/*; do
                     say "BOOT-DAEMON-THREAD: $(cat "$t/comm") $(sed "s/^.*) //" "$t/stat" | cut -d" " -f12,13)"
-                done
-                # Its cache's counters, from its control socket, asked by
-                # its own binary as cowdev (a multicall binary picks the
-                # applet by the name it is started as).
-                for d in nbd0 ublkb0; do
-                    [ -e /sys/block/$d ] || continue
-                    (exec -a cowdev "$p/exe" -l -v /dev/$d) 2> /dev/null |
-                        sed -n "s/^ *\(cache [a-z ]*[a-z]\|rdoreads\): *\([0-9]*\)$/BOOT-DAEMON-COUNT: \1=\2/p" > /dev/ttyS0
                 done ;;
         esac
+    done
+    # The root device's cache counters, from its server's control socket,
+    # asked by a daemon's own binary as cowdev (a multicall binary picks
+    # the applet by the name it is started as); once per device.
+    for d in nbd0 ublkb0; do
+        [ -n "$daemon" ] && [ -e /sys/block/$d ] || continue
+        (exec -a cowdev "$daemon" -l -v /dev/$d) 2> /dev/null |
+            sed -n "s/^ *\(cache [a-z ]*[a-z]\): *\([0-9]*\)$/BOOT-DAEMON-COUNT: \1=\2/p" > /dev/ttyS0
     done
     say "BOOT-DONE uptime=$up state=$state"
     exit 0
