@@ -11,9 +11,23 @@
 #                  /usr/bin/cloopbox)
 #   -k KVER        kernel version (default: uname -r)
 #   -m DIR         the modules tree that holds lib/modules/KVER (default: /)
-#   -s BUSYBOX     add a static busybox as /bin/sh for the rescue shell
-#                  (default: /bin/busybox if it is static; "none" to leave out)
-#   -a MODULE      add a module (repeatable) to the default set
+#   -s BUSYBOX     the static busybox of the rescue shell (/bin/sh and
+#                  every applet it lists). Default: in a source tree, the
+#                  small one scripts/build-busybox.sh builds from Debian's
+#                  source (75 applets, 0.24 MB of the archive); installed,
+#                  /bin/busybox if it is static (busybox-static, 0.92 MB);
+#                  "none" leaves the rescue shell out
+#   --media LIST   (or -M LIST) carry the drivers of these boot media only,
+#                  a comma-separated list of: cd (SATA/PATA CD and DVD
+#                  drives), usb (USB sticks and drives, with the USB
+#                  keyboard), disk (an ISO file or a cloop image on a SATA
+#                  or NVMe disk), mmc (SD cards), virtio (virtual disks and
+#                  CDs), keyboard (a USB keyboard for the rescue shell
+#                  without usb), all (the default: every one of them)
+#   --fs LIST      (or -F LIST) the filesystems of the cloop image this
+#                  initramfs will boot: ext4, iso9660, squashfs, erofs
+#                  (each but ext4 with overlayfs), all (the default)
+#   -a MODULE      add a module (repeatable) to the set
 #   -N             network boot (httpfs=, root=live:URL, fetch=): add the
 #                  Ethernet drivers of common virtual and real machines
 #   --ca FILE      (or -C FILE) PEM certificates trusted for https:// images
@@ -32,19 +46,23 @@ set -euo pipefail
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 root=$(cd "$here/.." && pwd)
 
-OUT="" BIN="" KVER=$(uname -r) MODROOT=/ BUSYBOX=auto COMP=zstd QUIET=0 NET=0 CA=""
+OUT="" BIN="" KVER=$(uname -r) MODROOT=/ BUSYBOX=auto COMP=zstd QUIET=0 NET=0 CA="" MEDIA=all IMAGE_FS=all
 EXTRA=()
-# The one long option, as its short form for getopts.
+# The long options, as their short forms for getopts.
 args=()
 for a in "$@"; do
     case $a in
         --ca) args+=(-C) ;;
         --ca=*) args+=(-C "${a#--ca=}") ;;
+        --media) args+=(-M) ;;
+        --media=*) args+=(-M "${a#--media=}") ;;
+        --fs) args+=(-F) ;;
+        --fs=*) args+=(-F "${a#--fs=}") ;;
         *) args+=("$a") ;;
     esac
 done
 set -- ${args[@]+"${args[@]}"}
-while getopts "o:b:k:m:s:a:z:C:Nqh" opt; do
+while getopts "o:b:k:m:s:a:z:C:M:F:Nqh" opt; do
     case $opt in
         o) OUT=$OPTARG ;;
         b) BIN=$OPTARG ;;
@@ -55,11 +73,14 @@ while getopts "o:b:k:m:s:a:z:C:Nqh" opt; do
         z) COMP=$OPTARG ;;
         N) NET=1 ;;
         C) CA=$OPTARG ;;
+        M) MEDIA=$OPTARG ;;
+        F) IMAGE_FS=$OPTARG ;;
         q) QUIET=1 ;;
         h) awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0"; exit 0 ;;
         *) awk 'NR > 1 { if (!/^#/ || /^# shellcheck/) exit; print }' "$0" >&2; exit 2 ;;
     esac
 done
+MEDIA=${MEDIA// /} IMAGE_FS=${IMAGE_FS// /}
 [ -n "$OUT" ] || { echo "mkinitramfs: -o OUT is required" >&2; exit 2; }
 if [ -n "$CA" ]; then
     [ -r "$CA" ] || { echo "mkinitramfs: --ca $CA: cannot read it" >&2; exit 1; }
@@ -80,17 +101,41 @@ if readelf -lW "$BIN" | grep INTERP >/dev/null; then
     exit 1
 fi
 
-# What a live boot from CD, USB or an ISO file on a disk needs. Modules the
+# What a live boot needs, by boot medium and by the image's filesystem
+# (--media, --fs); the default, all of them, boots every medium and image
+# the docs promise (docs/mklive.md, "A smaller initramfs"). Modules the
 # kernel has built in are skipped by depmod's modules.builtin.
-MODULES=(
-    crc32c_generic crc32c-intel
-    nbd ublk_drv loop overlay squashfs isofs udf cdrom sr_mod
-    ahci ata_piix libata sd_mod scsi_mod
-    virtio_blk virtio_scsi virtio_pci
-    usb-storage uas xhci_pci xhci_hcd ehci_pci ehci_hcd ohci_pci uhci_hcd usbhid hid_generic
-    vfat fat nls_cp437 nls_iso8859-1 nls_utf8 nls_ascii exfat ntfs3 ext4 erofs
-    mmc_block sdhci_pci nvme
+# Always: the transports (NBD, ublk), loop devices, crc32c for ext4 and the
+# cowfile's filesystems.
+MODULES=(crc32c_generic crc32c-intel nbd ublk_drv loop)
+# The filesystems of the media: an ISO on CD/DVD, FAT, exFAT and NTFS sticks
+# and disks (with persistence), ext4 disks holding an ISO file.
+fs_cd=(isofs udf)
+fs_stick=(isofs udf vfat fat nls_cp437 nls_iso8859-1 nls_utf8 nls_ascii exfat ntfs3)
+keyboard=(xhci_pci xhci_hcd ehci_pci ehci_hcd ohci_pci uhci_hcd usbhid hid_generic)
+declare -A media_modules=(
+    [cd]="ahci ata_piix libata scsi_mod cdrom sr_mod ${fs_cd[*]}"
+    [usb]="usb-storage uas sd_mod scsi_mod ${keyboard[*]} ${fs_stick[*]}"
+    [disk]="ahci ata_piix libata sd_mod scsi_mod nvme ext4 ${fs_stick[*]}"
+    [mmc]="mmc_block sdhci_pci ${fs_stick[*]}"
+    [virtio]="virtio_blk virtio_scsi virtio_pci sd_mod sr_mod cdrom scsi_mod ${fs_cd[*]} vfat fat nls_cp437 nls_iso8859-1 ext4"
+    [keyboard]="${keyboard[*]}"
 )
+declare -A fs_modules=([ext4]="ext4" [iso9660]="isofs overlay" [squashfs]="squashfs overlay" [erofs]="erofs overlay")
+# pick KIND LIST TABLE: the modules of every name in LIST (or of all).
+pick() {
+    local kind=$1 list=$2 table=$3 name names
+    declare -n tab=$table
+    if [ "$list" = all ]; then names=$(printf '%s\n' "${!tab[@]}" | sort); else names=${list//,/ }; fi
+    [ -n "${names// /}" ] || { echo "mkinitramfs: --$kind: an empty list" >&2; exit 2; }
+    for name in $names; do
+        [ -n "${tab[$name]+x}" ] || { echo "mkinitramfs: --$kind: unknown name \"$name\" (one of: $(printf '%s\n' "${!tab[@]}" | sort | tr '\n' ' ')all)" >&2; exit 2; }
+        # shellcheck disable=SC2206 # a word list by design
+        MODULES+=(${tab[$name]})
+    done
+}
+pick media "$MEDIA" media_modules
+pick fs "$IMAGE_FS" fs_modules
 # -N: Ethernet drivers, loaded by modalias like the storage drivers (their
 # dependencies, such as virtio_net's net_failover, come through depmod).
 # Debian's kernel builds IPv4, packet sockets and rtnetlink in; it has no
@@ -111,6 +156,12 @@ tree=$work/root
 mkdir -p "$tree"/{bin,dev,proc,sys,run,mnt,tmp,lib/modules}
 cp "$BIN" "$tree/init"
 chmod 0755 "$tree/init"
+if [ "$MEDIA" != all ]; then
+    # src/boot/init.rs MEDIA_FILE: "no medium found" then says which media
+    # this initramfs has drivers for.
+    mkdir -p "$tree/etc/cloopbox"
+    echo "$MEDIA" > "$tree/etc/cloopbox/media"
+fi
 if [ -n "$CA" ]; then
     # src/boot/options.rs DEFAULT_CA_FILE
     mkdir -p "$tree/etc/cloopbox"
@@ -207,14 +258,28 @@ fi
 
 if [ "$BUSYBOX" = auto ]; then
     BUSYBOX=none
-    if [ -x /bin/busybox ] && ! readelf -lW /bin/busybox | grep INTERP >/dev/null; then BUSYBOX=/bin/busybox; fi
+    if [ -x "$root/scripts/build-busybox.sh" ]; then
+        BUSYBOX=$("$root/scripts/build-busybox.sh" -q) || { echo "mkinitramfs: scripts/build-busybox.sh failed (above); -s /bin/busybox takes Debian's busybox-static instead" >&2; exit 1; }
+    elif [ -x /bin/busybox ] && ! readelf -lW /bin/busybox | grep INTERP >/dev/null; then
+        BUSYBOX=/bin/busybox
+    fi
 fi
 if [ "$BUSYBOX" != none ]; then
+    [ -x "$BUSYBOX" ] || { echo "mkinitramfs: -s $BUSYBOX: not an executable" >&2; exit 1; }
+    if readelf -lW "$BUSYBOX" | grep INTERP >/dev/null; then
+        echo "mkinitramfs: -s $BUSYBOX is dynamically linked; the rescue shell must be static" >&2
+        exit 1
+    fi
+    bb_applets=$("$BUSYBOX" --list) || { echo "mkinitramfs: $BUSYBOX --list failed" >&2; exit 1; }
+    grep -qx sh <<< "$bb_applets" || { echo "mkinitramfs: $BUSYBOX has no sh applet" >&2; exit 1; }
     cp "$BUSYBOX" "$tree/bin/busybox"
-    for a in sh ash setsid ls cat mount umount dmesg ps kill mkdir rm cp mv ln vi less grep sed awk blkid losetup sync poweroff reboot; do
+    # Every applet it has, except where cloopbox has one of its own (its
+    # modprobe reads .ko.zst; busybox's cannot) and init, which is /init.
+    for a in $bb_applets; do
+        case $a in init | linuxrc) continue ;; esac
         [ -e "$tree/bin/$a" ] || ln -s busybox "$tree/bin/$a"
     done
-    say "rescue shell: static busybox"
+    say "rescue shell: static busybox, $(wc -l <<< "$bb_applets") applets"
 fi
 
 case $COMP in

@@ -64,16 +64,22 @@ scenario_cow-full-overlay() {
 # hangup discards output still waiting for the serial port. "echo X; exit"
 # lost its X that way under load (1 run in 8 with both host cores busy).
 # The second shell computes its answer from that file, so "RESCUE-TWO 42"
-# proves that both shells ran the host's commands.
+# proves that both shells ran the host's commands. Its answer also needs
+# the rescue shell's tools (the busybox of scripts/build-busybox.sh):
+# mounting, the kernel log, processes, awk, sed and tee must all work for
+# the words after 42 to appear (the typed command holds none of the line).
 ALL_SCENARIOS+=(rescue-restart)
 scenario_rescue-restart() {
     prepare_live
+    local two='echo RESCUE-TWO $(($(cat /rescue-one)*7))'
+    two+=' $(mount -t tmpfs r /mnt && echo ok | tee /mnt/t | sed s/ok/MOUNT-OK/ && cat /mnt/t)'
+    two+=' $(dmesg | grep -q "Linux version" && echo DMESG-OK) $(ps | awk '"'"'$NF == "/init" { print "PS-OK"; exit }'"'"')'
     local BOOT_TYPE=('dropping to the rescue shell' 'echo $((2*3)) > /rescue-one; exit\n'
-        'the rescue shell exited; starting it again' 'echo RESCUE-TWO $(($(cat /rescue-one)*7))\n')
+        'the rescue shell exited; starting it again' "$two\n")
     boot rescue-restart "RESCUE-TWO 42|Kernel panic" -kernel "$KERNEL" -initrd "$WORK/initrd.gz" \
         -append "$APPEND_BASE rootdelay=3"
-    check rescue-restart "the rescue shell exits, init starts it again, the new one answers with the old one's result" \
-        "boot failed: no medium" "the rescue shell exited; starting it again" "RESCUE-TWO 42"
+    check rescue-restart "the rescue shell exits, init starts it again, the new one answers with the old one's result, using its tools" \
+        "boot failed: no medium" "the rescue shell exited; starting it again" "RESCUE-TWO 42 MOUNT-OK ok DMESG-OK PS-OK"
 }
 
 # reboot, halt: a clean shutdown through the exitrd with another verb than
