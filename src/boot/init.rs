@@ -42,6 +42,9 @@ pub const LIVE: &str = "/run/initramfs/live";
 pub const COW_DIR: &str = "/run/initramfs/cow";
 pub const IMAGES_DIR: &str = "/run/initramfs/images";
 pub const NEWROOT: &str = "/newroot";
+/// Written by `mkinitramfs.sh --media LIST` (absent when it carries every
+/// medium's drivers): the boot media this initramfs has drivers for.
+pub const MEDIA_FILE: &str = "/etc/cloopbox/media";
 
 /// Modules a live boot may need; what the kernel lacks or has built in is
 /// skipped (and reported in debug mode).
@@ -503,7 +506,11 @@ pub fn locate(opts: &BootOptions, log: &Log) -> Result<Medium, Failure> {
             opts.media_timeout.as_secs(),
             super::media::MEDIUM_FS.join(", ")
         ),
-        details: if tried.is_empty() { vec!["no block devices appeared".into()] } else { tried },
+        details: {
+            let mut details = if tried.is_empty() { vec!["no block devices appeared".into()] } else { tried };
+            details.extend(media_note(Path::new(MEDIA_FILE)));
+            details
+        },
     };
     let Some(iso) = &opts.iso_file else {
         return find_medium(&search(Path::new(LIVE), want, first.as_deref()), log)
@@ -530,6 +537,29 @@ pub fn locate(opts: &BootOptions, log: &Log) -> Result<Medium, Failure> {
     )?;
     drop(attached);
     Ok(medium)
+}
+
+/// What to add when no medium was found on an initramfs built for some
+/// boot media only (`MEDIA_FILE`): the medium may well be there, on a
+/// controller this initramfs has no driver for. `None` when the file is
+/// absent (every medium's drivers) or is not a list of names.
+pub fn media_note(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    // A short list of names; anything longer or stranger is not ours.
+    std::fs::File::open(path).ok()?.take(257).read_to_string(&mut text).ok()?;
+    let list = text.trim();
+    let names = list.split(',').collect::<Vec<_>>();
+    if text.len() > 256
+        || list.is_empty()
+        || names.iter().any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_lowercase()))
+    {
+        return None;
+    }
+    Some(format!(
+        "this initramfs has the drivers of these boot media only: {} (mkinitramfs.sh --media {list})",
+        names.join(", ")
+    ))
 }
 
 /// The media check's second pass with `cloopbox.verity=`: every 4 KiB
@@ -947,6 +977,24 @@ fn fail(log: &Log, f: &Failure) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_media_note_names_the_media_of_a_trimmed_initramfs_and_ignores_anything_else() {
+        let dir = std::env::temp_dir().join(format!("cloopbox-media-note-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("media");
+        assert_eq!(media_note(&file), None, "no file: every medium's drivers");
+        std::fs::write(&file, "cd,keyboard\n").unwrap();
+        assert_eq!(
+            media_note(&file).as_deref(),
+            Some("this initramfs has the drivers of these boot media only: cd, keyboard (mkinitramfs.sh --media cd,keyboard)")
+        );
+        for junk in ["", "\n", "cd,,usb", "cd;rm -rf", "CD", &"a".repeat(300)] {
+            std::fs::write(&file, junk).unwrap();
+            assert_eq!(media_note(&file), None, "{junk:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn args(req: &crate::serve::spawn::Request) -> String {
         req.describe()
