@@ -62,6 +62,13 @@
 #   --ca FILE          PEM certificates the initramfs trusts for https://
 #                      images besides the built-in roots (mkinitramfs.sh
 #                      --ca: /etc/cloopbox/ca.pem)
+#   --media LIST       a smaller initramfs, for these boot media only
+#                      (mkinitramfs.sh --media: cd, usb, disk, mmc, virtio,
+#                      keyboard), with the drivers of the images'
+#                      filesystems only (--fs, or cloopinfo of --image) and,
+#                      without -N and --ca, the boot build without https://
+#                      (scripts/build-static.sh --boot-offline). Default:
+#                      every medium, filesystem and https://
 #   -q                 quiet; -h, --help: this text
 # SOURCE_DATE_EPOCH makes the output reproducible: the same inputs give the
 # same bytes.
@@ -76,7 +83,7 @@ bad() { echo "mklive: $*" >&2; echo "mklive: see --help" >&2; exit 2; }
 
 OUT="" SRC="" KERNEL="" MODDIR=/ KVER="" INITRD="" BIN=${CLOOPBOX:-} BOOT_BIN=${CLOOPBOX_BOOT:-} APPEND="" FS=ext4 FS_SIZE=""
 CODEC=zlib BLOCK=65536 LEVEL="" LABEL=KNOPPIX PERSIST="" TIMEOUT=0 ADD="" SECURE=1 IMAGE_ONLY=0 NET=0 QUIET=0
-VERITY=0 UKI="" CA=""
+VERITY=0 UKI="" CA="" MEDIA=""
 IMAGES=()
 while [ $# -gt 0 ]; do
     opt=$1
@@ -88,7 +95,7 @@ while [ $# -gt 0 ]; do
         --image-only) IMAGE_ONLY=1; shift; continue ;;
         --verity) VERITY=1; shift; continue ;;
         -o | --root | --image | --kernel | --modules | --kver | --initrd | --binary | --boot-binary | --append | --fs | --fs-size | \
-            --codec | --block-size | --level | --label | --persistence | --timeout | --add | --uki | --ca)
+            --codec | --block-size | --level | --label | --persistence | --timeout | --add | --uki | --ca | --media)
             [ $# -ge 2 ] || bad "$opt needs a value" ;;
         *) bad "unknown option '$opt'" ;;
     esac
@@ -116,12 +123,14 @@ while [ $# -gt 0 ]; do
         --add) ADD=$val ;;
         --uki) UKI=$val ;;
         --ca) CA=$val ;;
+        --media) MEDIA=$val ;;
     esac
 done
 
 # --- arguments ----------------------------------------------------------
 [ -n "$OUT" ] || bad "-o OUT is required"
 [ -z "$CA" ] || [ -z "$INITRD" ] || bad "--ca goes into the initramfs mklive builds: not with --initrd"
+[ -z "$MEDIA" ] || [ -z "$INITRD" ] || bad "--media shapes the initramfs mklive builds: not with --initrd"
 if [ -n "$SRC" ] && [ ${#IMAGES[@]} -gt 0 ]; then bad "--root and --image exclude each other"; fi
 [ -n "$SRC" ] || [ ${#IMAGES[@]} -gt 0 ] || bad "--root DIR|ROOTFS.tar|FS.img is required"
 [ -z "$SRC" ] || [ -e "$SRC" ] || die "--root $SRC: no such file or directory"
@@ -179,10 +188,17 @@ EPOCH=${SOURCE_DATE_EPOCH:-}
 
 # The initramfs gets the boot build (no writer, README "Boot build") when
 # we build from the tree; an explicit --binary serves for both.
+# With --media and neither -N nor --ca, the boot build without https://:
+# without the Ethernet drivers of -N the initramfs cannot reach a server.
 if [ -z "$BOOT_BIN" ] && [ -z "$INITRD" ]; then
     if [ -z "$BIN" ] && [ -x "$repo/scripts/build-static.sh" ] && [ -f "$repo/Cargo.toml" ]; then
-        say "building the boot build of cloopbox (scripts/build-static.sh --boot)"
-        BOOT_BIN=$("$repo/scripts/build-static.sh" --boot)
+        if [ -n "$MEDIA" ] && [ "$NET" = 0 ] && [ -z "$CA" ]; then
+            say "building the boot build of cloopbox without https:// (scripts/build-static.sh --boot-offline)"
+            BOOT_BIN=$("$repo/scripts/build-static.sh" --boot-offline)
+        else
+            say "building the boot build of cloopbox (scripts/build-static.sh --boot)"
+            BOOT_BIN=$("$repo/scripts/build-static.sh" --boot)
+        fi
     fi
 fi
 if [ -z "$BIN" ]; then
@@ -398,6 +414,22 @@ else
     [ "$QUIET" = 0 ] || mk+=(-q)
     [ "$NET" = 0 ] || mk+=(-N)
     [ -z "$CA" ] || mk+=(--ca "$CA")
+    if [ -n "$MEDIA" ]; then
+        # The drivers of the images' filesystems: --fs for --root, else
+        # what cloopinfo finds in each --image (mkinitramfs.sh --fs names).
+        image_fs=()
+        if [ -n "$SRC" ]; then image_fs=("$FS"); fi
+        for i in "${IMAGES[@]}"; do
+            f=$(cloopbox cloopinfo --json "$i" 2>/dev/null | sed -n 's/^  "filesystem": "\(.*\)",$/\1/p') || f=""
+            case $f in
+                ext2 | ext3 | ext4) f=ext4 ;;
+                iso9660 | squashfs | erofs) ;;
+                *) die "--media: cannot tell which filesystem driver --image $i needs (cloopinfo: '${f:-nothing}'); leave out --media" ;;
+            esac
+            [[ " ${image_fs[*]} " == *" $f "* ]] || image_fs+=("$f")
+        done
+        mk+=(--media "$MEDIA" --fs "$(IFS=,; echo "${image_fs[*]}")")
+    fi
     say "building the initramfs for $KVER"
     "${mk[@]}" || die "mkinitramfs.sh failed"
 fi
