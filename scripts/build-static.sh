@@ -7,14 +7,15 @@
 # --boot builds the boot build instead: without the `create` feature (no
 # cloop writer, no create_compressed_fs, no block encoders), for the
 # initramfs, in its own target dir (target/boot) so that the two builds
-# never overwrite each other (README "Boot build").
+# never overwrite each other (README "Boot build"). It keeps `https` (TLS),
+# so the initramfs can boot from an https:// server.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 features=()
 target_dir="$root/target"
 case "${1:-}" in
     --boot)
-        features=(--no-default-features --features zlib-rs)
+        features=(--no-default-features --features zlib-rs,https)
         target_dir="$root/target/boot"
         ;;
     "") ;;
