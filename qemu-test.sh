@@ -58,7 +58,8 @@ scripts/setup.sh
 # --- scenario: smoke ---------------------------------------------------------
 # The static binary runs as a guest program under a stock kernel: it lists
 # its applets and extracts a cloop image made on the host, bit-exact. It is
-# the boot build, the initramfs's binary: it says so, and refuses the writer.
+# the boot build, the initramfs's binary: it says so, keeps https (the
+# net-https scenario boots through it), and refuses the writer.
 scenario_smoke() {
     local dir=$WORK/smoke root=$WORK/smoke/root
     rm -rf "$dir" && mkdir -p "$root"/{bin,sbin,proc,sys,dev,data}
@@ -87,7 +88,7 @@ INIT
     boot smoke "SMOKE: extract" -kernel "$KERNEL" -initrd "$dir/initrd.gz" -append "console=ttyS0 panic=-1 loglevel=6"
     local took=$((SECONDS - t0))
     if grep -q "SMOKE: extract OK" "$LOGS/smoke.log" && grep -q "create_compressed_fs" "$LOGS/smoke.log" &&
-        grep -q "SMOKE: version: cloopbox .* (boot build) features: zlib-rs" "$LOGS/smoke.log" &&
+        grep -q "SMOKE: version: cloopbox .* (boot build) features: zlib-rs https" "$LOGS/smoke.log" &&
         grep -q "SMOKE: create refused: create_compressed_fs: not in this build" "$LOGS/smoke.log"; then
         record smoke PASS "$took" "static boot build ran under kernel $KVER, refused the writer and extracted bit-exact"
     else

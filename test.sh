@@ -17,9 +17,12 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
-# The boot build (scripts/build-static.sh --boot, README "Boot build"): the
-# same lints without the writer, tests included, in its own target dir.
-step "cargo clippy, boot build (--no-default-features --features zlib-rs)"
+# The boot build without https (scripts/build-static.sh --boot-offline,
+# README "Boot build"): the same lints without the writer and without TLS,
+# tests included, in its own target dir. It covers every
+# cfg(not(feature = ...)) path at once; the code of the `https` feature is
+# linted above with the default features, as in --boot's build.
+step "cargo clippy, boot build without https (--no-default-features --features zlib-rs)"
 cargo clippy --locked --all-targets --no-default-features --features zlib-rs --target-dir target/boot -- -D warnings
 
 # The fuzz crate needs nightly to build (cargo-fuzz), so it is not built
@@ -38,10 +41,12 @@ tests/setup/pristine-trap.sh 2>&1 | tee "$LOG"
 step "cargo test"
 cargo test --locked --all-targets 2>&1 | tee -a "$LOG"
 
-# The library's own tests without the writer: what the boot build keeps
-# must stand on its own (the integration tests need create_compressed_fs;
-# tests/static_binary.rs checks the boot binary itself).
-step "cargo test --lib, boot build"
+# The library's own tests without the writer and without TLS (the boot
+# build without https, --boot-offline): what it keeps must stand on its own,
+# and https:// must be refused clearly (the integration tests need
+# create_compressed_fs; tests/static_binary.rs checks the boot binary
+# itself, which has https).
+step "cargo test --lib, boot build without https"
 cargo test --locked --lib --no-default-features --features zlib-rs --target-dir target/boot 2>&1 | tee -a "$LOG"
 
 step "the Debian package (scripts/build-deb.sh, lintian clean)"

@@ -28,7 +28,7 @@ printf '| build | stripped bytes |'; for ((i = 0; i < ${#parts[@]}; i += 2)); do
 printf '|---|---|'; for ((i = 0; i < ${#parts[@]}; i += 2)); do printf -- '---|'; done; echo
 for build in full boot; do
     features=()
-    [ "$build" = full ] || features=(--no-default-features --features zlib-rs)
+    [ "$build" = full ] || features=(--no-default-features --features zlib-rs,https)
     CARGO_PROFILE_RELEASE_STRIP=false cargo build --quiet --release --locked --target "$target" \
         --target-dir "$root/target/$build-nm" ${features[@]+"${features[@]}"} \
         --manifest-path "$root/Cargo.toml" --bin cloopbox >&2

@@ -33,6 +33,8 @@
 #   --ca FILE      (or -C FILE) PEM certificates trusted for https:// images
 #                  besides the built-in roots, put at /etc/cloopbox/ca.pem,
 #                  which init uses unless cloopbox.cafile= names another
+#                  (refused with a binary built without https, such as
+#                  scripts/build-static.sh --boot-offline's)
 #   -z zstd|gzip|xz|none   compression (default zstd -19: the smallest the
 #                  kernel unpacks fast, kernels >= 5.9 with RD_ZSTD, every
 #                  Debian kernel since 11; gzip for older kernels; xz is
@@ -174,6 +176,12 @@ mkdir -p "$work/listdir"
 ln -s "$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")" "$work/listdir/cloopbox"
 applets=$("$work/listdir/cloopbox" --list) || { echo "mkinitramfs: $BIN --list failed" >&2; exit 1; }
 [ -n "$applets" ] || { echo "mkinitramfs: $BIN lists no applets" >&2; exit 1; }
+# A CA file is only for https://: a binary built without it (--boot-offline)
+# would refuse the file at boot, so say it now.
+if [ -n "$CA" ] && ! grep -qE '^features:( .*)? https( |$)' <<< "$("$work/listdir/cloopbox" --version)"; then
+    echo "mkinitramfs: --ca $CA: $BIN is built without https:// support (cargo feature \"https\"); use scripts/build-static.sh --boot" >&2
+    exit 1
+fi
 for applet in $applets; do
     ln -s ../init "$tree/bin/$applet"
 done

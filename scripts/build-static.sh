@@ -6,20 +6,31 @@
 #
 # --boot builds the boot build instead: without the `create` feature (no
 # cloop writer, no create_compressed_fs, no block encoders), for the
-# initramfs, in its own target dir (target/boot) so that the two builds
-# never overwrite each other (README "Boot build").
+# initramfs, in its own target dir (target/boot) so that the builds never
+# overwrite each other (README "Boot build"). It keeps `https` (TLS), so
+# the initramfs can boot from an https:// server.
+#
+# --boot-offline builds the boot build without `https` as well, for media
+# that never boot from the network (CD, USB): about 1 MB smaller; http://
+# still works, https:// URLs and CA files are refused with a message
+# saying why. Its own target dir: target/boot-offline. An initramfs takes
+# it with `initramfs/mkinitramfs.sh -b` or `mklive.sh --boot-binary`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 features=()
 target_dir="$root/target"
 case "${1:-}" in
     --boot)
-        features=(--no-default-features --features zlib-rs)
+        features=(--no-default-features --features zlib-rs,https)
         target_dir="$root/target/boot"
+        ;;
+    --boot-offline)
+        features=(--no-default-features --features zlib-rs)
+        target_dir="$root/target/boot-offline"
         ;;
     "") ;;
     *)
-        echo "usage: build-static.sh [--boot]" >&2
+        echo "usage: build-static.sh [--boot | --boot-offline]" >&2
         exit 2
         ;;
 esac

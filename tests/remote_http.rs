@@ -226,6 +226,7 @@ http {{
     }
 
     /// The TLS protocol of each access log line (`-` for plain HTTP).
+    #[cfg(feature = "https")]
     fn protocols(&self) -> Vec<String> {
         let text = self.settled_log_text(0);
         text.lines().map(|l| l.rsplit(' ').next().unwrap_or_default().to_string()).collect()
@@ -899,7 +900,10 @@ fn a_tampering_server_gives_eio_for_exactly_that_block_with_root_hash() {
 }
 
 // ---------------------------------------------------------------- HTTPS
+// With the cargo feature `https` only; a build without it refuses
+// https:// (src/remote/tls.rs tests that).
 
+#[cfg(feature = "https")]
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new(tool("openssl", "openssl")).args(args).current_dir(dir).output().unwrap();
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -909,6 +913,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// 127.0.0.1 and localhost, `wrong.pem` for another name only,
 /// `expired.pem` valid for the right names but in the past. Keys are
 /// `NAME.key`; the CA is `ca.pem`.
+#[cfg(feature = "https")]
 fn make_pki(dir: &Path) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
     let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=cloopbox test CA"];
@@ -954,6 +959,7 @@ fn make_pki(dir: &Path) {
 /// nginx with a test CA: the plain server, and TLS servers with the good,
 /// wrong-name and expired certificates. Returns nginx, the CA file and the
 /// three TLS ports.
+#[cfg(feature = "https")]
 fn nginx_tls() -> (Nginx, PathBuf, [u16; 3]) {
     let ports = [free_port(), free_port(), free_port()];
     let ng = Nginx::start_with(|dir, plain| {
@@ -976,6 +982,7 @@ fn nginx_tls() -> (Nginx, PathBuf, [u16; 3]) {
     (ng, ca, ports)
 }
 
+#[cfg(feature = "https")]
 #[test]
 fn https_reads_with_the_ca_file_over_kept_alive_tls_connections() {
     let (ng, ca, [good, _, _]) = nginx_tls();
@@ -1008,6 +1015,7 @@ fn https_reads_with_the_ca_file_over_kept_alive_tls_connections() {
     assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
 }
 
+#[cfg(feature = "https")]
 #[test]
 fn https_refuses_untrusted_wrong_name_and_expired_certificates() {
     let (ng, ca, [good, wrong, expired]) = nginx_tls();
@@ -1051,6 +1059,7 @@ fn https_refuses_untrusted_wrong_name_and_expired_certificates() {
     }
 }
 
+#[cfg(feature = "https")]
 #[test]
 fn https_applets_take_ca_file() {
     let (ng, ca, [good, _, _]) = nginx_tls();

@@ -1,7 +1,7 @@
 //! The shipped binaries must be fully static: no program interpreter and no
 //! shared-library dependencies, so they run as /init in any initramfs. The
 //! boot build (`scripts/build-static.sh --boot`, the initramfs's) leaves
-//! the writer out, says so, and is smaller.
+//! the writer out, says so, keeps https, and is smaller.
 
 use std::process::Command;
 
@@ -67,6 +67,7 @@ fn release_binary_is_the_full_build() {
     assert!(version.contains("(full build)"), "{version}");
     let features = version.lines().find_map(|l| l.strip_prefix("features: ")).expect("a features line");
     assert!(features.split(' ').any(|f| f == "create"), "{version}");
+    assert!(features.split(' ').any(|f| f == "https"), "{version}");
     let out = run(&bin, &["create_compressed_fs", "--help"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: create_compressed_fs"));
@@ -82,6 +83,9 @@ fn boot_binary_leaves_out_the_writer() {
     assert!(version.contains("(boot build)"), "{version}");
     let features = version.lines().find_map(|l| l.strip_prefix("features: ")).expect("a features line");
     assert!(!features.split(' ').any(|f| f == "create"), "{version}");
+    // TLS stays: the initramfs boots from https:// servers too (the QEMU
+    // tests' net-https scenario); --boot-offline is the build without it.
+    assert!(features.split(' ').any(|f| f == "https"), "{version}");
 
     // The applet is still listed (a link to it says why it fails), and
     // refuses clearly, --help included, through either door.

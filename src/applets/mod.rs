@@ -104,7 +104,8 @@ const MULTICALL_NAME: &str = "cloopbox";
 
 /// The cargo features this binary was built with, as `--version` prints
 /// them: `create` (the writer and its encoders) is absent from the boot
-/// build the initramfs carries (README "Boot build").
+/// build the initramfs carries, `https` (TLS) from the boot build for
+/// offline media too (README "Boot build").
 pub const FEATURES: &[&str] = &[
     #[cfg(feature = "create")]
     "create",
@@ -112,10 +113,19 @@ pub const FEATURES: &[&str] = &[
     "zlib-rs",
     #[cfg(feature = "miniz")]
     "miniz",
+    #[cfg(feature = "https")]
+    "https",
 ];
 
-/// The kind of build, for `--version`: "full", or "boot" without the writer.
-pub const BUILD: &str = if cfg!(feature = "create") { "full" } else { "boot" };
+/// The kind of build, as `--version` prints it in parentheses: "full
+/// build", or "boot build" without the writer; ", no https" when TLS is
+/// left out too (`scripts/build-static.sh --boot-offline`).
+pub const BUILD: &str = match (cfg!(feature = "create"), cfg!(feature = "https")) {
+    (true, true) => "full build",
+    (true, false) => "full build, no https",
+    (false, true) => "boot build",
+    (false, false) => "boot build, no https",
+};
 
 /// The entry point of an applet this build leaves out (the boot build's
 /// `create_compressed_fs`): refuses, whatever the arguments, `--help`
@@ -174,7 +184,7 @@ pub fn dispatch(mut args: Vec<OsString>) -> i32 {
             0
         }
         "--version" | "-V" => {
-            println!("cloopbox {} ({BUILD} build)", env!("CARGO_PKG_VERSION"));
+            println!("cloopbox {} ({BUILD})", env!("CARGO_PKG_VERSION"));
             println!("features: {}", FEATURES.join(" "));
             0
         }
@@ -319,7 +329,7 @@ mod tests {
     #[cfg(feature = "create")]
     #[test]
     fn full_build_names_itself_and_has_the_writer() {
-        assert_eq!(BUILD, "full");
+        assert!(BUILD.starts_with("full build"), "{BUILD}");
         assert!(FEATURES.contains(&"create"));
         let help = vec![OsString::from("create_compressed_fs"), OsString::from("--help")];
         assert_eq!((find("create_compressed_fs").unwrap().main)(help), 0);
@@ -329,12 +339,24 @@ mod tests {
     #[cfg(not(feature = "create"))]
     #[test]
     fn boot_build_lists_the_writer_but_refuses_it() {
-        assert_eq!(BUILD, "boot");
+        assert!(BUILD.starts_with("boot build"), "{BUILD}");
         assert!(!FEATURES.contains(&"create"));
         let applet = find("create_compressed_fs").expect("still in the table");
         for args in [&["create_compressed_fs", "--help"][..], &["create_compressed_fs", "a", "b"]] {
             assert_eq!((applet.main)(args.iter().map(OsString::from).collect()), 1);
         }
+    }
+
+    /// The default features, and test.sh's boot build without https
+    /// (`--no-default-features --features zlib-rs`): each names itself.
+    #[test]
+    fn build_kind_says_whether_https_is_in() {
+        assert_eq!(FEATURES.contains(&"https"), cfg!(feature = "https"), "{FEATURES:?}");
+        assert_eq!(BUILD.ends_with(", no https"), !cfg!(feature = "https"), "{BUILD}");
+        #[cfg(all(feature = "create", feature = "https"))]
+        assert_eq!(BUILD, "full build");
+        #[cfg(all(not(feature = "create"), not(feature = "https")))]
+        assert_eq!(BUILD, "boot build, no https");
     }
 
     #[test]

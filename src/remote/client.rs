@@ -30,8 +30,11 @@ impl Connection {
 }
 
 /// A connection to `url`'s server; for `https://` with the TLS handshake
-/// done. A certificate that fails verification is [`http::Error::Tls`].
+/// done. A certificate that fails verification is [`http::Error::Tls`],
+/// as is `https://` in a build without TLS, said before the host name is
+/// resolved ([`super::tls::check_scheme`]).
 pub fn connect(url: &Url, transport: &Transport) -> Result<Connection, http::Error> {
+    super::tls::check_scheme(url)?;
     let net = |msg: String| http::Error::Io(std::io::Error::other(msg));
     // Address literals as they are; host names through our resolver
     // (crate::net::dns: /etc/hosts, then DNS over UDP and TCP), which a

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use super::client::{self, Pool};
 use super::http::{self, ContentRange, Head};
-use super::tls::{Tls, Transport};
+use super::tls::{self, Tls, Transport};
 use super::url::{Scheme, Url};
 use crate::blockdev::{check_range, ReadAt};
 
@@ -480,6 +480,8 @@ fn probe(start: &Url, transport: &Transport) -> Result<(Url, Identity, Option<cl
                 if url.scheme == Scheme::Https && next.scheme == Scheme::Http {
                     return Err(Fail::Fatal(format!("{what}: redirect to {next} refused (it would drop TLS)")));
                 }
+                // An https:// target in a build without TLS, named.
+                tls::check_scheme(&next).map_err(|e| Fail::Fatal(format!("{what}: redirect to {next}: {e}")))?;
                 url = next;
             }
             416 => {
