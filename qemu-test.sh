@@ -49,7 +49,7 @@ case $JOBS in '' | *[!0-9]* | 0) echo "qemu-test: -j wants a positive number, no
 . tests/qemu/lib.sh
 rm -f "$LOGS/restarts.txt" "$WORK"/.ready-*
 # Scenarios defined here; tests/qemu/*.sh add more (each appends its names).
-ALL_SCENARIOS+=(smoke cd cd-iso9660 usb hybrid multi no-medium corrupt-image kernel-nbd)
+ALL_SCENARIOS+=(smoke cd cd-iso9660 cd-small usb hybrid multi no-medium corrupt-image kernel-nbd)
 # ublk-fallback needs a kernel without ublk_drv: Debian 12's 6.1.
 [ "$KERNEL_SUITE" != bookworm ] || ALL_SCENARIOS+=(ublk-fallback)
 
@@ -123,6 +123,43 @@ scenario_cd-iso9660() {
     prepare_live
     boot cd-iso9660 "$UNTIL_LIVE" -cdrom "$WORK/cd-iso.iso" -boot d
     check cd-iso9660 "iso9660 image read-only on nbd, overlayfs root" "${OVERLAY_CHECKS[@]}"
+}
+
+# cd-small: the initramfs a builder of a CD-only live system ships:
+# `mklive --media cd` with an iso9660 image, which picks the CD's drivers,
+# the image's filesystem (cloopinfo) and the boot build without https://
+# (no --binary given: mklive builds its own from the tree). The ISO's
+# archive must hold the CD's drivers and none of the USB, disk or ext4
+# ones; it boots the iso9660 root from CD as cd-iso9660 does, with /init
+# the build without TLS; and with no medium at all, the failure says
+# which media it has drivers for.
+cd_small_build() {
+    "$MKLIVE" -q --kernel "$KERNEL" --modules "$KERNEL_DIR/pkg" --kver "$KVER" --media cd \
+        --image "$WORK/root-iso.cloop" --append "$APPEND_BASE" -o "$WORK/cd-small.iso"
+    rm -f "$WORK/initrd-small.gz"
+    xorriso -osirrox on -indev "$WORK/cd-small.iso" -extract /boot/initrd.gz "$WORK/initrd-small.gz" 2>/dev/null
+}
+scenario_cd-small() {
+    prepare_live
+    once cd-small cd_small_build
+    local list bad="" m
+    # The modules are the first, uncompressed archive; cpio stops after it.
+    list=$(cpio -t --quiet < "$WORK/initrd-small.gz" 2>/dev/null || true)
+    for m in sr_mod cdrom isofs overlay nbd; do grep -q "/$m\.ko" <<< "$list" || bad+="no $m; "; done
+    for m in usb-storage xhci-hcd sd_mod nvme ext4 vfat squashfs; do grep -q "/$m\.ko" <<< "$list" && bad+="has $m; "; done
+    if [ -z "$bad" ]; then
+        record cd-small-files PASS 0 "--media cd --fs iso9660: CD drivers only, $(stat -c %s "$WORK/initrd-small.gz") bytes"
+    else
+        record cd-small-files FAIL 0 "initrd-small.gz: $bad"
+    fi
+    boot cd-small "$UNTIL_LIVE" -cdrom "$WORK/cd-small.iso" -boot d
+    local forbid=("DAEMON-FEATURES: .*https")
+    check_absent cd-small "CD-only initramfs: iso9660 image on nbd, overlayfs root, /init without TLS" forbid \
+        "${OVERLAY_CHECKS[@]}" "DAEMON-FEATURES: zlib-rs\\."
+    boot cd-small-none "cloopbox rescue|Kernel panic" -kernel "$KERNEL" -initrd "$WORK/initrd-small.gz" \
+        -append "$APPEND_BASE rootdelay=3"
+    check cd-small-none "CD-only initramfs, no medium: the failure names the media it has drivers for" \
+        "boot failed: no medium" "the drivers of these boot media only: cd \(mkinitramfs.sh --media cd\)" "cloopbox rescue"
 }
 
 # usb: a vfat partition on a USB stick that is plugged in only once init

@@ -56,7 +56,7 @@ step "qemu-test.sh"
 ./qemu-test.sh 2>&1 | tee -a "$LOG"
 
 step "qemu-test.sh: the core scenarios under Debian 13's kernel (6.12), a Debian 13 root, NTFS (ntfs3), dracut 106 and the ublk transport"
-KERNEL_SUITE=trixie ./qemu-test.sh cd cd-iso9660 usb uefi-secureboot debian13-systemd findiso-ntfs dracut13 ublk debian13-ublk 2>&1 | tee -a "$LOG"
+KERNEL_SUITE=trixie ./qemu-test.sh cd cd-iso9660 cd-small usb uefi-secureboot debian13-systemd findiso-ntfs dracut13 ublk debian13-ublk 2>&1 | tee -a "$LOG"
 
 # One closing line that counts every test run above (cargo's per-binary
 # "test result" lines plus the QEMU scenarios).

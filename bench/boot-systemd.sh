@@ -12,6 +12,12 @@
 #             iso9660) on /dev/nbd0 under overlayfs with a tmpfs upper. No
 #             ext4 module to load (0.4 s of kernel work under TCG)
 #   ours-iso-ublk  the same with cloopbox.transport=ublk
+#   ours-iso-small, ours-iso-ublk-small
+#             ours-iso and ours-iso-ublk with the initramfs a CD-only
+#             builder ships, as the busybox contenders' is: mkinitramfs.sh
+#             --media cd --fs iso9660 and the boot build without https://
+#             (scripts/build-static.sh --boot-offline, or
+#             CLOOPBOX_BOOT_OFFLINE)
 #   squashfs  the usual live boot, a busybox initramfs: insmod, mount the
 #             CD, losetup + mount the squashfs (gzip, -b 65536), overlayfs
 #             with a tmpfs upper (the contender of bench/boot.sh)
@@ -82,14 +88,15 @@ bench_setup boot-systemd
 # ours_iso OUT NAME EXTRA: the ISO of one of our contenders, with EXTRA
 # (kernel arguments, each with a leading space) after its command line.
 ours_iso() {
-    local img=ours.cloop args=$APPEND
+    local img=ours.cloop args=$APPEND initrd=ours-initrd.gz
     case $2 in
         ours | ours-ublk) ;;
         ours-iso | ours-iso-ublk) img=ours-iso.cloop ;;
-        *) echo "boot-systemd: '$2@...': arguments after '@' go with ours, ours-ublk, ours-iso or ours-iso-ublk" >&2; exit 2 ;;
+        ours-iso-small | ours-iso-ublk-small) img=ours-iso.cloop initrd=ours-small-initrd.gz ;;
+        *) echo "boot-systemd: '$2@...': arguments after '@' go with ours, ours-ublk, ours-iso, ours-iso-ublk or their -small" >&2; exit 2 ;;
     esac
-    [[ $2 != *-ublk ]] || args+=" cloopbox.transport=ublk"
-    MKLIVE_INITRD=ours-initrd.gz make_iso "$1" "$args$3" "$img"
+    [[ $2 != *-ublk* ]] || args+=" cloopbox.transport=ublk"
+    MKLIVE_INITRD=$initrd make_iso "$1" "$args$3" "$img"
 }
 
 build() {
@@ -108,6 +115,7 @@ rm -rf tree
 
 say "initramfs: ours (initramfs/mkinitramfs.sh), a minimal busybox one, dracut if available"
 "$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BOOT" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
+small_initrd ours-small-initrd.gz iso9660
 
 squashfs_initrd theirs-initrd.gz
 squashfs_initrd erofs-initrd.gz erofs
@@ -126,7 +134,7 @@ fi
 [ -z "$DRACUT_NOTE" ] || say "dracut: skipped ($DRACUT_NOTE)"
 
 # --- ISOs: identical layout and boot loader (initramfs/mklive.sh) ---------
-for c in ours ours-ublk ours-iso ours-iso-ublk; do ours_iso "$c.iso" "$c" ""; done
+for c in ours ours-ublk ours-iso ours-iso-ublk ours-iso-small ours-iso-ublk-small; do ours_iso "$c.iso" "$c" ""; done
 MKLIVE_INITRD=theirs-initrd.gz make_iso squashfs.iso "$APPEND" theirs.squashfs
 MKLIVE_INITRD=erofs-initrd.gz make_iso erofs.iso "$APPEND" theirs.erofs
 rm -f dracut.iso
@@ -135,9 +143,9 @@ rm -f dracut.iso
 size() { if [ -f "$1" ]; then stat -c %s "$1"; else echo null; fi; }
 cat > sizes.json <<JSON
 {"tree_bytes": $TREE_BYTES,
- "image": {"ours": $(size ours.cloop), "ours-ublk": $(size ours.cloop), "ours-iso": $(size ours-iso.cloop), "ours-iso-ublk": $(size ours-iso.cloop), "squashfs": $(size theirs.squashfs), "erofs": $(size theirs.erofs), "dracut": $(size ours.cloop)},
- "iso": {"ours": $(size ours.iso), "ours-ublk": $(size ours-ublk.iso), "ours-iso": $(size ours-iso.iso), "ours-iso-ublk": $(size ours-iso-ublk.iso), "squashfs": $(size squashfs.iso), "erofs": $(size erofs.iso), "dracut": $(size dracut.iso)},
- "initrd": {"ours": $(size ours-initrd.gz), "ours-ublk": $(size ours-initrd.gz), "ours-iso": $(size ours-initrd.gz), "ours-iso-ublk": $(size ours-initrd.gz), "squashfs": $(size theirs-initrd.gz), "erofs": $(size erofs-initrd.gz), "dracut": $(size dracut-initrd.img)},
+ "image": {"ours": $(size ours.cloop), "ours-ublk": $(size ours.cloop), "ours-iso": $(size ours-iso.cloop), "ours-iso-ublk": $(size ours-iso.cloop), "ours-iso-small": $(size ours-iso.cloop), "ours-iso-ublk-small": $(size ours-iso.cloop), "squashfs": $(size theirs.squashfs), "erofs": $(size theirs.erofs), "dracut": $(size ours.cloop)},
+ "iso": {"ours": $(size ours.iso), "ours-ublk": $(size ours-ublk.iso), "ours-iso": $(size ours-iso.iso), "ours-iso-ublk": $(size ours-iso-ublk.iso), "ours-iso-small": $(size ours-iso-small.iso), "ours-iso-ublk-small": $(size ours-iso-ublk-small.iso), "squashfs": $(size squashfs.iso), "erofs": $(size erofs.iso), "dracut": $(size dracut.iso)},
+ "initrd": {"ours": $(size ours-initrd.gz), "ours-ublk": $(size ours-initrd.gz), "ours-iso": $(size ours-initrd.gz), "ours-iso-ublk": $(size ours-initrd.gz), "ours-iso-small": $(size ours-small-initrd.gz), "ours-iso-ublk-small": $(size ours-small-initrd.gz), "squashfs": $(size theirs-initrd.gz), "erofs": $(size erofs-initrd.gz), "dracut": $(size dracut-initrd.img)},
  "dracut_note": "${DRACUT_NOTE//[\"\\]/\'}",
  "kernel": "$KVER", "qemu": "$(qemu-system-x86_64 --version | head -1)", "mem": $MEM, "smp": $SMP,
  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')", "nproc": $(nproc),

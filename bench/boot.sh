@@ -25,6 +25,12 @@
 #   sq-zstd      overlayfs with a tmpfs upper
 #   erofs-lz4hc  the same busybox initramfs with erofs instead of squashfs
 #                (mkfs.erofs -zlz4hc,12 -C BLOCK)
+#   ours-CODEC-small
+#                ours-CODEC's image with the initramfs a CD-only builder
+#                ships, as the busybox contenders' is: mkinitramfs.sh
+#                --media cd --fs iso9660 and the boot build without https://
+#                (scripts/build-static.sh --boot-offline; CLOOPBOX_BOOT_OFFLINE
+#                to use another)
 # A contender may carry extra kernel arguments after '@', separated by
 # '+': ours-zlib@cloopbox.prefetch=8 boots the ours-zlib image with
 # cloopbox.prefetch=8 (the levers of docs/boot-options.md, measured in the
@@ -117,15 +123,18 @@ build() {
     install -m 0755 "$GUEST/bench-init.sh" tree/opt/bench/init
     local n b
     # Each image once, however many contenders boot it.
-    for b in $(for n in "${NAMES[@]}"; do contender_base "$n"; done | sort -u); do image "$b"; done
+    for b in $(for n in "${NAMES[@]}"; do b=$(contender_base "$n"); echo "${b%-small}"; done | sort -u); do image "$b"; done
     say "initramfs: ours (initramfs/mkinitramfs.sh), busybox with squashfs, busybox with erofs"
     "$ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BOOT" -k "$KVER" -m "$KERNEL_DIR/pkg" -o ours-initrd.gz
+    rm -f ours-small-initrd.gz
+    [[ " ${NAMES[*]%%@*} " != *-small\ * ]] || small_initrd ours-small-initrd.gz iso9660
     squashfs_initrd sq-initrd.gz squashfs
     SQ_MODULES=$SQUASHFS_MODULES
     squashfs_initrd erofs-initrd.gz erofs
     for n in "${NAMES[@]}"; do
         b=$(contender_base "$n")
-        case $b in ours-*) i=ours-initrd.gz ;; sq-*) i=sq-initrd.gz ;; *) i=erofs-initrd.gz ;; esac
+        case $b in ours-*-small) i=ours-small-initrd.gz ;; ours-*) i=ours-initrd.gz ;; sq-*) i=sq-initrd.gz ;; *) i=erofs-initrd.gz ;; esac
+        b=${b%-small}
         # --verity: the image's tree onto the CD, cloopbox.verity= into the command line.
         MKLIVE_ARGS=()
         [[ $b != *-verity ]] || MKLIVE_ARGS=(--verity)

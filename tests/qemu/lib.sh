@@ -414,6 +414,18 @@ bench_binary() {
     CLOOPBOX_BOOT_BIN=$CLOOPBOX_BOOT
 }
 
+# small_initrd OUT FS: the initramfs a builder of a CD-only live system
+# ships (initramfs/mkinitramfs.sh --media cd --fs FS, without -N): the
+# drivers of CD drives only, and CLOOPBOX_BOOT_OFFLINE (default:
+# scripts/build-static.sh --boot-offline, the boot build without https://,
+# which such a medium cannot use). The benchmarks' "-small" contenders.
+small_initrd() {
+    [ -n "${CLOOPBOX_BOOT_OFFLINE:-}" ] ||
+        CLOOPBOX_BOOT_OFFLINE=$("$QEMU_LIB_ROOT/scripts/build-static.sh" --boot-offline)
+    "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" -q -b "$CLOOPBOX_BOOT_OFFLINE" -k "$KVER" -m "$KERNEL_DIR/pkg" \
+        --media cd --fs "$2" -o "$1"
+}
+
 # --- boot ----------------------------------------------------------------
 # boot NAME UNTIL [qemu args...]: runs a guest (QEMU -accel tcg, QEMU_MEM
 # MiB, QEMU_SMP CPUs, default 1024 and 2) with its serial console in

@@ -12,7 +12,18 @@ for f in /run/initramfs/cow/*; do echo "COWFILE: ${f##*/}"; done
 for p in /proc/[0-9]*; do
     c=$(tr "\0" " " < $p/cmdline 2>/dev/null)
     case "$c" in @*) echo "DAEMON: ${p#/proc/} $c"; echo "DAEMON-oom: $(cat $p/oom_score_adj)";
-        grep VmLck $p/status | sed "s/^/DAEMON-/";; esac
+        grep VmLck $p/status | sed "s/^/DAEMON-/"
+        # The build the initramfs carried (cd-small: without https), asked
+        # of the daemon's own binary through a link to /proc/PID/exe named
+        # cloopbox (the front door has --version): it still runs the
+        # deleted initramfs's file.
+        if [ -z "$features" ]; then
+            ln -sf "$p/exe" /tmp/cloopbox
+            features=$(/tmp/cloopbox --version 2>&1 | sed -n 's/^features: //p')
+            echo "DAEMON-FEATURES: $features."
+            rm -f /tmp/cloopbox
+        fi ;;
+    esac
 done
 echo "written at boot $(cat /proc/sys/kernel/random/boot_id)" > /root/written && sync && echo "WRITE: $(cat /root/written)"
 [ -f /etc/knoppix1 ] && echo "MULTI: $(cat /etc/knoppix1)"
