@@ -8,7 +8,8 @@
 #
 # Defaults: scripts/build-static.sh --boot's binary (the boot build), the Debian 12 kernel the QEMU
 # tests unpack (work/qemu/kernel/pkg, KVER from work/qemu/kernel/version),
-# /bin/busybox. Parts: the binary, busybox, the module files grouped by
+# the rescue busybox of scripts/build-busybox.sh (mkinitramfs.sh's own
+# default; -s /bin/busybox for Debian's busybox-static). Parts: the binary, busybox, the module files grouped by
 # their directory under kernel/ (fs/NAME, drivers/NAME, the rest as
 # "lib, crypto, block"), and the module indexes. The parts are compressed
 # one by one, so their sum is a little more than the whole archive (one
@@ -16,7 +17,7 @@
 # size".
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-BIN="" KVER="" MODROOT="" BUSYBOX=/bin/busybox
+BIN="" KVER="" MODROOT="" BUSYBOX=""
 while getopts "b:k:m:s:h" opt; do
     case $opt in
         b) BIN=$OPTARG ;;
@@ -27,6 +28,7 @@ while getopts "b:k:m:s:h" opt; do
     esac
 done
 [ -n "$BIN" ] || BIN=$("$root/scripts/build-static.sh" --boot)
+[ -n "$BUSYBOX" ] || BUSYBOX=$("$root/scripts/build-busybox.sh" -q)
 [ -n "$MODROOT" ] || MODROOT=$root/work/qemu/kernel/pkg
 [ -n "$KVER" ] || KVER=$(cat "$root/work/qemu/kernel/version")
 
