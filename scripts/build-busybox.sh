@@ -97,10 +97,11 @@ say "downloading busybox $version (source)"
 (cd "$work" && apt-get "${apt_opts[@]}" -qq source --download-only "busybox=$version" >&2) ||
     die "downloading the busybox $version source package failed"
 dsc=$(ls "$work"/busybox_*.dsc)
-# The hashes in the .dsc are checked here; its signature is already
-# vouched for by the signed Sources index apt checked the .dsc against.
-dpkg-source --no-check -x "$dsc" "$work/src" >/dev/null 2>&1 ||
-    dpkg-source -x "$dsc" "$work/src" >&2 || die "unpacking $dsc failed"
+# apt checked every file against the signed Sources index; dpkg-source
+# checks the tarballs against the .dsc's hashes again (and warns that it
+# has no keyring for the .dsc's own signature: the index vouches for it).
+dpkg-source -x "$dsc" "$work/src" > "$work/unpack.log" 2>&1 ||
+    { cat "$work/unpack.log" >&2; die "unpacking $dsc failed"; }
 
 # musl's headers lack the kernel's; busybox needs a few (loop devices,
 # netlink, fs ioctls). Only those three directories are added, after
