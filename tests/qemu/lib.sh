@@ -131,11 +131,13 @@ build_initrd() {
 # that run their own script as rdinit on top of it. Built with -z none
 # (one plain archive, which cpio unpacks whole): its modules stay as the
 # kernel ships them, and the guest's modprobe is ours (busybox's cannot
-# read every compressed form).
+# read every compressed form). With Debian's whole busybox-static instead
+# of the rescue shell's 75 applets: the test scripts use more (sleep 0.5,
+# for one), and link every applet /bin/busybox has.
 unpack_initramfs() {
     build_cloopbox
     "$QEMU_LIB_ROOT/initramfs/mkinitramfs.sh" -q -z none -b "$CLOOPBOX_BOOT_BIN" -k "$KVER" -m "$KERNEL_DIR/pkg" \
-        -o "$1.cpio"
+        -s /bin/busybox -o "$1.cpio"
     # Through a file, not a pipe: cpio stops reading at its trailer.
     (cd "$1" && cpio -id --quiet < "$1.cpio")
     rm -f "$1.cpio"
