@@ -214,6 +214,10 @@ fi
 [ -n "$INITRD" ] || [ -x "$BOOT_BIN" ] || die "--boot-binary $BOOT_BIN is not an executable"
 # Our applets are reached through the multicall front door's first argument.
 cloopbox() { "$BIN" "$@"; }
+# image_filesystem IMAGE: the filesystem inside a cloop image, as cloopinfo
+# names it (what init's probe will find); nothing for an image that is not
+# cloop (a squashfs of the benchmarks' baselines).
+image_filesystem() { cloopbox cloopinfo --json "$1" 2>/dev/null | sed -n 's/^  "filesystem": "\(.*\)",$/\1/p'; }
 
 # --- 1. the compressed image --------------------------------------------
 # epoch_env COMMAND...: e2fsprogs with its clock at SOURCE_DATE_EPOCH, if set.
@@ -420,7 +424,7 @@ else
         image_fs=()
         if [ -n "$SRC" ]; then image_fs=("$FS"); fi
         for i in "${IMAGES[@]}"; do
-            f=$(cloopbox cloopinfo --json "$i" 2>/dev/null | sed -n 's/^  "filesystem": "\(.*\)",$/\1/p') || f=""
+            f=$(image_filesystem "$i") || f=""
             case $f in
                 ext2 | ext3 | ext4) f=ext4 ;;
                 iso9660 | squashfs | erofs) ;;
@@ -462,7 +466,7 @@ if [[ " $APPEND " != *" cloopbox.preload="* ]]; then
     for i in "$t"/KNOPPIX/KNOPPIX*; do
         [[ $i != *.verity ]] || continue
         # Not a cloop image (a squashfs of the benchmarks' baselines): no hint.
-        f=$(cloopbox cloopinfo --json "$i" 2>/dev/null | sed -n 's/^  "filesystem": "\(.*\)",$/\1/p') || f=""
+        f=$(image_filesystem "$i") || f=""
         [ -z "$f" ] || [[ " ${fstypes[*]} " == *" $f "* ]] || fstypes+=("$f")
     done
     [ ${#fstypes[@]} = 0 ] || APPEND="cloopbox.preload=$(IFS=,; echo "${fstypes[*]}")${APPEND:+ $APPEND}"
